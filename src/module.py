@@ -1,0 +1,111 @@
+"""SequenceLightningModule: encoder -> backbone -> decoder, trained on a registered dataset.
+
+Built from the resolved config alone (a plain dict), which `save_hyperparameters` stores in every
+checkpoint, so `SequenceLightningModule.load_from_checkpoint(path)` rebuilds the model with no
+other input.
+"""
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torchmetrics import MetricCollection
+
+from src.models.sequence.backbone import SequenceModel
+from src.tasks.decoders import build_decoder
+from src.tasks.encoders import build_encoder
+from src.tasks.metrics import build_loss, build_metric
+from src.utils import registry
+from src.utils.notice import notice
+from src.utils.optim import build_optimizer
+
+SPLITS = ("train", "val", "test")
+
+
+class SequenceLightningModule(L.LightningModule):
+    def __init__(self, config):
+        super().__init__()
+        self.save_hyperparameters()  # self.hparams.config: the resolved config (a dict)
+        self.config = config = OmegaConf.create(config)
+        self.dataset = registry.build(registry.dataset, config.dataset, key="dataset._name_")
+        model = {k: v for k, v in OmegaConf.to_container(config.model).items() if k != "_name_"}
+        d_model = model["d_model"]
+        self.encoder = build_encoder(config.encoder, self.dataset, d_model)
+        self.backbone = SequenceModel(**model, notice=notice)
+        self.decoder = build_decoder(config.decoder, self.dataset, d_model)
+        self.loss = build_loss(config.task.loss)
+        self.metrics = nn.ModuleDict(
+            {
+                split: MetricCollection(
+                    {name: build_metric(name, self.dataset.d_output) for name in config.task.metrics},
+                    prefix=f"{split}/",
+                )
+                for split in SPLITS
+            }
+        )
+
+    def forward(self, x):  # x: (B, L_in, d_input) or (B, L_in) tokens
+        y, _ = self.backbone(self.encoder(x))  # (B, L_in, d_model)
+        return self.decoder(y)  # (B, l_output, d_output)
+
+    def _step(self, batch, split):
+        x, y = batch
+        preds = self(x)
+        loss = self.loss(preds, y)
+        metrics = self.metrics[split]
+        metrics.update(preds.detach(), y)
+        self.log(
+            f"{split}/loss", loss, on_step=split == "train", on_epoch=True, prog_bar=True,
+            sync_dist=split != "train", batch_size=x.shape[0],
+        )
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split == "val")
+        return loss, preds
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")[0]
+
+    def validation_step(self, batch, batch_idx):
+        return {"preds": self._step(batch, "val")[1]}
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    # Data: the dataset deals batches to this rank; Lightning's distributed sampler is off.
+    def _loader_kwargs(self):
+        loader = self.config.loader
+        return dict(
+            batch_size=loader.batch_size,
+            batch_size_eval=loader.batch_size_eval,
+            num_workers=loader.num_workers,
+            pin_memory=loader.pin_memory and self.device.type == "cuda",
+            rank=self.trainer.global_rank,
+            world_size=self.trainer.world_size,
+        )
+
+    def setup(self, stage):
+        self.dataset.setup()
+
+    def train_dataloader(self):
+        loader = self.dataset.train_dataloader(**self._loader_kwargs())
+        # Batches trained so far this epoch, saved in checkpoints so a run resumed mid-epoch
+        # continues with the batches the uninterrupted run would have seen.
+        loader.progress = lambda: self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return loader
+
+    def val_dataloader(self):
+        return self.dataset.val_dataloader(**self._loader_kwargs())
+
+    def test_dataloader(self):
+        return self.dataset.test_dataloader(**self._loader_kwargs())
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self, self.config.optimizer)
+        for i, group in enumerate(optimizer.param_groups):
+            n = sum(p.numel() for p in group["params"])
+            notice(f"optimizer group {i}: {n} parameters, lr={group['lr']:g}, weight_decay={group['weight_decay']:g}")
+        scheduler = registry.build(registry.scheduler, self.config.scheduler, optimizer, key="scheduler._name_")
+        interval = self.config.train.interval
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": self.config.train.monitor},
+        }

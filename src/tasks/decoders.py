@@ -1,0 +1,31 @@
+"""Decoders: backbone outputs (B, L, d_model) -> predictions.
+
+`sequence` decoder, by mode:
+    last  the last l_output positions: (B, l_output, d_output); l_output None keeps all L
+    pool  the mean over positions:      (B, d_output)
+"""
+
+from torch import nn
+
+from src.utils.errors import check_choice
+
+
+class SequenceDecoder(nn.Module):
+    def __init__(self, d_model, d_output, l_output=None, mode="last"):
+        super().__init__()
+        self.mode = check_choice("decoder.mode", mode, ["last", "pool"])
+        self.l_output = l_output
+        self.output = nn.Linear(d_model, d_output)
+
+    def forward(self, x):  # x: (B, L, d_model)
+        if self.mode == "pool":
+            x = x.mean(dim=1)  # (B, d_model)
+        elif self.l_output is not None:
+            x = x[:, x.shape[1] - self.l_output :]  # (B, l_output, d_model)
+        return self.output(x)
+
+
+def build_decoder(config, dataset, d_model):
+    config = dict(config)
+    check_choice("decoder._name_", config.pop("_name_"), ["sequence"])
+    return SequenceDecoder(d_model, dataset.d_output, dataset.l_output, **config)

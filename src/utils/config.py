@@ -1,0 +1,17 @@
+"""Config processing between Hydra's composition and building: legacy keys, checks."""
+
+from omegaconf import OmegaConf
+
+from src.utils.errors import ConfigError
+from src.utils.legacy import translate
+from src.utils.notice import notice
+
+
+def prepare(config):
+    """Translate the legacy keys, resolve interpolations and check required values."""
+    translate(config, notice)
+    missing = sorted(OmegaConf.missing_keys(config))
+    if missing:
+        raise ConfigError(f"these config values must be set: {', '.join(missing)}")
+    OmegaConf.resolve(config)
+    return config

@@ -1,0 +1,97 @@
+"""Translation of the Lightning 1.x trainer keys that the DLR / S4 commands use.
+
+Each key that is set is moved to its Lightning 2.x (or this repo's) place with a one-line
+notice; none is dropped silently. Runs on the composed config before anything is built.
+
+    trainer.gpus=N                    -> trainer.devices=N (accelerator gpu unless set)
+    trainer.resume_from_checkpoint=P  -> train.ckpt=P
+    trainer.find_unused_parameters=B  -> trainer.strategy=ddp_find_unused_parameters_{b}
+                                         (only when more than one device is used)
+    trainer.save_val_outputs=B        -> train.save_val_outputs=B
+    trainer.weights_summary=top|full|null -> callbacks.rich_model_summary.max_depth 1 | -1 | off
+    trainer.progress_bar_refresh_rate=N   -> callbacks.rich_progress_bar.refresh_rate=N (0: off)
+    trainer.track_grad_norm=p         -> callbacks.grad_norm.norm_type=p (-1: off)
+"""
+
+from omegaconf import OmegaConf, open_dict
+
+from src.utils.errors import ConfigError, check_choice
+
+LEGACY_KEYS = (
+    "gpus",
+    "resume_from_checkpoint",
+    "find_unused_parameters",
+    "save_val_outputs",
+    "weights_summary",
+    "progress_bar_refresh_rate",
+    "track_grad_norm",
+)
+
+
+def translate(config, notice=print):
+    """Rewrite the legacy trainer keys of `config` in place; `notice(line)` reports each move."""
+    with open_dict(config):
+        trainer = config.trainer
+        for key in LEGACY_KEYS:
+            value = trainer.pop(key, None)
+            if value is None:
+                continue
+            moved = _translate_one(config, key, value)
+            notice(f"notice: trainer.{key}={value} is a Lightning 1.x key; using {moved}")
+
+
+def _translate_one(config, key, value):
+    trainer, callbacks = config.trainer, config.callbacks
+    if key == "gpus":
+        devices = value if isinstance(value, int) else len(str(value).split(","))
+        trainer.devices = devices
+        if devices == 0:
+            trainer.accelerator, trainer.devices = "cpu", 1
+        elif trainer.accelerator == "auto":
+            trainer.accelerator = "gpu"
+        return f"trainer.accelerator={trainer.accelerator} trainer.devices={trainer.devices}"
+    if key == "resume_from_checkpoint":
+        config.train.ckpt = value
+        return f"train.ckpt={value}"
+    if key == "find_unused_parameters":
+        if not isinstance(value, bool):
+            raise ConfigError(f"trainer.find_unused_parameters={value!r} must be true or false")
+        if _n_devices(trainer) <= 1:
+            return "nothing (a single device needs no DDP strategy)"
+        if trainer.strategy not in ("auto", "ddp"):
+            raise ConfigError(
+                f"trainer.find_unused_parameters={value} conflicts with trainer.strategy={trainer.strategy}; "
+                "set only one of them"
+            )
+        trainer.strategy = f"ddp_find_unused_parameters_{str(value).lower()}"
+        return f"trainer.strategy={trainer.strategy}"
+    if key == "save_val_outputs":
+        config.train.save_val_outputs = bool(value)
+        return f"train.save_val_outputs={bool(value)}"
+    if key == "weights_summary":
+        check_choice("trainer.weights_summary", value, ["top", "full"])
+        callbacks.rich_model_summary = {"max_depth": 1 if value == "top" else -1}
+        return f"callbacks.rich_model_summary.max_depth={callbacks.rich_model_summary.max_depth}"
+    if key == "progress_bar_refresh_rate":
+        if value == 0:
+            callbacks.pop("rich_progress_bar", None)
+            trainer.enable_progress_bar = False
+            return "trainer.enable_progress_bar=false"
+        callbacks.rich_progress_bar = {"refresh_rate": int(value)}
+        return f"callbacks.rich_progress_bar.refresh_rate={int(value)}"
+    if key == "track_grad_norm":
+        if float(value) == -1:
+            callbacks.pop("grad_norm", None)
+            return "no gradient-norm logging"
+        callbacks.grad_norm = {"norm_type": float(value)}
+        return f"callbacks.grad_norm.norm_type={float(value)}"
+    raise AssertionError(key)
+
+
+def _n_devices(trainer):
+    devices = trainer.devices
+    if isinstance(devices, int):
+        return devices * trainer.num_nodes
+    if OmegaConf.is_list(devices) or isinstance(devices, list):
+        return len(devices) * trainer.num_nodes
+    return 2  # "auto" or "-1": possibly several

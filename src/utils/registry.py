@@ -1,0 +1,70 @@
+"""Short names -> import paths, and `build` to construct an object from its config.
+
+Config groups name what they build with `_name_` (`model.layer._name_=dlr`), as in the S4
+repo. Objects are imported lazily, so `import src...` never pulls optional dependencies.
+"""
+
+import importlib
+
+from src.utils.errors import ConfigError
+
+# Sequence layers: (B, L, D) -> ((B, L, D), state). See DESIGN.md, "Layer".
+layer = {
+    "dlr": "src.models.sequence.layers.conv.LongConv",
+    "dss": "src.models.sequence.layers.conv.LongConv",
+    "sgconv": "src.models.sequence.layers.conv.LongConv",
+    "attn": "src.models.sequence.layers.attention.AttentionBlock",
+}
+
+# Convolution kernels used by LongConv (`model.layer.kernel_type`): (L) -> (C, H, L).
+kernel = {
+    "dlr": "src.models.sequence.layers.dlr.DLRKernel",
+    "dss": "src.models.sequence.layers.dlr.DSSKernel",
+    "sgconv": "src.models.sequence.layers.sgconv.SGConvKernel",
+}
+
+dataset = {
+    "sequence1d": "src.dataloaders.sequence1d.Sequence1D",
+}
+
+optimizer = {
+    "adam": "torch.optim.Adam",
+    "adamw": "torch.optim.AdamW",
+    "sgd": "torch.optim.SGD",
+}
+
+scheduler = {
+    "constant": "src.utils.schedulers.constant",
+    "constant_warmup": "src.utils.schedulers.constant_warmup",
+    "linear_warmup": "src.utils.schedulers.linear_warmup",
+    "cosine_warmup": "src.utils.schedulers.cosine_warmup",
+    "cosine": "torch.optim.lr_scheduler.CosineAnnealingLR",
+    "step": "torch.optim.lr_scheduler.StepLR",
+    "multistep": "torch.optim.lr_scheduler.MultiStepLR",
+    "plateau": "torch.optim.lr_scheduler.ReduceLROnPlateau",
+}
+
+
+callbacks = {
+    "learning_rate_monitor": "lightning.pytorch.callbacks.LearningRateMonitor",
+    "model_checkpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
+    "rich_progress_bar": "lightning.pytorch.callbacks.RichProgressBar",
+    "rich_model_summary": "lightning.pytorch.callbacks.RichModelSummary",
+    "grad_norm": "src.callbacks.grad_norm.GradNorm",
+}
+
+
+def resolve(registry, name, key="_name_"):
+    """The class or function registered under `name`; ConfigError listing the valid names."""
+    if name not in registry:
+        valid = ", ".join(sorted(registry))
+        raise ConfigError(f"{key}={name!r} is not registered; choose one of: {valid}")
+    module, attr = registry[name].rsplit(".", 1)
+    return getattr(importlib.import_module(module), attr)
+
+
+def build(registry, config, *args, key="_name_", **kwargs):
+    """Construct `registry[config["_name_"]](*args, **rest_of_config, **kwargs)`."""
+    config = dict(config)
+    name = config.pop("_name_")
+    return resolve(registry, name, key)(*args, **config, **kwargs)

@@ -1,0 +1,55 @@
+"""Shared test helpers: compose a config like `python -m train` does and train in-process."""
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("WANDB_MODE", "offline")
+
+# Appended to every command in tests: tiny sizes, CPU, quiet.
+CPU_OVERRIDES = [
+    "dataset.L=64", "model.layer.d_state=64", "dataset.samples_per_epoch=64", "loader.batch_size=4",
+    "trainer.max_epochs=1", "trainer.accelerator=cpu", "loader.num_workers=0",
+    "trainer.enable_progress_bar=false", "callbacks.rich_model_summary=null",
+]
+
+
+def compose_config(overrides):
+    """The config `python -m train *overrides` would run, after legacy translation."""
+    from src.utils.config import prepare
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        config = compose("config", overrides=list(overrides))
+    return prepare(config)
+
+
+def train_in_process(overrides, run_dir):
+    """Train as `python -m train` would, into `run_dir`; returns the final metrics."""
+    from src.training import fit
+
+    return fit(compose_config(overrides), str(run_dir))
+
+
+def command_overrides(command):
+    """The overrides of a README command line `... python -m train a=b c=d`."""
+    words = shlex.split(command)
+    return words[words.index("train") + 1 :]
+
+
+def run_cli(args, cwd=ROOT, timeout=600, env=None):
+    """Run `python -m train *args` in a subprocess; returns the CompletedProcess."""
+    env = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    return tmp_path / "run"
