@@ -34,9 +34,9 @@ class SequenceLightningModule(L.LightningModule):
         self.backbone = SequenceModel(**model, notice=notice)
         self.decoder = build_decoder(config.decoder, self.dataset, d_model)
         self.loss = build_loss(config.task.loss)
-        self.metrics = nn.ModuleDict(
+        self.metrics = nn.ModuleDict(  # "train" is an nn.Module attribute: key by f"{split}_"
             {
-                split: MetricCollection(
+                f"{split}_": MetricCollection(
                     {name: build_metric(name, self.dataset.d_output) for name in config.task.metrics},
                     prefix=f"{split}/",
                 )
@@ -52,7 +52,7 @@ class SequenceLightningModule(L.LightningModule):
         x, y = batch
         preds = self(x)
         loss = self.loss(preds, y)
-        metrics = self.metrics[split]
+        metrics = self.metrics[f"{split}_"]
         metrics.update(preds.detach(), y)
         self.log(
             f"{split}/loss", loss, on_step=split == "train", on_epoch=True, prog_bar=True,

@@ -9,6 +9,7 @@ A run writes to its directory (hydra.run.dir, by default outputs/<date>/<time>):
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -67,8 +68,12 @@ def check_checkpoint(path, module):
 def build_callbacks(config, run_dir):
     callbacks = []
     for name, kwargs in (config.callbacks or {}).items():
-        kwargs = dict(kwargs or {})
-        if name == "model_checkpoint":
+        if kwargs is None:  # `callbacks.NAME=null` removes a callback
+            continue
+        if name == "rich_progress_bar" and not config.trainer.enable_progress_bar:
+            continue
+        kwargs = dict(kwargs)
+        if name in ("model_checkpoint", "last_checkpoint"):
             kwargs["dirpath"] = str(Path(run_dir) / "checkpoints")
         callbacks.append(registry.build(registry.callbacks, {"_name_": name, **kwargs}, key="callbacks"))
     if config.train.save_val_outputs:
@@ -77,6 +82,8 @@ def build_callbacks(config, run_dir):
 
 
 def build_loggers(config, run_dir):
+    # The run directory holds config.yaml already; claim_run_dir guarantees no earlier metrics.
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     loggers = [CSVLogger(save_dir=str(run_dir), name="", version="")]
     if config.wandb is not None:
         from lightning.pytorch.loggers import WandbLogger
@@ -87,29 +94,30 @@ def build_loggers(config, run_dir):
     return loggers
 
 
-def build_trainer(config, run_dir):
+def build_trainer(config, run_dir, extra_callbacks=()):
     trainer = OmegaConf.to_container(config.trainer, resolve=True)
     return L.Trainer(
         **trainer,
         default_root_dir=str(run_dir),
         logger=build_loggers(config, run_dir),
-        callbacks=build_callbacks(config, run_dir),
+        callbacks=build_callbacks(config, run_dir) + list(extra_callbacks),
         use_distributed_sampler=False,  # datasets deal batches to ranks themselves
     )
 
 
-def fit(config, run_dir):
-    """Train (and optionally test) the model of `config`; returns the final metrics."""
+def fit(config, run_dir, extra_callbacks=()):
+    """Train (and optionally test) the model of `config`; returns the final metrics.
+    `extra_callbacks`: Lightning callbacks added to those of the config (programmatic use)."""
     claim_run_dir(run_dir, config)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     module = SequenceLightningModule(OmegaConf.to_container(config, resolve=True))
     if config.train.ckpt is not None:
         check_checkpoint(config.train.ckpt, module)
-    trainer = build_trainer(config, run_dir)
+    trainer = build_trainer(config, run_dir, extra_callbacks)
     trainer.fit(module, ckpt_path=config.train.ckpt)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if config.train.test:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""  # model_checkpoint
         results = trainer.test(module, ckpt_path=best or None, verbose=False)
         metrics.update({k: float(v) for k, v in results[0].items()})
     if trainer.is_global_zero:

@@ -40,13 +40,33 @@ def _final_row(run_dir):
     return {h: v for h, v in zip(header, last_val) if h.startswith("val/")}
 
 
-@pytest.mark.parametrize("k", [5, 16], ids=["mid-epoch", "epoch-end"])
+class Crash(Exception):
+    pass
+
+
+class CrashAtStep(Callback):
+    """Interrupts training just before optimizer step k + 1 (as a killed job would)."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.k:
+            raise Crash()
+
+
+@pytest.mark.parametrize("k", [5, 16, 21], ids=["epoch0-mid", "epoch-end", "epoch1-mid"])
 def test_resume_gives_the_uninterrupted_result(tmp_path, k):
-    """16 steps per epoch, 2 epochs; stop after k steps, resume from last.ckpt. CPU: bitwise."""
-    base = [*TINY, "trainer.max_epochs=2", "callbacks.model_checkpoint.every_n_train_steps=1"]
+    """16 steps per epoch, 2 epochs, last.ckpt every step; crash after k steps, resume. CPU: bitwise."""
+    from src.training import fit
+
+    base = [*TINY, "trainer.max_epochs=2", "callbacks.last_checkpoint.every_n_train_steps=1"]
     train_in_process(base, tmp_path / "full")
-    train_in_process([*base, f"trainer.max_steps={k}"], tmp_path / "cut")
-    train_in_process([*base, f"train.ckpt={tmp_path / 'cut' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed")
+    with pytest.raises(Crash):
+        fit(compose_config(base), str(tmp_path / "cut"), [CrashAtStep(k)])
+    last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == k
+    train_in_process([*base, f"train.ckpt={last}"], tmp_path / "resumed")
     full, resumed = _params(tmp_path / "full"), _params(tmp_path / "resumed")
     assert full.keys() == resumed.keys()
     for name in full:

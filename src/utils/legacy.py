@@ -74,7 +74,6 @@ def _translate_one(config, key, value):
         return f"callbacks.rich_model_summary.max_depth={callbacks.rich_model_summary.max_depth}"
     if key == "progress_bar_refresh_rate":
         if value == 0:
-            callbacks.pop("rich_progress_bar", None)
             trainer.enable_progress_bar = False
             return "trainer.enable_progress_bar=false"
         callbacks.rich_progress_bar = {"refresh_rate": int(value)}
