@@ -1,0 +1,119 @@
+"""On-the-fly synthetic datasets, generated a whole batch at a time.
+
+Every batch is drawn from its own torch.Generator seeded by (seed, split, epoch, global batch
+index), never from the global RNG. Hence:
+  - the stream does not depend on the number of DataLoader workers or devices;
+  - ranks are disjoint: with W devices, rank r gets the global batches g = i W + r;
+  - a resumed run sees the same batches: the train loader's `state_dict` (saved by Lightning in
+    every checkpoint) records how many batches of the epoch were trained;
+  - validation and test sets are fixed (epoch 0 of their own split), whatever the epoch.
+An epoch is exactly `samples_per_epoch` samples over all devices together.
+
+Items of the torch Dataset are whole batches, keyed (split, epoch, global_index, size); a sampler
+in the main process yields the keys, so persistent workers stay correct across epochs.
+"""
+
+import math
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from src.utils.errors import ConfigError
+
+SPLITS = {"train": 0, "val": 1, "test": 2}
+
+
+def batch_seed(seed, split, epoch, index):
+    """A 63-bit seed mixing (seed, split, epoch, index) through numpy's SeedSequence."""
+    state = np.random.SeedSequence([seed, SPLITS[split], epoch, index]).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+class TrainBatches(Sampler):
+    """Keys of this rank's training batches: ("train", epoch, i * W + rank, batch_size).
+    `start` skips the first batches of the next iteration only (mid-epoch resume)."""
+
+    def __init__(self, n_batches, batch_size, rank, world_size):
+        self.n_batches, self.batch_size, self.rank, self.world_size = n_batches, batch_size, rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch):  # called by Lightning before each epoch
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.n_batches
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        for i in range(start, self.n_batches):
+            yield "train", self.epoch, i * self.world_size + self.rank, self.batch_size
+
+
+class ResumableLoader(DataLoader):
+    """A training DataLoader whose position in the epoch is saved in Lightning checkpoints.
+    `progress` (set by the LightningModule) returns the number of batches trained this epoch."""
+
+    progress = None
+
+    def state_dict(self):
+        return {"epoch": self.sampler.epoch, "batches": self.progress() if self.progress else 0}
+
+    def load_state_dict(self, state):
+        # Lightning restarts a mid-epoch run before calling set_epoch: restore the epoch too.
+        done = state["batches"] >= len(self.sampler)
+        self.sampler.epoch = state["epoch"] + done
+        self.sampler.start = 0 if done else state["batches"]
+
+
+class SyntheticDataset(Dataset):
+    """Base of the on-the-fly datasets (S4-style interface): subclasses set `d_input`,
+    `d_output`, `l_output` (and `n_tokens` for token inputs) and implement `generate`."""
+
+    d_input = d_output = l_output = n_tokens = None
+
+    def __init__(self, samples_per_epoch, val_split, seed):
+        self.samples_per_epoch, self.val_split, self.seed = samples_per_epoch, val_split, seed
+        self.n_eval = int(val_split * samples_per_epoch)
+        if self.n_eval < 1:
+            raise ConfigError(
+                f"dataset.val_split={val_split} with dataset.samples_per_epoch={samples_per_epoch} "
+                "gives no validation samples; both must give at least one"
+            )
+
+    def generate(self, batch_size, generator):
+        """(x, y) for `batch_size` samples drawn from `generator`."""
+        raise NotImplementedError
+
+    def setup(self):
+        """Nothing to prepare: data is generated on the fly."""
+
+    def __getitem__(self, key):
+        split, epoch, index, size = key
+        generator = torch.Generator().manual_seed(batch_seed(self.seed, split, epoch, index))
+        return self.generate(size, generator)
+
+    def train_dataloader(self, batch_size, batch_size_eval=None, num_workers=0, pin_memory=False, rank=0, world_size=1):
+        per_step = batch_size * world_size
+        if self.samples_per_epoch % per_step:
+            raise ConfigError(
+                f"dataset.samples_per_epoch={self.samples_per_epoch} is not a multiple of loader.batch_size="
+                f"{batch_size} x {world_size} device(s); an epoch must be whole batches on every device"
+            )
+        sampler = TrainBatches(self.samples_per_epoch // per_step, batch_size, rank, world_size)
+        return ResumableLoader(self, batch_size=None, sampler=sampler, **_workers(num_workers, pin_memory))
+
+    def _eval_dataloader(self, split, batch_size, batch_size_eval, num_workers, pin_memory, rank, world_size):
+        b = batch_size_eval or batch_size
+        keys = [(split, 0, g, min(b, self.n_eval - g * b)) for g in range(math.ceil(self.n_eval / b))]
+        return DataLoader(self, batch_size=None, sampler=keys[rank::world_size], **_workers(num_workers, pin_memory))
+
+    def val_dataloader(self, batch_size, batch_size_eval=None, num_workers=0, pin_memory=False, rank=0, world_size=1):
+        return self._eval_dataloader("val", batch_size, batch_size_eval, num_workers, pin_memory, rank, world_size)
+
+    def test_dataloader(self, batch_size, batch_size_eval=None, num_workers=0, pin_memory=False, rank=0, world_size=1):
+        return self._eval_dataloader("test", batch_size, batch_size_eval, num_workers, pin_memory, rank, world_size)
+
+
+def _workers(num_workers, pin_memory):
+    return dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)
