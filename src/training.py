@@ -94,6 +94,14 @@ def build_loggers(config, run_dir):
     return loggers
 
 
+def finish_wandb(trainer):
+    """Close this run's wandb run: wandb keeps one global run, which the next run in the same
+    process (a Hydra multirun job) would otherwise reuse."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
+            logger.experiment.finish()
+
+
 def build_trainer(config, run_dir, extra_callbacks=()):
     trainer = OmegaConf.to_container(config.trainer, resolve=True)
     return L.Trainer(
@@ -114,12 +122,15 @@ def fit(config, run_dir, extra_callbacks=()):
     if config.train.ckpt is not None:
         check_checkpoint(config.train.ckpt, module)
     trainer = build_trainer(config, run_dir, extra_callbacks)
-    trainer.fit(module, ckpt_path=config.train.ckpt)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    if config.train.test:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""  # model_checkpoint
-        results = trainer.test(module, ckpt_path=best or None, verbose=False)
-        metrics.update({k: float(v) for k, v in results[0].items()})
+    try:
+        trainer.fit(module, ckpt_path=config.train.ckpt)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if config.train.test:
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            results = trainer.test(module, ckpt_path=best or None, verbose=False)
+            metrics.update({k: float(v) for k, v in results[0].items()})
+    finally:
+        finish_wandb(trainer)
     if trainer.is_global_zero:
         print("final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
         print(f"run written to: {run_dir}")

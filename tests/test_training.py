@@ -11,7 +11,7 @@ from conftest import CPU_OVERRIDES, compose_config, run_cli, train_in_process
 from src.module import SequenceLightningModule
 from src.utils.errors import ConfigError
 
-TINY = ["experiment=dss-sequence1d", "model=dlr", "dataset.task=shift", *CPU_OVERRIDES, "model.d_model=16"]
+TINY = ["wandb=null", "experiment=dss-sequence1d", "model=dlr", "dataset.task=shift", *CPU_OVERRIDES, "model.d_model=16"]
 
 
 def test_run_writes_config_metrics_and_checkpoints(run_dir):
@@ -194,8 +194,9 @@ def test_save_val_outputs_and_grad_norm(run_dir):
 
 def test_wandb_logger_offline(run_dir, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    train_in_process([t for t in TINY], run_dir)  # TINY has no wandb=null
-    assert any((run_dir / "wandb").glob("offline-run-*"))
+    for i in range(2):  # each run gets its own wandb run (wandb's global run is finished)
+        train_in_process([t for t in TINY if t != "wandb=null"], run_dir / str(i))
+        assert len(list((run_dir / str(i) / "wandb").glob("offline-run-*"))) == 1
 
 
 @pytest.mark.parametrize(

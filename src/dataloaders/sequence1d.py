@@ -95,7 +95,7 @@ def _shift(B, g, L, num_shifts, **_):
     y = x.new_zeros(B, num_shifts, L)
     for j, sj in enumerate(s):  # over the H delays, not over samples
         y[:, j, sj:] = x[:, : L - sj]
-    return pos(x[..., None]), y.transpose(1, 2)  # (B, L, 3), (B, L, H)
+    return pos(x[..., None]), y.transpose(1, 2).contiguous()  # (B, L, 3), (B, L, H)
 
 
 def _context_shift(B, g, L, **_):

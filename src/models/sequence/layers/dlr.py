@@ -1,0 +1,177 @@
+"""DLR and DSS convolution kernels: diagonal linear recurrences seen as Vandermonde kernels.
+
+Both describe, per channel c and feature h, the recurrence with a diagonal complex state s
+    s_t = exp(x_n) s_{t-1} + u_t,      y_t = sum_n W[c, h, n] s_t[n]
+whose impulse response is the kernel
+    K[c, h, l] = sum_n W[c, h, n] exp(l x_n)                           (l = 0 .. L-1)
+`vandermonde_params()` returns (W, x); `forward(L)` returns the real kernel (C, H, L) obtained
+from K by `kernel_to_real`: real Re K | imag Im K | sum Re K + Im K | prod Re K * Im K |
+real-prod Re K on the first H/2 features, Re K * Im K on the others.
+
+DLR (Gupta, Mehta & Berant 2022): x = Lambda shared by all features,
+    Lambda_n = -r_n^2 + i theta_n       (r, theta trained; init Lambda_n = -dt_n/2 + 2 pi i n/N
+                                         for `omega`, -dt_n/2 + i randn for `randn`)
+versions: '' (both parts), Lambda_imag (Lambda = i theta), Lambda_imag_W_real (and W real),
+Lambda_real_W_real (Lambda = -r^2, W real).
+
+DSS (Gupta, Gu & Berant 2022): x = dt_h Lambda_n, W' = W (exp(dt_h Lambda_n) - 1) / Lambda_n
+(the zero-order hold of a diagonal state space), Re Lambda < 0 through Lambda_re = -exp(a):
+versions exp (Lambda_re = -exp(a), Lambda_im free), exp-re-im (also Lambda_im = exp(b)),
+exp-no-scale (W' = W), exp-no-scale-real (and Lambda real), clip (Lambda_re clipped at
+max_real_Lambda), clip-no-scale, softmax (W' = W (exp(x) - 1) / ((exp(x L) - 1) Lambda): the
+kernel is a softmax over positions, stabilised by exp(-P_max) for Re Lambda > 0; it depends on
+L and so has no length-independent recurrence).
+Complex parameters are stored as real pairs (..., 2) so that Adam's moments are per part.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from src.models.sequence.layers.optim import register
+from src.ops.vandermonde import vandermonde
+from src.utils.errors import ConfigError, check_choice
+
+KERNEL_TO_REAL = ["real", "imag", "sum", "prod", "real-prod"]
+
+
+def to_real(K, kernel_to_real):
+    """Complex kernel (C, H, L) -> real (C, H, L)."""
+    if kernel_to_real == "real":
+        return K.real
+    if kernel_to_real == "imag":
+        return K.imag
+    if kernel_to_real == "sum":
+        return K.real + K.imag
+    prod = K.real * K.imag
+    if kernel_to_real == "prod":
+        return prod
+    H = K.shape[-2]
+    return torch.cat((K.real[..., : H // 2, :], prod[..., H // 2 :, :]), dim=-2)
+
+
+def log_uniform(n, low, high):
+    """n samples of exp(U(log low, log high))."""
+    return torch.exp(math.log(low) + torch.rand(n) * (math.log(high) - math.log(low)))
+
+
+class DLRKernel(nn.Module):
+    VERSIONS = ["", "Lambda_imag", "Lambda_imag_W_real", "Lambda_real_W_real"]
+
+    def __init__(self, H, N=4096, channels=1, dt_min=1e-4, dt_max=1e-1, trainable=None, lr=None, version="",
+                 Lambda_init="omega", W_scale=None, wd=0.0, kernel_to_real="real", backend="auto"):
+        super().__init__()
+        self.version = check_choice("model.layer.version", version, self.VERSIONS)
+        check_choice("model.layer.Lambda_init", Lambda_init, ["omega", "randn"])
+        self.kernel_to_real = check_choice("model.layer.kernel_to_real", kernel_to_real, KERNEL_TO_REAL)
+        self.backend = backend
+        trainable = {"Lambda": True, "W": True, **(trainable or {})}
+        lr = {"Lambda": 1e-4, "Lambda_re": None, "W": 1e-4, **(lr or {})}
+        lr_re = lr["Lambda"] if lr["Lambda_re"] is None else lr["Lambda_re"]
+
+        dt = log_uniform(N, dt_min, dt_max)  # [N]
+        theta = 2 * math.pi * torch.arange(N) / N if Lambda_init == "omega" else torch.randn(N)
+        if "Lambda_real" not in version:
+            register(self, "Lambda_im", theta % (2 * math.pi), trainable["Lambda"], lr["Lambda"], 0.0)  # [N]
+        if "Lambda_imag" not in version:
+            register(self, "Lambda_re_sqrt", (0.5 * dt).sqrt(), trainable["Lambda"], lr_re, 0.0)  # [N]: Re = -r^2
+        W_shape = (channels, H, N) if "W_real" in version else (channels, H, N, 2)
+        W_scale = 1 / N if W_scale is None else W_scale
+        register(self, "W", torch.randn(W_shape) * W_scale, trainable["W"], lr["W"], wd)
+
+    def vandermonde_params(self, L=None):
+        """(W (C, H, N) complex, Lambda (N,) complex)."""
+        re = -self.Lambda_re_sqrt**2 if hasattr(self, "Lambda_re_sqrt") else None
+        im = self.Lambda_im if hasattr(self, "Lambda_im") else None
+        Lambda = torch.complex(re if re is not None else torch.zeros_like(im), im if im is not None else torch.zeros_like(re))
+        W = torch.complex(self.W, torch.zeros_like(self.W)) if "W_real" in self.version else torch.view_as_complex(self.W)
+        return W, Lambda
+
+    def forward(self, L):  # -> (C, H, L)
+        return to_real(vandermonde(*self.vandermonde_params(L), L, self.backend), self.kernel_to_real)
+
+
+def hippo_skew_eigenvalues(N):
+    """Eigenvalues of the skew-symmetric part of the HiPPO-LegS matrix, largest imaginary first."""
+    r = torch.sqrt(2 * torch.arange(N, dtype=torch.float64) + 1)
+    lower = (r[:, None] * r[None, :]).tril(diagonal=-1)
+    evals = torch.linalg.eigvals((lower - lower.T) / 2)
+    return evals[evals.imag.argsort(descending=True)]
+
+
+def reciprocal(x, epsilon=1e-7, clamp=False):
+    """1 / x with a bounded norm: conj(x) / max(|x|^2, eps) (clamp) or conj(x) / (|x|^2 + eps)."""
+    norm_sq = (x * x.conj()).real
+    return x.conj() / (norm_sq.clamp(min=epsilon) if clamp else norm_sq + epsilon)
+
+
+class DSSKernel(nn.Module):
+    VERSIONS = ["exp", "softmax", "exp-re-im", "exp-no-scale", "exp-no-scale-real", "clip", "clip-no-scale"]
+
+    def __init__(self, H, N=64, channels=1, dt_min=1e-3, dt_max=1e-1, trainable=None, lr=None, sep_dt_re_im=False,
+                 Lambda_init="hippo_skew_pos_imag", version="exp", wd=0.0, max_real_Lambda=1e-4,
+                 kernel_to_real="real", epsilon=1e-7, backend="auto"):
+        super().__init__()
+        self.version = check_choice("model.layer.version", version, self.VERSIONS)
+        check_choice("model.layer.Lambda_init", Lambda_init, ["hippo_skew_pos_imag", "lin", "randn"])
+        self.kernel_to_real = check_choice("model.layer.kernel_to_real", kernel_to_real, KERNEL_TO_REAL)
+        self.max_real_Lambda, self.epsilon, self.backend = max_real_Lambda, epsilon, backend
+        trainable = {"log_dt": True, "Lambda": True, "W": True, **(trainable or {})}
+        lr = {"log_dt": 1e-3, "Lambda": 1e-3, "W": 1e-3, **(lr or {})}
+
+        if Lambda_init == "hippo_skew_pos_imag":
+            im = hippo_skew_eigenvalues(2 * N)[:N].imag.float()
+        elif Lambda_init == "lin":
+            im = math.pi * torch.arange(N, dtype=torch.float)
+        else:
+            im = torch.randn(N)
+        re = torch.full((N,), -0.5)
+        log_dt = torch.log(log_uniform(H, dt_min, dt_max))  # [H]
+        if sep_dt_re_im:
+            log_dt = log_dt[:, None].repeat(1, 2)  # [H, 2]: dt of the real and of the imaginary part
+        register(self, "log_dt", log_dt, trainable["log_dt"], lr["log_dt"], 0.0)
+        if "exp" in version:
+            register(self, "Lambda_log_neg_re", torch.log(-re), trainable["Lambda"], lr["Lambda"], 0.0)
+            if "real" not in version:
+                name, value = ("Lambda_log_im", torch.log(im)) if "im" in version else ("Lambda_im", im)
+                register(self, name, value, trainable["Lambda"], lr["Lambda"], 0.0)
+        else:
+            register(self, "Lambda", torch.stack((re, im), dim=-1), trainable["Lambda"], lr["Lambda"], 0.0)  # [N, 2]
+        register(self, "W", torch.randn(channels, H, N, 2), trainable["W"], lr["W"], wd)
+
+    def Lambda_(self):
+        """Lambda (N,) complex, from the version's parametrisation."""
+        if "exp" in self.version:
+            re = -torch.exp(self.Lambda_log_neg_re)
+            if "real" in self.version:
+                return torch.complex(re, torch.zeros_like(re))
+            im = torch.exp(self.Lambda_log_im) if "im" in self.version else self.Lambda_im
+            return torch.complex(re, im)
+        re, im = self.Lambda.unbind(-1)
+        if "clip" in self.version:
+            re = re.clamp(max=self.max_real_Lambda)
+        return torch.complex(re, im)
+
+    def vandermonde_params(self, L=None):
+        """(W' (C, H, N) complex, dt Lambda (H, N) complex); softmax needs the length L."""
+        Lambda = self.Lambda_()  # [N]
+        dt = torch.exp(self.log_dt)
+        if dt.ndim == 1:
+            x = dt[:, None] * Lambda  # [H, N]
+        else:  # separate dt for the real and imaginary parts
+            x = torch.complex(dt[:, :1] * Lambda.real, dt[:, 1:] * Lambda.imag)
+        W = torch.view_as_complex(self.W)  # [C, H, N]
+        if self.version == "softmax":
+            if L is None:
+                raise ConfigError("model.layer.version=softmax normalises the kernel over the length L: no recurrence")
+            positive = Lambda.real > 0  # [N]: reversed so that exp(x L) cannot overflow
+            x_neg = x * (1 - 2 * positive.to(x.real.dtype))
+            W = W * (torch.exp(x_neg) - 1) * reciprocal((torch.exp(x_neg * L) - 1) * Lambda, self.epsilon)
+            W = W * torch.exp(-(x * positive * (L - 1)).detach())  # exp(-P_max): 1 where Re Lambda <= 0
+        elif "no-scale" not in self.version:
+            W = W * (torch.exp(x) - 1) * reciprocal(Lambda, clamp=True)
+        return W, x
+
+    def forward(self, L):  # -> (C, H, L)
+        return to_real(vandermonde(*self.vandermonde_params(L), L, self.backend), self.kernel_to_real)
