@@ -66,6 +66,11 @@ class DLRKernel(nn.Module):
         check_choice("model.layer.Lambda_init", Lambda_init, ["omega", "randn"])
         self.kernel_to_real = check_choice("model.layer.kernel_to_real", kernel_to_real, KERNEL_TO_REAL)
         self.backend = backend
+        if version == "Lambda_real_W_real" and kernel_to_real not in ("real", "sum"):
+            raise ConfigError(
+                f"model.layer.version=Lambda_real_W_real gives a real kernel: kernel_to_real={kernel_to_real} "
+                "would make it zero; choose one of: 'real', 'sum'"
+            )
         trainable = {"Lambda": True, "W": True, **(trainable or {})}
         lr = {"Lambda": 1e-4, "Lambda_re": None, "W": 1e-4, **(lr or {})}
         lr_re = lr["Lambda"] if lr["Lambda_re"] is None else lr["Lambda_re"]
@@ -164,7 +169,7 @@ class DSSKernel(nn.Module):
         W = torch.view_as_complex(self.W)  # [C, H, N]
         if self.version == "softmax":
             if L is None:
-                raise ConfigError("model.layer.version=softmax normalises the kernel over the length L: no recurrence")
+                raise ConfigError("this layer has no step(): version=softmax normalises the kernel over the length L")
             positive = Lambda.real > 0  # [N]: reversed so that exp(x L) cannot overflow
             x_neg = x * (1 - 2 * positive.to(x.real.dtype))
             W = W * (torch.exp(x_neg) - 1) * reciprocal((torch.exp(x_neg * L) - 1) * Lambda, self.epsilon)
