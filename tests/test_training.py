@@ -221,3 +221,5 @@ def test_cli_errors_are_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     result = run_cli([*TINY, "model.layer.no_such_key=1", f"hydra.run.dir={tmp_path / 'y'}"])
     assert result.returncode != 0 and "no_such_key" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli([*TINY, "model=lstn", f"hydra.run.dir={tmp_path / 'z'}"])  # Hydra lists the models
+    assert result.returncode != 0 and "model/lstn" in result.stderr and "dlr" in result.stderr

@@ -92,10 +92,10 @@ def inf_normalised(x):
 def _shift(B, g, L, num_shifts, **_):
     x = inf_normalised(torch.randn(B, L, generator=g))  # (B, L)
     s = torch.linspace(0, L - L / num_shifts, num_shifts).long().tolist()  # H delays
-    y = x.new_zeros(B, num_shifts, L)
+    y = x.new_zeros(B, L, num_shifts)
     for j, sj in enumerate(s):  # over the H delays, not over samples
-        y[:, j, sj:] = x[:, : L - sj]
-    return pos(x[..., None]), y.transpose(1, 2).contiguous()  # (B, L, 3), (B, L, H)
+        y[:, sj:, j] = x[:, : L - sj]
+    return pos(x[..., None]), y  # (B, L, 3), (B, L, H)
 
 
 def _context_shift(B, g, L, **_):

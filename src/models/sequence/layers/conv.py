@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from src.models.sequence.layers.activation import Activation, OutputLinear
-from src.models.sequence.layers.dlr import to_real
+from src.models.sequence.layers.dlr import VandermondeKernel, to_real
 from src.utils import registry
 from src.utils.errors import ConfigError
 
@@ -55,7 +55,7 @@ class LongConv(nn.Module):
     def _recurrence(self):
         """(W (C, H, N), x (N,) or (H, N)) if this layer has an exact recurrent form."""
         why = None
-        if not hasattr(self.kernel, "vandermonde_params"):
+        if not isinstance(self.kernel, VandermondeKernel):
             why = f"the {type(self.kernel).__name__} kernel is not a finite-state recurrence"
         elif self.bidirectional:
             why = "a bidirectional layer reads the future"

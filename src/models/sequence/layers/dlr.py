@@ -56,7 +56,18 @@ def log_uniform(n, low, high):
     return torch.exp(math.log(low) + torch.rand(n) * (math.log(high) - math.log(low)))
 
 
-class DLRKernel(nn.Module):
+class VandermondeKernel(nn.Module):
+    """A kernel given by `vandermonde_params(L) -> (W, x)`: to_real(sum_n W exp(l x)).
+    Subclasses set `backend` and `kernel_to_real`."""
+
+    def vandermonde_params(self, L=None):
+        raise NotImplementedError
+
+    def forward(self, L):  # -> (C, H, L)
+        return to_real(vandermonde(*self.vandermonde_params(L), L, self.backend), self.kernel_to_real)
+
+
+class DLRKernel(VandermondeKernel):
     VERSIONS = ["", "Lambda_imag", "Lambda_imag_W_real", "Lambda_real_W_real"]
 
     def __init__(self, H, N=4096, channels=1, dt_min=1e-4, dt_max=1e-1, trainable=None, lr=None, version="",
@@ -87,14 +98,12 @@ class DLRKernel(nn.Module):
 
     def vandermonde_params(self, L=None):
         """(W (C, H, N) complex, Lambda (N,) complex)."""
-        re = -self.Lambda_re_sqrt**2 if hasattr(self, "Lambda_re_sqrt") else None
-        im = self.Lambda_im if hasattr(self, "Lambda_im") else None
-        Lambda = torch.complex(re if re is not None else torch.zeros_like(im), im if im is not None else torch.zeros_like(re))
+        N = self.W.shape[2]
+        re = -self.Lambda_re_sqrt**2 if "Lambda_imag" not in self.version else self.W.new_zeros(N)
+        im = self.Lambda_im if "Lambda_real" not in self.version else self.W.new_zeros(N)
+        Lambda = torch.complex(re, im)
         W = torch.complex(self.W, torch.zeros_like(self.W)) if "W_real" in self.version else torch.view_as_complex(self.W)
         return W, Lambda
-
-    def forward(self, L):  # -> (C, H, L)
-        return to_real(vandermonde(*self.vandermonde_params(L), L, self.backend), self.kernel_to_real)
 
 
 def hippo_skew_eigenvalues(N):
@@ -111,7 +120,7 @@ def reciprocal(x, epsilon=1e-7, clamp=False):
     return x.conj() / (norm_sq.clamp(min=epsilon) if clamp else norm_sq + epsilon)
 
 
-class DSSKernel(nn.Module):
+class DSSKernel(VandermondeKernel):
     VERSIONS = ["exp", "softmax", "exp-re-im", "exp-no-scale", "exp-no-scale-real", "clip", "clip-no-scale"]
 
     def __init__(self, H, N=64, channels=1, dt_min=1e-3, dt_max=1e-1, trainable=None, lr=None, sep_dt_re_im=False,
@@ -177,6 +186,3 @@ class DSSKernel(nn.Module):
         elif "no-scale" not in self.version:
             W = W * (torch.exp(x) - 1) * reciprocal(Lambda, clamp=True)
         return W, x
-
-    def forward(self, L):  # -> (C, H, L)
-        return to_real(vandermonde(*self.vandermonde_params(L), L, self.backend), self.kernel_to_real)
