@@ -6,7 +6,6 @@ other input.
 """
 
 import lightning as L
-import torch
 from omegaconf import OmegaConf
 from torch import nn
 from torchmetrics import MetricCollection

@@ -21,7 +21,6 @@ from src.callbacks.val_outputs import SaveValOutputs
 from src.module import SequenceLightningModule
 from src.utils import registry
 from src.utils.errors import ConfigError
-from src.utils.notice import notice
 
 
 def is_rank_zero():
