@@ -15,7 +15,8 @@ TINY = ["wandb=null", "experiment=dss-sequence1d", "model=dlr", "dataset.task=sh
 
 
 def test_run_writes_config_metrics_and_checkpoints(run_dir):
-    metrics = train_in_process([*TINY, "trainer.max_epochs=2"], run_dir)
+    metrics = train_in_process([*TINY, "trainer.max_epochs=2", "train.test=true"], run_dir)
+    assert {"test/loss", "test/r2"} <= set(metrics)  # the best checkpoint on the test split
     assert (run_dir / "config.yaml").is_file()
     assert "val/r2" in (run_dir / "metrics.csv").read_text().splitlines()[0]
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"last.ckpt", "best.ckpt"}
@@ -165,6 +166,13 @@ def test_ddp_from_the_command_line(tmp_path):
     result = run_cli([*TINY, "trainer.devices=2", f"hydra.run.dir={run_dir}"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert "final metrics" in result.stdout and (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_multirun_gives_each_job_its_own_directory(tmp_path):
+    result = run_cli(["-m", *TINY, "dataset.task=shift,reverse", f"hydra.sweep.dir={tmp_path}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("final metrics") == 2
+    assert (tmp_path / "1" / "config.yaml").read_text().count("task: reverse") == 1
 
 
 def test_legacy_keys_are_translated_with_a_notice(capsys):
