@@ -56,12 +56,16 @@ class CrashAtStep(Callback):
             raise Crash()
 
 
-@pytest.mark.parametrize("k", [5, 16, 21], ids=["epoch0-mid", "epoch-end", "epoch1-mid"])
-def test_resume_gives_the_uninterrupted_result(tmp_path, k):
-    """16 steps per epoch, 2 epochs, last.ckpt every step; crash after k steps, resume. CPU: bitwise."""
+@pytest.mark.parametrize(
+    "k, workers", [(5, 0), (16, 0), (21, 0), (21, 2)], ids=["epoch0-mid", "epoch-end", "epoch1-mid", "workers"]
+)
+def test_resume_gives_the_uninterrupted_result(tmp_path, k, workers):
+    """16 steps per epoch, 2 epochs, last.ckpt every step; crash after k steps, resume. CPU: bitwise.
+    With workers, Lightning starts the (prefetching) train iterator before set_epoch on a restart."""
     from src.training import fit
 
-    base = [*TINY, "trainer.max_epochs=2", "callbacks.last_checkpoint.every_n_train_steps=1"]
+    base = [*TINY, "trainer.max_epochs=2", "callbacks.last_checkpoint.every_n_train_steps=1",
+            f"loader.num_workers={workers}"]
     train_in_process(base, tmp_path / "full")
     with pytest.raises(Crash):
         fit(compose_config(base), str(tmp_path / "cut"), [CrashAtStep(k)])
