@@ -112,6 +112,24 @@ def test_kernel_is_the_impulse_response_of_its_recurrence(kernel):
     torch.testing.assert_close(k(9), torch.stack(rows, -1), rtol=1e-10, atol=1e-12)
 
 
+def test_dss_softmax_with_growing_modes_is_stable():
+    """Re Lambda > 0: the DLR repo's value W' exp(x l - x (L-1)), and finite at L=4096 in float32
+    (where exp(x l) alone overflows: Re x L = 0.025 * 4096 > 88)."""
+    torch.manual_seed(0)
+    k = DSSKernel(2, 4, channels=2, version="softmax", dt_min=0.05, dt_max=0.05).double()
+    with torch.no_grad():
+        k.Lambda[:, 0] = torch.tensor([0.5, -0.5, 0.01, -0.1], dtype=torch.float64)
+    L = 40
+    W, x = k.vandermonde_params(L)
+    p_max = x * (x.real > 0) * (L - 1)
+    expected = (W[..., None] * torch.exp(x[..., None] * torch.arange(L) - p_max[..., None])).sum(-2).real
+    torch.testing.assert_close(k(L), expected, rtol=1e-12, atol=1e-12)
+    k = k.float()
+    K = k(4096)
+    K.sum().backward()
+    assert torch.isfinite(K).all() and all(torch.isfinite(p.grad).all() for p in k.parameters())
+
+
 def test_dlr_omega_init_and_versions():
     k = DLRKernel(2, 8, dt_min=1e-3, dt_max=1e-3, Lambda_init="omega")
     _, Lambda = k.vandermonde_params()
@@ -175,11 +193,21 @@ def test_attention_kernel_type_builds_the_attention_layer():
         (dict(kernel_type="dlr", chunk_size=4), r"apply to kernel_type=attn only"),
         (dict(kernel_type="sgconv"), r"SGConv needs model.layer.l_max"),
         (dict(kernel_type="dlr", version="Lambda_real_W_real", kernel_to_real="imag"), r"would make it zero"),
+        (dict(kernel_type="dss", version="exp-re-im", Lambda_init="lin"), r"needs Im\(Lambda\) > 0"),
+        (dict(kernel_type="dlr", backend="cuda"), r"model.layer.backend='cuda' is not valid; choose one of: 'auto', 'torch'"),
     ],
 )
 def test_bad_options_raise_one_clear_error(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         LongConv(D, **kwargs)
+
+
+@pytest.mark.parametrize("N, l_max", [(8, 24), (8, 17), (8, 8), (8, 3), (4, 64)])
+def test_sgconv_kernel_covers_l_max(N, l_max):
+    from src.models.sequence.layers.sgconv import SGConvKernel
+
+    length = SGConvKernel(2, N, l_max=l_max).multiscale().shape[-1]
+    assert length >= l_max and (length == N or length < 2 * l_max)  # fewest scales that cover l_max
 
 
 def test_sgconv_kernel_too_short_for_the_input():

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from src.models.sequence.layers.optim import register
-from src.ops.vandermonde import vandermonde
+from src.ops.vandermonde import BACKENDS, vandermonde
 from src.utils.errors import ConfigError, check_choice
 
 KERNEL_TO_REAL = ["real", "imag", "sum", "prod", "real-prod"]
@@ -76,7 +76,7 @@ class DLRKernel(VandermondeKernel):
         self.version = check_choice("model.layer.version", version, self.VERSIONS)
         check_choice("model.layer.Lambda_init", Lambda_init, ["omega", "randn"])
         self.kernel_to_real = check_choice("model.layer.kernel_to_real", kernel_to_real, KERNEL_TO_REAL)
-        self.backend = backend
+        self.backend = check_choice("model.layer.backend", backend, ["auto", *BACKENDS])
         if version == "Lambda_real_W_real" and kernel_to_real not in ("real", "sum"):
             raise ConfigError(
                 f"model.layer.version=Lambda_real_W_real gives a real kernel: kernel_to_real={kernel_to_real} "
@@ -130,7 +130,13 @@ class DSSKernel(VandermondeKernel):
         self.version = check_choice("model.layer.version", version, self.VERSIONS)
         check_choice("model.layer.Lambda_init", Lambda_init, ["hippo_skew_pos_imag", "lin", "randn"])
         self.kernel_to_real = check_choice("model.layer.kernel_to_real", kernel_to_real, KERNEL_TO_REAL)
-        self.max_real_Lambda, self.epsilon, self.backend = max_real_Lambda, epsilon, backend
+        self.max_real_Lambda, self.epsilon = max_real_Lambda, epsilon
+        self.backend = check_choice("model.layer.backend", backend, ["auto", *BACKENDS])
+        if version == "exp-re-im" and Lambda_init != "hippo_skew_pos_imag":
+            raise ConfigError(
+                f"model.layer.version=exp-re-im parametrises Im(Lambda) = exp(b), which needs Im(Lambda) > 0: "
+                f"model.layer.Lambda_init={Lambda_init} has Im(Lambda) <= 0; use hippo_skew_pos_imag"
+            )
         trainable = {"log_dt": True, "Lambda": True, "W": True, **(trainable or {})}
         lr = {"log_dt": 1e-3, "Lambda": 1e-3, "W": 1e-3, **(lr or {})}
 
@@ -168,7 +174,8 @@ class DSSKernel(VandermondeKernel):
         return torch.complex(re, im)
 
     def vandermonde_params(self, L=None):
-        """(W' (C, H, N) complex, dt Lambda (H, N) complex); softmax needs the length L."""
+        """(W' (C, H, N) complex, dt Lambda (H, N) complex); softmax needs the length L, and its
+        modes with Re Lambda > 0 are normalised by exp(x (L-1)) (see forward)."""
         Lambda = self.Lambda_()  # [N]
         dt = torch.exp(self.log_dt)
         if dt.ndim == 1:
@@ -179,10 +186,21 @@ class DSSKernel(VandermondeKernel):
         if self.version == "softmax":
             if L is None:
                 raise ConfigError("this layer has no step(): version=softmax normalises the kernel over the length L")
-            positive = Lambda.real > 0  # [N]: reversed so that exp(x L) cannot overflow
-            x_neg = x * (1 - 2 * positive.to(x.real.dtype))
+            x_neg = torch.where(Lambda.real > 0, -x, x)  # Re <= 0: exp(x_neg L) cannot overflow
             W = W * (torch.exp(x_neg) - 1) * reciprocal((torch.exp(x_neg * L) - 1) * Lambda, self.epsilon)
-            W = W * torch.exp(-(x * positive * (L - 1)).detach())  # exp(-P_max): 1 where Re Lambda <= 0
         elif "no-scale" not in self.version:
             W = W * (torch.exp(x) - 1) * reciprocal(Lambda, clamp=True)
         return W, x
+
+    def forward(self, L):  # -> (C, H, L)
+        if self.version != "softmax":
+            return super().forward(L)
+        # softmax: a mode with Re x > 0 contributes W' exp(x l - x (L-1)) = W' exp(-x (L-1-l)), so it
+        # runs backwards from l = L-1 with exponent -x: no exponent is positive (the DLR repo
+        # subtracted a detached x (L-1) instead, which overflows at long L and drops its gradient).
+        W, x = self.vandermonde_params(L)
+        positive = x.real > 0  # (H, N)
+        x_neg = torch.where(positive, -x, x)
+        K = vandermonde(W * ~positive, x_neg, L, self.backend)
+        K = K + vandermonde(W * positive, x_neg, L, self.backend).flip(-1)
+        return to_real(K, self.kernel_to_real)

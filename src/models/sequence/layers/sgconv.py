@@ -5,7 +5,9 @@ interpolated to a length that doubles per scale and damped by alpha^i:
     k = concat_i( interp(w_i, N * 2^max(0, i-1)) * alpha^i ),   i = 0 .. n_scales-1
     len(k) = N * 2^(n_scales-1),   K = k / ||k_init||  (truncated to L)
 
-With `l_max`, n_scales = ceil(1 + log2(max(l_max / N, 2) - 1)) so the kernel covers l_max.
+With `l_max`, n_scales = 1 + ceil(log2(max(l_max / N, 1))), the fewest scales whose kernel
+covers l_max. (The original's ceil(1 + log2(max(l_max / N, 2) - 1)) agrees when l_max / N is a
+power of two, but can fall up to N short otherwise: N=8, l_max=24 gave a length-16 kernel.)
 The normaliser ||k_init|| is a buffer fixed at construction (saved in checkpoints, identical on
 every DDP rank; the original computed it lazily at the first forward).
 """
@@ -23,7 +25,7 @@ class SGConvKernel(nn.Module):
     def __init__(self, H, N=8, channels=1, n_scales=None, l_max=None, alpha_min=0.3, alpha_max=1.0, w_scale=None):
         super().__init__()
         if l_max:
-            n_scales = math.ceil(1 + math.log2(max(l_max / N, 2) - 1))
+            n_scales = 1 + math.ceil(math.log2(max(l_max / N, 1)))
         if not n_scales:
             raise ConfigError("SGConv needs model.layer.l_max (the longest input) or model.layer.n_scales")
         w_scale = 1 / N if w_scale is None else w_scale
