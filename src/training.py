@@ -22,6 +22,10 @@ from src.module import SequenceLightningModule
 from src.utils import registry
 from src.utils.errors import ConfigError
 
+# CSVLogger warns that the run directory is not empty: it holds config.yaml, and claim_run_dir
+# has made sure it holds no earlier metrics.
+warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+
 
 def is_rank_zero():
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
@@ -81,8 +85,6 @@ def build_callbacks(config, run_dir):
 
 
 def build_loggers(config, run_dir):
-    # The run directory holds config.yaml already; claim_run_dir guarantees no earlier metrics.
-    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     loggers = [CSVLogger(save_dir=str(run_dir), name="", version="")]
     if config.wandb is not None:
         from lightning.pytorch.loggers import WandbLogger

@@ -130,6 +130,18 @@ def test_dss_softmax_with_growing_modes_is_stable():
     assert torch.isfinite(K).all() and all(torch.isfinite(p.grad).all() for p in k.parameters())
 
 
+@pytest.mark.parametrize("n", [2, 8, 64])
+def test_hippo_skew_imag_matches_a_general_eigensolver(n):
+    from src.models.sequence.layers.dlr import hippo_skew_imag
+
+    r = torch.sqrt(2 * torch.arange(n, dtype=torch.float64) + 1)
+    lower = (r[:, None] * r[None, :]).tril(diagonal=-1)
+    evals = torch.linalg.eigvals((lower - lower.T) / 2)
+    expected = evals.imag.sort(descending=True).values[: n // 2]
+    # squaring costs precision on the smallest parts: ~eps * max^2 / min
+    torch.testing.assert_close(hippo_skew_imag(n), expected, rtol=1e-8, atol=1e-10)
+
+
 def test_dlr_omega_init_and_versions():
     k = DLRKernel(2, 8, dt_min=1e-3, dt_max=1e-3, Lambda_init="omega")
     _, Lambda = k.vandermonde_params()

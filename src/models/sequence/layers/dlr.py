@@ -24,6 +24,7 @@ L and so has no length-independent recurrence).
 Complex parameters are stored as real pairs (..., 2) so that Adam's moments are per part.
 """
 
+import functools
 import math
 
 import torch
@@ -106,12 +107,17 @@ class DLRKernel(VandermondeKernel):
         return W, Lambda
 
 
-def hippo_skew_eigenvalues(N):
-    """Eigenvalues of the skew-symmetric part of the HiPPO-LegS matrix, largest imaginary first."""
-    r = torch.sqrt(2 * torch.arange(N, dtype=torch.float64) + 1)
+@functools.lru_cache(maxsize=None)
+def hippo_skew_imag(n):
+    """The n/2 positive imaginary parts (descending) of the eigenvalues of S, the skew-symmetric
+    part of the n x n HiPPO-LegS matrix. S is real skew-symmetric, so its eigenvalues are +-i l_k
+    and S^T S = -S^2 is symmetric with eigenvalues l_k^2, each twice: a symmetric eigensolver
+    (10x faster than a general one at n = 8192, 35 s here). Cached per n: every layer shares it."""
+    r = torch.sqrt(2 * torch.arange(n, dtype=torch.float64) + 1)
     lower = (r[:, None] * r[None, :]).tril(diagonal=-1)
-    evals = torch.linalg.eigvals((lower - lower.T) / 2)
-    return evals[evals.imag.argsort(descending=True)]
+    S = (lower - lower.T) / 2
+    squares = torch.linalg.eigvalsh(S.T @ S).clamp(min=0).flip(0)  # l_k^2 descending, each twice
+    return squares[0::2].sqrt()
 
 
 def reciprocal(x, epsilon=1e-7, clamp=False):
@@ -141,7 +147,7 @@ class DSSKernel(VandermondeKernel):
         lr = {"log_dt": 1e-3, "Lambda": 1e-3, "W": 1e-3, **(lr or {})}
 
         if Lambda_init == "hippo_skew_pos_imag":
-            im = hippo_skew_eigenvalues(2 * N)[:N].imag.float()
+            im = hippo_skew_imag(2 * N).float()
         elif Lambda_init == "lin":
             im = math.pi * torch.arange(N, dtype=torch.float)
         else:
