@@ -166,7 +166,7 @@ def test_mips(causal):
 def test_dataset_shapes_match_samples():
     for task in TASKS:
         ds = Sequence1D(task=task, L=64, M=8, samples_per_epoch=8, val_split=0.5)
-        x, y = ds[("train", 0, 0, 2)]
+        x, y = ds[("train", 0, 0, range(2))]
         assert x.shape == (2, ds.L_input, ds.d_input) and y.shape == (2, ds.l_output, ds.d_output)
 
 
