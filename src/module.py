@@ -13,7 +13,7 @@ from torchmetrics import MetricCollection
 from src.models.sequence.backbone import SequenceModel
 from src.tasks.decoders import build_decoder
 from src.tasks.encoders import build_encoder
-from src.tasks.metrics import build_loss, build_metric
+from src.tasks.metrics import GroupedAccuracy, build_loss, build_metric
 from src.utils import registry
 from src.utils.notice import notice
 from src.utils.optim import build_optimizer
@@ -42,17 +42,29 @@ class SequenceLightningModule(L.LightningModule):
                 for split in SPLITS
             }
         )
+        # Accuracy by category (e.g. ListOps sub-tree height and operator) where the dataset
+        # declares categories; its batches then carry a third element {category: (B, L) ids}.
+        categories = getattr(self.dataset, "categories", {})
+        self.grouped = nn.ModuleDict(
+            {
+                f"{split}_": nn.ModuleDict({name: GroupedAccuracy(groups) for name, groups in categories.items()})
+                for split in ("val", "test")
+            }
+        )
 
     def forward(self, x):  # x: (B, L_in, d_input) or (B, L_in) tokens
         y, _ = self.backbone(self.encoder(x))  # (B, L_in, d_model)
         return self.decoder(y)  # (B, l_output, d_output)
 
     def _step(self, batch, split):
-        x, y = batch
+        x, y, *extra = batch  # extra: [{category: (B, L) ids}] for datasets with categories
         preds = self(x)
         loss = self.loss(preds, y)
         metrics = self.metrics[f"{split}_"]
         metrics.update(preds.detach(), y)
+        if split != "train":
+            for name, metric in self.grouped[f"{split}_"].items():
+                metric.update(preds.detach(), y, extra[0][name])
         self.log(
             f"{split}/loss", loss, on_step=split == "train", on_epoch=True, prog_bar=True,
             sync_dist=split != "train", batch_size=x.shape[0],
@@ -68,6 +80,18 @@ class SequenceLightningModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
+
+    def _log_grouped(self, split):
+        for name, metric in self.grouped[f"{split}_"].items():
+            values = metric.compute()  # synchronised over ranks
+            metric.reset()
+            self.log_dict({f"{split}/accuracy_{name}_{group}": v for group, v in values.items()})
+
+    def on_validation_epoch_end(self):
+        self._log_grouped("val")
+
+    def on_test_epoch_end(self):
+        self._log_grouped("test")
 
     # Data: the dataset deals batches to this rank; Lightning's distributed sampler is off.
     def _loader_kwargs(self):

@@ -4,7 +4,7 @@ A run writes to its directory (hydra.run.dir, by default outputs/<date>/<time>):
     config.yaml              the resolved config
     metrics.csv, hparams.yaml  CSV logger (always, also with wandb=null)
     checkpoints/last.ckpt, checkpoints/best.ckpt
-    val_outputs/epoch=<e>.pt   with train.save_val_outputs=true
+    val_outputs/epoch=<e>.pt   with train.save_val_outputs=true (or a number of samples)
     wandb/                     when wandb is on
 """
 
@@ -79,8 +79,13 @@ def build_callbacks(config, run_dir):
         if name in ("model_checkpoint", "last_checkpoint"):
             kwargs["dirpath"] = str(Path(run_dir) / "checkpoints")
         callbacks.append(registry.build(registry.callbacks, {"_name_": name, **kwargs}, key="callbacks"))
-    if config.train.save_val_outputs:
-        callbacks.append(SaveValOutputs(run_dir))
+    keep = config.train.save_val_outputs
+    if isinstance(keep, bool) or keep is None:
+        keep = None if keep else 0
+    elif not isinstance(keep, int) or keep < 1:
+        raise ConfigError(f"train.save_val_outputs={keep!r}: use true, false or a number of samples (>= 1)")
+    if keep != 0:
+        callbacks.append(SaveValOutputs(run_dir, limit=keep))
     return callbacks
 
 

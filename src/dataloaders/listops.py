@@ -48,7 +48,7 @@ def tokenize(source):
     """Token ids (uint8) of an expression; ValueError on a word that is not in the vocabulary."""
     b = np.frombuffer(source.encode(), dtype=np.uint8).copy()
     b[(b == ord("(")) | (b == ord(")"))] = ord(" ")
-    b = np.concatenate([[ord(" ")], b, [ord(" "), 0, 0]])  # room to read 2 characters past a word
+    b = np.concatenate([[ord(" ")], b, [ord(" ")] * 3])  # room to read 2 characters past a word
     word = b != ord(" ")
     starts = np.flatnonzero(word[1:] & ~word[:-1]) + 1
     ends = np.flatnonzero(word[:-1] & ~word[1:])  # last character of each word
@@ -147,6 +147,7 @@ class ListOps(FileDataset):
     prefix = "basic"
     folder = "listops"
     d_output = 10
+    l_output = 0  # one prediction per expression
     n_tokens = len(VOCAB)
     generate_options = "--max_depth 10 --max_args 10"
 
@@ -188,6 +189,7 @@ class ListOpsSubTrees(ListOps):
     subtrees = True
     prefix = "subtrees"
     folder = "listops_subtrees"
+    l_output = None  # a prediction at every position
     categories = {"height": HEIGHT_BUCKETS, "op": [o.lstrip("[") for o in OPERATORS]}
     generate_options = "--no_paranthesis --unique_templates --max_depth 15 --max_args 9"
 

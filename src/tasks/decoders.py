@@ -1,7 +1,8 @@
 """Decoders: backbone outputs (B, L, d_model) -> predictions.
 
 `sequence` decoder, by mode:
-    last  the last l_output positions: (B, l_output, d_output); l_output None keeps all L
+    last  the last l_output positions: (B, l_output, d_output); l_output None keeps all L,
+          l_output 0 (one output per sequence, as in S4) the last position: (B, d_output)
     pool  the mean over positions:      (B, d_output)
 """
 
@@ -20,6 +21,8 @@ class SequenceDecoder(nn.Module):
     def forward(self, x):  # x: (B, L, d_model)
         if self.mode == "pool":
             x = x.mean(dim=1)  # (B, d_model)
+        elif self.l_output == 0:
+            x = x[:, -1]  # (B, d_model)
         elif self.l_output is not None:
             x = x[:, x.shape[1] - self.l_output :]  # (B, l_output, d_model)
         return self.output(x)

@@ -5,7 +5,14 @@ integer targets (B, L) or (B,), where the target -100 marks an unlabelled positi
 
     mse       mean over every output element of (y_hat - y)^2            (torchmetrics)
     r2        1 - MSE / max(var(y), 1e-5), MSE and var(y) over every element of the epoch
-    accuracy  argmax(logits) == y over labelled positions                (torchmetrics)
+    accuracy           argmax(logits) == y over labelled positions        (torchmetrics)
+    f1_macro           F1 per class, averaged over classes                (torchmetrics)
+    accuracy_balanced  recall per class, averaged over classes            (torchmetrics)
+All are accumulated over the epoch (the DLR repo averaged per-batch F1 scores instead).
+
+Losses: mse; cross_entropy (targets -100 ignored); class_weighted_cross_entropy, which weights
+class c by 1 / (its number of labelled positions in the batch), so each class present in the
+batch counts equally: sum_c mean_{i: y_i = c} CE_i / (number of classes present).
 """
 
 import torch
@@ -26,7 +33,16 @@ def cross_entropy(logits, target):
     return F.cross_entropy(logits.flatten(0, -2), target.flatten(), ignore_index=IGNORE_INDEX)
 
 
-LOSSES = {"mse": mse, "cross_entropy": cross_entropy}
+def class_weighted_cross_entropy(logits, target):
+    logits, target = logits.flatten(0, -2), target.flatten()
+    labelled = target[target != IGNORE_INDEX]
+    weight = torch.zeros(logits.shape[-1], dtype=logits.dtype, device=logits.device)
+    classes, counts = labelled.unique(return_counts=True)
+    weight[classes] = 1 / counts.to(logits.dtype)
+    return F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE_INDEX)
+
+
+LOSSES = {"mse": mse, "cross_entropy": cross_entropy, "class_weighted_cross_entropy": class_weighted_cross_entropy}
 
 
 class R2(Metric):
@@ -53,23 +69,57 @@ class R2(Metric):
         return (1 - (self.sse / self.count) / var.clamp(min=self.eps)).float()
 
 
-class Accuracy(torchmetrics.classification.MulticlassAccuracy):
-    """Micro accuracy over labelled positions; takes logits (..., C) and targets (...)."""
+def _flat(metric):
+    """A torchmetrics classification metric over labelled positions (targets -100 ignored), that
+    takes logits (..., C) and targets (...)."""
 
-    def __init__(self, num_classes):
-        super().__init__(num_classes=num_classes, average="micro", ignore_index=IGNORE_INDEX)
+    class Flat(metric):
+        def __init__(self, num_classes, average="micro"):
+            super().__init__(num_classes=num_classes, average=average, ignore_index=IGNORE_INDEX)
 
-    def update(self, preds, target):
-        super().update(preds.flatten(0, -2), target.flatten())
+        def update(self, preds, target):
+            super().update(preds.flatten(0, -2), target.flatten())
+
+    Flat.__name__ = metric.__name__
+    return Flat
+
+
+Accuracy = _flat(torchmetrics.classification.MulticlassAccuracy)
+F1 = _flat(torchmetrics.classification.MulticlassF1Score)
+
+
+class GroupedAccuracy(Metric):
+    """Accuracy over labelled positions, per group: `update(logits (..., C), target (...),
+    group (...))` with group ids in 0..len(groups)-1 (-1: none); `compute()` returns
+    {group name: accuracy} for the groups that had labelled positions."""
+
+    full_state_update = False
+
+    def __init__(self, groups):
+        super().__init__()
+        self.groups = list(groups)
+        self.add_state("correct", torch.zeros(len(self.groups), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(len(self.groups), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds, target, group):
+        keep = (target != IGNORE_INDEX) & (group >= 0)
+        group, hit = group[keep], preds.argmax(-1)[keep] == target[keep]
+        self.count += torch.bincount(group, minlength=len(self.groups))
+        self.correct += torch.bincount(group[hit], minlength=len(self.groups))
+
+    def compute(self):
+        return {name: self.correct[i] / self.count[i] for i, name in enumerate(self.groups) if self.count[i] > 0}
 
 
 def build_metric(name, d_output):
-    check_choice("task.metrics", name, sorted(("mse", "r2", "accuracy")))
+    check_choice("task.metrics", name, sorted(("mse", "r2", "accuracy", "f1_macro", "accuracy_balanced")))
     if name == "mse":
         return torchmetrics.MeanSquaredError()
     if name == "r2":
         return R2()
-    return Accuracy(num_classes=d_output)
+    if name == "f1_macro":
+        return F1(num_classes=d_output, average="macro")
+    return Accuracy(num_classes=d_output, average="macro" if name == "accuracy_balanced" else "micro")
 
 
 def build_loss(name):

@@ -25,6 +25,10 @@ kernel = {
 
 dataset = {
     "sequence1d": "src.dataloaders.sequence1d.Sequence1D",
+    "listops": "src.dataloaders.listops.ListOps",
+    "listops_subtrees": "src.dataloaders.listops.ListOpsSubTrees",
+    "pathfinder": "src.dataloaders.pathfinder.Pathfinder",
+    "pathfinder_segmentation": "src.dataloaders.pathfinder.PathfinderSegmentation",
 }
 
 optimizer = {
