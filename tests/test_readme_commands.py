@@ -18,7 +18,8 @@ TASKS = ["shift", "cumsum", "cummax", "sort", "reverse", "masked_select_fixed", 
 
 def readme_commands():
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## DLR paper experiments") : text.index("## Training features")]
+    start = text.index("## DLR paper experiments: atomic tasks")
+    section = text[start : text.index("\n## ", start + 1)]
     return [line for line in section.splitlines() if re.match(r"CUDA_VISIBLE_DEVICES=\S+ python -m train", line)]
 
 

@@ -101,7 +101,7 @@ def unique_trees(args, wanted):
         for tree in trees:
             key = digest(tree["tokens"])
             skeleton = digest(tree["tokens"][tree["tokens"] >= OP0]) if args.unique_templates else None
-            if key in seen or skeleton in skeletons:
+            if key in seen or (skeleton is not None and skeleton in skeletons):
                 continue
             seen.add(key)
             skeletons.add(skeleton)

@@ -1,0 +1,107 @@
+"""The ListOps and Pathfinder experiments, and the README's commands for them, train on tiny
+generated data on CPU; `python -m src.plot` draws their saved validation outputs.
+
+The data are generated once per module into a temporary DATA_PATH: ListOpsSubTrees and LRA
+ListOps trees of 50-200 tokens, and 40 Pathfinder pictures at 32x32 (which serve both the
+segmentation and the image-level experiments)."""
+
+import re
+
+import pytest
+
+from conftest import ROOT, command_overrides, train_in_process
+from src.dataloaders.prepare.listops.__main__ import main as listops
+from src.dataloaders.prepare.pathfinder.__main__ import main as pathfinder
+from src.plot import main as plot
+
+TINY = [
+    "model.layer.d_state=16", "model.d_model=16", "model.n_layers=2", "loader.batch_size=4", "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.accelerator=cpu", "trainer.devices=1",
+    "loader.num_workers=0", "trainer.enable_progress_bar=false", "callbacks.rich_model_summary=null",
+]
+LISTOPS = ["dataset.l_min=50", "dataset.l_max=256"]
+PATHFINDER = ["dataset.resolution=32"]
+EXPERIMENTS = {
+    "dss-listops-subtrees": LISTOPS,
+    "s4-lra-listops": LISTOPS,
+    "dss-pathfinder-segmentation": PATHFINDER,
+    "dss-pathfinder-segmentation-256": PATHFINDER,
+    "dss-pathfinder-segmentation-512": PATHFINDER,
+    "s4-lra-pathfinder": PATHFINDER,
+    "s4-lra-pathx": PATHFINDER,
+}
+METRICS = {"listops_subtrees": "val/accuracy", "listops": "val/accuracy", "pathfinder_segmentation": "val/f1_macro",
+           "pathfinder": "val/accuracy"}
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    sizes = ["--num_train_samples", "24", "--num_valid_samples", "8", "--num_test_samples", "8", "--min_length", "50",
+             "--max_length", "200", "--max_depth", "8", "--max_args", "5"]
+    listops(["--task", "subtrees", *sizes, "--no_paranthesis", "--unique_templates",
+             "--output_dir", str(root / "listops_subtrees")])
+    listops(["--task", "basic", *sizes, "--output_dir", str(root / "listops")])
+    pathfinder(["--resolution", "32", "--num_images", "40", "--seed", "1",
+                "--output_dir", str(root / "pathfinder_segmentation" / "pathfinder32_segmentation")])
+    return root
+
+
+def _train(overrides, tmp_path, monkeypatch, data_path):
+    monkeypatch.setenv("DATA_PATH", str(data_path))
+    metrics = train_in_process(overrides, tmp_path / "run")
+    assert all(v == v for v in metrics.values())  # no NaN
+    return metrics
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_trains_two_steps(experiment, tmp_path, monkeypatch, data_path):
+    metrics = _train([f"experiment={experiment}", "wandb=null", *EXPERIMENTS[experiment], *TINY], tmp_path, monkeypatch,
+                     data_path)
+    name = "listops" if "listops" in experiment else "pathfinder"
+    dataset = name + ("" if experiment.startswith("s4-lra") else ("_subtrees" if name == "listops" else "_segmentation"))
+    assert METRICS[dataset] in metrics and "val/loss" in metrics
+
+
+def readme_commands():
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## DLR paper experiments: ListOps and Pathfinder")
+    section = text[start : text.index("\n## ", start + 1)]
+    return [line for line in section.splitlines() if re.match(r"CUDA_VISIBLE_DEVICES=\S+ python -m train", line)]
+
+
+COMMANDS = readme_commands()
+
+
+def test_readme_has_the_dlr_listops_and_pathfinder_commands():
+    assert len(COMMANDS) == 10  # Pathfinder 128, 256, 512: 3 + 2 + 2; ListOpsSubTrees: 3
+    assert {re.search(r"experiment=(\S+)", c).group(1) for c in COMMANDS} == {
+        "dss-pathfinder-segmentation", "dss-pathfinder-segmentation-256", "dss-pathfinder-segmentation-512",
+        "dss-listops-subtrees"}
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: f"cmd{COMMANDS.index(c)}")
+def test_readme_command_runs(command, tmp_path, monkeypatch, data_path):
+    """As written, with `CUDA_VISIBLE_DEVICES` dropped, `trainer.gpus=N` turned into the
+    Lightning 1.x way of asking for the CPU (`trainer.gpus=0`), and tiny sizes appended."""
+    overrides = [re.sub(r"^trainer\.gpus=\d+$", "trainer.gpus=0", o) for o in command_overrides(command)]
+    sizes = LISTOPS if "listops" in command else PATHFINDER
+    _train([*overrides, *sizes, *TINY], tmp_path, monkeypatch, data_path)
+
+
+@pytest.mark.parametrize("experiment, picture", [("dss-pathfinder-segmentation", "pathfinder-epoch=000.png"),
+                                                 ("dss-listops-subtrees", "listops-epoch=000.png")])
+def test_plot_draws_the_validation_outputs(experiment, picture, tmp_path, monkeypatch, data_path, capsys):
+    _train([f"experiment={experiment}", "wandb=null", "train.save_val_outputs=8", *EXPERIMENTS[experiment], *TINY],
+           tmp_path, monkeypatch, data_path)
+    plot([str(tmp_path / "run"), "--samples", "3"])
+    out = tmp_path / "run" / "plots" / picture
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_plot_refuses_a_dataset_without_pictures(tmp_path, monkeypatch, data_path):
+    _train(["experiment=dss-sequence1d", "wandb=null", "dataset.L=16", "dataset.samples_per_epoch=16",
+            "train.save_val_outputs=true", *TINY], tmp_path, monkeypatch, data_path)
+    with pytest.raises(SystemExit, match="no pictures for dataset 'sequence1d'; valid: listops_subtrees, pathfinder_segmentation"):
+        plot([str(tmp_path / "run")])
