@@ -15,6 +15,7 @@ from einops import rearrange
 from torch import nn
 
 from src.models.sequence.layers.activation import Activation, OutputLinear
+from src.models.sequence.kernel_cache import KernelCache
 from src.models.sequence.layers.dlr import VandermondeKernel, to_real
 from src.ops.fftconv import fftconv
 from src.utils import registry
@@ -31,6 +32,7 @@ class LongConv(nn.Module):
         self.H, self.C, self.bidirectional = d_model, channels, bidirectional
         self.max_kernel_length = max_kernel_length
         self.kernel = kernel(d_model, d_state, channels=channels * (2 if bidirectional else 1), **kernel_args)
+        self.kernel_cache = KernelCache()  # one kernel per optimizer step under gradient accumulation
         self.D = nn.Parameter(torch.randn(channels, d_model))
         self.activation = Activation(activation)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -40,7 +42,7 @@ class LongConv(nn.Module):
         u = x.transpose(1, 2)  # (B, H, L)
         L = u.shape[-1]
         Lk = min(L, self.max_kernel_length) if self.max_kernel_length else L
-        k = self.kernel(Lk)  # (C or 2C, H, Lk)
+        k = self.kernel_cache(self.kernel, Lk)  # (C or 2C, H, Lk)
         y = fftconv(u, k, self.bidirectional)  # (B, C, H, L)
         y = y + u.unsqueeze(1) * self.D.unsqueeze(-1)
         return self._output(rearrange(y, "b c h l -> b l (c h)")), None
