@@ -36,10 +36,23 @@ def test_auto_takes_the_first_backend_that_runs_and_logs_once(caplog):
 
 def test_an_unusable_backend_asked_for_by_name_says_why():
     with pytest.raises(ConfigError, match=r"backend='fast' does not run on cpu here \(RuntimeError: no kernel image.*"
-                                          r"choose one of: 'auto', 'torch'"):
+                                          r"use model.layer.backend=auto"):
         make().resolve("fast", torch.device("cpu"))
 
 
 def test_unknown_backend():
     with pytest.raises(ConfigError, match=r"backend='cuda' is not valid; choose one of: 'auto', 'fast', 'fancy', 'torch'"):
         make().resolve("cuda", torch.device("cpu"))
+
+
+def test_first_use_under_no_grad_still_finds_the_backends():
+    """The smoke call runs forward and backward, so it must not inherit the caller's no_grad."""
+    from src.ops.dispatch import Dispatcher as D
+
+    def smoke(fn, device):
+        x = torch.ones(1, requires_grad=True)
+        fn(x).sum().backward()
+
+    d = D("demo", {"torch": lambda: (lambda v: 2 * v)}, {"default": ["torch"]}, smoke)
+    with torch.no_grad():
+        assert d.resolve("auto", torch.device("cpu")) == "torch"

@@ -14,6 +14,8 @@ usable raises ConfigError with the reason; an unknown name raises ConfigError wi
 
 import logging
 
+import torch
+
 from src.utils.errors import ConfigError, check_choice
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,8 @@ class Dispatcher:
             try:
                 if name not in self._functions:
                     self._functions[name] = self.loaders[name]()
-                self.smoke(self._functions[name], device)
+                with torch.enable_grad():  # the smoke call runs the backward too, also from a no_grad caller
+                    self.smoke(self._functions[name], device)
                 self._verdicts[key] = None
             except (ImportError, RuntimeError, OSError, NotImplementedError) as e:
                 self._verdicts[key] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
@@ -65,13 +68,9 @@ class Dispatcher:
         reason = self.why_unusable(backend, device)
         if reason:
             raise ConfigError(f"model.layer.backend={backend!r} does not run on {device.type} here ({reason}); "
-                              f"choose one of: {', '.join(repr(c) for c in self.usable(device))}")
+                              "use model.layer.backend=auto (the fastest backend that runs there)")
         self._announce(backend, backend, device, "")
         return backend
-
-    def usable(self, device):
-        """'auto' and the backends that run on `device`."""
-        return ["auto", *(n for n in self.loaders if self.why_unusable(n, device) is None)]
 
     def function(self, backend, device):
         return self._functions[self.resolve(backend, device)]

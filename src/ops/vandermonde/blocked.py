@@ -16,8 +16,8 @@ their phase at l ~ 1e6 (Im(x) a c in float32 is off by ~0.05 rad there).
 Backward (blocked as well, torch's convention grad = conj(dK/dinput) * grad_K):
     T0[r, g, n] = sum_l conj(gK[r, g, l]) exp(x l)       ->  grad_v = conj(T0)
     T1[r, g, n] = sum_l conj(gK[r, g, l]) l exp(x l)     ->  grad_x = conj(sum_r v T1)
-with l = a c + b: T0 = sum_a P[a] M0[a],  T1 = sum_a P[a] (a c M0[a] + M1[a]), where
-M0[a, n] = sum_b conj(gK[a c + b]) E[n, b] and M1 the same with weights b: one GEMM per block.
+with l = a c + b: T0 = sum_a P[a] M0[a], T1 = sum_a P[a] M1[a], where
+M0[a, n] = sum_b conj(gK[a c + b]) E[n, b] and M1 the same with weights l: one GEMM per block.
 """
 
 import math
@@ -33,17 +33,31 @@ def exp_at(x, positions):
     return torch.polar(magnitude, phase)
 
 
-def step_size(L):
-    """c: a power of two near sqrt(L) (at least 32 so the GEMMs have some width), at most L."""
-    return min(L, max(32, 1 << round(math.log2(max(L, 1)) / 2)))
+def exp_progression(x, step, count):
+    """exp(x[..., n] step j) for j < count -> (..., N, count): for long progressions, a product
+    exp(x step k j1) exp(x step j0) of two short tables (j = k j1 + j0, k ~ sqrt(count)), so
+    2 sqrt(count) exponentials per n and one complex product per entry (2 roundings more)."""
+    if count <= 64:
+        return exp_at(x, torch.arange(count, device=x.device) * step)
+    k = math.isqrt(count - 1) + 1
+    high = exp_at(x, torch.arange(-(-count // k), device=x.device) * (step * k))  # (..., N, count/k)
+    low = exp_at(x, torch.arange(k, device=x.device) * step)  # (..., N, k)
+    return (high.unsqueeze(-1) * low.unsqueeze(-2)).flatten(-2)[..., :count]
+
+
+def step_size(L, R, G, N, budget):
+    """c: the exponentials cost G N (L/c + c) and the products with P cost about R G N L/c, so c
+    near sqrt(R L) (a power of two, at least 32 for GEMM width, at most L), and E (G, N, c)
+    within the budget."""
+    c = 1 << round(math.log2(max(1, R * L)) / 2)
+    c = min(c, 1 << max(0, (budget // max(1, G * N)).bit_length() - 1))
+    return max(1, min(L, max(32, c)))
 
 
 def tables(x, L, c):
     """E (G, N, c) = exp(x b), P (G, La, N) = exp(x a c)."""
-    La = -(-L // c)
-    b = torch.arange(c, device=x.device)
-    E = exp_at(x, b)
-    P = exp_at(x, torch.arange(La, device=x.device) * c).transpose(-1, -2).contiguous()
+    E = exp_progression(x, 1, c)
+    P = exp_progression(x, c, -(-L // c)).transpose(-1, -2).contiguous()
     return E, P
 
 
@@ -55,11 +69,11 @@ def rows_per_block(G, R, N, c, budget):
 class BlockedVandermonde(torch.autograd.Function):
     @staticmethod
     def forward(ctx, v, x, L, budget):  # v (R, G, N), x (G, N) -> K (R, G, L)
-        ctx.save_for_backward(v, x)
-        ctx.L, ctx.budget = L, budget
         R, G, N = v.shape
-        c = step_size(L)
+        c = step_size(L, R, G, N, budget)
         E, P = tables(x, L, c)
+        ctx.save_for_backward(v, x)
+        ctx.L, ctx.budget, ctx.tables = L, budget, (c, E, P)  # E, P: O(G N (c + L/c)), reused
         La = P.shape[1]
         vg = v.transpose(0, 1)  # (G, R, N)
         K = v.new_empty(R, G, L)
@@ -78,31 +92,26 @@ class BlockedVandermonde(torch.autograd.Function):
         v, x = ctx.saved_tensors
         need_v, need_x = ctx.needs_input_grad[:2]
         L, R, G, N = ctx.L, *v.shape
-        c = step_size(L)
-        E, P = tables(x, L, c)
+        c, E, P = ctx.tables
         La = P.shape[1]
         Et = E.transpose(-1, -2)  # (G, c, N)
-        b = torch.arange(c, device=x.device).to(x.real.dtype)
-        T0 = v.new_zeros(G, R, N) if need_v else None
-        T1 = v.new_zeros(G, R, N) if need_x else None
+        l = torch.arange(L, device=x.device).to(x.real.dtype)
+        T = v.new_zeros(G, need_v + need_x, R, N)  # T0 and/or T1
         ab = rows_per_block(G, R, N, c, ctx.budget)
         for a0 in range(0, La, ab):
             a1 = min(La, a0 + ab)
-            l1 = min(L, a1 * c)
-            g = gK[:, :, a0 * c : l1].conj()
-            if l1 - a0 * c < (a1 - a0) * c:  # last block: pad to whole rows of c
-                g = torch.nn.functional.pad(g, (0, (a1 - a0) * c - (l1 - a0 * c)))
-            g = g.reshape(R, G, a1 - a0, c).permute(1, 2, 0, 3)  # (G, a, R, c)
-            rows = g if not need_x else torch.cat((g, g * b), dim=1)  # (G, a or 2a, R, c)
-            M = (rows.reshape(G, -1, c) @ Et).view(G, -1, R, N)
-            M0, Pa = M[:, : a1 - a0], P[:, a0:a1, None, :]  # (G, a, R, N), (G, a, 1, N)
-            if need_v:
-                T0 += (Pa * M0).sum(1)
-            if need_x:
-                ac = (torch.arange(a0, a1, device=x.device) * c).to(x.real.dtype)[None, :, None, None]
-                T1 += (Pa * (ac * M0 + M[:, a1 - a0 :])).sum(1)
-        grad_v = T0.conj().transpose(0, 1) if need_v else None
-        grad_x = (v.transpose(0, 1) * T1).sum(1).conj() if need_x else None
+            l0, l1 = a0 * c, min(L, a1 * c)
+            g = gK[:, :, l0:l1].conj()
+            weighted = ([g] if need_v else []) + ([g * l[l0:l1]] if need_x else [])  # T0: g, T1: g l
+            rows = torch.stack(weighted, 1)  # (R, S, G, l1 - l0)
+            if l1 - l0 < (a1 - a0) * c:  # last block: pad to whole rows of c
+                rows = torch.nn.functional.pad(rows, (0, (a1 - a0) * c - (l1 - l0)))
+            rows = rows.view(R, -1, G, a1 - a0, c).permute(2, 3, 1, 0, 4)  # (G, a, S, R, c)
+            M = (rows.reshape(G, -1, c) @ Et).view(G, a1 - a0, -1, R, N)  # sum_b g[a c + b] E[b]
+            T += (M * P[:, a0:a1, None, None, :]).sum(1)  # sum_a P[a] M[a]
+        T = T.transpose(0, 1)  # (S, G, R, N)
+        grad_v = T[0].conj().transpose(0, 1) if need_v else None
+        grad_x = (v.transpose(0, 1) * T[-1]).sum(1).conj() if need_x else None
         return grad_v, grad_x, None, None
 
 
