@@ -7,8 +7,10 @@ Split l = a c + b with 0 <= b < c and 0 <= a < ceil(L / c). Since exp(x (a c + b
 exp(x a c) exp(x b),
     K[r, g, a c + b] = sum_n (v[r, g, n] P[g, a, n]) E[g, n, b],
     P[g, a, n] = exp(x[g, n] a c),   E[g, n, b] = exp(x[g, n] b):
-for each group a GEMM [(a, r), n] x [n, b], with only G N (L/c + c) exponentials instead of
-G N L. Blocks of a few a at a time keep the memory at O(R N block) beyond the output.
+for each group a GEMM [(a, r), n] x [n, b], with only G N (L/c + c) table entries instead of
+G N L exponentials (each table is itself the product of two short ones, see exp_progression).
+c ~ sqrt(R L) balances the tables against the products v P; blocks of a few a at a time keep
+the memory at O(G R N block) beyond the output, at most `budget` complex numbers per buffer.
 
 Phases: Im(x) l is reduced modulo 2 pi in float64 for both tables, so float32 kernels keep
 their phase at l ~ 1e6 (Im(x) a c in float32 is off by ~0.05 rad there).
@@ -129,7 +131,7 @@ def groups(v, x):
     return v.expand(*batch, N).reshape(R, G, N), x2, batch
 
 
-def vandermonde(v, x, L, budget=1 << 21):
+def vandermonde(v, x, L, budget=1 << 23):
     """K[..., l] = sum_n v[..., n] exp(x[..., n] l), l < L; `budget`: complex numbers per block."""
     dtype = torch.promote_types(v.dtype, x.dtype)
     v3, x2, batch = groups(v.to(dtype), x.to(dtype))
