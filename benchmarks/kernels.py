@@ -2,6 +2,7 @@
 
     python -m benchmarks.kernels                    # the table (CPU: torch, dense, original)
     python -m benchmarks.kernels --keops            # also pykeops (compiles each formula once)
+    python -m benchmarks.kernels --keops --cases dss cauchy --backends keops   # a subset
     python -m benchmarks.kernels --device cuda --keops --cuda   # on a GPU with the extension built
     python -m benchmarks.kernels --long             # Vandermonde L=1,048,576, N=4096, H=32 acceptance
 
@@ -183,6 +184,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument("--backends", nargs="*", help="only these backends (default: all that apply)")
     parser.add_argument("--keops", action="store_true", help="include pykeops (compiles its formulas once)")
     parser.add_argument("--cuda", action="store_true", help="include the CUDA extension")
     parser.add_argument("--long", action="store_true", help="only the L = 2^20 Vandermonde acceptance case")
@@ -201,6 +203,8 @@ def main():
         base = {}
         for backend in BACKENDS[case]:
             if (backend == "keops" and not args.keops) or (backend == "cuda" and not args.cuda):
+                continue
+            if args.backends and backend not in args.backends:
                 continue
             proc = subprocess.run([sys.executable, "-m", "benchmarks.kernels", "--one", case, backend, "--device",
                                    args.device, "--reps", str(args.reps)], capture_output=True, text=True,

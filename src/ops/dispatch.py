@@ -46,7 +46,7 @@ class Dispatcher:
                 with torch.enable_grad():  # the smoke call runs the backward too, also from a no_grad caller
                     self.smoke(self._functions[name], device)
                 self._verdicts[key] = None
-            except (ImportError, RuntimeError, OSError, NotImplementedError) as e:
+            except Exception as e:  # any failure to import or to run makes the backend unusable here
                 self._verdicts[key] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         return self._verdicts[key]
 
