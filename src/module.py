@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from src.models.sequence.backbone import SequenceModel
+from src.models.sequence.kernel_cache import accumulation_window
 from src.tasks.decoders import build_decoder
 from src.tasks.encoders import build_encoder
 from src.tasks.metrics import GroupedAccuracy, build_loss, build_metric
@@ -73,7 +74,14 @@ class SequenceLightningModule(L.LightningModule):
         return loss, preds
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")[0]
+        k = self.trainer.accumulate_grad_batches
+        if k == 1:
+            return self._step(batch, "train")[0]
+        # Long-convolution kernels are computed once per optimizer step (src/models/sequence/kernel_cache.py);
+        # `last`: Lightning steps the optimizer after this micro-batch.
+        last = (batch_idx + 1) % k == 0 or batch_idx + 1 == self.trainer.num_training_batches
+        with accumulation_window(self.trainer.global_step, last):
+            return self._step(batch, "train")[0]
 
     def validation_step(self, batch, batch_idx):
         return {"preds": self._step(batch, "val")[1]}

@@ -206,7 +206,7 @@ def test_attention_kernel_type_builds_the_attention_layer():
         (dict(kernel_type="sgconv"), r"SGConv needs model.layer.l_max"),
         (dict(kernel_type="dlr", version="Lambda_real_W_real", kernel_to_real="imag"), r"would make it zero"),
         (dict(kernel_type="dss", version="exp-re-im", Lambda_init="lin"), r"needs Im\(Lambda\) > 0"),
-        (dict(kernel_type="dlr", backend="cuda"), r"model.layer.backend='cuda' is not valid; choose one of: 'auto', 'torch'"),
+        (dict(kernel_type="dlr", backend="triton"), r"model.layer.backend='triton' is not valid; choose one of: 'auto', 'torch', 'dense'"),
     ],
 )
 def test_bad_options_raise_one_clear_error(kwargs, message):

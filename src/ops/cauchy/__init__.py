@@ -1,31 +1,61 @@
 """Cauchy kernels K[..., l] = sum_n v[..., n] / (z[l] - w[..., n]), S4's DPLR kernel.
 
 `cauchy(v, z, w, backend="auto")`: complex v and w broadcast over their leading dimensions,
-z of shape (L,); returns the complex kernel of shape broadcast(v.shape[:-1], w.shape[:-1]) + (L,).
-Backends: `torch` (reference.py's dense form); `auto` picks the fastest usable one and logs its
-choice once. `reference.py` is the oracle the tests compare every backend with.
+z of shape (L,); returns the complex kernel of shape broadcast(v.shape[:-1], w.shape[:-1]) + (L,),
+differentiable in v, z and w. Backends (src/ops/dispatch.py picks and logs one):
+    torch   blocked.py: blocks of positions, memory O(B N block), blocked backward
+    dense   reference.py's broadcast form (memory O(B N L), autograd)
+    keops   keops.py: pykeops reductions (pip install pykeops==2.3)
+    cuda    cuda.py: the extension in extensions/kernels
+`auto` is torch on CPU and cuda, then keops, then torch on a GPU. All agree with reference.py to
+float32 rounding (tests/test_cauchy.py gives the tolerances).
 """
 
-import logging
+import torch
 
-from src.ops.cauchy import reference
-from src.utils.errors import check_choice
-
-log = logging.getLogger(__name__)
-
-BACKENDS = {"torch": reference.cauchy}
-_announced = set()
+from src.ops.dispatch import Dispatcher
 
 
-def choose(backend):
-    """The backend `auto` resolves to (the only one, for now: the dense torch path)."""
-    check_choice("model.layer.backend", backend, ["auto", *BACKENDS])
-    name = "torch" if backend == "auto" else backend
-    if (backend, name) not in _announced:
-        _announced.add((backend, name))
-        log.info(f"cauchy: backend={backend} -> {name}")
-    return name
+def _torch():
+    from src.ops.cauchy.blocked import cauchy
+
+    return cauchy
+
+
+def _dense():
+    from src.ops.cauchy.reference import cauchy
+
+    return cauchy
+
+
+def _keops():
+    from src.ops.cauchy.keops import cauchy
+
+    return cauchy
+
+
+def _cuda():
+    from src.ops.cauchy.cuda import cauchy
+
+    return cauchy
+
+
+def _smoke(fn, device):
+    v = torch.randn(2, 3, dtype=torch.complex64, device=device, requires_grad=True)
+    w = torch.complex(-torch.rand(3, device=device), torch.randn(3, device=device)).requires_grad_()
+    z = torch.complex(torch.zeros(5, device=device), torch.linspace(0, 3, 5, device=device))
+    fn(v, z, w).abs().sum().backward()
+
+
+dispatcher = Dispatcher(
+    "cauchy",
+    {"torch": _torch, "dense": _dense, "keops": _keops, "cuda": _cuda},
+    {"cuda": ["cuda", "keops", "torch"], "default": ["torch"]},
+    _smoke,
+)
+BACKENDS = tuple(dispatcher.loaders)
 
 
 def cauchy(v, z, w, backend="auto"):
-    return BACKENDS[choose(backend)](v, z, w)
+    """K[..., l] = sum_n v[..., n] / (z[l] - w[..., n]) (see the module docstring)."""
+    return dispatcher.function(backend, z.device)(v, z, w)

@@ -1,31 +1,61 @@
 """Vandermonde kernels K[..., l] = sum_n v[..., n] exp(x[..., n] l), l = 0 .. L-1.
 
 `vandermonde(v, x, L, backend="auto")`: complex v and x, broadcast over their leading
-dimensions; returns the complex kernel of shape broadcast(v.shape[:-1], x.shape[:-1]) + (L,).
-Backends: `torch` (dense.py, one broadcast GEMM); `auto` picks the fastest usable one and logs
-its choice once. `reference.py` is the oracle the tests compare every backend with.
+dimensions; returns the complex kernel of shape broadcast(v.shape[:-1], x.shape[:-1]) + (L,),
+differentiable in v and x. Backends (src/ops/dispatch.py picks and logs one):
+    torch   blocked.py: batched GEMMs over blocks of positions, memory O(N block), blocked backward
+    dense   dense.py: exp(x l) for every (n, l), then one broadcast GEMM (memory O(N L))
+    keops   keops.py: pykeops reduction, never materialises [N, L] (pip install pykeops==2.3)
+    cuda    cuda.py: the extension in extensions/kernels (see its README for the build)
+`auto` is torch on CPU and cuda, then keops, then torch on a GPU. All backends agree with
+reference.py to float32 rounding (tests/test_vandermonde.py gives the tolerances); all reduce
+the phase Im(x) l modulo 2 pi in float64 so float32 kernels stay accurate at l ~ 1e6.
 """
 
-import logging
+import torch
 
-from src.ops.vandermonde import dense
-from src.utils.errors import check_choice
-
-log = logging.getLogger(__name__)
-
-BACKENDS = {"torch": dense.vandermonde}
-_announced = set()
+from src.ops.dispatch import Dispatcher
 
 
-def choose(backend):
-    """The backend `auto` resolves to (the only one, for now: the dense torch path)."""
-    check_choice("model.layer.backend", backend, ["auto", *BACKENDS])
-    name = "torch" if backend == "auto" else backend
-    if (backend, name) not in _announced:
-        _announced.add((backend, name))
-        log.info(f"vandermonde: backend={backend} -> {name}")
-    return name
+def _torch():
+    from src.ops.vandermonde.blocked import vandermonde
+
+    return vandermonde
+
+
+def _dense():
+    from src.ops.vandermonde.dense import vandermonde
+
+    return vandermonde
+
+
+def _keops():
+    from src.ops.vandermonde.keops import vandermonde
+
+    return vandermonde
+
+
+def _cuda():
+    from src.ops.vandermonde.cuda import vandermonde
+
+    return vandermonde
+
+
+def _smoke(fn, device):
+    v = torch.randn(2, 3, dtype=torch.complex64, device=device, requires_grad=True)
+    x = torch.complex(-torch.rand(3, device=device), torch.randn(3, device=device)).requires_grad_()
+    fn(v, x, 5).abs().sum().backward()
+
+
+dispatcher = Dispatcher(
+    "vandermonde",
+    {"torch": _torch, "dense": _dense, "keops": _keops, "cuda": _cuda},
+    {"cuda": ["cuda", "keops", "torch"], "default": ["torch"]},
+    _smoke,
+)
+BACKENDS = tuple(dispatcher.loaders)
 
 
 def vandermonde(v, x, L, backend="auto"):
-    return BACKENDS[choose(backend)](v, x, L)
+    """K[..., l] = sum_n v[..., n] exp(x[..., n] l) for l = 0 .. L-1 (see the module docstring)."""
+    return dispatcher.function(backend, x.device)(v, x, L)

@@ -9,15 +9,12 @@ modulo 2 pi in float64 before it is cast back, so float32 kernels stay accurate 
 (float32 Im(x) l alone loses the phase there). Memory: O(numel(x) * L).
 """
 
-import math
-
 import torch
+
+from src.ops.vandermonde.blocked import exp_at
 
 
 def vandermonde(v, x, L):
-    l = torch.arange(L, device=x.device)
-    real_dtype = x.real.dtype
-    magnitude = torch.exp(x.real.unsqueeze(-1) * l.to(real_dtype))  # [..., N, L]
-    phase = torch.remainder(x.imag.double().unsqueeze(-1) * l, 2 * math.pi).to(real_dtype)  # [..., N, L]
-    S = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
-    return (v.unsqueeze(-2) @ S).squeeze(-2)  # [..., L]
+    dtype = torch.promote_types(v.dtype, x.dtype)
+    S = exp_at(x.to(dtype), torch.arange(L, device=x.device))  # [..., N, L]
+    return (v.to(dtype).unsqueeze(-2) @ S).squeeze(-2)  # [..., L]

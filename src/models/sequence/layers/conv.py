@@ -1,7 +1,7 @@
 """LongConv: the convolution block around a long kernel (`model=dlr|dss|sgconv`).
 
     u (B, L, H) -> k = kernel(min(L, max_kernel_length))                 (C, H, Lk)
-    y[b, c, h, t] = sum_{s >= 0} k[c, h, s] u[b, h, t - s] + D[c, h] u[b, h, t]   (FFT, size L + Lk)
+    y[b, c, h, t] = sum_{s >= 0} k[c, h, s] u[b, h, t - s] + D[c, h] u[b, h, t]   (src/ops/fftconv)
     bidirectional: 2C kernels, the second C read backwards (lags -1 .. -Lk)
     out = Linear(C H -> H, postact)(dropout(activation(y)))
 
@@ -11,12 +11,13 @@ for kernel_to_real real/imag/sum (linear in K), causal, untruncated kernels.
 """
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from src.models.sequence.layers.activation import Activation, OutputLinear
+from src.models.sequence.kernel_cache import KernelCache
 from src.models.sequence.layers.dlr import VandermondeKernel, to_real
+from src.ops.fftconv import fftconv
 from src.utils import registry
 from src.utils.errors import ConfigError
 
@@ -31,6 +32,7 @@ class LongConv(nn.Module):
         self.H, self.C, self.bidirectional = d_model, channels, bidirectional
         self.max_kernel_length = max_kernel_length
         self.kernel = kernel(d_model, d_state, channels=channels * (2 if bidirectional else 1), **kernel_args)
+        self.kernel_cache = KernelCache()  # one kernel per optimizer step under gradient accumulation
         self.D = nn.Parameter(torch.randn(channels, d_model))
         self.activation = Activation(activation)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -40,12 +42,8 @@ class LongConv(nn.Module):
         u = x.transpose(1, 2)  # (B, H, L)
         L = u.shape[-1]
         Lk = min(L, self.max_kernel_length) if self.max_kernel_length else L
-        k = self.kernel(Lk)  # (C or 2C, H, Lk)
-        n = L + Lk  # FFT size: no wrap-around
-        if self.bidirectional:
-            causal, anticausal = k.chunk(2, dim=0)
-            k = torch.cat((F.pad(causal, (0, n - 2 * Lk)), anticausal.flip(-1)), dim=-1)  # (C, H, n)
-        y = torch.fft.irfft(torch.fft.rfft(u, n=n).unsqueeze(1) * torch.fft.rfft(k, n=n), n=n)[..., :L]  # (B, C, H, L)
+        k = self.kernel_cache(self.kernel, Lk)  # (C or 2C, H, Lk)
+        y = fftconv(u, k, self.bidirectional)  # (B, C, H, L)
         y = y + u.unsqueeze(1) * self.D.unsqueeze(-1)
         return self._output(rearrange(y, "b c h l -> b l (c h)")), None
 

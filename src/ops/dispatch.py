@@ -1,0 +1,82 @@
+"""One dispatcher for every op in src/ops: `backend: auto|<name>` -> a function that really runs.
+
+Each op declares its backends as {name: loader}, where `loader()` imports what the backend needs
+(pykeops, the CUDA extension, ...) only when it is first asked for, and returns the function, or
+raises ImportError / RuntimeError saying why it cannot; and a `smoke(fn, device)` that calls the
+function on a tiny input on that device. A backend is *usable* on a device when it loads and its
+smoke call runs (an extension that imports but fails at run time is not usable). The verdict is
+cached per (backend, device type).
+
+`auto` takes the first usable backend of the op's preference list for the device type (fastest
+first, from benchmarks/kernels.py) and logs its choice once. An explicit backend that is not
+usable raises ConfigError with the reason; an unknown name raises ConfigError with the choices.
+"""
+
+import logging
+
+import torch
+
+from src.utils.errors import ConfigError, check_choice
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(self, op, loaders, preference, smoke):
+        self.op = op
+        self.loaders = loaders  # {name: () -> fn}
+        self.preference = preference  # {device type: [names, fastest first]}; "default" for others
+        self.smoke = smoke  # (fn, device) -> None; raises if fn does not run there
+        self.choices = ["auto", *loaders]
+        self._functions = {}  # name -> fn, once loaded
+        self._verdicts = {}  # (name, device type) -> None (usable) or the reason it is not
+        self._announced = set()
+
+    def check(self, backend):
+        """ConfigError unless `backend` is 'auto' or a backend name of this op."""
+        return check_choice("model.layer.backend", backend, self.choices)
+
+    def why_unusable(self, name, device):
+        """None if backend `name` loads and runs on `device`, else the reason (a string)."""
+        key = (name, device.type)
+        if key not in self._verdicts:
+            try:
+                if name not in self._functions:
+                    self._functions[name] = self.loaders[name]()
+                with torch.enable_grad():  # the smoke call runs the backward too, also from a no_grad caller
+                    self.smoke(self._functions[name], device)
+                self._verdicts[key] = None
+            except Exception as e:  # any failure to import or to run makes the backend unusable here
+                self._verdicts[key] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        return self._verdicts[key]
+
+    def resolve(self, backend, device):
+        """The backend name `backend` means on `device`."""
+        self.check(backend)
+        if backend == "auto":
+            order = self.preference.get(device.type, self.preference["default"])
+            reasons = {}
+            for name in order:
+                reasons[name] = self.why_unusable(name, device)
+                if reasons[name] is None:
+                    break
+            else:
+                raise RuntimeError(f"{self.op}: no backend runs on {device.type}: {reasons}")
+            skipped = "; ".join(f"{n} not usable ({r})" for n, r in reasons.items() if r)
+            self._announce(backend, name, device, skipped)
+            return name
+        reason = self.why_unusable(backend, device)
+        if reason:
+            raise ConfigError(f"model.layer.backend={backend!r} does not run on {device.type} here ({reason}); "
+                              "use model.layer.backend=auto (the fastest backend that runs there)")
+        self._announce(backend, backend, device, "")
+        return backend
+
+    def function(self, backend, device):
+        return self._functions[self.resolve(backend, device)]
+
+    def _announce(self, backend, name, device, skipped):
+        key = (backend, name, device.type)
+        if key not in self._announced:
+            self._announced.add(key)
+            log.info(f"{self.op}: backend={backend} -> {name} on {device.type}" + (f" ({skipped})" if skipped else ""))

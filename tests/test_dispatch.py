@@ -1,0 +1,58 @@
+"""src/ops/dispatch.py: auto skips backends that import but fail at run time, logs once."""
+
+import logging
+
+import pytest
+import torch
+
+from src.ops.dispatch import Dispatcher
+from src.utils.errors import ConfigError
+
+
+def make():
+    def broken():  # imports fine, fails when called (an extension built for another GPU)
+        def fn(v):
+            raise RuntimeError("no kernel image is available for execution on the device")
+
+        return fn
+
+    def missing():
+        raise ImportError("No module named 'fancy_kernels'")
+
+    loaders = {"fast": broken, "fancy": missing, "torch": lambda: (lambda v: v + 1)}
+    return Dispatcher("demo", loaders, {"default": ["fast", "fancy", "torch"]}, lambda fn, device: fn(torch.zeros(1)))
+
+
+def test_auto_takes_the_first_backend_that_runs_and_logs_once(caplog):
+    d = make()
+    cpu = torch.device("cpu")
+    with caplog.at_level(logging.INFO, logger="src.ops.dispatch"):
+        assert d.resolve("auto", cpu) == "torch"
+        assert d.function("auto", cpu)(torch.ones(1)).item() == 2
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith("demo: backend=auto -> torch on cpu")
+    assert "fast not usable (RuntimeError: no kernel image" in lines[0] and "fancy not usable (ImportError" in lines[0]
+
+
+def test_an_unusable_backend_asked_for_by_name_says_why():
+    with pytest.raises(ConfigError, match=r"backend='fast' does not run on cpu here \(RuntimeError: no kernel image.*"
+                                          r"use model.layer.backend=auto"):
+        make().resolve("fast", torch.device("cpu"))
+
+
+def test_unknown_backend():
+    with pytest.raises(ConfigError, match=r"backend='cuda' is not valid; choose one of: 'auto', 'fast', 'fancy', 'torch'"):
+        make().resolve("cuda", torch.device("cpu"))
+
+
+def test_first_use_under_no_grad_still_finds_the_backends():
+    """The smoke call runs forward and backward, so it must not inherit the caller's no_grad."""
+    from src.ops.dispatch import Dispatcher as D
+
+    def smoke(fn, device):
+        x = torch.ones(1, requires_grad=True)
+        fn(x).sum().backward()
+
+    d = D("demo", {"torch": lambda: (lambda v: 2 * v)}, {"default": ["torch"]}, smoke)
+    with torch.no_grad():
+        assert d.resolve("auto", torch.device("cpu")) == "torch"
