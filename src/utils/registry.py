@@ -14,6 +14,13 @@ layer = {
     "dss": "src.models.sequence.layers.conv.LongConv",
     "sgconv": "src.models.sequence.layers.conv.LongConv",
     "attn": "src.models.sequence.layers.attention.AttentionBlock",
+    "s4": "src.models.sequence.layers.conv.LongConv",
+    "s4d": "src.models.sequence.layers.conv.LongConv",
+    "rnn": "src.models.sequence.layers.rnn.RNN",
+    "mha": "src.models.sequence.layers.mha.MultiHeadAttention",
+    "linear_attn": "src.models.sequence.layers.linear_attention.LinearAttention",
+    "norm_attn": "src.models.sequence.layers.linear_attention.LinearAttention",
+    "transformer": "src.models.sequence.layers.transformer.TransformerBlock",
 }
 
 # Convolution kernels used by LongConv (`model.layer.kernel_type`): (L) -> (C, H, L).
@@ -21,6 +28,8 @@ kernel = {
     "dlr": "src.models.sequence.layers.dlr.DLRKernel",
     "dss": "src.models.sequence.layers.dlr.DSSKernel",
     "sgconv": "src.models.sequence.layers.sgconv.SGConvKernel",
+    "s4": "src.models.sequence.layers.s4.S4Kernel",
+    "s4d": "src.models.sequence.layers.s4.S4DKernel",
 }
 
 dataset = {
