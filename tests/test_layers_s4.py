@@ -89,7 +89,7 @@ def test_nplr_is_the_hippo_spectrum(measure, N):
 
 
 @pytest.mark.parametrize("name", list(S4_CONFIGS))
-@pytest.mark.parametrize("L", [1, 7, 16])
+@pytest.mark.parametrize("L", [1, 7])
 def test_shapes(name, L):
     y, state = make(name)(torch.randn(3, L, D))
     assert y.shape == (3, L, D) and torch.isfinite(y).all() and state is None
