@@ -61,3 +61,16 @@ def test_a_misspelt_layer_lists_the_valid_names():
 
     with pytest.raises(ConfigError, match=r"model.layer._name_='lstmm' is not registered; choose one of: .*rnn"):
         build_layer({"_name_": "lstmm"}, D)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("stem", LAYER_CONFIGS)
+def test_every_layer_config_runs_on_cuda_like_on_cpu(stem):
+    """nn.LSTM & co. take cuDNN there; FFT and matmul reorderings: float32 rounding, 1e-3 of max |y|."""
+    torch.manual_seed(0)
+    layer = build_layer(layer_config(stem), D, notice=lambda line: None)
+    x = torch.randn(2, L, D)
+    y = layer(x)[0]
+    y_cuda = layer.cuda()(x.cuda())[0].cpu()
+    torch.testing.assert_close(y_cuda, y, rtol=0, atol=1e-3 * y.abs().max().item())

@@ -86,8 +86,8 @@ def nplr(measure, N):
     mu, V = mu[positive], V[:, positive]
     n_zero = N // 2 - len(mu)
     if n_zero:
-        U, s, Vh = torch.linalg.svd(K)
-        Z = Vh[-2 * n_zero :].T  # real orthonormal basis of the null space of K: (N, 2 n_zero)
+        right = torch.linalg.svd(K).Vh  # singular values descending: the null space comes last
+        Z = right[-2 * n_zero :].T  # real orthonormal basis of the null space of K: (N, 2 n_zero)
         V = torch.cat((V, (Z[:, 0::2] + 1j * Z[:, 1::2]) / 2**0.5), dim=1)
         mu = torch.cat((mu, mu.new_zeros(n_zero)))
     Lambda = torch.complex(c.expand(N // 2).clone(), mu)
