@@ -1,4 +1,4 @@
-"""LongConv: the convolution block around a long kernel (`model=dlr|dss|sgconv`).
+"""LongConv: the convolution block around a long kernel (`model=dlr|dss|sgconv|s4|s4d`).
 
     u (B, L, H) -> k = kernel(min(L, max_kernel_length))                 (C, H, Lk)
     y[b, c, h, t] = sum_{s >= 0} k[c, h, s] u[b, h, t - s] + D[c, h] u[b, h, t]   (FFT, size L + Lk)
