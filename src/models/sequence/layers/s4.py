@@ -195,10 +195,8 @@ class S4Kernel(nn.Module):
         A = torch.diag_embed(Lambda) - torch.einsum("rhn,rhm->hnm", P, P.conj())
         eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
         half = (dt / 2)[:, None, None] * A
-        left = eye - half
-        dA = torch.linalg.solve(left, eye + half)
-        dB = torch.linalg.solve(left, dt[:, None] * B)
-        return dA, dB
+        inverse = torch.linalg.inv(eye - half)  # one inverse: its backward is matrix products only
+        return inverse @ (eye + half), (inverse @ (dt[:, None] * B)[..., None])[..., 0]
 
     def forward(self, L):  # -> (C, H, L)
         dt, Lambda, P, B, C = self.ssm()
@@ -214,9 +212,12 @@ class S4Kernel(nn.Module):
         v = left[:, None] * right[None] * (dt / 2)[:, None]  # (C + r, 1 + r, H, N)
         r = cauchy_op.cauchy(v, s.to(v.dtype), (dt / 2)[:, None] * Lambda, backend=self.backend)  # (C+r, 1+r, H, Lf)
         k00, k01, k10, k11 = r[:n_c, 0], r[:n_c, 1:], r[n_c:, 0], r[n_c:, 1:]
-        eye = torch.eye(k11.shape[0], dtype=k11.dtype, device=k11.device)
-        M = eye + k11.permute(2, 3, 0, 1)  # (H, Lf, r, r)
-        solved = torch.linalg.solve(M, k10.permute(1, 2, 0)[..., None])[..., 0]  # (H, Lf, r)
+        if k11.shape[0] == 1:  # rank 1: a division (batched 1 x 1 LU solves are ~100x slower on CPU)
+            solved = (k10 / (1 + k11[0]))[0][..., None]  # (H, Lf, 1)
+        else:
+            eye = torch.eye(k11.shape[0], dtype=k11.dtype, device=k11.device)
+            M = eye + k11.permute(2, 3, 0, 1)  # (H, Lf, r, r)
+            solved = torch.linalg.solve(M, k10.permute(1, 2, 0)[..., None])[..., 0]  # (H, Lf, r)
         K_hat = (k00 - torch.einsum("crhl,hlr->chl", k01, solved)) * (2 / (1 + z))  # (C, H, Lf)
         return torch.fft.irfft(K_hat, n=Lp)[..., :L]
 
