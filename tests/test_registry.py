@@ -74,3 +74,15 @@ def test_every_layer_config_runs_on_cuda_like_on_cpu(stem):
     y = layer(x)[0]
     y_cuda = layer.cuda()(x.cuda())[0].cpu()
     torch.testing.assert_close(y_cuda, y, rtol=0, atol=1e-3 * y.abs().max().item())
+
+
+def test_options_of_another_layer_are_named():
+    """The default experiment sets DLR options (d_state, dt_min, ...): another layer says so in one line."""
+    from src.utils.errors import ConfigError
+
+    config = compose_config(["wandb=null", "model=lstm"])
+    with pytest.raises(ConfigError, match=r"model.layer \(RNN\) does not take d_state, dt_max, dt_min, lr; its options are: d_model, model"):
+        build_layer(config.model.layer, D)
+    config = compose_config(["wandb=null", "model=sgconv"])
+    with pytest.raises(ConfigError, match=r"model.layer.kernel_type=sgconv \(SGConvKernel\) does not take dt_max, dt_min, lr"):
+        build_layer(config.model.layer, D)

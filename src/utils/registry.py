@@ -5,6 +5,7 @@ repo. Objects are imported lazily, so `import src...` never pulls optional depen
 """
 
 import importlib
+import inspect
 
 from src.utils.errors import ConfigError
 
@@ -82,3 +83,15 @@ def build(registry, config, *args, key="_name_", **kwargs):
     config = dict(config)
     name = config.pop("_name_")
     return resolve(registry, name, key)(*args, **config, **kwargs)
+
+
+def check_kwargs(cls, kwargs, what):
+    """ConfigError naming the keys of `kwargs` that `cls` does not take (unless it takes **kwargs),
+    e.g. a layer given another layer's options by an experiment."""
+    params = inspect.signature(cls).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        valid = ", ".join(name for name, p in params.items() if p.kind != p.VAR_POSITIONAL)
+        raise ConfigError(f"{what} does not take {', '.join(unknown)}; its options are: {valid}")

@@ -35,7 +35,9 @@ def build_layer(config, d_model, notice=print, rope=False):
         unused = sorted(k for k in config if k not in accepted and k not in ("_name_", "kernel_type"))
         notice(f"notice: model.layer.kernel_type=attn: building layer 'attn'; not used: {', '.join(unused)}")
         return cls(d_model, **{k: v for k, v in config.items() if k in accepted})
-    return registry.build(registry.layer, config, d_model, key="model.layer._name_")
+    cls = registry.resolve(registry.layer, config.pop("_name_"), "model.layer._name_")
+    registry.check_kwargs(cls, config, f"model.layer ({cls.__name__})")
+    return cls(d_model, **config)
 
 
 class ResidualBlock(nn.Module):

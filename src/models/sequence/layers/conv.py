@@ -34,6 +34,7 @@ class LongConv(nn.Module):
         kernel = registry.resolve(registry.kernel, kernel_type, "model.layer.kernel_type")
         self.H, self.C, self.bidirectional = d_model, channels, bidirectional
         self.max_kernel_length = max_kernel_length
+        registry.check_kwargs(kernel, kernel_args, f"model.layer.kernel_type={kernel_type} ({kernel.__name__})")
         self.kernel = kernel(d_model, d_state, channels=channels * (2 if bidirectional else 1), **kernel_args)
         self.D = nn.Parameter(torch.randn(channels, d_model))
         self.activation = Activation(activation)
