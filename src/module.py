@@ -12,6 +12,7 @@ from torchmetrics import MetricCollection
 
 from src.models.sequence.backbone import SequenceModel
 from src.models.sequence.kernel_cache import accumulation_window
+from src.models.sequence.positions import input_width
 from src.tasks.decoders import build_decoder
 from src.tasks.encoders import build_encoder
 from src.tasks.metrics import GroupedAccuracy, build_loss, build_metric
@@ -30,7 +31,7 @@ class SequenceLightningModule(L.LightningModule):
         self.dataset = registry.build(registry.dataset, config.dataset, key="dataset._name_")
         model = {k: v for k, v in OmegaConf.to_container(config.model).items() if k != "_name_"}
         d_model = model["d_model"]
-        self.encoder = build_encoder(config.encoder, self.dataset, d_model)
+        self.encoder = build_encoder(config.encoder, self.dataset, input_width(d_model, model.get("pos_emb", "none")))
         self.backbone = SequenceModel(**model, notice=notice)
         self.decoder = build_decoder(config.decoder, self.dataset, d_model)
         self.loss = build_loss(config.task.loss)

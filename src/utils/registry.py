@@ -5,6 +5,7 @@ repo. Objects are imported lazily, so `import src...` never pulls optional depen
 """
 
 import importlib
+import inspect
 
 from src.utils.errors import ConfigError
 
@@ -14,6 +15,13 @@ layer = {
     "dss": "src.models.sequence.layers.conv.LongConv",
     "sgconv": "src.models.sequence.layers.conv.LongConv",
     "attn": "src.models.sequence.layers.attention.AttentionBlock",
+    "s4": "src.models.sequence.layers.conv.LongConv",
+    "s4d": "src.models.sequence.layers.conv.LongConv",
+    "rnn": "src.models.sequence.layers.rnn.RNN",
+    "mha": "src.models.sequence.layers.mha.MultiHeadAttention",
+    "linear_attn": "src.models.sequence.layers.linear_attention.LinearAttention",
+    "norm_attn": "src.models.sequence.layers.linear_attention.LinearAttention",
+    "transformer": "src.models.sequence.layers.transformer.TransformerBlock",
 }
 
 # Convolution kernels used by LongConv (`model.layer.kernel_type`): (L) -> (C, H, L).
@@ -21,6 +29,8 @@ kernel = {
     "dlr": "src.models.sequence.layers.dlr.DLRKernel",
     "dss": "src.models.sequence.layers.dlr.DSSKernel",
     "sgconv": "src.models.sequence.layers.sgconv.SGConvKernel",
+    "s4": "src.models.sequence.layers.s4.S4Kernel",
+    "s4d": "src.models.sequence.layers.s4.S4DKernel",
 }
 
 dataset = {
@@ -73,3 +83,15 @@ def build(registry, config, *args, key="_name_", **kwargs):
     config = dict(config)
     name = config.pop("_name_")
     return resolve(registry, name, key)(*args, **config, **kwargs)
+
+
+def check_kwargs(cls, kwargs, what):
+    """ConfigError naming the keys of `kwargs` that `cls` does not take (unless it takes **kwargs),
+    e.g. a layer given another layer's options by an experiment."""
+    params = inspect.signature(cls).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        valid = ", ".join(name for name, p in params.items() if p.kind != p.VAR_POSITIONAL)
+        raise ConfigError(f"{what} does not take {', '.join(unknown)}; its options are: {valid}")

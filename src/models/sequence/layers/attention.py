@@ -8,6 +8,9 @@ registry name `attn`), the attention baseline of the DLR paper.
     o <- o W_o;  attn_ff > 0: o <- o + FF_1(o), o <- o + FF_2(o), FF = LN -> Linear(d, attn_ff d) -> GELU -> Linear
     y = Linear(d -> d, postact)(x + dropout(activation(o)))
 RoPE rotates each pair (2m, 2m+1) of a head by angle t * 10000^(-2m / d_head).
+state_size(L): no step here (see mha.py for the KV-cache view); what the forward keeps per
+sequence: keys and values (2 d floats each) of all L positions, or of at most the 2 chunk_size
+positions a causal local window reads.
 """
 
 import torch
@@ -82,3 +85,7 @@ class AttentionBlock(nn.Module):
         for ff in self.ff:
             o = o + ff(o)
         return self.output_linear(x + self.dropout(self.activation(o))), None
+
+    def state_size(self, L):
+        kept = min(L, 2 * self.chunk_size) if (self.chunk_size and self.causal) else L
+        return kept * 2 * self.out.in_features

@@ -1,13 +1,18 @@
-"""LongConv: the convolution block around a long kernel (`model=dlr|dss|sgconv`).
+"""LongConv: the convolution block around a long kernel (`model=dlr|dss|sgconv|s4|s4d`).
 
     u (B, L, H) -> k = kernel(min(L, max_kernel_length))                 (C, H, Lk)
     y[b, c, h, t] = sum_{s >= 0} k[c, h, s] u[b, h, t - s] + D[c, h] u[b, h, t]   (src/ops/fftconv)
     bidirectional: 2C kernels, the second C read backwards (lags -1 .. -Lk)
     out = Linear(C H -> H, postact)(dropout(activation(y)))
 
-Kernels with `vandermonde_params` (DLR, DSS) also run as a recurrence, one step at a time:
-    s_t = exp(x) s_{t-1} + u_t   (B, C, H, N),   y_t = real(sum_n W s_t) + D u_t
-for kernel_to_real real/imag/sum (linear in K), causal, untruncated kernels.
+Kernels with a recurrent form (DLR, DSS, S4, S4D) also run one step at a time. Such a kernel
+implements `no_recurrence() -> None | reason`, `default_state(B)`, `step(u_t (B, H), state) ->
+(y_t (B, C, H), state)` and `state_size()`; the layer adds D u_t and the output as above. Only
+causal, untruncated layers step.
+
+state_size(L): the kernel's recurrent state where the layer steps; otherwise what a streaming
+evaluation must keep, the last min(L, Lk) inputs (H floats each), or the whole input (H L) when
+bidirectional.
 """
 
 import torch
@@ -16,7 +21,6 @@ from torch import nn
 
 from src.models.sequence.layers.activation import Activation, OutputLinear
 from src.models.sequence.kernel_cache import KernelCache
-from src.models.sequence.layers.dlr import VandermondeKernel, to_real
 from src.ops.fftconv import fftconv
 from src.utils import registry
 from src.utils.errors import ConfigError
@@ -31,6 +35,7 @@ class LongConv(nn.Module):
         kernel = registry.resolve(registry.kernel, kernel_type, "model.layer.kernel_type")
         self.H, self.C, self.bidirectional = d_model, channels, bidirectional
         self.max_kernel_length = max_kernel_length
+        registry.check_kwargs(kernel, kernel_args, f"model.layer.kernel_type={kernel_type} ({kernel.__name__})")
         self.kernel = kernel(d_model, d_state, channels=channels * (2 if bidirectional else 1), **kernel_args)
         self.kernel_cache = KernelCache()  # one kernel per optimizer step under gradient accumulation
         self.D = nn.Parameter(torch.randn(channels, d_model))
@@ -51,26 +56,32 @@ class LongConv(nn.Module):
         return self.output_linear(self.dropout(self.activation(y)))
 
     def _recurrence(self):
-        """(W (C, H, N), x (N,) or (H, N)) if this layer has an exact recurrent form."""
+        """The kernel, if this layer has an exact recurrent form; ConfigError saying why not."""
         why = None
-        if not isinstance(self.kernel, VandermondeKernel):
+        if not hasattr(self.kernel, "step"):
             why = f"the {type(self.kernel).__name__} kernel is not a finite-state recurrence"
         elif self.bidirectional:
             why = "a bidirectional layer reads the future"
         elif self.max_kernel_length:
             why = "max_kernel_length truncates the kernel"
-        elif self.kernel.kernel_to_real not in ("real", "imag", "sum"):
-            why = f"kernel_to_real={self.kernel.kernel_to_real} is not linear in the kernel"
+        else:
+            why = self.kernel.no_recurrence()
         if why:
             raise ConfigError(f"this layer has no step(): {why}")
-        return self.kernel.vandermonde_params()
+        return self.kernel
 
     def default_state(self, batch_size, device=None):
-        W, _ = self._recurrence()
-        return torch.zeros(batch_size, *W.shape, dtype=W.dtype, device=device)  # (B, C, H, N)
+        return self._recurrence().default_state(batch_size, device)
 
-    def step(self, x_t, state):  # x_t: (B, H), state: (B, C, H, N)
-        W, x = self._recurrence()
-        state = torch.exp(x) * state + x_t[:, None, :, None]
-        y = to_real((W * state).sum(-1), self.kernel.kernel_to_real) + self.D * x_t[:, None]  # (B, C, H)
+    def step(self, x_t, state):  # x_t: (B, H)
+        y, state = self._recurrence().step(x_t, state)  # (B, C, H)
+        y = y + self.D * x_t[:, None]
         return self._output(y.flatten(1)), state
+
+    def state_size(self, L):
+        try:
+            return self._recurrence().state_size()
+        except ConfigError:
+            if self.bidirectional:
+                return self.H * L
+            return self.H * (min(L, self.max_kernel_length) if self.max_kernel_length else L)

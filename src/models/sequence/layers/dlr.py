@@ -59,13 +59,37 @@ def log_uniform(n, low, high):
 
 class VandermondeKernel(nn.Module):
     """A kernel given by `vandermonde_params(L) -> (W, x)`: to_real(sum_n W exp(l x)).
-    Subclasses set `backend` and `kernel_to_real`."""
+    Subclasses set `backend` and `kernel_to_real`.
+
+    Its recurrent form (the kernel-step protocol of conv.LongConv), for kernel_to_real linear in K:
+        s_t = exp(x) s_{t-1} + u_t   (B, H, N) complex,   y_t = to_real(sum_n W s_t)   (B, C, H)
+    """
 
     def vandermonde_params(self, L=None):
         raise NotImplementedError
 
     def forward(self, L):  # -> (C, H, L)
         return to_real(vandermonde(*self.vandermonde_params(L), L, self.backend), self.kernel_to_real)
+
+    def no_recurrence(self):
+        """Why this kernel has no length-independent recurrence (None if it has one)."""
+        if self.kernel_to_real not in ("real", "imag", "sum"):
+            return f"kernel_to_real={self.kernel_to_real} is not linear in the kernel"
+        return None
+
+    def default_state(self, batch_size, device=None):
+        W, _ = self.vandermonde_params()
+        return torch.zeros(batch_size, *W.shape[1:], dtype=W.dtype, device=device)  # (B, H, N)
+
+    def step(self, u_t, state):  # u_t: (B, H), state: (B, H, N) -> y_t (B, C, H), state
+        W, x = self.vandermonde_params()
+        state = torch.exp(x) * state + u_t[..., None]
+        return to_real((W * state[:, None]).sum(-1), self.kernel_to_real), state
+
+    def state_size(self):
+        """Floats per sequence in the recurrent state: H N complex numbers."""
+        W, _ = self.vandermonde_params()
+        return 2 * W.shape[-2] * W.shape[-1]
 
 
 class DLRKernel(VandermondeKernel):
@@ -197,6 +221,11 @@ class DSSKernel(VandermondeKernel):
         elif "no-scale" not in self.version:
             W = W * (torch.exp(x) - 1) * reciprocal(Lambda, clamp=True)
         return W, x
+
+    def no_recurrence(self):
+        if self.version == "softmax":
+            return "version=softmax normalises the kernel over the length L"
+        return super().no_recurrence()
 
     def forward(self, L):  # -> (C, H, L)
         if self.version != "softmax":

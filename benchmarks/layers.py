@@ -1,0 +1,72 @@
+"""Forward + backward time of every layer config, one layer, on CPU (float32).
+
+    python -m benchmarks.layers [--B 8] [--L 1024] [--D 128] [--repeats 3] [--layers s4 mha ...]
+
+Each layer is built from configs/model/layer/<name>.yaml (as `python -m train model/layer=<name>`
+composes it, with dataset.L = L), and timed on x (B, L, D): y, _ = layer(x); y.square().mean().backward().
+One warm-up, then the median of `repeats` runs, all layers in one process, interleaved round by
+round so that load from other processes hits them alike. Prints a markdown table: the median,
+the ratio to the fastest layer, parameters and state_size(L).
+"""
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from src.models.sequence.backbone import build_layer
+from src.utils.config import prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL = sorted(p.stem for p in (ROOT / "configs" / "model" / "layer").glob("*.yaml"))
+
+
+def layer_config(name, L):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        config = compose("config", overrides=["wandb=null", "experiment=dss-sequence1d", f"model/layer={name}",
+                                              f"dataset.L={L}"])
+    return prepare(config).model.layer
+
+
+def fwd_bwd(layer, x):
+    layer.zero_grad(set_to_none=True)
+    start = time.perf_counter()
+    y, _ = layer(x)
+    y.square().mean().backward()
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--B", type=int, default=8)
+    parser.add_argument("--L", type=int, default=1024)
+    parser.add_argument("--D", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--layers", nargs="+", default=ALL, choices=ALL)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    layers = {name: build_layer(layer_config(name, args.L), args.D, notice=lambda line: None) for name in args.layers}
+    x = torch.randn(args.B, args.L, args.D)
+    for layer in layers.values():
+        fwd_bwd(layer, x)  # warm-up
+    times = {name: [] for name in layers}
+    for _ in range(args.repeats):
+        for name, layer in layers.items():
+            times[name].append(fwd_bwd(layer, x))
+    median = {name: statistics.median(t) for name, t in times.items()}
+    fastest = min(median.values())
+    print(f"forward+backward, B={args.B} L={args.L} D={args.D}, float32, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats}")
+    print("| layer | ms | x fastest | parameters | state_size(L) |")
+    print("|---|---:|---:|---:|---:|")
+    for name in sorted(median, key=median.get):
+        n_params = sum(p.numel() for p in layers[name].parameters())
+        print(f"| {name} | {1000 * median[name]:.1f} | {median[name] / fastest:.1f} | {n_params} | "
+              f"{layers[name].state_size(args.L)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""S4 and S4D: kernels equal the discretised state space, step == convolution, init, options."""
+
+import pytest
+import torch
+
+from src.models.sequence.layers.conv import LongConv
+from src.models.sequence.layers.s4 import S4DKernel, S4Kernel, hippo, nplr
+from src.utils.errors import ConfigError
+
+D = 6
+S4_CONFIGS = {
+    "s4-legs": dict(kernel_type="s4", d_state=8),
+    "s4-legt": dict(kernel_type="s4", d_state=8, measure="legt", rank=2),
+    "s4-fourier": dict(kernel_type="s4", d_state=8, measure="fourier"),
+    "s4-rank3": dict(kernel_type="s4", d_state=6, rank=3),
+    **{f"s4d-{i}-{d}": dict(kernel_type="s4d", d_state=8, init=i, disc=d)
+       for i in S4DKernel.INITS for d in S4DKernel.DISCRETIZATIONS},
+    "s4-bidirectional": dict(kernel_type="s4", d_state=8, bidirectional=True, channels=2),
+    "s4d-bidirectional-glu": dict(kernel_type="s4d", d_state=8, bidirectional=True, postact="glu"),
+}
+RECURRENT = [n for n in S4_CONFIGS if "bidirectional" not in n and not n.endswith("-dss")]
+
+
+def make(name, **extra):
+    torch.manual_seed(0)
+    return LongConv(D, **S4_CONFIGS[name], **extra)
+
+
+def direct_kernel(dA, dB, C, L):
+    """K[c, h, l] = Re(C dA^l dB), by repeated multiplication (dense dA (H, N, N) or diagonal (H, N))."""
+    rows, x = [], dB
+    for _ in range(L):
+        rows.append(torch.einsum("chn,hn->ch", C, x).real)
+        x = torch.einsum("hnm,hm->hn", dA, x) if dA.ndim == 3 else dA * x
+    return torch.stack(rows, -1)
+
+
+@pytest.mark.parametrize("measure, rank", [("legs", 1), ("legt", 2), ("fourier", 1), ("legs", 2)])
+@pytest.mark.parametrize("L", [1, 2, 7, 10])
+def test_s4_kernel_is_the_discretised_state_space(measure, rank, L):
+    """The Cauchy/Woodbury generating function against powers of the dense bilinear dA."""
+    torch.manual_seed(0)
+    k = S4Kernel(3, 6, channels=2, measure=measure, rank=rank, dt_min=0.05, dt_max=0.5).double()
+    dt, Lambda, P, B, C = k.ssm()
+    A = torch.diag_embed(Lambda) - torch.einsum("rhn,rhm->hnm", P, P.conj())
+    eye = torch.eye(6, dtype=A.dtype)
+    left = eye - dt[:, None, None] / 2 * A
+    dA = torch.linalg.inv(left) @ (eye + dt[:, None, None] / 2 * A)
+    dB = (torch.linalg.inv(left) @ (dt[:, None] * B)[..., None])[..., 0]
+    # float64 throughout; fourier's dA has the largest norms (~1e-13 seen): 1e-11 leaves margin
+    torch.testing.assert_close(k(L), direct_kernel(dA, dB, C, L), rtol=1e-10, atol=1e-11)
+
+
+@pytest.mark.parametrize("init", S4DKernel.INITS)
+@pytest.mark.parametrize("disc", S4DKernel.DISCRETIZATIONS)
+@pytest.mark.parametrize("L", [1, 9])
+def test_s4d_kernel_is_the_discretised_state_space(init, disc, L):
+    """2 Re sum_n C dA^l dB from the textbook discretisations, by repeated multiplication."""
+    torch.manual_seed(0)
+    k = S4DKernel(3, 8, channels=2, init=init, disc=disc).double()
+    dt = torch.exp(k.log_dt)[:, None]
+    Lambda = torch.complex(-torch.exp(k.A_log_neg_re), k.A_im)
+    B, C = torch.view_as_complex(k.B), torch.view_as_complex(k.C)
+    if disc == "bilinear":
+        dA, dB = (1 + dt * Lambda / 2) / (1 - dt * Lambda / 2), dt / (1 - dt * Lambda / 2) * B
+    else:
+        dA, dB = torch.exp(dt * Lambda), (torch.exp(dt * Lambda) - 1) / Lambda * B
+        if disc == "dss":
+            dB = dB / (dA**L - 1)
+    # float64; the Vandermonde op exponentiates l log dA, the loop multiplies: rounding only
+    torch.testing.assert_close(k(L), direct_kernel(dA, 2 * dB, C, L), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("measure", ["legs", "legt", "fourier"])
+@pytest.mark.parametrize("N", [2, 8, 10])
+def test_nplr_is_the_hippo_spectrum(measure, N):
+    """The kept modes and their conjugates are the spectrum of the normal part A + P^T P, and V is
+    unitary, so B and P keep their norms."""
+    A, B, P = hippo(measure, N)
+    Lambda, P_, B_ = nplr(measure, N)
+    full = torch.cat((Lambda, Lambda.conj()))
+    spectrum = torch.linalg.eigvals(A + P.T @ P)
+    # eigvals of a non-symmetric float64 matrix of norm ~N: ~1e-13; 1e-9 leaves margin
+    for part in ("real", "imag"):
+        torch.testing.assert_close(torch.sort(getattr(full, part)).values, torch.sort(getattr(spectrum, part)).values,
+                                   rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close((B_.abs() ** 2).sum() * 2, (B**2).sum(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close((P_.abs() ** 2).sum() * 2, (P**2).sum(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(S4_CONFIGS))
+@pytest.mark.parametrize("L", [1, 7])
+def test_shapes(name, L):
+    y, state = make(name)(torch.randn(3, L, D))
+    assert y.shape == (3, L, D) and torch.isfinite(y).all() and state is None
+
+
+@pytest.mark.parametrize("name", list(S4_CONFIGS))
+def test_every_parameter_gets_a_gradient(name):
+    layer = make(name).double()
+    y, _ = layer(torch.randn(2, 9, D, dtype=torch.float64))
+    (y**2).sum().backward()
+    for pname, p in layer.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", RECURRENT)
+@pytest.mark.parametrize("channels", [1, 2])
+def test_step_equals_convolution(name, channels):
+    layer = make(name, channels=channels).double()
+    x = torch.randn(2, 11, D, dtype=torch.float64)
+    y, _ = layer(x)
+    state, steps = layer.default_state(2), []
+    for t in range(11):
+        y_t, state = layer.step(x[:, t], state)
+        steps.append(y_t)
+    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-10, atol=1e-10)  # float64: rounding only
+    assert layer.state_size(11) == D * S4_CONFIGS[name]["d_state"]  # N/2 complex per feature
+
+
+@pytest.mark.parametrize("name", ["s4d-legs-dss", "s4-bidirectional"])
+def test_step_refuses_layers_without_a_recurrence(name):
+    with pytest.raises(ConfigError, match="no step"):
+        make(name).default_state(1)
+
+
+def test_optim_groups_and_trainable():
+    layer = LongConv(D, kernel_type="s4", d_state=4, lr={"dt": 1e-2, "A": 2e-3, "P": 3e-3, "B": 4e-3},
+                     trainable={"B": False})
+    hp = {n: getattr(p, "_optim", None) for n, p in layer.named_parameters()}
+    assert hp["kernel.log_dt"] == {"lr": 1e-2, "weight_decay": 0.0}
+    assert hp["kernel.A_log_neg_re"] == hp["kernel.A_im"] == {"lr": 2e-3, "weight_decay": 0.0}
+    assert hp["kernel.P"] == {"lr": 3e-3, "weight_decay": 0.0}
+    assert hp["kernel.C"] is None and "kernel.B" in dict(layer.named_buffers())
+    s4d = LongConv(D, kernel_type="s4d", d_state=4, lr={"dt": 1e-2, "A": 2e-3, "B": 4e-3}, trainable={"dt": False})
+    assert s4d.kernel.B._optim["lr"] == 4e-3 and "kernel.log_dt" in dict(s4d.named_buffers())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kernel_type="s4", d_state=7), r"model.layer.d_state=7 must be even"),
+        (dict(kernel_type="s4", measure="lagt"), r"model.layer.measure='lagt' is not valid; choose one of: 'legs', 'legt', 'fourier'"),
+        (dict(kernel_type="s4", measure="legt", rank=1), r"model.layer.rank=1 is too small: measure=legt needs rank >= 2"),
+        (dict(kernel_type="s4d", init="hippo"), r"model.layer.init='hippo' is not valid; choose one of: 'legs', 'lin', 'inv'"),
+        (dict(kernel_type="s4d", disc="euler"), r"model.layer.disc='euler' is not valid; choose one of: 'zoh', 'bilinear', 'dss'"),
+    ],
+)
+def test_bad_options_raise_one_clear_error(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        LongConv(D, **kwargs)
+
+
+def test_s4d_inits():
+    """S4D-Lin: Im Lambda = pi n; S4D-Inv: N/pi (N/(2n+1) - 1); S4D-LegS: HiPPO-LegS's normal part."""
+    n = torch.arange(4, dtype=torch.float64)
+    torch.testing.assert_close(S4DKernel(2, 8, init="lin").A_im[0].double(), torch.pi * n, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(S4DKernel(2, 8, init="inv").A_im[0].double(), 8 / torch.pi * (8 / (2 * n + 1) - 1),
+                               rtol=1e-6, atol=1e-6)
+    legs = S4DKernel(2, 8, init="legs")
+    torch.testing.assert_close(-torch.exp(legs.A_log_neg_re), torch.full((2, 4), -0.5))
+    torch.testing.assert_close(legs.A_im[0].double(), nplr("legs", 8)[0].imag, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("measure, rank", [("legs", 1), ("legt", 2), ("fourier", 1)])
+def test_s4_float32_kernel_against_float64(measure, rank):
+    """dA^L' by repeated squaring and the Cauchy sums in complex64 (measured ~1e-5 of max |K| at L=1000)."""
+    torch.manual_seed(0)
+    k = S4Kernel(4, 32, measure=measure, rank=rank)
+    exact = S4Kernel(4, 32, measure=measure, rank=rank).double()
+    exact.load_state_dict(k.state_dict())
+    K, K64 = k(1000), exact(1000)
+    torch.testing.assert_close(K.double(), K64, rtol=0, atol=1e-4 * K64.abs().max().item())
