@@ -14,6 +14,12 @@ layer = {
     "dss": "src.models.sequence.layers.conv.LongConv",
     "sgconv": "src.models.sequence.layers.conv.LongConv",
     "attn": "src.models.sequence.layers.attention.AttentionBlock",
+    "mamba": "src.models.sequence.layers.mamba.Mamba",
+    "mamba2": "src.models.sequence.layers.mamba.Mamba2",
+    "s6": "src.models.sequence.layers.mamba.S6",
+    "ssd": "src.models.sequence.layers.mamba.SSD",
+    "qlstm": "src.models.sequence.layers.qlstm.QLSTM",
+    "lru": "src.models.sequence.layers.lru.LRU",
 }
 
 # Convolution kernels used by LongConv (`model.layer.kernel_type`): (L) -> (C, H, L).
