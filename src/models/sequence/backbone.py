@@ -17,7 +17,9 @@ from src.utils.errors import check_choice
 def build_layer(config, d_model, notice=print):
     """The layer of `config` (`model.layer`). `kernel_type=attn` on a convolution layer
     (the DLR repo's `model=dlr model.layer.kernel_type=attn`) builds the `attn` layer from the
-    options it shares with the convolution config; the kernel options are reported as unused."""
+    options it shares with the convolution config; the kernel options are reported as unused.
+    Keys a layer does not take (an experiment's `activation` for a layer without one) are
+    reported the same way and dropped."""
     config = dict(config)
     if config.get("kernel_type") == "attn":
         cls = registry.resolve(registry.layer, "attn")
@@ -25,6 +27,14 @@ def build_layer(config, d_model, notice=print):
         unused = sorted(k for k in config if k not in accepted and k not in ("_name_", "kernel_type"))
         notice(f"notice: model.layer.kernel_type=attn: building layer 'attn'; not used: {', '.join(unused)}")
         return cls(d_model, **{k: v for k, v in config.items() if k in accepted})
+    cls = registry.resolve(registry.layer, config.get("_name_"), "model.layer._name_")
+    parameters = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        # keys an experiment sets for every layer (activation, postact) that this layer has no use for
+        unused = sorted(k for k in config if k != "_name_" and k not in parameters)
+        if unused:
+            notice(f"notice: model.layer._name_={config['_name_']}: not used: {', '.join(unused)}")
+            config = {k: v for k, v in config.items() if k not in unused}
     return registry.build(registry.layer, config, d_model, key="model.layer._name_")
 
 
