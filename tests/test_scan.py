@@ -186,13 +186,22 @@ def test_segsum():
 
 
 # ---------------------------------------------------------------- causal conv
-@pytest.mark.parametrize("L, K", [(1, 4), (9, 4), (5, 2), (3, 7)])
+@pytest.mark.parametrize("L, K", [(1, 4), (9, 4), (5, 2), (3, 7), (6, 1)])
 @pytest.mark.parametrize("activation", [None, "silu"])
-def test_causal_conv1d_matches_reference(L, K, activation):
+@pytest.mark.parametrize("initial", [False, True])
+def test_causal_conv1d_matches_reference(L, K, activation, initial):
     g = gen()
     x, w, b = torch.randn(2, 3, L, generator=g), torch.randn(3, K, generator=g), torch.randn(3, generator=g)
-    compare(lambda x, w, b: scan.causal_conv1d(x, w, b, activation),
-            lambda x, w, b: reference.causal_conv1d(x, w, b, activation), [x, w, b], F32)
+    s = torch.randn(2, 3, K - 1, generator=g) if initial else None
+    compare(lambda x, w, b, s: scan.causal_conv1d(x, w, b, activation, s),
+            lambda x, w, b, s: reference.causal_conv1d(x, w, b, activation, s), [x, w, b, s], F32)
+
+
+def test_causal_conv1d_is_torch_conv1d():
+    g = gen()
+    x, w, b = torch.randn(2, 3, 11, generator=g), torch.randn(3, 4, generator=g), torch.randn(3, generator=g)
+    want = torch.nn.functional.conv1d(torch.nn.functional.pad(x, (3, 0)), w[:, None], b, groups=3)
+    torch.testing.assert_close(scan.causal_conv1d(x, w, b), want)
 
 
 # ---------------------------------------------------------------- dispatcher

@@ -5,7 +5,7 @@
                    return_last_state=False)          mamba-ssm's selective_scan_fn
     ssd_scan(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
              initial_states=None, return_final_states=False)   mamba-ssm's mamba_chunk_scan_combined
-    causal_conv1d(x, weight, bias=None, activation=None)        causal-conv1d's causal_conv1d_fn
+    causal_conv1d(x, weight, bias=None, activation=None, initial_states=None)   causal_conv1d_fn
 
 each with `backend="auto"|"torch"|"cuda"|"triton"`. `torch` is chunked.py (blocked, any device);
 `cuda`/`triton` are the field's kernels (gpu.py), usable only on CUDA tensors, when their package
@@ -121,6 +121,7 @@ def ssd_scan(x, dt, A, B, C, chunk_size=64, D=None, z=None, dt_bias=None, dt_sof
     return _dispatch("ssd_scan", x.device, backend, (x, dt, A, B, C, chunk_size), kwargs)
 
 
-def causal_conv1d(x, weight, bias=None, activation=None, backend="auto"):
-    """Depthwise causal convolution x (batch, C, L), weight (C, K), bias (C,); activation None|silu."""
-    return _dispatch("causal_conv1d", x.device, backend, (x, weight, bias, activation), {})
+def causal_conv1d(x, weight, bias=None, activation=None, initial_states=None, backend="auto"):
+    """Depthwise causal convolution x (batch, C, L), weight (C, K), bias (C,); activation None|silu;
+    initial_states (batch, C, K-1): the inputs before t = 0 (zeros if None)."""
+    return _dispatch("causal_conv1d", x.device, backend, (x, weight, bias, activation, initial_states), {})

@@ -7,12 +7,14 @@ Linear scan h_t = a_t h_{t-1} + b_t over L = n T steps, cut into n chunks of T (
          s_{c+1} = P[c, T-1] s_c + H[c, T-1],    P[c, t] = prod_{r <= t} a[c, r]  (cumprod)
   3. h[c, t] = H[c, t] + P[c, t] s_c
 So 2 sqrt(L) Python iterations instead of L, only products of a (no division, no logarithm:
-exact for a = 0, negative or complex a). The backward is the same scan run backwards
-(`_LinearScan`): with g_t = dLoss/dh_t + conj(a_{t+1}) g_{t+1},
+exact for a = 0, negative or complex a). The work is done time-major, (L, rows), so each vector
+step touches contiguous rows (time-last inputs are transposed once). The backward is the same
+scan run backwards (`_LinearScan`): with g_t = dLoss/dh_t + conj(a_{t+1}) g_{t+1},
     dLoss/db_t = g_t,   dLoss/da_t = g_t conj(h_{t-1}),   dLoss/dh0 = conj(a_0) g_0.
 
-Selective scan (S6): dA = exp(delta A), dBu = delta u B over (batch, D, N, L), the linear scan
-above, y = sum_n C h + D u: the state trajectory is materialised once, O(batch D N L) memory.
+Selective scan (S6): dA = exp(delta A), dBu = delta u B made directly as (L, batch, D, N), the
+linear scan above, y = sum_n C h + D u: the state trajectory is materialised once,
+O(batch D N L) memory (mamba-ssm's kernel keeps it in SRAM instead).
 
 SSD (scalar A per head, Mamba-2) in its chunked matrix form, with the segment sums
     segsum(x)[i, j] = x_{j+1} + ... + x_i  (j <= i; -inf above the diagonal)
@@ -35,99 +37,116 @@ def _chunk_length(L):
 
 
 @torch.no_grad()
-def _scan(a, b, h0):
-    """a, b: (M, L) of one dtype, h0: (M,) or None -> h: (M, L) (blocked, see the module doc)."""
-    M, L = b.shape
+def _scan(a, b, h0, reverse):
+    """a, b: (L, M) time-major, one dtype; h0: (M,) or None -> h: (L, M) (blocked, module doc).
+    Time-major so that every vector step reads and writes contiguous rows of M values."""
+    L, M = b.shape
     T = _chunk_length(L)
     pad = -L % T
-    if pad:  # padding after the end cannot change earlier states
-        a, b = F.pad(a, (0, pad)), F.pad(b, (0, pad))
+    if pad:  # inert: after the end (or before the start, in reverse)
+        where = (0, 0, pad, 0) if reverse else (0, 0, 0, pad)
+        a, b = F.pad(a, where), F.pad(b, where)
     n = (L + pad) // T
-    A, Bv = a.reshape(M, n, T), b.reshape(M, n, T)
-    H = torch.empty_like(Bv)
-    H[..., 0] = Bv[..., 0]
-    for t in range(1, T):  # 1. local scans of all chunks at once
-        torch.addcmul(Bv[..., t], A[..., t], H[..., t - 1], out=H[..., t])
-    P = torch.cumprod(A, dim=-1)  # (M, n, T)
-    carries = torch.empty_like(H[..., 0])  # (M, n): state entering each chunk
-    s = torch.zeros_like(H[:, 0, 0]) if h0 is None else h0
-    P_end, H_end = P[..., -1].contiguous(), H[..., -1].contiguous()
-    for c in range(n):  # 2. carries
-        carries[:, c] = s
-        s = torch.addcmul(H_end[:, c], P_end[:, c], s)
-    H.addcmul_(P, carries[..., None])  # 3.
-    return H.reshape(M, n * T)[:, :L]
+    A, Bv = a.reshape(n, T, M), b.reshape(n, T, M)
+    H, P = torch.empty_like(Bv), torch.empty_like(A)  # local states, cumulative products of a
+    order = range(T - 1, -1, -1) if reverse else range(T)
+    prev = order[0]
+    H[:, prev], P[:, prev] = Bv[:, prev], A[:, prev]
+    for t in order[1:]:  # 1. local scans of all chunks at once
+        torch.addcmul(Bv[:, t], A[:, t], H[:, prev], out=H[:, t])
+        torch.mul(P[:, prev], A[:, t], out=P[:, t])
+        prev = t
+    carries = torch.empty_like(H[:, 0])  # (n, M): the state entering each chunk
+    s = torch.zeros_like(H[0, 0]) if h0 is None else h0
+    for c in range(n - 1, -1, -1) if reverse else range(n):  # 2. carries
+        carries[c] = s
+        s = torch.addcmul(H[c, prev], P[c, prev], s)
+    H.addcmul_(P, carries[:, None])  # 3.
+    H = H.reshape(n * T, M)
+    return H[pad:] if reverse else H[:L]
 
 
 class _LinearScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b, h0):  # (M, L), (M, L), (M,) or None
-        h = _scan(a, b, h0)
+    def forward(ctx, a, b, h0, reverse):  # (L, M), (L, M), (M,) or None
+        h = _scan(a, b, h0, reverse)
         ctx.save_for_backward(a, h, h0)
+        ctx.reverse = reverse
         return h
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h):
         a, h, h0 = ctx.saved_tensors
-        a_next = F.pad(a[:, 1:], (0, 1)).conj()  # conj(a_{t+1}), 0 after the end
-        g = _scan(a_next.flip(-1), grad_h.flip(-1), None).flip(-1)  # (M, L)
+        reverse = ctx.reverse
+        # the gradient flows against the scan: g_t = grad_t + conj(a_next) g_next
+        a_next = (F.pad(a[:-1], (0, 0, 1, 0)) if reverse else F.pad(a[1:], (0, 0, 0, 1))).conj()
+        g = _scan(a_next, grad_h.contiguous(), None, not reverse)  # (L, M)
         grad_a = grad_h0 = None
         if ctx.needs_input_grad[0]:
-            h_prev = torch.cat((torch.zeros_like(h[:, :1]) if h0 is None else h0[:, None], h[:, :-1]), dim=-1)
+            start = torch.zeros_like(h[:1]) if h0 is None else h0[None]
+            h_prev = torch.cat((h[1:], start)) if reverse else torch.cat((start, h[:-1]))
             grad_a = g * h_prev.conj()
         if h0 is not None and ctx.needs_input_grad[2]:
-            grad_h0 = a[:, 0].conj() * g[:, 0]
-        return grad_a, g, grad_h0
+            first = -1 if reverse else 0
+            grad_h0 = a[first].conj() * g[first]
+        return grad_a, g, grad_h0, None
 
 
-def linear_scan(a, b, h0=None, reverse=False):
-    """h_t = a_t * h_{t-1} + b_t over the last dim; a, b broadcast; h0 (...) or None (zeros).
-    reverse: h_t = a_t * h_{t+1} + b_t from the end, h0 the state after the end."""
+def linear_scan_time_major(a, b, h0=None, reverse=False):
+    """h_t = a_t * h_{t-1} + b_t over the FIRST dim: a, b (L, ...) broadcast, h0 (...) or None.
+    The layout the blocked scan works in: use it where the time-major tensors are made anyway."""
     dtype = torch.promote_types(a.dtype, b.dtype)
     if h0 is not None:
         dtype = torch.promote_types(dtype, h0.dtype)
     a, b = torch.broadcast_tensors(a.to(dtype), b.to(dtype))
     shape = b.shape
-    if shape[-1] == 0:
+    if shape[0] == 0:
         return b.clone()
-    a2, b2 = a.reshape(-1, shape[-1]), b.reshape(-1, shape[-1])
-    if reverse:
-        a2, b2 = a2.flip(-1), b2.flip(-1)
-    h0 = None if h0 is None else h0.to(dtype).expand(shape[:-1]).reshape(-1).contiguous()
-    h = _LinearScan.apply(a2.contiguous(), b2.contiguous(), h0)
-    return (h.flip(-1) if reverse else h).reshape(shape)
+    h0 = None if h0 is None else h0.to(dtype).expand(shape[1:]).reshape(-1).contiguous()
+    h = _LinearScan.apply(a.reshape(shape[0], -1).contiguous(), b.reshape(shape[0], -1).contiguous(), h0, reverse)
+    return h.reshape(shape)
 
 
-def _per_channel(M, D):
-    """B or C as (batch or 1, D, N, L or 1) from (D, N), (batch, N, L) or (batch, G, N, L)."""
+def linear_scan(a, b, h0=None, reverse=False):
+    """h_t = a_t * h_{t-1} + b_t over the last dim; a, b broadcast; h0 (...) or None (zeros).
+    reverse: h_t = a_t * h_{t+1} + b_t from the end, h0 the state after the end."""
+    a, b = torch.broadcast_tensors(a, b)
+    return linear_scan_time_major(a.movedim(-1, 0), b.movedim(-1, 0), h0, reverse).movedim(0, -1)
+
+
+def _time_major_per_channel(M, D):
+    """B or C (D, N), (batch, N, L) or (batch, G, N, L) -> broadcastable to (L, batch, D, N)."""
     if M.dim() == 2:
-        return M[None, :, :, None]
+        return M[None, None]
     if M.dim() == 3:
-        return M[:, None]
-    return M.repeat_interleave(D // M.shape[1], dim=1)
+        return M.permute(2, 0, 1)[:, :, None, :]
+    return M.permute(3, 0, 1, 2).repeat_interleave(D // M.shape[1], dim=2)
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False, initial_state=None):
-    """Same arguments and result as reference.selective_scan (mamba-ssm's selective_scan_fn)."""
+    """Same arguments and result as reference.selective_scan (mamba-ssm's selective_scan_fn).
+    The (L, batch, D, N) tensors are made time-major, the layout of the blocked scan."""
     if delta_bias is not None:
         delta = delta + delta_bias[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
     dim = u.shape[1]
-    dA = torch.exp(delta[:, :, None, :] * A[None, :, :, None])  # (batch, D, N, L)
-    dBu = (delta * u)[:, :, None, :] * _per_channel(B, dim)  # (batch, D, N, L)
-    h = linear_scan(dA, dBu, initial_state)  # (batch, D, N, L)
+    delta_t, u_t = delta.permute(2, 0, 1), u.permute(2, 0, 1)  # (L, batch, D)
+    dA = torch.exp(delta_t[..., None] * A)  # (L, batch, D, N)
+    dBu = (delta_t * u_t)[..., None] * _time_major_per_channel(B, dim)
+    h = linear_scan_time_major(dA, dBu, initial_state)  # (L, batch, D, N)
     if C.dim() == 3:
-        out = torch.einsum("bdnl,bnl->bdl", h, C)
+        y = torch.einsum("lbdn,nbl->lbd", h, C.transpose(0, 1))
     else:
-        out = (h * _per_channel(C, dim)).sum(2)
+        y = (h * _time_major_per_channel(C, dim)).sum(-1)
+    out = y.permute(1, 2, 0)  # (batch, D, L)
     if D is not None:
         out = out + u * D[:, None]
     if z is not None:
         out = out * F.silu(z)
-    return (out, h[..., -1]) if return_last_state else out
+    return (out, h[-1]) if return_last_state else out
 
 
 def segsum(x):
@@ -180,8 +199,15 @@ def ssd_scan(x, dt, A, B, C, chunk_size=64, D=None, z=None, dt_bias=None, dt_sof
     return (out, final) if return_final_states else out
 
 
-def causal_conv1d(x, weight, bias=None, activation=None):
-    """Depthwise causal convolution: x (batch, C, L), weight (C, K), bias (C,) -> (batch, C, L)."""
-    K = weight.shape[1]
-    y = F.conv1d(F.pad(x, (K - 1, 0)), weight[:, None, :], bias, groups=x.shape[1])
+def causal_conv1d(x, weight, bias=None, activation=None, initial_states=None):
+    """Depthwise causal convolution: x (batch, C, L), weight (C, K), bias (C,), initial_states
+    (batch, C, K-1) (the inputs before t = 0; zeros if None) -> (batch, C, L). K shifted
+    multiply-adds: torch's CPU depthwise conv1d backward is ~100x slower at these shapes."""
+    K, L = weight.shape[1], x.shape[-1]
+    window = F.pad(x, (K - 1, 0)) if initial_states is None else torch.cat((initial_states, x), dim=-1)
+    y = weight[:, K - 1, None] * window[..., K - 1 :]
+    for k in range(K - 1):
+        y = y + weight[:, k, None] * window[..., k : k + L]
+    if bias is not None:
+        y = y + bias[:, None]
     return F.silu(y) if activation in ("silu", "swish") else y

@@ -58,13 +58,15 @@ def mamba_ssd_scan_unsupported(x, dt, A, B, C, chunk_size=64, D=None, z=None, dt
 
 
 # causal depthwise convolution (causal-conv1d CUDA kernel)
-def causal_conv1d_cuda(x, weight, bias=None, activation=None):
+def causal_conv1d_cuda(x, weight, bias=None, activation=None, initial_states=None):
     from causal_conv1d import causal_conv1d_fn
 
     return causal_conv1d_fn(x.contiguous(), weight.contiguous(), bias, activation=activation)
 
 
-def causal_conv1d_cuda_unsupported(x, weight, bias=None, activation=None):
+def causal_conv1d_cuda_unsupported(x, weight, bias=None, activation=None, initial_states=None):
+    if initial_states is not None:
+        return "causal_conv1d_fn takes initial states only for channel-last inputs"
     if weight.shape[1] not in (2, 3, 4):
         return f"kernel width {weight.shape[1]} (causal_conv1d_fn takes 2, 3 or 4)"
     return _cuda_float(x, weight, bias)

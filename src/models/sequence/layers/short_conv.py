@@ -24,12 +24,8 @@ class ShortConv(nn.Module):
 
     def forward(self, x, state=None):  # x: (B, C, L), state (B, C, K-1) or None -> (B, C, L), state
         K = self.width
-        if state is None:
-            y = causal_conv1d(x, self.conv.weight[:, 0], self.conv.bias, self.activation, backend=self.backend)
-            window = F.pad(x, (K - 1, 0))
-        else:
-            window = torch.cat((state, x), dim=-1)
-            y = self._act(F.conv1d(window, self.conv.weight, self.conv.bias, groups=x.shape[1]))
+        y = causal_conv1d(x, self.conv.weight[:, 0], self.conv.bias, self.activation, state, backend=self.backend)
+        window = F.pad(x, (K - 1, 0)) if state is None else torch.cat((state, x), dim=-1)
         return y, window[..., window.shape[-1] - (K - 1):]
 
     def step(self, x_t, state):  # x_t: (B, C), state (B, C, K-1)
