@@ -127,6 +127,7 @@ def test_mamba_init():
                                                "'sigmoid', 'reversed_sigmoid'"),
     (dict(_name_="lru", r_min=0.9, r_max=0.5), "need 0 <= r_min < r_max <= 1"),
     (dict(_name_="mamba", backend="keops"), "model.layer.backend='keops' is not valid"),
+    (dict(_name_="mamba", dt_rank="full"), "model.layer.dt_rank='full' is not valid; choose 'auto' or a positive"),
 ])
 def test_bad_config_values(config, message):
     with pytest.raises(ConfigError, match=message):

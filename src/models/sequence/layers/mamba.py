@@ -89,7 +89,11 @@ class SelectiveSSM(nn.Module):
 
 
 def _dt_rank(dt_rank, d_model):
-    return math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+    if dt_rank == "auto":
+        return math.ceil(d_model / 16)
+    if not isinstance(dt_rank, int) or dt_rank < 1:
+        raise ConfigError(f"model.layer.dt_rank={dt_rank!r} is not valid; choose 'auto' or a positive integer")
+    return dt_rank
 
 
 class Mamba(nn.Module):
