@@ -4,7 +4,7 @@ Linear scan h_t = a_t h_{t-1} + b_t over L = n T steps, cut into n chunks of T (
   1. local scans: every chunk from a zero state, all chunks at once, T vector steps
          H[c, t] = a[c, t] H[c, t-1] + b[c, t]
   2. chunk carries: the state entering chunk c, n small steps on (rows,)
-         s_{c+1} = P[c, T-1] s_c + H[c, T-1],    P[c, t] = prod_{r <= t} a[c, r]  (cumprod)
+         s_{c+1} = P[c, T-1] s_c + H[c, T-1],    P[c, t] = prod_{r <= t} a[c, r]  (in step 1)
   3. h[c, t] = H[c, t] + P[c, t] s_c
 So 2 sqrt(L) Python iterations instead of L, only products of a (no division, no logarithm:
 exact for a = 0, negative or complex a). The work is done time-major, (L, rows), so each vector
