@@ -1,7 +1,7 @@
 """CPU scans against loop baselines, measured side by side in one run (ratios, not absolute times,
 are what survive a shared machine).
 
-    python -m benchmarks.scan [--repeats 3] [--quick]
+    python -m benchmarks.scan [--repeats 3] [--threads N] [--quick]
 
 Rows:
   selective scan, forward, (B=4, D=256, N=16, L=2048): src.ops.scan.selective_scan (torch path)
@@ -102,7 +102,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, to check the script runs")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     k = 8 if args.quick else 1
     rows = []
 

@@ -114,6 +114,20 @@ def test_selective_scan_matches_reference(batch, D, N, L, B_kind, dtype):
             lambda u, d, A, B, C, Dp, z, bias: reference.selective_scan(u, d, A, B, C, Dp, z, bias, **kw), inputs, tol)
 
 
+@pytest.mark.parametrize("batch, D, N, L", SELECTIVE)
+@pytest.mark.parametrize("B_kind", ["time", "grouped", "fixed"])
+def test_selective_scan_without_gradients_matches_reference(batch, D, N, L, B_kind):
+    """The no-grad path (no materialised states) in float64, with an initial state."""
+    u, delta, A, B, C, Dp, z, bias = selective_inputs(batch, D, N, L, B_kind, dtype=torch.float64)
+    h0 = torch.randn(batch, D, N, dtype=torch.float64, generator=gen(4))
+    kw = dict(delta_softplus=True, return_last_state=True, initial_state=h0)
+    with torch.no_grad():
+        got = scan.selective_scan(u, delta, A, B, C, Dp, z, bias, backend="torch", **kw)
+        want = reference.selective_scan(u, delta, A, B, C, Dp, z, bias, **kw)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **F64)
+
+
 @pytest.mark.parametrize("L", [1, 13])
 def test_selective_scan_initial_state_and_plain_options(L):
     u, delta, A, B, C, *_ = selective_inputs(2, 3, 4, L, "time", dtype=torch.float64)
