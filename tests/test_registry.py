@@ -14,12 +14,15 @@ from src.utils import registry
 LAYER_CONFIGS = sorted(p.stem for p in (ROOT / "configs" / "model" / "layer").glob("*.yaml"))
 MODEL_CONFIGS = sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml"))
 D, L = 8, 32
+# Options that must shrink with d_model = D (the defaults are sized for d_model >= 64).
+SMALL = {"mamba2": ["model.layer.headdim=8"]}
 
 
 @functools.cache
 def layer_config(stem):
     """configs/model/layer/<stem>.yaml as composed by `python -m train model/layer=<stem>` (dataset.L=32)."""
-    config = compose_config(["wandb=null", "experiment=dss-sequence1d", f"model/layer={stem}", f"dataset.L={L}"])
+    config = compose_config(["wandb=null", "experiment=dss-sequence1d", f"model/layer={stem}", f"dataset.L={L}",
+                             *SMALL.get(stem, [])])
     return config.model.layer
 
 
@@ -50,7 +53,7 @@ def test_every_layer_config_builds_runs_and_reports_its_state_size(stem):
 @pytest.mark.parametrize("stem", MODEL_CONFIGS)
 def test_every_model_config_builds(stem):
     config = compose_config(["wandb=null", "experiment=dss-sequence1d", f"model={stem}", f"dataset.L={L}",
-                             f"model.d_model={D}", "model.n_layers=2"])
+                             f"model.d_model={D}", "model.n_layers=2", *SMALL.get(stem, [])])
     model = {k: v for k, v in config.model.items() if k != "_name_"}
     y, states = SequenceModel(**model, notice=lambda line: None)(torch.randn(2, L, D))
     assert y.shape == (2, L, D) and len(states) == 2

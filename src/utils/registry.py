@@ -22,6 +22,12 @@ layer = {
     "linear_attn": "src.models.sequence.layers.linear_attention.LinearAttention",
     "norm_attn": "src.models.sequence.layers.linear_attention.LinearAttention",
     "transformer": "src.models.sequence.layers.transformer.TransformerBlock",
+    "mamba": "src.models.sequence.layers.mamba.Mamba",
+    "mamba2": "src.models.sequence.layers.mamba.Mamba2",
+    "s6": "src.models.sequence.layers.mamba.S6",
+    "ssd": "src.models.sequence.layers.mamba.SSD",
+    "qlstm": "src.models.sequence.layers.qlstm.QLSTM",
+    "lru": "src.models.sequence.layers.lru.LRU",
 }
 
 # Convolution kernels used by LongConv (`model.layer.kernel_type`): (L) -> (C, H, L).

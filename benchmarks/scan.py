@@ -1,0 +1,156 @@
+"""CPU scans against loop baselines, measured side by side in one run (ratios, not absolute times,
+are what survive a shared machine).
+
+    python -m benchmarks.scan [--repeats 3] [--threads N] [--quick]
+
+Rows:
+  selective scan, forward, (B=4, D=256, N=16, L=2048): src.ops.scan.selective_scan (torch path)
+      vs `mamba_selective_scan_ref` below: mamba-ssm's published `selective_scan_ref` loop
+      (precomputed exp(delta A) and delta B u, one einsum per step), re-implemented here from its
+      semantics for time-varying B, C of shape (B, N, L) and real A
+  selective scan, forward + backward, L = 256 (the loop's backward grows ~quadratically in L)
+  linear scan, forward (B=8, D=256, L=4096) and forward + backward (L=512): linear_scan vs
+      src.ops.scan.reference.linear_scan (one step per time step)
+  SSD, forward + backward, (B=4, L=1024, H=8, P=32, N=16): ssd_scan (chunked, 64) vs its loop reference
+Each time is the median of `repeats` runs after one warm-up (runs over 5 s: one run, no warm-up
+for the forward loop of mamba's reference).
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from src.ops import scan
+from src.ops.scan import reference
+
+
+def mamba_selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """mamba-ssm's selective_scan_ref for B, C of shape (batch, N, L) and real A."""
+    if delta_bias is not None:
+        delta = delta + delta_bias[..., None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    x = A.new_zeros((u.shape[0], A.shape[0], A.shape[1]))
+    deltaA = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))
+    deltaB_u = torch.einsum("bdl,bnl,bdl->bdln", delta, B, u)
+    ys = []
+    for i in range(u.shape[2]):
+        x = deltaA[:, :, i] * x + deltaB_u[:, :, i]
+        ys.append(torch.einsum("bdn,bn->bd", x, C[:, :, i]))
+    y = torch.stack(ys, dim=2)
+    out = y if D is None else y + u * D[:, None]
+    return out if z is None else out * F.silu(z)
+
+
+def timed(fn, repeats, warmup=True):
+    """Median of `repeats` runs; a run over 5 s is not repeated (the slow loops)."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        if times[-1] > 5:
+            break
+    return statistics.median(times)
+
+
+def selective_inputs(B, D, N, L, grad):
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    tensors = [r(B, D, L), r(B, D, L) - 2.0, -torch.exp(r(D, N) * 0.5), r(B, N, L), r(B, N, L), r(D), r(B, D, L), r(D)]
+    return [t.requires_grad_(grad) for t in tensors]
+
+
+def run_selective(fn, inputs, backward):
+    u, delta, A, B, C, D, z, bias = inputs
+    out = fn(u, delta, A, B, C, D, z, bias, delta_softplus=True)
+    if backward:
+        torch.autograd.grad(out.sum(), inputs)
+    return out
+
+
+def linear_inputs(B, D, L, grad):
+    g = torch.Generator().manual_seed(0)
+    return [torch.rand(B, D, L, generator=g).requires_grad_(grad), torch.randn(B, D, L, generator=g).requires_grad_(grad)]
+
+
+def run_linear(fn, inputs, backward):
+    out = fn(*inputs)
+    if backward:
+        torch.autograd.grad(out.sum(), inputs)
+    return out
+
+
+def ssd_inputs(B, L, H, P, N):
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    return [t.requires_grad_() for t in (r(B, L, H, P), r(B, L, H) - 2.0, -torch.exp(r(H) * 0.5), r(B, L, 1, N),
+                                         r(B, L, 1, N))]
+
+
+def run_ssd(fn, inputs):
+    out = fn(*inputs)
+    torch.autograd.grad(out.sum(), inputs)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, to check the script runs")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    k = 8 if args.quick else 1
+    rows = []
+
+    def row(name, ours, baseline):
+        rows.append((name, ours, baseline))
+        print(f"{name:<58} {ours * 1e3:10.1f} {baseline * 1e3:12.1f} {baseline / ours:8.1f}x", flush=True)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'':<58} {'ours (ms)':>10} {'baseline (ms)':>12} {'speedup':>8}")
+    fast = lambda *a, **kw: scan.selective_scan(*a, **kw, backend="torch")  # noqa: E731
+
+    L = 2048 // k
+    x = selective_inputs(4, 256, 16, L, False)
+    with torch.no_grad():
+        torch.testing.assert_close(run_selective(fast, x, False), run_selective(mamba_selective_scan_ref, x, False),
+                                   rtol=1e-3, atol=1e-3)
+        row(f"selective scan fwd  B=4 D=256 N=16 L={L} vs mamba ref",
+            timed(lambda: run_selective(fast, x, False), args.repeats),
+            timed(lambda: run_selective(mamba_selective_scan_ref, x, False), args.repeats, warmup=False))
+    L = 256 // k
+    x = selective_inputs(4, 256, 16, L, True)
+    row(f"selective scan fwd+bwd B=4 D=256 N=16 L={L} vs mamba ref",
+        timed(lambda: run_selective(fast, x, True), args.repeats),
+        timed(lambda: run_selective(mamba_selective_scan_ref, x, True), args.repeats))
+
+    L = 4096 // k
+    x = linear_inputs(8, 256, L, False)
+    ours = lambda a, b: scan.linear_scan(a, b, backend="torch")  # noqa: E731
+    with torch.no_grad():
+        row(f"linear scan fwd     B=8 D=256 L={L} vs loop",
+            timed(lambda: run_linear(ours, x, False), args.repeats),
+            timed(lambda: run_linear(reference.linear_scan, x, False), args.repeats))
+    L = 512 // k  # the loop's backward re-zeroes a (B, D, L) gradient per step: O(L^2)
+    x = linear_inputs(8, 256, L, True)
+    row(f"linear scan fwd+bwd B=8 D=256 L={L} vs loop",
+        timed(lambda: run_linear(ours, x, True), args.repeats),
+        timed(lambda: run_linear(reference.linear_scan, x, True), args.repeats))
+
+    L = 1024 // k
+    x = ssd_inputs(4, L, 8, 32, 16)
+    row(f"SSD fwd+bwd B=4 L={L} H=8 P=32 N=16 vs loop",
+        timed(lambda: run_ssd(lambda *a: scan.ssd_scan(*a, chunk_size=64, dt_softplus=True, backend="torch"), x),
+              args.repeats),
+        timed(lambda: run_ssd(lambda *a: reference.ssd_scan(*a, dt_softplus=True), x), args.repeats))
+
+
+if __name__ == "__main__":
+    main()

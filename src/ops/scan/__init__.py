@@ -1,0 +1,127 @@
+"""Scans: diagonal linear recurrences, the selective scan of S6 (Mamba) and SSD (Mamba-2).
+
+    linear_scan(a, b, h0=None, reverse=False)       h_t = a_t h_{t-1} + b_t over the last dim
+    selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   return_last_state=False)          mamba-ssm's selective_scan_fn
+    ssd_scan(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
+             initial_states=None, return_final_states=False)   mamba-ssm's mamba_chunk_scan_combined
+    causal_conv1d(x, weight, bias=None, activation=None, initial_states=None)   causal_conv1d_fn
+
+each with `backend="auto"|"torch"|"cuda"|"triton"`. `torch` is chunked.py (blocked, any device);
+`cuda`/`triton` are the field's kernels (gpu.py), usable only on CUDA tensors, when their package
+imports AND a smoke call on this device agrees with the torch path. `auto` takes a usable GPU
+kernel that supports the call (real dtypes, no initial state where the kernel has none), else
+torch; an explicit GPU backend that cannot run the call is a ConfigError saying why. Each choice
+is logged once. reference.py holds the loops every path is tested against.
+"""
+
+import functools
+import logging
+
+import torch
+
+from src.ops.scan import chunked, gpu
+from src.utils.errors import ConfigError, check_choice
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ["auto", "torch", "cuda", "triton"]
+TORCH = {op: getattr(chunked, op) for op in ("linear_scan", "selective_scan", "ssd_scan", "causal_conv1d")}
+_announced = set()
+
+
+def _smoke_inputs(op, device):
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g).to(device)
+
+    if op == "linear_scan":
+        return (torch.rand(2, 3, 40, generator=g).to(device), r(2, 3, 40)), {}
+    if op == "selective_scan":
+        return (r(2, 4, 40), r(2, 4, 40), -torch.rand(4, 3, generator=g).to(device), r(2, 3, 40), r(2, 3, 40)), \
+            dict(D=r(4), delta_softplus=True)
+    if op == "ssd_scan":
+        return (r(2, 40, 2, 4), r(2, 40, 2), -torch.rand(2, generator=g).to(device), r(2, 40, 1, 3),
+                r(2, 40, 1, 3), 16), dict(dt_softplus=True)
+    return (r(2, 4, 40), r(4, 4), r(4)), dict(activation="silu")
+
+
+@functools.lru_cache(maxsize=None)
+def usable(op, backend, device):
+    """(True, "") if the GPU kernel for (op, backend) imports and agrees with torch on `device`
+    (a string such as "cuda:0"), else (False, why)."""
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return False, "no CUDA device"
+    run, _ = gpu.KERNELS[op][backend]
+    args, kwargs = _smoke_inputs(op, torch.device(device))
+    try:
+        got = run(*args, **kwargs)
+        want = TORCH[op](*args, **kwargs)
+        torch.cuda.synchronize(device)
+    except Exception as error:  # an extension that imports but cannot run is not usable
+        return False, f"{type(error).__name__}: {error}"
+    if not torch.allclose(got.float(), want.float(), rtol=1e-3, atol=1e-3):
+        return False, f"smoke call differs from the torch path by {(got - want).abs().max().item():.3g}"
+    return True, ""
+
+
+def choose(op, backend, device, *args, **kwargs):
+    """The backend (op, backend) resolves to for this call on `device`; logged once."""
+    check_choice("model.layer.backend", backend, BACKENDS)
+    kernels = gpu.KERNELS[op]
+    if backend in ("cuda", "triton") and backend not in kernels:
+        valid = ", ".join(repr(b) for b in ["auto", "torch", *kernels])
+        raise ConfigError(f"model.layer.backend={backend!r} has no {op} kernel; choose one of: {valid}")
+    name, why = "torch", ""
+    candidates = list(kernels) if backend == "auto" else [] if backend == "torch" else [backend]
+    for candidate in candidates:
+        why = kernels[candidate][1](*args, **kwargs)
+        if why is None:
+            ok, why = usable(op, candidate, str(device))
+            if ok:
+                name = candidate
+                break
+        if backend != "auto":
+            raise ConfigError(f"model.layer.backend={backend!r} cannot run {op} here: {why}")
+    if (op, backend, name, device.type) not in _announced:
+        _announced.add((op, backend, name, device.type))
+        log.info(f"{op}: backend={backend} -> {name}" + (f" ({why})" if why and name == "torch" else ""))
+    return name
+
+
+def _dispatch(op, device, backend, args, kwargs):
+    name = choose(op, backend, device, *args, **kwargs)
+    run = TORCH[op] if name == "torch" else gpu.KERNELS[op][name][0]
+    return run(*args, **kwargs)
+
+
+def linear_scan(a, b, h0=None, reverse=False, backend="auto"):
+    """h_t = a_t * h_{t-1} + b_t over the last dim (a, b broadcast, real or complex); h0: (...)
+    or None (zeros); reverse runs from the end. -> h, of the broadcast shape."""
+    return _dispatch("linear_scan", b.device, backend, (a, b, h0, reverse), {})
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   return_last_state=False, initial_state=None, backend="auto"):
+    """mamba-ssm's selective_scan_fn (real A): u, delta (batch, D, L); A (D, N); B, C (D, N),
+    (batch, N, L) or (batch, G, N, L); D, delta_bias (D,); z (batch, D, L).
+    -> out (batch, D, L) [, last state (batch, D, N)]. initial_state (batch, D, N) is ours."""
+    kwargs = dict(D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                  return_last_state=return_last_state, initial_state=initial_state)
+    return _dispatch("selective_scan", u.device, backend, (u, delta, A, B, C), kwargs)
+
+
+def ssd_scan(x, dt, A, B, C, chunk_size=64, D=None, z=None, dt_bias=None, dt_softplus=False, initial_states=None,
+             return_final_states=False, backend="auto"):
+    """mamba-ssm's mamba_chunk_scan_combined: x (batch, L, H, P), dt (batch, L, H), A (H,),
+    B, C (batch, L, G, N). -> out (batch, L, H, P) [, final states (batch, H, P, N)]."""
+    kwargs = dict(D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus, initial_states=initial_states,
+                  return_final_states=return_final_states)
+    return _dispatch("ssd_scan", x.device, backend, (x, dt, A, B, C, chunk_size), kwargs)
+
+
+def causal_conv1d(x, weight, bias=None, activation=None, initial_states=None, backend="auto"):
+    """Depthwise causal convolution x (batch, C, L), weight (C, K), bias (C,); activation None|silu;
+    initial_states (batch, C, K-1): the inputs before t = 0 (zeros if None)."""
+    return _dispatch("causal_conv1d", x.device, backend, (x, weight, bias, activation, initial_states), {})

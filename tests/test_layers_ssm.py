@@ -1,0 +1,134 @@
+"""Selective SSMs and gated RNNs (mamba, mamba2, s6, ssd, qlstm, lru): shapes, step == forward,
+state carry-over, gradients reach every parameter, optimizer groups, state sizes, causality."""
+
+import pytest
+import torch
+
+from src.models.sequence.backbone import build_layer
+from src.utils.errors import ConfigError
+
+D = 8
+LAYERS = {
+    "mamba": dict(_name_="mamba", d_state=5, expand=2),
+    "mamba-conv2-rank3": dict(_name_="mamba", d_state=3, d_conv=2, dt_rank=3, dt_init="constant"),
+    "mamba2": dict(_name_="mamba2", d_state=6, headdim=4, chunk_size=4),
+    "mamba2-groups": dict(_name_="mamba2", d_state=3, headdim=2, ngroups=2, chunk_size=8),
+    "s6": dict(_name_="s6", d_state=5),
+    "ssd": dict(_name_="ssd", d_state=5),
+    "qlstm": dict(_name_="qlstm", d_state=12),
+    "qlstm-reversed": dict(_name_="qlstm", expand=1, forget_gate="reversed_sigmoid", d_conv=3),
+    "lru": dict(_name_="lru", d_state=7, r_min=0.4, r_max=0.99, max_phase=3.14),
+}
+
+
+def make(name, dtype=torch.float32):
+    torch.manual_seed(0)
+    return build_layer(LAYERS[name], D).to(dtype)
+
+
+def numel(state):
+    """Floats per sequence in a state (complex counts 2)."""
+    if isinstance(state, tuple):
+        return sum(numel(s) for s in state)
+    return state[0].numel() * (2 if state.is_complex() else 1)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("L", [1, 7, 40])
+def test_shapes(name, L):
+    y, state = make(name)(torch.randn(3, L, D))
+    assert y.shape == (3, L, D) and torch.isfinite(y).all()
+    assert numel(state) == make(name).state_size(L)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_step_equals_forward(name):
+    layer = make(name, torch.float64)
+    x = torch.randn(2, 13, D, dtype=torch.float64)
+    y, final = layer(x)
+    state = layer.default_state(2)
+    assert numel(state) == layer.state_size(13)
+    steps = []
+    for t in range(13):
+        y_t, state = layer.step(x[:, t], state)
+        steps.append(y_t)
+    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-10, atol=1e-10)  # float64: rounding only
+    for s, f in zip(state if isinstance(state, tuple) else (state,), final if isinstance(final, tuple) else (final,)):
+        torch.testing.assert_close(s, f, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_forward_from_a_state_continues_the_sequence(name):
+    layer = make(name, torch.float64)
+    x = torch.randn(2, 11, D, dtype=torch.float64)
+    y, _ = layer(x)
+    y1, state = layer(x[:, :4])
+    y2, _ = layer(x[:, 4:], state)
+    torch.testing.assert_close(torch.cat((y1, y2), 1), y, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_every_parameter_gets_a_gradient(name):
+    layer = make(name, torch.float64)
+    y, _ = layer(torch.randn(2, 9, D, dtype=torch.float64))
+    (y**2).sum().backward()
+    for pname, p in layer.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_causal(name):
+    layer = make(name, torch.float64)
+    x = torch.randn(2, 15, D, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, 9:] = torch.randn(2, 6, D, dtype=torch.float64)
+    y, y2 = layer(x)[0], layer(x2)[0]
+    torch.testing.assert_close(y[:, :9], y2[:, :9], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(y[:, 9:], y2[:, 9:])
+
+
+@pytest.mark.parametrize("name, no_decay", [
+    ("mamba", {"ssm.A_log", "ssm.D"}),
+    ("s6", {"ssm.A_log", "ssm.D"}),
+    ("ssd", {"ssm.A_log", "ssm.D"}),
+    ("mamba2", {"A_log", "D", "dt_bias"}),
+    ("lru", {"nu_log", "theta_log", "gamma_log"}),
+    ("qlstm", set()),
+])
+def test_optimizer_groups(name, no_decay):
+    hp = {n: getattr(p, "_optim", None) for n, p in make(name).named_parameters()}
+    assert {n for n, o in hp.items() if o is not None} == no_decay
+    assert all(hp[n] == {"weight_decay": 0.0} for n in no_decay)
+
+
+def test_lru_learning_rate_and_ring_init():
+    torch.manual_seed(0)
+    layer = build_layer(dict(_name_="lru", d_state=500, r_min=0.5, r_max=0.9, max_phase=0.1, lr=1e-3), D)
+    assert layer.nu_log._optim == {"lr": 1e-3, "weight_decay": 0.0}
+    Lambda, _, _ = layer._params()
+    assert Lambda.abs().min() >= 0.5 - 1e-6 and Lambda.abs().max() <= 0.9 + 1e-6
+    assert Lambda.angle().min() >= 0 and Lambda.angle().max() <= 0.1 + 1e-6
+    gamma = torch.exp(layer.gamma_log)
+    torch.testing.assert_close(gamma, torch.sqrt(1 - Lambda.abs() ** 2))
+
+
+def test_mamba_init():
+    layer = make("mamba")
+    torch.testing.assert_close(-torch.exp(layer.ssm.A_log[3]), -torch.arange(1.0, 6.0))  # S4D-real
+    dt = torch.nn.functional.softplus(layer.ssm.dt_proj.bias)
+    assert dt.min() >= 1e-3 * (1 - 1e-5) and dt.max() <= 0.1 * (1 + 1e-5)
+    assert layer.ssm.dt_rank == 1 and layer.d_inner == 16  # ceil(8 / 16), expand 2
+
+
+@pytest.mark.parametrize("config, message", [
+    (dict(_name_="mamba2", headdim=5), "model.layer.headdim=5 must divide expand \\* d_model = 16"),
+    (dict(_name_="mamba2", headdim=4, ngroups=3), "model.layer.ngroups=3 must divide the number of heads 4"),
+    (dict(_name_="qlstm", forget_gate="tanh"), "model.layer.forget_gate='tanh' is not valid; choose one of: "
+                                               "'sigmoid', 'reversed_sigmoid'"),
+    (dict(_name_="lru", r_min=0.9, r_max=0.5), "need 0 <= r_min < r_max <= 1"),
+    (dict(_name_="mamba", backend="keops"), "model.layer.backend='keops' is not valid"),
+    (dict(_name_="mamba", dt_rank="full"), "model.layer.dt_rank='full' is not valid; choose 'auto' or a positive"),
+])
+def test_bad_config_values(config, message):
+    with pytest.raises(ConfigError, match=message):
+        build_layer(config, D)
