@@ -1,6 +1,7 @@
 """Shared test helpers: compose a config like `python -m train` does and train in-process."""
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -40,6 +41,14 @@ def command_overrides(command):
     """The overrides of a README command line `... python -m train a=b c=d`."""
     words = shlex.split(command)
     return words[words.index("train") + 1 :]
+
+
+def readme_commands(title):
+    """The `CUDA_VISIBLE_DEVICES=... python -m train ...` lines of the README section `## <title>`."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"## {title}")
+    section = text[start : text.index("\n## ", start + 1)]
+    return [line for line in section.splitlines() if re.match(r"CUDA_VISIBLE_DEVICES=\S+ python -m train", line)]
 
 
 def run_cli(args, cwd=ROOT, timeout=600, env=None):

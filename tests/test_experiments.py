@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import ROOT, command_overrides, train_in_process
+from conftest import command_overrides, readme_commands, train_in_process
 from src.dataloaders.prepare.listops.__main__ import main as listops
 from src.dataloaders.prepare.pathfinder.__main__ import main as pathfinder
 from src.plot import main as plot
@@ -63,14 +63,7 @@ def test_experiment_trains_two_steps(experiment, tmp_path, monkeypatch, data_pat
     assert METRICS[dataset] in metrics and "val/loss" in metrics
 
 
-def readme_commands():
-    text = (ROOT / "README.md").read_text()
-    start = text.index("## DLR paper experiments: ListOps and Pathfinder")
-    section = text[start : text.index("\n## ", start + 1)]
-    return [line for line in section.splitlines() if re.match(r"CUDA_VISIBLE_DEVICES=\S+ python -m train", line)]
-
-
-COMMANDS = readme_commands()
+COMMANDS = readme_commands("DLR paper experiments: ListOps and Pathfinder")
 
 
 def test_readme_has_the_dlr_listops_and_pathfinder_commands():

@@ -6,24 +6,13 @@ appended. The default run covers every command once and every task once; `-m slo
 whole command x task matrix.
 """
 
-import re
-
 import pytest
 
-from conftest import CPU_OVERRIDES, ROOT, command_overrides, train_in_process
+from conftest import CPU_OVERRIDES, command_overrides, readme_commands, train_in_process
 
 TASKS = ["shift", "cumsum", "cummax", "sort", "reverse", "masked_select_fixed", "masked_select",
          "solve_fixed", "solve", "context_shift"]
-
-
-def readme_commands():
-    text = (ROOT / "README.md").read_text()
-    start = text.index("## DLR paper experiments: atomic tasks")
-    section = text[start : text.index("\n## ", start + 1)]
-    return [line for line in section.splitlines() if re.match(r"CUDA_VISIBLE_DEVICES=\S+ python -m train", line)]
-
-
-COMMANDS = readme_commands()
+COMMANDS = readme_commands("DLR paper experiments: atomic tasks")
 
 
 def overrides_for(command, task):
