@@ -43,6 +43,23 @@ def command_overrides(command):
     return words[words.index("train") + 1 :]
 
 
+def assert_every_parameter_gets_a_gradient(layer, x):
+    """Fails on a parameter left out of the graph of `layer(x)` (or whose gradient is all zero)."""
+    y, _ = layer(x)
+    (y**2).sum().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def run_steps(layer, x, state):
+    """`layer.step` over x (B, L, D) from `state`: the list of L outputs (B, D), and the last state."""
+    steps = []
+    for t in range(x.shape[1]):
+        y_t, state = layer.step(x[:, t], state)
+        steps.append(y_t)
+    return steps, state
+
+
 def readme_commands(title):
     """The `CUDA_VISIBLE_DEVICES=... python -m train ...` lines of the README section `## <title>`."""
     text = (ROOT / "README.md").read_text()

@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from conftest import assert_every_parameter_gets_a_gradient, run_steps
+
 from src.models.sequence.layers.linear_attention import LinearAttention
 from src.models.sequence.layers.mha import MultiHeadAttention
 from src.models.sequence.layers.transformer import TransformerBlock
@@ -48,10 +50,7 @@ def test_shapes(name, L):
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_every_parameter_gets_a_gradient(name):
     layer = make(name).double()
-    y, _ = layer(torch.randn(2, 7, D, dtype=torch.float64))
-    (y**2).sum().backward()
-    for pname, p in layer.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+    assert_every_parameter_gets_a_gradient(layer, torch.randn(2, 7, D, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("name", CAUSAL)
@@ -59,10 +58,7 @@ def test_step_equals_forward(name):
     layer = make(name).double()
     x = torch.randn(2, 10, D, dtype=torch.float64)
     y, _ = layer(x)
-    state, steps = layer.default_state(2), []
-    for t in range(10):
-        y_t, state = layer.step(x[:, t], state)
-        steps.append(y_t)
+    steps, state = run_steps(layer, x, layer.default_state(2))
     torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-10, atol=1e-10)  # float64: rounding only
 
 

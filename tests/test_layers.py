@@ -5,6 +5,8 @@ import itertools
 import pytest
 import torch
 
+from conftest import run_steps
+
 from src.models.sequence.backbone import build_layer
 from src.models.sequence.layers.attention import AttentionBlock
 from src.models.sequence.layers.conv import LongConv
@@ -86,10 +88,7 @@ def test_step_equals_convolution(name, channels):
     x = torch.randn(2, 13, D, dtype=torch.float64)
     y, _ = layer(x)
     state = layer.default_state(2)
-    steps = []
-    for t in range(13):
-        y_t, state = layer.step(x[:, t], state)
-        steps.append(y_t)
+    steps, state = run_steps(layer, x, state)
     torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-9, atol=1e-9)
 
 

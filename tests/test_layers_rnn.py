@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from conftest import assert_every_parameter_gets_a_gradient, run_steps
+
 from src.models.sequence.layers.rnn import RNN
 from src.utils.errors import ConfigError
 
@@ -27,10 +29,7 @@ def test_shapes(cell, L):
 @pytest.mark.parametrize("cell", CELLS)
 def test_every_parameter_gets_a_gradient(cell):
     layer = make(cell, postact="glu").double()
-    y, _ = layer(torch.randn(2, 7, D, dtype=torch.float64))
-    (y**2).sum().backward()
-    for name, p in layer.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert_every_parameter_gets_a_gradient(layer, torch.randn(2, 7, D, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -38,10 +37,7 @@ def test_step_equals_forward_and_state_carries_over(cell):
     layer = make(cell, d_hidden=4).double()
     x = torch.randn(2, 9, D, dtype=torch.float64)
     y, final = layer(x)
-    state, steps = layer.default_state(2), []
-    for t in range(9):
-        y_t, state = layer.step(x[:, t], state)
-        steps.append(y_t)
+    steps, state = run_steps(layer, x, layer.default_state(2))
     torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-12, atol=1e-12)  # float64, same ops
     # the forward continues from an explicit state: two halves == the whole
     y1, s1 = layer(x[:, :4])

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from conftest import assert_every_parameter_gets_a_gradient, run_steps
+
 from src.models.sequence.layers.conv import LongConv
 from src.models.sequence.layers.s4 import S4DKernel, S4Kernel, hippo, nplr
 from src.utils.errors import ConfigError
@@ -98,10 +100,7 @@ def test_shapes(name, L):
 @pytest.mark.parametrize("name", list(S4_CONFIGS))
 def test_every_parameter_gets_a_gradient(name):
     layer = make(name).double()
-    y, _ = layer(torch.randn(2, 9, D, dtype=torch.float64))
-    (y**2).sum().backward()
-    for pname, p in layer.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+    assert_every_parameter_gets_a_gradient(layer, torch.randn(2, 9, D, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("name", RECURRENT)
@@ -110,10 +109,7 @@ def test_step_equals_convolution(name, channels):
     layer = make(name, channels=channels).double()
     x = torch.randn(2, 11, D, dtype=torch.float64)
     y, _ = layer(x)
-    state, steps = layer.default_state(2), []
-    for t in range(11):
-        y_t, state = layer.step(x[:, t], state)
-        steps.append(y_t)
+    steps, state = run_steps(layer, x, layer.default_state(2))
     torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-10, atol=1e-10)  # float64: rounding only
     assert layer.state_size(11) == D * S4_CONFIGS[name]["d_state"]  # N/2 complex per feature
 

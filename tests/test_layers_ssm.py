@@ -4,6 +4,8 @@ state carry-over, gradients reach every parameter, optimizer groups, state sizes
 import pytest
 import torch
 
+from conftest import assert_every_parameter_gets_a_gradient, run_steps
+
 from src.models.sequence.backbone import build_layer
 from src.utils.errors import ConfigError
 
@@ -48,10 +50,7 @@ def test_step_equals_forward(name):
     y, final = layer(x)
     state = layer.default_state(2)
     assert numel(state) == layer.state_size(13)
-    steps = []
-    for t in range(13):
-        y_t, state = layer.step(x[:, t], state)
-        steps.append(y_t)
+    steps, state = run_steps(layer, x, state)
     torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-10, atol=1e-10)  # float64: rounding only
     for s, f in zip(state if isinstance(state, tuple) else (state,), final if isinstance(final, tuple) else (final,)):
         torch.testing.assert_close(s, f, rtol=1e-10, atol=1e-10)
@@ -70,10 +69,7 @@ def test_forward_from_a_state_continues_the_sequence(name):
 @pytest.mark.parametrize("name", LAYERS)
 def test_every_parameter_gets_a_gradient(name):
     layer = make(name, torch.float64)
-    y, _ = layer(torch.randn(2, 9, D, dtype=torch.float64))
-    (y**2).sum().backward()
-    for pname, p in layer.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+    assert_every_parameter_gets_a_gradient(layer, torch.randn(2, 9, D, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("name", LAYERS)

@@ -12,6 +12,7 @@ first, from benchmarks/kernels.py) and logs its choice once. An explicit backend
 usable raises ConfigError with the reason; an unknown name raises ConfigError with the choices.
 """
 
+import importlib
 import logging
 
 import torch
@@ -19,6 +20,12 @@ import torch
 from src.utils.errors import ConfigError, check_choice
 
 log = logging.getLogger(__name__)
+
+
+def lazy(path):
+    """A loader for the function at `path` ("package.module.name"), imported when first asked for."""
+    module, name = path.rsplit(".", 1)
+    return lambda: getattr(importlib.import_module(module), name)
 
 
 class Dispatcher:

@@ -13,31 +13,7 @@ float32 rounding (tests/test_cauchy.py gives the tolerances).
 
 import torch
 
-from src.ops.dispatch import Dispatcher
-
-
-def _torch():
-    from src.ops.cauchy.blocked import cauchy
-
-    return cauchy
-
-
-def _dense():
-    from src.ops.cauchy.reference import cauchy
-
-    return cauchy
-
-
-def _keops():
-    from src.ops.cauchy.keops import cauchy
-
-    return cauchy
-
-
-def _cuda():
-    from src.ops.cauchy.cuda import cauchy
-
-    return cauchy
+from src.ops.dispatch import Dispatcher, lazy
 
 
 def _smoke(fn, device):
@@ -49,7 +25,12 @@ def _smoke(fn, device):
 
 dispatcher = Dispatcher(
     "cauchy",
-    {"torch": _torch, "dense": _dense, "keops": _keops, "cuda": _cuda},
+    {
+        "torch": lazy("src.ops.cauchy.blocked.cauchy"),
+        "dense": lazy("src.ops.cauchy.reference.cauchy"),
+        "keops": lazy("src.ops.cauchy.keops.cauchy"),
+        "cuda": lazy("src.ops.cauchy.cuda.cauchy"),
+    },
     {"cuda": ["cuda", "keops", "torch"], "default": ["torch"]},
     _smoke,
 )

@@ -14,31 +14,7 @@ the phase Im(x) l modulo 2 pi in float64 so float32 kernels stay accurate at l ~
 
 import torch
 
-from src.ops.dispatch import Dispatcher
-
-
-def _torch():
-    from src.ops.vandermonde.blocked import vandermonde
-
-    return vandermonde
-
-
-def _dense():
-    from src.ops.vandermonde.dense import vandermonde
-
-    return vandermonde
-
-
-def _keops():
-    from src.ops.vandermonde.keops import vandermonde
-
-    return vandermonde
-
-
-def _cuda():
-    from src.ops.vandermonde.cuda import vandermonde
-
-    return vandermonde
+from src.ops.dispatch import Dispatcher, lazy
 
 
 def _smoke(fn, device):
@@ -49,7 +25,12 @@ def _smoke(fn, device):
 
 dispatcher = Dispatcher(
     "vandermonde",
-    {"torch": _torch, "dense": _dense, "keops": _keops, "cuda": _cuda},
+    {
+        "torch": lazy("src.ops.vandermonde.blocked.vandermonde"),
+        "dense": lazy("src.ops.vandermonde.dense.vandermonde"),
+        "keops": lazy("src.ops.vandermonde.keops.vandermonde"),
+        "cuda": lazy("src.ops.vandermonde.cuda.vandermonde"),
+    },
     {"cuda": ["cuda", "keops", "torch"], "default": ["torch"]},
     _smoke,
 )
