@@ -1,13 +1,15 @@
 """The scans in blocked form for CPU (and any device): no Python loop over every time step.
 
 Linear scan h_t = a_t h_{t-1} + b_t over L = n T steps, cut into n chunks of T (T ~ sqrt L):
-  1. local scans: every chunk from a zero state, all chunks at once, T vector steps
+  1. local scans: every chunk from a zero state, all chunks at once, T vector steps, keeping
+     only each chunk's last state E[c] = H[c, T-1] and product P[c] = prod_t a[c, t]
          H[c, t] = a[c, t] H[c, t-1] + b[c, t]
   2. chunk carries: the state entering chunk c, n small steps on (rows,)
-         s_{c+1} = P[c, T-1] s_c + H[c, T-1],    P[c, t] = prod_{r <= t} a[c, r]  (in step 1)
-  3. h[c, t] = H[c, t] + P[c, t] s_c
-So 2 sqrt(L) Python iterations instead of L, only products of a (no division, no logarithm:
-exact for a = 0, negative or complex a). The work is done time-major, (L, rows), so each vector
+         s_{c+1} = P[c] s_c + E[c]
+  3. the local scans again, from s_c: h[c, t] = a[c, t] h[c, t-1] + b[c, t], h[c, -1] = s_c
+So 3 sqrt(L) Python iterations instead of L, only products of a (no division, no logarithm:
+exact for a = 0, negative or complex a), and five passes over the (L, rows) arrays (steps 1
+and 3 read a and b, step 3 writes h; the (n, rows) buffers stay in cache). The work is done time-major, (L, rows), so each vector
 step touches contiguous rows (time-last inputs are transposed once). The backward is the same
 scan run backwards (`_LinearScan`): with g_t = dLoss/dh_t + conj(a_{t+1}) g_{t+1},
     dLoss/db_t = g_t,   dLoss/da_t = g_t conj(h_{t-1}),   dLoss/dh0 = conj(a_0) g_0.
@@ -48,20 +50,21 @@ def _scan(a, b, h0, reverse):
         a, b = F.pad(a, where), F.pad(b, where)
     n = (L + pad) // T
     A, Bv = a.reshape(n, T, M), b.reshape(n, T, M)
-    H, P = torch.empty_like(Bv), torch.empty_like(A)  # local states, cumulative products of a
     order = range(T - 1, -1, -1) if reverse else range(T)
-    prev = order[0]
-    H[:, prev], P[:, prev] = Bv[:, prev], A[:, prev]
-    for t in order[1:]:  # 1. local scans of all chunks at once
-        torch.addcmul(Bv[:, t], A[:, t], H[:, prev], out=H[:, t])
-        torch.mul(P[:, prev], A[:, t], out=P[:, t])
-        prev = t
-    carries = torch.empty_like(H[:, 0])  # (n, M): the state entering each chunk
-    s = torch.zeros_like(H[0, 0]) if h0 is None else h0
+    end, spare, prod = Bv[:, order[0]].clone(), torch.empty_like(Bv[:, 0]), A[:, order[0]].clone()
+    for t in order[1:]:  # 1. every chunk's last local state and product of a, all chunks at once
+        torch.addcmul(Bv[:, t], A[:, t], end, out=spare)
+        end, spare = spare, end
+        prod.mul_(A[:, t])
+    carries = torch.empty_like(end)  # (n, M): the state entering each chunk
+    s = torch.zeros_like(end[0]) if h0 is None else h0
     for c in range(n - 1, -1, -1) if reverse else range(n):  # 2. carries
         carries[c] = s
-        s = torch.addcmul(H[c, prev], P[c, prev], s)
-    H.addcmul_(P, carries[:, None])  # 3.
+        s = torch.addcmul(end[c], prod[c], s)
+    H, state = torch.empty_like(Bv), carries
+    for t in order:  # 3. the local scans again, from the carries
+        torch.addcmul(Bv[:, t], A[:, t], state, out=H[:, t])
+        state = H[:, t]
     H = H.reshape(n * T, M)
     return H[pad:] if reverse else H[:L]
 
