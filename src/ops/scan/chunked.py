@@ -40,11 +40,14 @@ def _chunk_length(L):
 
 @torch.no_grad()
 def _scan(a, b, h0, reverse):
-    """a, b: (L, M) time-major, one dtype; h0: (M,) or None -> h: (L, M) (blocked, module doc).
-    Time-major so that every vector step reads and writes contiguous rows of M values."""
+    """a, b: (L, M) time-major and contiguous, one dtype; h0: (M,) or None -> h: (L, M), written
+    over b (blocked, module doc; callers pass a buffer of their own: writing in place spares a
+    fresh (L, M) array, whose page faults cost as much as the scan here). Time-major so that
+    every vector step reads and writes contiguous rows of M values."""
     L, M = b.shape
     T = _chunk_length(L)
     pad = -L % T
+    out = b
     if pad:  # inert: after the end (or before the start, in reverse)
         where = (0, 0, pad, 0) if reverse else (0, 0, 0, pad)
         a, b = F.pad(a, where), F.pad(b, where)
@@ -61,18 +64,20 @@ def _scan(a, b, h0, reverse):
     for c in range(n - 1, -1, -1) if reverse else range(n):  # 2. carries
         carries[c] = s
         s = torch.addcmul(end[c], prod[c], s)
-    H, state = torch.empty_like(Bv), carries
-    for t in order:  # 3. the local scans again, from the carries
-        torch.addcmul(Bv[:, t], A[:, t], state, out=H[:, t])
-        state = H[:, t]
-    H = H.reshape(n * T, M)
-    return H[pad:] if reverse else H[:L]
+    state = carries
+    for t in order:  # 3. the local scans again, from the carries, over b
+        torch.addcmul(Bv[:, t], A[:, t], state, out=Bv[:, t])
+        state = Bv[:, t]
+    if pad:
+        out.copy_(Bv.reshape(n * T, M)[pad:] if reverse else Bv.reshape(n * T, M)[:L])
+    return out
 
 
 class _LinearScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b, h0, reverse):  # (L, M), (L, M), (M,) or None
-        h = _scan(a, b, h0, reverse)
+    def forward(ctx, a, b, h0, reverse):  # (L, M) any strides, (L, M) any strides, (M,) or None
+        a = a.contiguous()
+        h = _scan(a, b.clone(memory_format=torch.contiguous_format), h0, reverse)  # one copy of b
         ctx.save_for_backward(a, h, h0)
         ctx.reverse = reverse
         return h
@@ -84,7 +89,7 @@ class _LinearScan(torch.autograd.Function):
         reverse = ctx.reverse
         # the gradient flows against the scan: g_t = grad_t + conj(a_next) g_next
         a_next = (F.pad(a[:-1], (0, 0, 1, 0)) if reverse else F.pad(a[1:], (0, 0, 0, 1))).conj()
-        g = _scan(a_next, grad_h.contiguous(), None, not reverse)  # (L, M)
+        g = _scan(a_next, grad_h.clone(memory_format=torch.contiguous_format), None, not reverse)  # (L, M)
         grad_a = grad_h0 = None
         if ctx.needs_input_grad[0]:
             start = torch.zeros_like(h[:1]) if h0 is None else h0[None]
@@ -107,7 +112,7 @@ def linear_scan_time_major(a, b, h0=None, reverse=False):
     if shape[0] == 0:
         return b.clone()
     h0 = None if h0 is None else h0.to(dtype).expand(shape[1:]).reshape(-1).contiguous()
-    h = _LinearScan.apply(a.reshape(shape[0], -1).contiguous(), b.reshape(shape[0], -1).contiguous(), h0, reverse)
+    h = _LinearScan.apply(a.reshape(shape[0], -1), b.reshape(shape[0], -1), h0, reverse)
     return h.reshape(shape)
 
 
