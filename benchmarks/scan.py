@@ -4,13 +4,16 @@ are what survive a shared machine).
     python -m benchmarks.scan [--repeats 3] [--threads N] [--quick]
 
 Rows:
-  selective scan, forward, (B=4, D=256, N=16, L=2048): src.ops.scan.selective_scan (torch path)
-      vs `mamba_selective_scan_ref` below: mamba-ssm's published `selective_scan_ref` loop
-      (precomputed exp(delta A) and delta B u, one einsum per step), re-implemented here from its
-      semantics for time-varying B, C of shape (B, N, L) and real A
-  selective scan, forward + backward, L = 256 (the loop's backward grows ~quadratically in L)
-  linear scan, forward (B=8, D=256, L=4096) and forward + backward (L=512): linear_scan vs
-      src.ops.scan.reference.linear_scan (one step per time step)
+  selective scan, forward, (B=4, D=256, N=16, L=2048): src.ops.scan.selective_scan with backend
+      `cpu` (the C loop) and `torch` (blocked, no stored states) vs `mamba_selective_scan_ref`
+      below: mamba-ssm's published `selective_scan_ref` loop (precomputed exp(delta A) and
+      delta B u, one einsum per step), re-implemented here from its semantics for time-varying
+      B, C of shape (B, N, L) and real A
+  selective scan, forward + backward, L = 256 (the loop's backward grows ~quadratically in L):
+      the torch path (the C loop is forward only)
+  linear scan, forward (B=8, D=256, L=4096) and forward + backward (L=512): linear_scan with
+      backend `cpu` (the C loop) and `torch` (blocked) vs src.ops.scan.reference.linear_scan
+      (one step per time step)
   SSD, forward + backward, (B=4, L=1024, H=8, P=32, N=16): ssd_scan (chunked, 64) vs its loop reference
 Each time is the median of `repeats` runs after one warm-up (runs over 5 s: one run, no warm-up
 for the forward loop of mamba's reference).
@@ -98,6 +101,14 @@ def run_ssd(fn, inputs):
     torch.autograd.grad(out.sum(), inputs)
 
 
+def usable(backend, op):
+    """True for torch; for the C loops, whether they compile here (printing why not)."""
+    ok, why = (True, "") if backend == "torch" else scan.usable(op, backend, "cpu")
+    if not ok:
+        print(f"{op}, backend {backend}: not usable here ({why})")
+    return ok
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
@@ -111,38 +122,44 @@ def main():
 
     def row(name, ours, baseline):
         rows.append((name, ours, baseline))
-        print(f"{name:<58} {ours * 1e3:10.1f} {baseline * 1e3:12.1f} {baseline / ours:8.1f}x", flush=True)
+        print(f"{name:<62} {ours * 1e3:10.1f} {baseline * 1e3:12.1f} {baseline / ours:8.1f}x", flush=True)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'':<58} {'ours (ms)':>10} {'baseline (ms)':>12} {'speedup':>8}")
-    fast = lambda *a, **kw: scan.selective_scan(*a, **kw, backend="torch")  # noqa: E731
-
+    print(f"{'':<62} {'ours (ms)':>10} {'baseline (ms)':>12} {'speedup':>8}")
     L = 2048 // k
     x = selective_inputs(4, 256, 16, L, False)
     with torch.no_grad():
-        torch.testing.assert_close(run_selective(fast, x, False), run_selective(mamba_selective_scan_ref, x, False),
-                                   rtol=1e-3, atol=1e-3)
-        row(f"selective scan fwd  B=4 D=256 N=16 L={L} vs mamba ref",
-            timed(lambda: run_selective(fast, x, False), args.repeats),
-            timed(lambda: run_selective(mamba_selective_scan_ref, x, False), args.repeats, warmup=False))
+        loop = timed(lambda: run_selective(mamba_selective_scan_ref, x, False), args.repeats, warmup=False)
+        for backend, name in (("cpu", "C loop"), ("torch", "blocked")):
+            if not usable(backend, "selective_scan"):
+                continue
+            fast = lambda *a, backend=backend, **kw: scan.selective_scan(*a, **kw, backend=backend)  # noqa: E731
+            torch.testing.assert_close(run_selective(fast, x, False), run_selective(mamba_selective_scan_ref, x, False),
+                                       rtol=1e-3, atol=1e-3)
+            row(f"selective scan fwd  B=4 D=256 N=16 L={L} {name} vs mamba ref",
+                timed(lambda: run_selective(fast, x, False), args.repeats), loop)
+    fast = lambda *a, **kw: scan.selective_scan(*a, **kw, backend="torch")  # noqa: E731
     L = 256 // k
     x = selective_inputs(4, 256, 16, L, True)
     row(f"selective scan fwd+bwd B=4 D=256 N=16 L={L} vs mamba ref",
         timed(lambda: run_selective(fast, x, True), args.repeats),
         timed(lambda: run_selective(mamba_selective_scan_ref, x, True), args.repeats))
 
-    L = 4096 // k
-    x = linear_inputs(8, 256, L, False)
-    ours = lambda a, b: scan.linear_scan(a, b, backend="torch")  # noqa: E731
-    with torch.no_grad():
-        row(f"linear scan fwd     B=8 D=256 L={L} vs loop",
-            timed(lambda: run_linear(ours, x, False), args.repeats),
-            timed(lambda: run_linear(reference.linear_scan, x, False), args.repeats))
-    L = 512 // k  # the loop's backward re-zeroes a (B, D, L) gradient per step: O(L^2)
-    x = linear_inputs(8, 256, L, True)
-    row(f"linear scan fwd+bwd B=8 D=256 L={L} vs loop",
-        timed(lambda: run_linear(ours, x, True), args.repeats),
-        timed(lambda: run_linear(reference.linear_scan, x, True), args.repeats))
+    for backend, name in (("cpu", "C loop"), ("torch", "blocked")):
+        if not usable(backend, "linear_scan"):
+            continue
+        ours = lambda a, b, backend=backend: scan.linear_scan(a, b, backend=backend)  # noqa: E731
+        L = 4096 // k
+        x = linear_inputs(8, 256, L, False)
+        with torch.no_grad():
+            row(f"linear scan fwd     B=8 D=256 L={L} {name} vs loop",
+                timed(lambda: run_linear(ours, x, False), args.repeats),
+                timed(lambda: run_linear(reference.linear_scan, x, False), args.repeats))
+        L = 512 // k  # the loop's backward re-zeroes a (B, D, L) gradient per step: O(L^2)
+        x = linear_inputs(8, 256, L, True)
+        row(f"linear scan fwd+bwd B=8 D=256 L={L} {name} vs loop",
+            timed(lambda: run_linear(ours, x, True), args.repeats),
+            timed(lambda: run_linear(reference.linear_scan, x, True), args.repeats))
 
     L = 1024 // k
     x = ssd_inputs(4, L, 8, 32, 16)

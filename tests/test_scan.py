@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from src.ops import scan
-from src.ops.scan import chunked, reference
+from src.ops.scan import chunked, cpu, reference
 from src.utils.errors import ConfigError
 
 F64 = dict(rtol=1e-10, atol=1e-10)  # same arithmetic up to reordering
@@ -60,14 +60,45 @@ def linear_inputs(shape, dtype, h0, seed=0):
     return cast(a), cast(b), cast(h)
 
 
+def cpu_kernel():
+    """Skips the test where the C loop cannot be compiled here (no compiler), saying why."""
+    ok, why = scan.usable("linear_scan", "cpu", "cpu")
+    if not ok:
+        pytest.skip(f"the linear scan's C loop is not usable here: {why}")
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
 @pytest.mark.parametrize("shape", LINEAR_SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.complex128, torch.complex64])
 @pytest.mark.parametrize("h0", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_linear_scan_matches_reference(shape, dtype, h0, reverse):
+def test_linear_scan_matches_reference(backend, shape, dtype, h0, reverse):
+    if backend == "cpu":
+        cpu_kernel()
     tol = F64 if dtype in (torch.float64, torch.complex128) else F32
-    compare(lambda a, b, h: scan.linear_scan(a, b, h, reverse=reverse, backend="torch"),
+    compare(lambda a, b, h: scan.linear_scan(a, b, h, reverse=reverse, backend=backend),
             lambda a, b, h: reference.linear_scan(a, b, h, reverse=reverse), linear_inputs(shape, dtype, h0), tol)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cpu_linear_scan_splits_rows_over_threads(reverse):
+    """15 rows (odd: a row group of the C loop is left over) of 4500 steps: above the size where
+    the rows are split over threads. float64 against the float64 loop, gradients included."""
+    cpu_kernel()
+    assert 15 * 4500 >= cpu.PARALLEL_FROM and torch.get_num_threads() >= 1
+    a, b, h = linear_inputs((3, 5, 4500), torch.float64, True)
+    compare(lambda a, b, h: scan.linear_scan(a * 0.9, b, h, reverse=reverse, backend="cpu"),
+            lambda a, b, h: reference.linear_scan(a * 0.9, b, h, reverse=reverse), [a, b, h], F64)
+
+
+def test_cpu_linear_scan_leaves_gradients_of_constants_alone():
+    """Only b needs a gradient: the C backward skips grad_a and grad_h0 and still gets b's."""
+    cpu_kernel()
+    a, b, h = linear_inputs((2, 3, 9), torch.float64, True)
+    b.requires_grad_()
+    (got,) = torch.autograd.grad(scan.linear_scan(a, b, h, backend="cpu").sum(), b)
+    (want,) = torch.autograd.grad(reference.linear_scan(a, b, h).sum(), b)
+    torch.testing.assert_close(got, want, **F64)
 
 
 def test_linear_scan_broadcasts_and_handles_zero_gates():
@@ -114,18 +145,52 @@ def test_selective_scan_matches_reference(batch, D, N, L, B_kind, dtype):
             lambda u, d, A, B, C, Dp, z, bias: reference.selective_scan(u, d, A, B, C, Dp, z, bias, **kw), inputs, tol)
 
 
-@pytest.mark.parametrize("batch, D, N, L", SELECTIVE)
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+@pytest.mark.parametrize("batch, D, N, L", SELECTIVE + [(2, 38, 16, 300)])
 @pytest.mark.parametrize("B_kind", ["time", "grouped", "fixed"])
-def test_selective_scan_without_gradients_matches_reference(batch, D, N, L, B_kind):
-    """The no-grad path (no materialised states) in float64, with an initial state."""
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_selective_scan_without_gradients_matches_reference(backend, batch, D, N, L, B_kind, dtype):
+    """The no-grad paths (no materialised states: torch's blocked loop, the C loop) with an
+    initial state; (2, 38, 16, 300) is large enough for the C loop to split channels over threads."""
+    if backend == "cpu":
+        cpu_kernel()
     u, delta, A, B, C, Dp, z, bias = selective_inputs(batch, D, N, L, B_kind, dtype=torch.float64)
     h0 = torch.randn(batch, D, N, dtype=torch.float64, generator=gen(4))
-    kw = dict(delta_softplus=True, return_last_state=True, initial_state=h0)
+    kw = dict(delta_softplus=True, return_last_state=True)
     with torch.no_grad():
-        got = scan.selective_scan(u, delta, A, B, C, Dp, z, bias, backend="torch", **kw)
-        want = reference.selective_scan(u, delta, A, B, C, Dp, z, bias, **kw)
+        want = reference.selective_scan(u, delta, A, B, C, Dp, z, bias, initial_state=h0, **kw)
+        inputs = [x.to(dtype) for x in (u, delta, A, B, C, Dp, z, bias, h0)]
+        got = scan.selective_scan(*inputs[:-1], initial_state=inputs[-1], backend=backend, **kw)
     for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, **F64)
+        assert g.dtype == dtype
+        torch.testing.assert_close(g.double(), w, **(F64 if dtype == torch.float64 else F32))
+
+
+def test_cpu_selective_scan_is_forward_only():
+    cpu_kernel()
+    u, delta, A, B, C, *_ = selective_inputs(1, 2, 3, 5, "time")
+    u.requires_grad_()
+    with pytest.raises(ConfigError, match="backend='cpu' cannot run selective_scan here: gradients are needed"):
+        scan.selective_scan(u, delta, A, B, C, backend="cpu")
+    assert scan.choose("selective_scan", "auto", u.device, u, delta, A, B, C) == "torch"
+    with torch.no_grad():
+        assert scan.choose("selective_scan", "auto", u.device, u, delta, A, B, C) == "cpu"
+
+
+def test_c_loop_exponential_is_within_float32_rounding():
+    """selective_scan.c's own float32 exp, read through one step: h_0 = exp(delta A) h0 with
+    delta = 1, u = 0, so the last state is exp(A). ~2 ulp of the float64 exp over the whole
+    range; 0 below -86.5 (true value < 3e-38), inf above 88.7 (overflow), NaN kept."""
+    cpu_kernel()
+    x = torch.cat((torch.linspace(-100, 100, 400001), torch.tensor([float("nan"), float("-inf"), float("inf")])))
+    one = torch.ones(1, x.numel(), 1)
+    _, last = scan.selective_scan(one * 0, one, x[:, None], torch.zeros(1, 1, 1), torch.zeros(1, 1, 1),
+                                  initial_state=one[..., 0, None], return_last_state=True, backend="cpu")
+    got, want = last.flatten()[:-3].double(), torch.exp(x[:-3].double())
+    inside = (x[:-3] > -86.5) & (x[:-3] < 88.7)
+    assert ((got - want).abs() / want)[inside].max() < 2.5 * 2.0**-23
+    assert (got[x[:-3] < -86.5] == 0).all() and torch.isinf(got[x[:-3] > 88.7]).all()
+    assert torch.isnan(last.flatten()[-3]) and last.flatten()[-2] == 0 and torch.isinf(last.flatten()[-1])
 
 
 @pytest.mark.parametrize("L", [1, 13])
@@ -221,13 +286,46 @@ def test_causal_conv1d_is_torch_conv1d():
 # ---------------------------------------------------------------- dispatcher
 def test_auto_uses_torch_without_cuda_and_logs_once(caplog):
     scan._announced.clear()
+    x, w = torch.randn(1, 2, 3), torch.randn(2, 4)
+    with caplog.at_level("INFO", logger="src.ops.scan"):
+        assert scan.choose("causal_conv1d", "auto", x.device, x, w) == "torch"
+        scan.causal_conv1d(x, w)
+        scan.causal_conv1d(x, w)
+    assert [r.getMessage() for r in caplog.records] == [
+        "causal_conv1d: backend=auto -> torch (inputs are not on a CUDA device)"]
+
+
+def test_auto_takes_the_c_loop_for_the_linear_scan_on_cpu(caplog):
+    cpu_kernel()
+    scan._announced.clear()
     a, b = torch.rand(2, 5), torch.randn(2, 5)
     with caplog.at_level("INFO", logger="src.ops.scan"):
-        assert scan.choose("linear_scan", "auto", a.device, a, b) == "torch"
-        scan.linear_scan(a, b)
-        scan.linear_scan(a, b)
+        assert scan.choose("linear_scan", "auto", a.device, a, b) == "cpu"
+        assert scan.choose("linear_scan", "auto", a.device, a.half(), b.half()) == "torch"  # no float16 C loop
     assert [r.getMessage() for r in caplog.records] == [
-        "linear_scan: backend=auto -> torch (inputs are not on a CUDA device)"]
+        "linear_scan: backend=auto -> cpu",
+        "linear_scan: backend=auto -> torch (dtype torch.float16 (the C loop takes torch.float32, torch.float64, "
+        "torch.complex64, torch.complex128))"]
+
+
+def test_without_a_compiler_the_c_loop_is_unusable_and_auto_says_why(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("SCAN_CPU_CACHE", str(tmp_path))
+    for cached in (cpu.library, scan.usable):
+        cached.cache_clear()
+    scan._announced.clear()
+    try:
+        a, b = torch.rand(2, 5), torch.randn(2, 5)
+        with caplog.at_level("INFO", logger="src.ops.scan"):
+            torch.testing.assert_close(scan.linear_scan(a, b), reference.linear_scan(a, b))
+        assert caplog.records[0].getMessage().startswith(
+            f"linear_scan: backend=auto -> torch (RuntimeError: no C compiler ({tmp_path / 'no-such-cc'}: ")
+        with pytest.raises(ConfigError, match="backend='cpu' cannot run linear_scan here: RuntimeError: no C compiler"):
+            scan.linear_scan(a, b, backend="cpu")
+    finally:
+        for cached in (cpu.library, scan.usable):
+            cached.cache_clear()
+        scan._announced.clear()
 
 
 def test_explicit_gpu_backends_say_why_they_cannot_run():
@@ -239,12 +337,13 @@ def test_explicit_gpu_backends_say_why_they_cannot_run():
                                           "'torch', 'cuda'"):
         scan.selective_scan(u, u, -torch.ones(2, 1), torch.ones(1, 1, 3), torch.ones(1, 1, 3), backend="triton")
     with pytest.raises(ConfigError, match="backend='keops' is not valid; choose one of: 'auto', 'torch', 'cuda', "
-                                          "'triton'"):
+                                          "'triton', 'cpu'"):
         scan.linear_scan(a, b, backend="keops")
 
 
-def test_gpu_smoke_call_refuses_without_cuda():
+def test_smoke_calls_refuse_the_wrong_device():
     assert scan.usable("selective_scan", "cuda", "cpu") == (False, "no CUDA device")
+    assert scan.usable("linear_scan", "cpu", "cuda:0") == (False, "not a CPU device: cuda:0")
 
 
 # ---------------------------------------------------------------- GPU kernels (need CUDA and the packages)

@@ -7,12 +7,13 @@
              initial_states=None, return_final_states=False)   mamba-ssm's mamba_chunk_scan_combined
     causal_conv1d(x, weight, bias=None, activation=None, initial_states=None)   causal_conv1d_fn
 
-each with `backend="auto"|"torch"|"cuda"|"triton"`. `torch` is chunked.py (blocked, any device);
-`cuda`/`triton` are the field's kernels (gpu.py), usable only on CUDA tensors, when their package
-imports AND a smoke call on this device agrees with the torch path. `auto` takes a usable GPU
-kernel that supports the call (real dtypes, no initial state where the kernel has none), else
-torch; an explicit GPU backend that cannot run the call is a ConfigError saying why. Each choice
-is logged once. reference.py holds the loops every path is tested against.
+each with `backend="auto"|"torch"|"cuda"|"triton"|"cpu"`. `torch` is chunked.py (blocked, any
+device); `cuda`/`triton` are the field's kernels (gpu.py), usable only on CUDA tensors; `cpu` is
+our compiled C loop for the linear scan on CPU tensors (cpu.py). A kernel is usable when it
+imports (or compiles) AND a smoke call on this device agrees with the torch path. `auto` takes a
+usable kernel that supports the call (dtypes, no initial state where the kernel has none), else
+torch; an explicit backend that cannot run the call is a ConfigError saying why. Each choice is
+logged once. reference.py holds the loops every path is tested against.
 """
 
 import functools
@@ -20,13 +21,15 @@ import logging
 
 import torch
 
-from src.ops.scan import chunked, gpu
+from src.ops.scan import chunked, cpu, gpu
 from src.utils.errors import ConfigError, check_choice
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ["auto", "torch", "cuda", "triton"]
+BACKENDS = ["auto", "torch", "cuda", "triton", "cpu"]
 TORCH = {op: getattr(chunked, op) for op in ("linear_scan", "selective_scan", "ssd_scan", "causal_conv1d")}
+KERNELS = {op: {**gpu.KERNELS.get(op, {}), **cpu.KERNELS.get(op, {})} for op in TORCH}  # in `auto`'s order
+DEVICE = {"cuda": "cuda", "triton": "cuda", "cpu": "cpu"}  # the device type each backend runs on
 _announced = set()
 
 
@@ -49,16 +52,20 @@ def _smoke_inputs(op, device):
 
 @functools.lru_cache(maxsize=None)
 def usable(op, backend, device):
-    """(True, "") if the GPU kernel for (op, backend) imports and agrees with torch on `device`
-    (a string such as "cuda:0"), else (False, why)."""
-    if not device.startswith("cuda") or not torch.cuda.is_available():
+    """(True, "") if the kernel for (op, backend) imports and agrees with torch on `device`
+    (a string such as "cuda:0" or "cpu"), else (False, why)."""
+    on_gpu = DEVICE[backend] == "cuda"
+    if on_gpu and (not device.startswith("cuda") or not torch.cuda.is_available()):
         return False, "no CUDA device"
-    run, _ = gpu.KERNELS[op][backend]
+    if not on_gpu and device != "cpu":
+        return False, f"not a CPU device: {device}"
+    run, _ = KERNELS[op][backend]
     args, kwargs = _smoke_inputs(op, torch.device(device))
     try:
         got = run(*args, **kwargs)
         want = TORCH[op](*args, **kwargs)
-        torch.cuda.synchronize(device)
+        if on_gpu:
+            torch.cuda.synchronize(device)
     except Exception as error:  # an extension that imports but cannot run is not usable
         return False, f"{type(error).__name__}: {error}"
     if not torch.allclose(got.float(), want.float(), rtol=1e-3, atol=1e-3):
@@ -69,8 +76,8 @@ def usable(op, backend, device):
 def choose(op, backend, device, *args, **kwargs):
     """The backend (op, backend) resolves to for this call on `device`; logged once."""
     check_choice("model.layer.backend", backend, BACKENDS)
-    kernels = gpu.KERNELS[op]
-    if backend in ("cuda", "triton") and backend not in kernels:
+    kernels = KERNELS[op]
+    if backend in DEVICE and backend not in kernels:
         valid = ", ".join(repr(b) for b in ["auto", "torch", *kernels])
         raise ConfigError(f"model.layer.backend={backend!r} has no {op} kernel; choose one of: {valid}")
     name, why = "torch", ""
@@ -92,7 +99,7 @@ def choose(op, backend, device, *args, **kwargs):
 
 def _dispatch(op, device, backend, args, kwargs):
     name = choose(op, backend, device, *args, **kwargs)
-    run = TORCH[op] if name == "torch" else gpu.KERNELS[op][name][0]
+    run = TORCH[op] if name == "torch" else KERNELS[op][name][0]
     return run(*args, **kwargs)
 
 

@@ -1,0 +1,231 @@
+"""Scans as compiled C loops for CPU tensors, backend `cpu`.
+
+    linear_scan      h_t = a_t * h_{t-1} + b_t over the last dim, real or complex, float32 or
+                     float64, forward and backward (linear_scan.c)
+    selective_scan   S6, forward only: calls without gradients, as in evaluation and
+                     generation (selective_scan.c); with gradients `auto` takes the torch path
+
+The blocked torch path (chunked.py) avoids a Python step per time step, but it works time-major
+and so pays two transposing copies and their fresh pages (~70% of its time at (2048, 4096)).
+The linear scan's C loop reads a and b once in the layout they come in (time-last, or
+time-major as layers' transposed (B, L, D) activations are) and writes h once in it: a
+memory-speed pass. The rows are split over torch's threads (ctypes calls release the GIL).
+
+The selective scan's loop keeps the (N,) state of a channel in registers, never writing the
+(batch, D, N, L) trajectory, so it costs the B D N L exponentials, which it vectorises.
+
+Each C source is compiled on first use with the system compiler (`$CC`, default `cc`) into
+`$SCAN_CPU_CACHE` (default ~/.cache/sequence-layers/scan), keyed by the source, the flags, the
+compiler and the CPU, and written atomically (ranks may compile at once). Without a compiler
+the dispatcher finds the backend unusable, says why once, and `auto` takes the torch path.
+"""
+
+import concurrent.futures
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import subprocess
+import tempfile
+
+import torch
+
+FLAGS = ["-O3", "-march=native", "-fcx-limited-range", "-fopenmp-simd", "-fno-trapping-math", "-std=gnu11", "-shared", "-fPIC"]
+DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.complex64: "complex64",
+          torch.complex128: "complex128"}
+PARALLEL_FROM = 1 << 16  # elements; below this one thread does the whole scan
+
+
+def _cpu_model():
+    try:
+        lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line for line in lines if line.startswith(("flags", "Features"))), "")
+
+
+@functools.lru_cache(maxsize=None)
+def library(name):
+    """The compiled `name`.c (beside this file), loaded; compiled first if this source, compiler
+    and CPU have no library in the cache yet. Raises RuntimeError with the compiler's message."""
+    source = pathlib.Path(__file__).with_name(f"{name}.c")
+    cc = os.environ.get("CC", "cc")
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise RuntimeError(f"no C compiler ({cc}: {error})") from None
+    key = hashlib.sha256("\0".join([source.read_text(), *FLAGS, version, _cpu_model()]).encode()).hexdigest()[:16]
+    folder = pathlib.Path(os.environ.get("SCAN_CPU_CACHE", pathlib.Path.home() / ".cache/sequence-layers/scan"))
+    path = folder / f"{name}-{key}.so"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            partial = pathlib.Path(tmp) / path.name
+            done = subprocess.run([cc, *FLAGS, str(source), "-o", str(partial)], capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"{cc} could not compile {source.name}: {done.stderr.strip()[:500]}")
+            partial.replace(path)
+    return ctypes.CDLL(str(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(threads):
+    return concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="linear_scan")
+
+
+def _parallel(call, total, multiple, work):
+    """call(start, stop) over [0, total) split into one range per torch thread, cut at multiples
+    of `multiple`; a single call below PARALLEL_FROM elements of `work`."""
+    threads = min(torch.get_num_threads(), -(-total // multiple)) if work >= PARALLEL_FROM else 1
+    if threads == 1:
+        return call(0, total)
+    bounds = [min(total, -(-total * i // threads // multiple) * multiple) for i in range(threads)] + [total]
+    for done in [_pool(threads).submit(call, start, stop) for start, stop in zip(bounds, bounds[1:])]:
+        done.result()
+
+
+def _pointers(*tensors):
+    return [None if x is None else ctypes.c_void_p(x.data_ptr()) for x in tensors]
+
+
+def _int64(*values):
+    return [ctypes.c_int64(v) for v in values]
+
+
+def _run(fn, batch, R, L, time_major, tensors, reverse):
+    """fn(batch, R, L, r0, r1, time_major, *pointers, reverse) with the rows split over threads
+    at multiples of the C loop's row group. tensors: contiguous, or None (NULL)."""
+    if not time_major:  # rows of contiguous steps, batch after batch: one batch of batch * R rows
+        batch, R = 1, batch * R
+    pointers = _pointers(*tensors)
+
+    def call(r0, r1):
+        fn(*_int64(batch, R, L, r0, r1), ctypes.c_int(time_major), *pointers, ctypes.c_int(reverse))
+
+    _parallel(call, R, 64 if time_major else 2, batch * R * L)
+
+
+def _in_layout(x, time_major):
+    """x (batch, R, L) -> the same values, contiguous in the layout asked for (a copy only if needed)."""
+    return x.transpose(1, 2).contiguous().transpose(1, 2) if time_major else x.contiguous()
+
+
+class _LinearScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, h0, reverse, time_major):  # (batch, R, L) both in the layout, (batch, R) or None
+        batch, R, L = b.shape
+        h = torch.empty(batch, L, R, dtype=b.dtype).transpose(1, 2) if time_major else torch.empty_like(b)
+        _run(getattr(library("linear_scan"), f"scan_{DTYPES[b.dtype]}_forward"), batch, R, L, time_major, (a, b, h0, h), reverse)
+        ctx.save_for_backward(a, h, h0)
+        ctx.reverse, ctx.time_major = reverse, time_major
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h):
+        a, h, h0 = ctx.saved_tensors
+        grad_a = torch.empty_like(a) if ctx.needs_input_grad[0] else None  # empty_like keeps the layout
+        grad_b = torch.empty_like(a)
+        grad_h0 = torch.empty_like(h0) if h0 is not None and ctx.needs_input_grad[2] else None
+        _run(getattr(library("linear_scan"), f"scan_{DTYPES[a.dtype]}_backward"), *a.shape, ctx.time_major,
+             (a, h, h0, _in_layout(grad_h, ctx.time_major), grad_a, grad_b, grad_h0), ctx.reverse)
+        return grad_a, grad_b, grad_h0, None, None
+
+
+def linear_scan(a, b, h0=None, reverse=False):
+    """h_t = a_t * h_{t-1} + b_t over the last dim; a, b broadcast; h0 (...) or None (zeros).
+    reverse: h_t = a_t * h_{t+1} + b_t from the end, h0 the state after the end.
+    Works in b's layout where b is a (..., R, L) view of a time-major (..., L, R) tensor, as
+    layers' (B, L, D) activations are once transposed; h comes back in that layout too."""
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    if h0 is not None:
+        dtype = torch.promote_types(dtype, h0.dtype)
+    a, b = torch.broadcast_tensors(a.to(dtype), b.to(dtype))
+    shape = b.shape
+    if b.numel() == 0:
+        return b.clone()
+    R, L = (shape[-2] if len(shape) > 1 else 1), shape[-1]
+    batch = b.numel() // (R * L)
+    a, b = a.reshape(batch, R, L), b.reshape(batch, R, L)
+    time_major = R > 1 and L > 1 and b.transpose(1, 2).is_contiguous()
+    if h0 is not None:
+        h0 = h0.to(dtype).expand(shape[:-1]).reshape(batch, R).contiguous()
+    h = _LinearScan.apply(_in_layout(a, time_major), _in_layout(b, time_major), h0, reverse, time_major)
+    return h.reshape(shape)
+
+
+def _on_cpu(*tensors):
+    return None if all(x is None or x.device.type == "cpu" for x in tensors) else "inputs are not on the CPU"
+
+
+def linear_scan_unsupported(a, b, h0=None, reverse=False):
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    if h0 is not None:
+        dtype = torch.promote_types(dtype, h0.dtype)
+    if dtype not in DTYPES:
+        return _on_cpu(a, b, h0) or f"dtype {dtype} (the C loop takes {', '.join(str(d) for d in DTYPES)})"
+    return _on_cpu(a, b, h0)
+
+
+def _real_dtype(*tensors):
+    return functools.reduce(torch.promote_types, [x.dtype for x in tensors if x is not None])
+
+
+def _groups(M, batch, D):
+    """B or C ((D, N), (batch, N, L) or (batch, G, N, L)) -> (tensor, its strides (b, g, t), channels
+    per group) for selective_scan.c: a contiguous (batch or 1, G, L or 1, N) array, 0 strides where
+    it broadcasts."""
+    if M.dim() == 2:
+        M = M[None, :, None, :]  # (1, D, 1, N): a group per channel
+    elif M.dim() == 3:
+        M = M.transpose(1, 2)[:, None]  # (batch, 1, L, N)
+    else:
+        M = M.transpose(2, 3)  # (batch, G, L, N)
+    M = M.contiguous()
+    return M, [M.stride(i) if M.shape[i] > 1 else 0 for i in range(3)], D // M.shape[1]
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   return_last_state=False, initial_state=None):
+    """Same arguments and result as reference.selective_scan (mamba-ssm's selective_scan_fn),
+    forward only (selective_scan_unsupported refuses calls that need gradients)."""
+    if delta_bias is not None:
+        delta = delta + delta_bias[:, None]
+    if delta_softplus:
+        delta = torch.nn.functional.softplus(delta)
+    dtype = _real_dtype(u, delta, A, B, C, D, z, initial_state)
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    u, delta, A = (x.to(dtype).contiguous() for x in (u, delta, A))
+    (Bm, Bs, Bg), (Cm, Cs, Cg) = _groups(B.to(dtype), batch, dim), _groups(C.to(dtype), batch, dim)
+    h0 = None if initial_state is None else initial_state.to(dtype).expand(batch, dim, N).contiguous()
+    y, last = u.new_empty(batch, dim, L), u.new_empty(batch, dim, N)
+    fn = getattr(library("selective_scan"), f"selective_scan_{DTYPES[dtype]}_forward")
+    u_, delta_, A_, B_, C_, h0_, y_, last_ = _pointers(u, delta, A, Bm, Cm, h0, y, last)
+
+    def call(d0, d1):
+        fn(*_int64(batch, dim, N, L, d0, d1), u_, delta_, A_, B_, *_int64(*Bs, Bg), C_, *_int64(*Cs, Cg), h0_, y_,
+           last_)
+
+    _parallel(call, dim, 1, batch * dim * L * N)
+    if D is not None:  # in place: y is ours, no gradients flow (a fresh array costs its page faults)
+        y.addcmul_(u, D[:, None].to(dtype))
+    if z is not None:
+        y.mul_(torch.nn.functional.silu(z.to(dtype)))
+    return (y, last) if return_last_state else y
+
+
+def selective_scan_unsupported(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                               return_last_state=False, initial_state=None):
+    tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors):
+        return "gradients are needed (the C loop is forward only)"
+    dtype = _real_dtype(*tensors)
+    if dtype not in (torch.float32, torch.float64):
+        return _on_cpu(*tensors) or f"dtype {dtype} (the C loop takes torch.float32, torch.float64)"
+    return _on_cpu(*tensors)
+
+
+KERNELS = {"linear_scan": {"cpu": (linear_scan, linear_scan_unsupported)},
+           "selective_scan": {"cpu": (selective_scan, selective_scan_unsupported)}}
