@@ -1,13 +1,16 @@
 """The training harness: outputs, checkpoints, resume, accumulation, DDP, legacy keys, bad input."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch import Callback
 
-from conftest import CPU_OVERRIDES, compose_config, run_cli, train_in_process
+from conftest import CPU_OVERRIDES, ROOT, compose_config, run_cli, train_in_process
 from src.module import SequenceLightningModule
 from src.utils.errors import ConfigError
 
@@ -235,3 +238,15 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.returncode != 0 and "no_such_key" in result.stderr and "Traceback" not in result.stderr
     result = run_cli([*TINY, "model=lstn", f"hydra.run.dir={tmp_path / 'z'}"])  # Hydra lists the models
     assert result.returncode != 0 and "model/lstn" in result.stderr and "dlr" in result.stderr
+
+
+def test_train_puts_large_tensors_on_huge_pages():
+    """train.py sets THP_MEM_ALLOC_ENABLE where the user has not (torch reads it once, at its
+    first allocation), before anything it imports brings torch in."""
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    code = ("import os, sys; given = os.environ.get('THP_MEM_ALLOC_ENABLE'); import train; "
+            "print(given, train.os.environ['THP_MEM_ALLOC_ENABLE'], 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["None", "1", "True"], done.stderr
+    source = (ROOT / "train.py").read_text()
+    assert source.index('os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")') < source.index("from src")
