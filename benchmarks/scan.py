@@ -103,10 +103,10 @@ def run_ssd(fn, inputs):
 
 def usable(backend, op):
     """True for torch; for the C loops, whether they compile here (printing why not)."""
-    ok, why = (True, "") if backend == "torch" else scan.usable(op, backend, "cpu")
-    if not ok:
+    why = None if backend == "torch" else scan.DISPATCH[op].why_unusable(backend, torch.device("cpu"))
+    if why:
         print(f"{op}, backend {backend}: not usable here ({why})")
-    return ok
+    return why is None
 
 
 def main():

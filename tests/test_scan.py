@@ -62,8 +62,8 @@ def linear_inputs(shape, dtype, h0, seed=0):
 
 def cpu_kernel():
     """Skips the test where the C loop cannot be compiled here (no compiler), saying why."""
-    ok, why = scan.usable("linear_scan", "cpu", "cpu")
-    if not ok:
+    why = scan.DISPATCH["linear_scan"].why_unusable("cpu", torch.device("cpu"))
+    if why:
         pytest.skip(f"the linear scan's C loop is not usable here: {why}")
 
 
@@ -170,11 +170,12 @@ def test_cpu_selective_scan_is_forward_only():
     cpu_kernel()
     u, delta, A, B, C, *_ = selective_inputs(1, 2, 3, 5, "time")
     u.requires_grad_()
-    with pytest.raises(ConfigError, match="backend='cpu' cannot run selective_scan here: gradients are needed"):
+    with pytest.raises(ConfigError, match=r"backend='cpu' does not run on cpu here \(gradients are needed"):
         scan.selective_scan(u, delta, A, B, C, backend="cpu")
-    assert scan.choose("selective_scan", "auto", u.device, u, delta, A, B, C) == "torch"
+    dispatcher = scan.DISPATCH["selective_scan"]
+    assert dispatcher.resolve("auto", u.device, (u, delta, A, B, C)) == "torch"
     with torch.no_grad():
-        assert scan.choose("selective_scan", "auto", u.device, u, delta, A, B, C) == "cpu"
+        assert dispatcher.resolve("auto", u.device, (u, delta, A, B, C)) == "cpu"
 
 
 def test_c_loop_exponential_is_within_float32_rounding():
@@ -284,66 +285,79 @@ def test_causal_conv1d_is_torch_conv1d():
 
 
 # ---------------------------------------------------------------- dispatcher
-def test_auto_uses_torch_without_cuda_and_logs_once(caplog):
-    scan._announced.clear()
+def test_auto_uses_torch_without_a_kernel_and_logs_once(caplog):
+    dispatcher = scan.DISPATCH["causal_conv1d"]
+    dispatcher.reset()
     x, w = torch.randn(1, 2, 3), torch.randn(2, 4)
-    with caplog.at_level("INFO", logger="src.ops.scan"):
-        assert scan.choose("causal_conv1d", "auto", x.device, x, w) == "torch"
+    with caplog.at_level("INFO", logger="src.ops.dispatch"):
+        assert dispatcher.resolve("auto", x.device, (x, w)) == "torch"
         scan.causal_conv1d(x, w)
         scan.causal_conv1d(x, w)
-    assert [r.getMessage() for r in caplog.records] == [
-        "causal_conv1d: backend=auto -> torch (inputs are not on a CUDA device)"]
+    assert [r.getMessage() for r in caplog.records] == ["causal_conv1d: backend=auto -> torch on cpu"]
 
 
 def test_auto_takes_the_c_loop_for_the_linear_scan_on_cpu(caplog):
     cpu_kernel()
-    scan._announced.clear()
+    dispatcher = scan.DISPATCH["linear_scan"]
+    dispatcher.reset()
     a, b = torch.rand(2, 5), torch.randn(2, 5)
-    with caplog.at_level("INFO", logger="src.ops.scan"):
-        assert scan.choose("linear_scan", "auto", a.device, a, b) == "cpu"
-        assert scan.choose("linear_scan", "auto", a.device, a.half(), b.half()) == "torch"  # no float16 C loop
+    with caplog.at_level("INFO", logger="src.ops.dispatch"):
+        assert dispatcher.resolve("auto", a.device, (a, b)) == "cpu"
+        assert dispatcher.resolve("auto", a.device, (a.half(), b.half())) == "torch"  # no float16 C loop
     assert [r.getMessage() for r in caplog.records] == [
-        "linear_scan: backend=auto -> cpu",
-        "linear_scan: backend=auto -> torch (dtype torch.float16 (the C loop takes torch.float32, torch.float64, "
-        "torch.complex64, torch.complex128))"]
+        "linear_scan: backend=auto -> cpu on cpu",
+        "linear_scan: backend=auto -> torch on cpu (cpu not usable (dtype torch.float16 (the C loop takes "
+        "torch.float32, torch.float64, torch.complex64, torch.complex128)))"]
 
 
 def test_without_a_compiler_the_c_loop_is_unusable_and_auto_says_why(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("SCAN_CPU_CACHE", str(tmp_path))
-    for cached in (cpu.library, scan.usable):
-        cached.cache_clear()
-    scan._announced.clear()
+    dispatcher = scan.DISPATCH["linear_scan"]
+    cpu.library.cache_clear()
+    dispatcher.reset()
     try:
         a, b = torch.rand(2, 5), torch.randn(2, 5)
-        with caplog.at_level("INFO", logger="src.ops.scan"):
+        with caplog.at_level("INFO", logger="src.ops.dispatch"):
             torch.testing.assert_close(scan.linear_scan(a, b), reference.linear_scan(a, b))
         assert caplog.records[0].getMessage().startswith(
-            f"linear_scan: backend=auto -> torch (RuntimeError: no C compiler ({tmp_path / 'no-such-cc'}: ")
-        with pytest.raises(ConfigError, match="backend='cpu' cannot run linear_scan here: RuntimeError: no C compiler"):
+            f"linear_scan: backend=auto -> torch on cpu (cpu not usable (RuntimeError: no C compiler "
+            f"({tmp_path / 'no-such-cc'}: ")
+        with pytest.raises(ConfigError, match=r"backend='cpu' does not run on cpu here \(RuntimeError: no C compiler"):
             scan.linear_scan(a, b, backend="cpu")
     finally:
-        for cached in (cpu.library, scan.usable):
-            cached.cache_clear()
-        scan._announced.clear()
+        cpu.library.cache_clear()
+        dispatcher.reset()
 
 
 def test_explicit_gpu_backends_say_why_they_cannot_run():
     a, b = torch.rand(2, 5), torch.randn(2, 5)
-    with pytest.raises(ConfigError, match="backend='cuda' cannot run linear_scan here: inputs are not on a CUDA"):
+    with pytest.raises(ConfigError, match=r"backend='cuda' does not run on cpu here \(inputs are not on a CUDA"):
         scan.linear_scan(a, b, backend="cuda")
     u = torch.randn(1, 2, 3)
-    with pytest.raises(ConfigError, match="backend='triton' has no selective_scan kernel; choose one of: 'auto', "
-                                          "'torch', 'cuda'"):
+    with pytest.raises(ConfigError, match="backend='triton' is not valid; choose one of: 'auto', 'torch', 'cuda', "
+                                          "'cpu'"):
         scan.selective_scan(u, u, -torch.ones(2, 1), torch.ones(1, 1, 3), torch.ones(1, 1, 3), backend="triton")
     with pytest.raises(ConfigError, match="backend='keops' is not valid; choose one of: 'auto', 'torch', 'cuda', "
                                           "'triton', 'cpu'"):
         scan.linear_scan(a, b, backend="keops")
 
 
-def test_smoke_calls_refuse_the_wrong_device():
-    assert scan.usable("selective_scan", "cuda", "cpu") == (False, "no CUDA device")
-    assert scan.usable("linear_scan", "cpu", "cuda:0") == (False, "not a CPU device: cuda:0")
+def test_a_kernel_that_disagrees_with_torch_is_not_usable():
+    """The smoke call compares with the torch path: a kernel that runs but computes something
+    else (a stale build, a changed convention) is refused, with the size of the difference."""
+    wrong = lambda a, b, h0=None, reverse=False: chunked.linear_scan(a, b, h0, not reverse)  # noqa: E731
+    with pytest.raises(RuntimeError, match="its smoke call differs from the torch path by"):
+        scan._smoke("linear_scan")(wrong, torch.device("cpu"))
+    scan._smoke("linear_scan")(chunked.linear_scan, torch.device("cpu"))
+
+
+def test_kernels_are_offered_only_on_their_device():
+    assert scan.DISPATCH["selective_scan"].preference == {"cuda": ["cuda", "torch"], "cpu": ["cpu", "torch"],
+                                                          "default": ["torch"]}
+    assert scan.DISPATCH["linear_scan"].preference["cuda"] == ["cuda", "triton", "torch"]
+    with pytest.raises(ConfigError, match=r"backend='cpu' does not run on meta here \(inputs are not on the CPU\)"):
+        scan.linear_scan(torch.rand(2, 5, device="meta"), torch.rand(2, 5, device="meta"), backend="cpu")
 
 
 # ---------------------------------------------------------------- GPU kernels (need CUDA and the packages)

@@ -5,11 +5,14 @@ Each op declares its backends as {name: loader}, where `loader()` imports what t
 raises ImportError / RuntimeError saying why it cannot; and a `smoke(fn, device)` that calls the
 function on a tiny input on that device. A backend is *usable* on a device when it loads and its
 smoke call runs (an extension that imports but fails at run time is not usable). The verdict is
-cached per (backend, device type).
+cached per (backend, device type). A backend that can run only some calls (no complex dtypes,
+no gradients, no initial state) also declares `unsupported[name](*args, **kwargs)`, which says
+why it cannot run this call (None if it can); it is asked on every call.
 
-`auto` takes the first usable backend of the op's preference list for the device type (fastest
-first, from benchmarks/kernels.py) and logs its choice once. An explicit backend that is not
-usable raises ConfigError with the reason; an unknown name raises ConfigError with the choices.
+`auto` takes the first backend of the op's preference list for the device type (fastest first,
+from the benchmarks) that is usable and supports the call, and logs its choice once. An explicit
+backend that cannot run raises ConfigError with the reason; an unknown name raises ConfigError
+with the choices.
 """
 
 import importlib
@@ -29,11 +32,12 @@ def lazy(path):
 
 
 class Dispatcher:
-    def __init__(self, op, loaders, preference, smoke):
+    def __init__(self, op, loaders, preference, smoke, unsupported=None):
         self.op = op
         self.loaders = loaders  # {name: () -> fn}
         self.preference = preference  # {device type: [names, fastest first]}; "default" for others
         self.smoke = smoke  # (fn, device) -> None; raises if fn does not run there
+        self.unsupported = unsupported or {}  # {name: (*args, **kwargs) -> None or why not this call}
         self.choices = ["auto", *loaders]
         self._functions = {}  # name -> fn, once loaded
         self._verdicts = {}  # (name, device type) -> None (usable) or the reason it is not
@@ -57,14 +61,26 @@ class Dispatcher:
                 self._verdicts[key] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         return self._verdicts[key]
 
-    def resolve(self, backend, device):
-        """The backend name `backend` means on `device`."""
+    def reset(self):
+        """Forget the verdicts and announcements (after the environment changed: a compiler or a
+        package installed or removed)."""
+        self._functions.clear()
+        self._verdicts.clear()
+        self._announced.clear()
+
+    def resolve(self, backend, device, args=(), kwargs=None):
+        """The backend name `backend` means on `device` for the call fn(*args, **kwargs)."""
         self.check(backend)
+
+        def why_not(name):
+            hook = self.unsupported.get(name)
+            return (hook(*args, **(kwargs or {})) if hook else None) or self.why_unusable(name, device)
+
         if backend == "auto":
             order = self.preference.get(device.type, self.preference["default"])
             reasons = {}
             for name in order:
-                reasons[name] = self.why_unusable(name, device)
+                reasons[name] = why_not(name)
                 if reasons[name] is None:
                     break
             else:
@@ -72,15 +88,16 @@ class Dispatcher:
             skipped = "; ".join(f"{n} not usable ({r})" for n, r in reasons.items() if r)
             self._announce(backend, name, device, skipped)
             return name
-        reason = self.why_unusable(backend, device)
+        reason = why_not(backend)
         if reason:
             raise ConfigError(f"model.layer.backend={backend!r} does not run on {device.type} here ({reason}); "
                               "use model.layer.backend=auto (the fastest backend that runs there)")
         self._announce(backend, backend, device, "")
         return backend
 
-    def function(self, backend, device):
-        return self._functions[self.resolve(backend, device)]
+    def function(self, backend, device, args=(), kwargs=None):
+        """The function `backend` resolves to on `device` for the call fn(*args, **kwargs)."""
+        return self._functions[self.resolve(backend, device, args, kwargs)]
 
     def _announce(self, backend, name, device, skipped):
         key = (backend, name, device.type)

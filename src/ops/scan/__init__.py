@@ -8,29 +8,24 @@
     causal_conv1d(x, weight, bias=None, activation=None, initial_states=None)   causal_conv1d_fn
 
 each with `backend="auto"|"torch"|"cuda"|"triton"|"cpu"`. `torch` is chunked.py (blocked, any
-device); `cuda`/`triton` are the field's kernels (gpu.py), usable only on CUDA tensors; `cpu` is
-our compiled C loop for the linear scan on CPU tensors (cpu.py). A kernel is usable when it
-imports (or compiles) AND a smoke call on this device agrees with the torch path. `auto` takes a
-usable kernel that supports the call (dtypes, no initial state where the kernel has none), else
-torch; an explicit backend that cannot run the call is a ConfigError saying why. Each choice is
-logged once. reference.py holds the loops every path is tested against.
+device); `cuda`/`triton` are the field's kernels (gpu.py), usable only on CUDA tensors; `cpu` is our
+compiled C loops for CPU tensors (cpu.py). src/ops/dispatch.py chooses: a kernel is usable when
+it imports (or compiles) AND a smoke call on this device agrees with the torch path; `auto`
+takes a usable kernel that supports the call (dtypes, gradients, no initial state where the
+kernel has none), else torch; an explicit backend that cannot run the call is a ConfigError
+saying why. Each choice is logged once. reference.py holds the loops every path is tested
+against.
 """
-
-import functools
-import logging
 
 import torch
 
+from src.ops.dispatch import Dispatcher
 from src.ops.scan import chunked, cpu, gpu
-from src.utils.errors import ConfigError, check_choice
-
-log = logging.getLogger(__name__)
 
 BACKENDS = ["auto", "torch", "cuda", "triton", "cpu"]
 TORCH = {op: getattr(chunked, op) for op in ("linear_scan", "selective_scan", "ssd_scan", "causal_conv1d")}
-KERNELS = {op: {**gpu.KERNELS.get(op, {}), **cpu.KERNELS.get(op, {})} for op in TORCH}  # in `auto`'s order
-DEVICE = {"cuda": "cuda", "triton": "cuda", "cpu": "cpu"}  # the device type each backend runs on
-_announced = set()
+KERNELS = {op: {**gpu.KERNELS.get(op, {}), **cpu.KERNELS.get(op, {})} for op in TORCH}  # {op: {name: (run, unsupported)}}
+DEVICE = {"cuda": "cuda", "triton": "cuda", "cpu": "cpu"}  # the device type each kernel runs on
 
 
 def _smoke_inputs(op, device):
@@ -50,57 +45,30 @@ def _smoke_inputs(op, device):
     return (r(2, 4, 40), r(4, 4), r(4)), dict(activation="silu")
 
 
-@functools.lru_cache(maxsize=None)
-def usable(op, backend, device):
-    """(True, "") if the kernel for (op, backend) imports and agrees with torch on `device`
-    (a string such as "cuda:0" or "cpu"), else (False, why)."""
-    on_gpu = DEVICE[backend] == "cuda"
-    if on_gpu and (not device.startswith("cuda") or not torch.cuda.is_available()):
-        return False, "no CUDA device"
-    if not on_gpu and device != "cpu":
-        return False, f"not a CPU device: {device}"
-    run, _ = KERNELS[op][backend]
-    args, kwargs = _smoke_inputs(op, torch.device(device))
-    try:
-        got = run(*args, **kwargs)
-        want = TORCH[op](*args, **kwargs)
-        if on_gpu:
+def _smoke(op):
+    """A kernel is usable on a device when it runs there and agrees with the torch path."""
+    def smoke(fn, device):
+        args, kwargs = _smoke_inputs(op, device)
+        got, want = fn(*args, **kwargs), TORCH[op](*args, **kwargs)
+        if device.type == "cuda":
             torch.cuda.synchronize(device)
-    except Exception as error:  # an extension that imports but cannot run is not usable
-        return False, f"{type(error).__name__}: {error}"
-    if not torch.allclose(got.float(), want.float(), rtol=1e-3, atol=1e-3):
-        return False, f"smoke call differs from the torch path by {(got - want).abs().max().item():.3g}"
-    return True, ""
+        if not torch.allclose(got.float(), want.float(), rtol=1e-3, atol=1e-3):
+            raise RuntimeError(f"its smoke call differs from the torch path by {(got - want).abs().max().item():.3g}")
+    return smoke
 
 
-def choose(op, backend, device, *args, **kwargs):
-    """The backend (op, backend) resolves to for this call on `device`; logged once."""
-    check_choice("model.layer.backend", backend, BACKENDS)
+def _dispatcher(op):
     kernels = KERNELS[op]
-    if backend in DEVICE and backend not in kernels:
-        valid = ", ".join(repr(b) for b in ["auto", "torch", *kernels])
-        raise ConfigError(f"model.layer.backend={backend!r} has no {op} kernel; choose one of: {valid}")
-    name, why = "torch", ""
-    candidates = list(kernels) if backend == "auto" else [] if backend == "torch" else [backend]
-    for candidate in candidates:
-        why = kernels[candidate][1](*args, **kwargs)
-        if why is None:
-            ok, why = usable(op, candidate, str(device))
-            if ok:
-                name = candidate
-                break
-        if backend != "auto":
-            raise ConfigError(f"model.layer.backend={backend!r} cannot run {op} here: {why}")
-    if (op, backend, name, device.type) not in _announced:
-        _announced.add((op, backend, name, device.type))
-        log.info(f"{op}: backend={backend} -> {name}" + (f" ({why})" if why and name == "torch" else ""))
-    return name
+    on = {kind: [name for name in kernels if DEVICE[name] == kind] + ["torch"] for kind in ("cuda", "cpu")}
+    return Dispatcher(op, {"torch": lambda: TORCH[op], **{name: (lambda run=run: run) for name, (run, _) in kernels.items()}},
+                      {**on, "default": ["torch"]}, _smoke(op), {name: why for name, (_, why) in kernels.items()})
+
+
+DISPATCH = {op: _dispatcher(op) for op in TORCH}
 
 
 def _dispatch(op, device, backend, args, kwargs):
-    name = choose(op, backend, device, *args, **kwargs)
-    run = TORCH[op] if name == "torch" else KERNELS[op][name][0]
-    return run(*args, **kwargs)
+    return DISPATCH[op].function(backend, device, args, kwargs)(*args, **kwargs)
 
 
 def linear_scan(a, b, h0=None, reverse=False, backend="auto"):
