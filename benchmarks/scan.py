@@ -5,12 +5,12 @@ are what survive a shared machine).
 
 Rows:
   selective scan, forward, (B=4, D=256, N=16, L=2048): src.ops.scan.selective_scan with backend
-      `cpu` (the C loop) and `torch` (blocked, no stored states) vs `mamba_selective_scan_ref`
+      `cpu` (the C loop) and `torch` (blocked; no stored states without gradients) vs `mamba_selective_scan_ref`
       below: mamba-ssm's published `selective_scan_ref` loop (precomputed exp(delta A) and
       delta B u, one einsum per step), re-implemented here from its semantics for time-varying
       B, C of shape (B, N, L) and real A
-  selective scan, forward + backward, L = 256 (the loop's backward grows ~quadratically in L):
-      the torch path (the C loop is forward only)
+  selective scan, forward + backward, L = 256 (the loop's backward grows ~quadratically in L),
+      both backends
   linear scan, forward (B=8, D=256, L=4096) and forward + backward (L=512): linear_scan with
       backend `cpu` (the C loop) and `torch` (blocked) vs src.ops.scan.reference.linear_scan
       (one step per time step)
@@ -130,20 +130,19 @@ def main():
     x = selective_inputs(4, 256, 16, L, False)
     with torch.no_grad():
         loop = timed(lambda: run_selective(mamba_selective_scan_ref, x, False), args.repeats, warmup=False)
-        for backend, name in (("cpu", "C loop"), ("torch", "blocked")):
-            if not usable(backend, "selective_scan"):
-                continue
-            fast = lambda *a, backend=backend, **kw: scan.selective_scan(*a, **kw, backend=backend)  # noqa: E731
+    x_grad = selective_inputs(4, 256, 16, 256 // k, True)
+    loop_grad = timed(lambda: run_selective(mamba_selective_scan_ref, x_grad, True), args.repeats)
+    for backend, name in (("cpu", "C loop"), ("torch", "blocked")):
+        if not usable(backend, "selective_scan"):
+            continue
+        fast = lambda *a, backend=backend, **kw: scan.selective_scan(*a, **kw, backend=backend)  # noqa: E731
+        with torch.no_grad():
             torch.testing.assert_close(run_selective(fast, x, False), run_selective(mamba_selective_scan_ref, x, False),
                                        rtol=1e-3, atol=1e-3)
-            row(f"selective scan fwd  B=4 D=256 N=16 L={L} {name} vs mamba ref",
+            row(f"selective scan fwd     B=4 D=256 N=16 L={L} {name} vs mamba ref",
                 timed(lambda: run_selective(fast, x, False), args.repeats), loop)
-    fast = lambda *a, **kw: scan.selective_scan(*a, **kw, backend="torch")  # noqa: E731
-    L = 256 // k
-    x = selective_inputs(4, 256, 16, L, True)
-    row(f"selective scan fwd+bwd B=4 D=256 N=16 L={L} vs mamba ref",
-        timed(lambda: run_selective(fast, x, True), args.repeats),
-        timed(lambda: run_selective(mamba_selective_scan_ref, x, True), args.repeats))
+        row(f"selective scan fwd+bwd B=4 D=256 N=16 L={256 // k} {name} vs mamba ref",
+            timed(lambda: run_selective(fast, x_grad, True), args.repeats), loop_grad)
 
     for backend, name in (("cpu", "C loop"), ("torch", "blocked")):
         if not usable(backend, "linear_scan"):
@@ -152,18 +151,18 @@ def main():
         L = 4096 // k
         x = linear_inputs(8, 256, L, False)
         with torch.no_grad():
-            row(f"linear scan fwd     B=8 D=256 L={L} {name} vs loop",
+            row(f"linear scan fwd        B=8 D=256 L={L} {name} vs loop",
                 timed(lambda: run_linear(ours, x, False), args.repeats),
                 timed(lambda: run_linear(reference.linear_scan, x, False), args.repeats))
         L = 512 // k  # the loop's backward re-zeroes a (B, D, L) gradient per step: O(L^2)
         x = linear_inputs(8, 256, L, True)
-        row(f"linear scan fwd+bwd B=8 D=256 L={L} {name} vs loop",
+        row(f"linear scan fwd+bwd    B=8 D=256 L={L} {name} vs loop",
             timed(lambda: run_linear(ours, x, True), args.repeats),
             timed(lambda: run_linear(reference.linear_scan, x, True), args.repeats))
 
     L = 1024 // k
     x = ssd_inputs(4, L, 8, 32, 16)
-    row(f"SSD fwd+bwd B=4 L={L} H=8 P=32 N=16 vs loop",
+    row(f"SSD fwd+bwd            B=4 L={L} H=8 P=32 N=16 vs loop",
         timed(lambda: run_ssd(lambda *a: scan.ssd_scan(*a, chunk_size=64, dt_softplus=True, backend="torch"), x),
               args.repeats),
         timed(lambda: run_ssd(lambda *a: reference.ssd_scan(*a, dt_softplus=True), x), args.repeats))

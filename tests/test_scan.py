@@ -134,15 +134,27 @@ def selective_inputs(batch, D, N, L, B_kind, seed=0, dtype=torch.float32):
 SELECTIVE = [(2, 4, 3, 1), (1, 6, 1, 9), (2, 4, 5, 33), (3, 2, 2, 70)]
 
 
-@pytest.mark.parametrize("batch, D, N, L", SELECTIVE)
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+@pytest.mark.parametrize("batch, D, N, L", SELECTIVE + [(2, 38, 16, 300)])
 @pytest.mark.parametrize("B_kind", ["time", "grouped", "fixed"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_selective_scan_matches_reference(batch, D, N, L, B_kind, dtype):
+@pytest.mark.parametrize("h0", [False, True])
+def test_selective_scan_matches_reference(backend, batch, D, N, L, B_kind, dtype, h0):
+    """Outputs, last state and the gradients of every input (the last state's included);
+    (2, 38, 16, 300) is large enough for the C loop to split channels over threads, whose
+    gradients of the shared B and C are then summed."""
+    if backend == "cpu":
+        cpu_kernel()
     tol = F32 if dtype == torch.float32 else F64
+    if L == 300 and dtype == torch.float32:
+        tol = dict(rtol=3e-4, atol=3e-4)  # float32 sums over 300 steps and 38 channels: a few more ulps
     inputs = selective_inputs(batch, D, N, L, B_kind, dtype=dtype)
+    inputs.append(torch.randn(batch, D, N, generator=gen(4), dtype=torch.float64).to(dtype) if h0 else None)
     kw = dict(delta_softplus=True, return_last_state=True)
-    compare(lambda u, d, A, B, C, Dp, z, bias: scan.selective_scan(u, d, A, B, C, Dp, z, bias, backend="torch", **kw),
-            lambda u, d, A, B, C, Dp, z, bias: reference.selective_scan(u, d, A, B, C, Dp, z, bias, **kw), inputs, tol)
+    compare(lambda u, d, A, B, C, Dp, z, bias, h: scan.selective_scan(u, d, A, B, C, Dp, z, bias, initial_state=h,
+                                                                      backend=backend, **kw),
+            lambda u, d, A, B, C, Dp, z, bias, h: reference.selective_scan(u, d, A, B, C, Dp, z, bias, initial_state=h,
+                                                                           **kw), inputs, tol)
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu"])
@@ -166,16 +178,14 @@ def test_selective_scan_without_gradients_matches_reference(backend, batch, D, N
         torch.testing.assert_close(g.double(), w, **(F64 if dtype == torch.float64 else F32))
 
 
-def test_cpu_selective_scan_is_forward_only():
+def test_auto_takes_the_c_loop_for_the_selective_scan_on_cpu_with_or_without_gradients():
     cpu_kernel()
     u, delta, A, B, C, *_ = selective_inputs(1, 2, 3, 5, "time")
-    u.requires_grad_()
-    with pytest.raises(ConfigError, match=r"backend='cpu' does not run on cpu here \(gradients are needed"):
-        scan.selective_scan(u, delta, A, B, C, backend="cpu")
     dispatcher = scan.DISPATCH["selective_scan"]
-    assert dispatcher.resolve("auto", u.device, (u, delta, A, B, C)) == "torch"
+    assert dispatcher.resolve("auto", u.device, (u.requires_grad_(), delta, A, B, C)) == "cpu"
     with torch.no_grad():
         assert dispatcher.resolve("auto", u.device, (u, delta, A, B, C)) == "cpu"
+    assert dispatcher.resolve("auto", u.device, (u.half(), delta.half(), A.half(), B.half(), C.half())) == "torch"
 
 
 def test_c_loop_exponential_is_within_float32_rounding():

@@ -2,8 +2,8 @@
 
     linear_scan      h_t = a_t * h_{t-1} + b_t over the last dim, real or complex, float32 or
                      float64, forward and backward (linear_scan.c)
-    selective_scan   S6, forward only: calls without gradients, as in evaluation and
-                     generation (selective_scan.c); with gradients `auto` takes the torch path
+    selective_scan   S6 (mamba-ssm's selective_scan_fn), real, float32 or float64, forward
+                     and backward (selective_scan.c)
 
 The blocked torch path (chunked.py) avoids a Python step per time step, but it works time-major
 and so pays two transposing copies and their fresh pages (~70% of its time at (2048, 4096)).
@@ -11,8 +11,10 @@ The linear scan's C loop reads a and b once in the layout they come in (time-las
 time-major as layers' transposed (B, L, D) activations are) and writes h once in it: a
 memory-speed pass. The rows are split over torch's threads (ctypes calls release the GIL).
 
-The selective scan's loop keeps the (N,) state of a channel in registers, never writing the
-(batch, D, N, L) trajectory, so it costs the B D N L exponentials, which it vectorises.
+The selective scan's forward keeps the (N,) state of a channel in registers and never writes
+the (batch, D, N, L) trajectory (the torch path stores it for its backward); the backward
+recomputes one channel's states into a cache-sized scratch. Both cost the B D N L exponentials,
+which they vectorise.
 
 Each C source is compiled on first use with the system compiler (`$CC`, default `cc`) into
 `$SCAN_CPU_CACHE` (default ~/.cache/sequence-layers/scan), keyed by the source, the flags, the
@@ -74,14 +76,19 @@ def _pool(threads):
     return concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="linear_scan")
 
 
-def _parallel(call, total, multiple, work):
-    """call(start, stop) over [0, total) split into one range per torch thread, cut at multiples
-    of `multiple`; a single call below PARALLEL_FROM elements of `work`."""
+def _ranges(total, multiple, work):
+    """[0, total) split into one (start, stop) per torch thread, cut at multiples of `multiple`;
+    a single range below PARALLEL_FROM elements of `work`."""
     threads = min(torch.get_num_threads(), -(-total // multiple)) if work >= PARALLEL_FROM else 1
-    if threads == 1:
-        return call(0, total)
     bounds = [min(total, -(-total * i // threads // multiple) * multiple) for i in range(threads)] + [total]
-    for done in [_pool(threads).submit(call, start, stop) for start, stop in zip(bounds, bounds[1:])]:
+    return list(zip(bounds, bounds[1:]))
+
+
+def _parallel(call, ranges):
+    """call(i, start, stop) for each range, in torch's threads (ctypes calls release the GIL)."""
+    if len(ranges) == 1:
+        return call(0, *ranges[0])
+    for done in [_pool(len(ranges)).submit(call, i, *r) for i, r in enumerate(ranges)]:
         done.result()
 
 
@@ -100,10 +107,10 @@ def _run(fn, batch, R, L, time_major, tensors, reverse):
         batch, R = 1, batch * R
     pointers = _pointers(*tensors)
 
-    def call(r0, r1):
+    def call(i, r0, r1):
         fn(*_int64(batch, R, L, r0, r1), ctypes.c_int(time_major), *pointers, ctypes.c_int(reverse))
 
-    _parallel(call, R, 64 if time_major else 2, batch * R * L)
+    _parallel(call, _ranges(R, 64 if time_major else 2, batch * R * L))
 
 
 def _in_layout(x, time_major):
@@ -172,8 +179,8 @@ def _real_dtype(*tensors):
     return functools.reduce(torch.promote_types, [x.dtype for x in tensors if x is not None])
 
 
-def _groups(M, batch, D):
-    """B or C ((D, N), (batch, N, L) or (batch, G, N, L)) -> (tensor, its strides (b, g, t), channels
+def _groups(M, D):
+    """B or C ((D, N), (batch, N, L) or (batch, G, N, L)) -> (array, its strides (b, g, t), channels
     per group) for selective_scan.c: a contiguous (batch or 1, G, L or 1, N) array, 0 strides where
     it broadcasts."""
     if M.dim() == 2:
@@ -183,13 +190,57 @@ def _groups(M, batch, D):
     else:
         M = M.transpose(2, 3)  # (batch, G, L, N)
     M = M.contiguous()
-    return M, [M.stride(i) if M.shape[i] > 1 else 0 for i in range(3)], D // M.shape[1]
+    return M, *(M.stride(i) if M.shape[i] > 1 else 0 for i in range(3)), D // M.shape[1]
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """u, delta (batch, D, L), A (D, N) contiguous; B, C and their (strides, channels per group)
+    as _groups makes them; h0 (batch, D, N) or None -> y (batch, D, L), last state (batch, D, N)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, h0, B_layout, C_layout):
+        (batch, dim, L), N = u.shape, A.shape[1]
+        y, last = u.new_empty(batch, dim, L), u.new_empty(batch, dim, N)
+        fn = getattr(library("selective_scan"), f"selective_scan_{DTYPES[u.dtype]}_forward")
+        pointers = _pointers(u, delta, A, B, C, h0, y, last)
+
+        def call(i, d0, d1):
+            fn(*_int64(batch, dim, N, L, d0, d1), *pointers[:3], pointers[3], *_int64(*B_layout), pointers[4],
+               *_int64(*C_layout), *pointers[5:])
+
+        _parallel(call, _ranges(dim, 1, batch * dim * L * N))
+        ctx.save_for_backward(u, delta, A, B, C, h0)
+        ctx.layouts = B_layout, C_layout
+        return y, last
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y, grad_last):
+        u, delta, A, B, C, h0 = ctx.saved_tensors
+        B_layout, C_layout = ctx.layouts
+        (batch, dim, L), N = u.shape, A.shape[1]
+        ranges = _ranges(dim, 1, batch * dim * L * N)
+        grad_u, grad_delta, grad_A = torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A)
+        grad_B = B.new_zeros(len(ranges), *B.shape)  # one buffer per thread: channels share B and C
+        grad_C = C.new_zeros(len(ranges), *C.shape)
+        grad_h0 = torch.empty_like(h0) if h0 is not None and ctx.needs_input_grad[5] else None
+        scratch = u.new_empty(len(ranges), L, N)  # each thread's recomputed states of one channel
+        fn = getattr(library("selective_scan"), f"selective_scan_{DTYPES[u.dtype]}_backward")
+        pointers = _pointers(u, delta, A, B, C, h0, grad_y.contiguous(), grad_last.contiguous(), grad_u, grad_delta,
+                             grad_A)
+
+        def call(i, d0, d1):
+            fn(*_int64(batch, dim, N, L, d0, d1), *pointers[:3], pointers[3], *_int64(*B_layout), pointers[4],
+               *_int64(*C_layout), *pointers[5:], *_pointers(grad_B[i], grad_C[i], grad_h0, scratch[i]))
+
+        _parallel(call, ranges)
+        return grad_u, grad_delta, grad_A, grad_B.sum(0), grad_C.sum(0), grad_h0, None, None
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False, initial_state=None):
-    """Same arguments and result as reference.selective_scan (mamba-ssm's selective_scan_fn),
-    forward only (selective_scan_unsupported refuses calls that need gradients)."""
+    """Same arguments and result as reference.selective_scan (mamba-ssm's selective_scan_fn).
+    The bias, softplus, D u and z gate are torch ops around the C loop."""
     if delta_bias is not None:
         delta = delta + delta_bias[:, None]
     if delta_softplus:
@@ -198,29 +249,21 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     batch, dim, L = u.shape
     N = A.shape[1]
     u, delta, A = (x.to(dtype).contiguous() for x in (u, delta, A))
-    (Bm, Bs, Bg), (Cm, Cs, Cg) = _groups(B.to(dtype), batch, dim), _groups(C.to(dtype), batch, dim)
+    (Bm, *B_layout), (Cm, *C_layout) = _groups(B.to(dtype), dim), _groups(C.to(dtype), dim)
     h0 = None if initial_state is None else initial_state.to(dtype).expand(batch, dim, N).contiguous()
-    y, last = u.new_empty(batch, dim, L), u.new_empty(batch, dim, N)
-    fn = getattr(library("selective_scan"), f"selective_scan_{DTYPES[dtype]}_forward")
-    u_, delta_, A_, B_, C_, h0_, y_, last_ = _pointers(u, delta, A, Bm, Cm, h0, y, last)
-
-    def call(d0, d1):
-        fn(*_int64(batch, dim, N, L, d0, d1), u_, delta_, A_, B_, *_int64(*Bs, Bg), C_, *_int64(*Cs, Cg), h0_, y_,
-           last_)
-
-    _parallel(call, dim, 1, batch * dim * L * N)
-    if D is not None:  # in place: y is ours, no gradients flow (a fresh array costs its page faults)
-        y.addcmul_(u, D[:, None].to(dtype))
+    y, last = _SelectiveScan.apply(u, delta, A, Bm, Cm, h0, B_layout, C_layout)
+    in_place = not (torch.is_grad_enabled() and y.requires_grad)  # y is ours: spare a fresh array
+    if D is not None:
+        y = y.addcmul_(u, D[:, None].to(dtype)) if in_place else y + u * D[:, None].to(dtype)
     if z is not None:
-        y.mul_(torch.nn.functional.silu(z.to(dtype)))
+        gate = torch.nn.functional.silu(z.to(dtype))
+        y = y.mul_(gate) if in_place else y * gate
     return (y, last) if return_last_state else y
 
 
 def selective_scan_unsupported(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                                return_last_state=False, initial_state=None):
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
-    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors):
-        return "gradients are needed (the C loop is forward only)"
     dtype = _real_dtype(*tensors)
     if dtype not in (torch.float32, torch.float64):
         return _on_cpu(*tensors) or f"dtype {dtype} (the C loop takes torch.float32, torch.float64)"

@@ -1,12 +1,14 @@
-/* The selective scan of S6 (Mamba) on the CPU, forward only, compiled by cpu.py.
+/* The selective scan of S6 (Mamba) on the CPU, forward and backward, compiled by cpu.py.
 
    For each batch b and channel d, a state h of N values runs along the L steps:
        h_t[n] = exp(delta_t A[d, n]) h_{t-1}[n] + delta_t u_t B_t[n],     h_{-1} = h0 (or 0)
        y_t    = sum_n C_t[n] h_t[n]
    and the last state is returned. delta is taken as given (bias and softplus are applied by the
-   caller, as are D u and the z gate). The state stays in registers: nothing of size
-   (batch, D, N, L) is ever written, so the cost is the B D N L exponentials. The float32 loop
-   uses its own exponential (below), which the compiler vectorises over n; float64 uses libm.
+   caller, as are D u and the z gate). The forward keeps the state in registers: nothing of size
+   (batch, D, N, L) is ever written, so the cost is the B D N L exponentials. The backward
+   recomputes one channel's states into an (L, N) scratch that stays in cache, then runs
+   against the scan, as mamba-ssm's kernel does in SRAM. The float32 loops use their own
+   exponential (below), which the compiler vectorises over n; float64 uses libm.
 
    u, delta, y: (batch, D, L) contiguous; A: (D, N); h0, last: (batch, D, N) contiguous (h0 may
    be NULL). B and C: element (b, g, t, n) at b sb + g sg + t st + n, channel d reading group
@@ -42,35 +44,99 @@ static inline float exp_float(float x) {
 }
 
 #define DEFINE_SELECTIVE_SCAN(NAME, T, EXP)                                                       \
+    /* One channel forward from h (N,), in place; y and/or the states hs (L, N) if not NULL. */   \
+    static inline void NAME##_channel(int64_t N, int64_t L, const T *u, const T *delta,           \
+                                      const T *A, const T *B, int64_t Bst, const T *C,            \
+                                      int64_t Cst, T *h, T *y, T *hs) {                           \
+        T dA[N];                                                                                  \
+        for (int64_t t = 0; t < L; t++) {                                                         \
+            const T dt = delta[t], x = dt * u[t];                                                 \
+            const T *Bt = B + t * Bst, *Ct = C + t * Cst;                                         \
+            T acc = 0;                                                                            \
+            _Pragma("omp simd")                                                                   \
+            for (int64_t n = 0; n < N; n++) dA[n] = EXP(dt * A[n]);                               \
+            _Pragma("omp simd reduction(+ : acc)")                                                \
+            for (int64_t n = 0; n < N; n++) {                                                     \
+                h[n] = dA[n] * h[n] + x * Bt[n];                                                  \
+                acc += Ct[n] * h[n];                                                              \
+            }                                                                                     \
+            if (y) y[t] = acc;                                                                    \
+            if (hs)                                                                               \
+                for (int64_t n = 0; n < N; n++) hs[t * N + n] = h[n];                             \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
     void NAME##_forward(int64_t batch, int64_t D, int64_t N, int64_t L, int64_t d0, int64_t d1,  \
                         const T *u, const T *delta, const T *A,                                   \
                         const T *B, int64_t Bsb, int64_t Bsg, int64_t Bst, int64_t B_per_group,   \
                         const T *C, int64_t Csb, int64_t Csg, int64_t Cst, int64_t C_per_group,   \
                         const T *h0, T *y, T *last) {                                             \
-        T h[N], dA[N];                                                                            \
         for (int64_t b = 0; b < batch; b++)                                                       \
             for (int64_t d = d0; d < d1; d++) {                                                   \
                 const int64_t row = b * D + d;                                                    \
-                const T *ur = u + row * L, *dr = delta + row * L, *Ad = A + d * N;                \
-                const T *Bp = B + b * Bsb + (d / B_per_group) * Bsg;                              \
-                const T *Cp = C + b * Csb + (d / C_per_group) * Csg;                              \
-                T *yr = y + row * L;                                                              \
+                T *h = last + row * N;                                                            \
                 for (int64_t n = 0; n < N; n++) h[n] = h0 ? h0[row * N + n] : 0;                  \
-                for (int64_t t = 0; t < L; t++) {                                                 \
-                    const T dt = dr[t], x = dt * ur[t];                                           \
-                    const T *Bt = Bp + t * Bst, *Ct = Cp + t * Cst;                               \
-                    T acc = 0;                                                                    \
+                NAME##_channel(N, L, u + row * L, delta + row * L, A + d * N,                     \
+                               B + b * Bsb + (d / B_per_group) * Bsg, Bst,                        \
+                               C + b * Csb + (d / C_per_group) * Csg, Cst, h, y + row * L, 0);    \
+            }                                                                                     \
+    }                                                                                             \
+                                                                                                  \
+    /* Against the scan, per channel, from the states recomputed into hs (L, N), with           \
+       g = dLoss/dh_t = gy_t C_t + exp(dt_{t+1} A) g_{t+1} (+ grad_last at the end):              \
+           dC_t += gy_t h_t,  dB_t += g x_t,  dx_t = g . B_t,  du_t = dx_t dt_t,                  \
+           ddt_t = dx_t u_t + sum_n g h_{t-1} exp(dt_t A) A,  dA += g h_{t-1} exp(dt_t A) dt_t,    \
+           dh0 = exp(dt_0 A) g_0.                                                                 \
+       grad_B, grad_C: this call's own zeroed buffers in B's and C's layouts (channels of other   \
+       calls share them); grad_A rows [d0, d1) are this call's; grad_last, grad_h0 may be NULL.   \
+       hs: (L, N) scratch. */                                                                     \
+    void NAME##_backward(int64_t batch, int64_t D, int64_t N, int64_t L, int64_t d0, int64_t d1, \
+                         const T *u, const T *delta, const T *A,                                  \
+                         const T *B, int64_t Bsb, int64_t Bsg, int64_t Bst, int64_t B_per_group,  \
+                         const T *C, int64_t Csb, int64_t Csg, int64_t Cst, int64_t C_per_group,  \
+                         const T *h0, const T *grad_y, const T *grad_last, T *grad_u,             \
+                         T *grad_delta, T *grad_A, T *grad_B, T *grad_C, T *grad_h0, T *hs) {     \
+        T g[N], h[N], dA[N], gA[N], zeros[N];                                                     \
+        for (int64_t n = 0; n < N; n++) zeros[n] = 0;                                             \
+        for (int64_t d = d0; d < d1; d++) {                                                       \
+            const T *Ad = A + d * N;                                                              \
+            for (int64_t n = 0; n < N; n++) gA[n] = 0;                                            \
+            for (int64_t b = 0; b < batch; b++) {                                                 \
+                const int64_t row = b * D + d;                                                    \
+                const T *ur = u + row * L, *dr = delta + row * L, *gyr = grad_y + row * L;        \
+                const int64_t Bo = b * Bsb + (d / B_per_group) * Bsg;                             \
+                const int64_t Co = b * Csb + (d / C_per_group) * Csg;                             \
+                const T *h0r = h0 ? h0 + row * N : zeros;                                         \
+                for (int64_t n = 0; n < N; n++) h[n] = h0r[n];                                    \
+                NAME##_channel(N, L, ur, dr, Ad, B + Bo, Bst, C + Co, Cst, h, 0, hs);             \
+                for (int64_t n = 0; n < N; n++) g[n] = grad_last ? grad_last[row * N + n] : 0;    \
+                for (int64_t t = L - 1; t >= 0; t--) {                                            \
+                    const T dt = dr[t], x = dt * ur[t], gy = gyr[t];                              \
+                    const T *Bt = B + Bo + t * Bst, *Ct = C + Co + t * Cst, *ht = hs + t * N;     \
+                    const T *hp = t > 0 ? hs + (t - 1) * N : h0r; /* h_{t-1} */                   \
+                    T *gBt = grad_B + Bo + t * Bst, *gCt = grad_C + Co + t * Cst;                 \
+                    T gx = 0, gdt = 0;                                                            \
                     _Pragma("omp simd")                                                           \
                     for (int64_t n = 0; n < N; n++) dA[n] = EXP(dt * Ad[n]);                      \
-                    _Pragma("omp simd reduction(+ : acc)")                                        \
+                    _Pragma("omp simd reduction(+ : gx, gdt)")                                    \
                     for (int64_t n = 0; n < N; n++) {                                             \
-                        h[n] = dA[n] * h[n] + x * Bt[n];                                          \
-                        acc += Ct[n] * h[n];                                                      \
+                        g[n] += gy * Ct[n];                                                       \
+                        gCt[n] += gy * ht[n];                                                     \
+                        gBt[n] += g[n] * x;                                                       \
+                        gx += g[n] * Bt[n];                                                       \
+                        const T gdA = g[n] * hp[n] * dA[n];                                       \
+                        gdt += gdA * Ad[n];                                                       \
+                        gA[n] += gdA * dt;                                                        \
+                        g[n] *= dA[n];                                                            \
                     }                                                                             \
-                    yr[t] = acc;                                                                  \
+                    grad_u[row * L + t] = gx * dt;                                                \
+                    grad_delta[row * L + t] = gx * ur[t] + gdt;                                   \
                 }                                                                                 \
-                for (int64_t n = 0; n < N; n++) last[row * N + n] = h[n];                         \
+                if (grad_h0)                                                                      \
+                    for (int64_t n = 0; n < N; n++) grad_h0[row * N + n] = g[n];                  \
             }                                                                                     \
+            for (int64_t n = 0; n < N; n++) grad_A[d * N + n] = gA[n];                            \
+        }                                                                                         \
     }
 
 DEFINE_SELECTIVE_SCAN(selective_scan_float32, float, exp_float)
