@@ -128,3 +128,29 @@ def test_mamba_init():
 def test_bad_config_values(config, message):
     with pytest.raises(ConfigError, match=message):
         build_layer(config, D)
+
+
+@pytest.mark.parametrize("name", ["mamba", "s6", "ssd", "qlstm", "lru"])
+def test_the_c_loops_train_like_the_torch_path(name):
+    """On CPU, `auto` runs these layers' scans in C: same output, same gradient for every
+    parameter as `torch` (float64, to rounding), with a loss whose gradient reaches the scan as a
+    transposed view."""
+    from src.ops import scan
+
+    op = "linear_scan" if name in ("qlstm", "lru") else "selective_scan"
+    why = scan.DISPATCH[op].why_unusable("cpu", torch.device("cpu"))
+    if why:
+        pytest.skip(f"the C loop is not usable here: {why}")
+    layers = []
+    for backend in ("torch", "auto"):
+        torch.manual_seed(0)
+        layers.append(build_layer({**LAYERS[name], "backend": backend}, D).double())
+    x = torch.randn(3, 33, D, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    results = []
+    for layer in layers:
+        y, _ = layer(x)
+        results.append((y, torch.autograd.grad(y.square().sum(), list(layer.parameters()))))
+    (y_torch, g_torch), (y_c, g_c) = results
+    torch.testing.assert_close(y_c, y_torch, rtol=1e-10, atol=1e-10)
+    for (pname, _), a, b in zip(layers[0].named_parameters(), g_c, g_torch):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=pname)

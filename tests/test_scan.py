@@ -178,6 +178,29 @@ def test_selective_scan_without_gradients_matches_reference(backend, batch, D, N
         torch.testing.assert_close(g.double(), w, **(F64 if dtype == torch.float64 else F32))
 
 
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_selective_scan_gradients_arriving_as_views(backend):
+    """Gradients that reach the scan as views: a transposed y (as a layer's (B, L, D) output
+    gives it) and an expanded one for the last state (from .sum()). The C loop reads
+    contiguous copies of them, which must stay alive while it runs."""
+    if backend == "cpu":
+        cpu_kernel()
+    inputs = selective_inputs(2, 6, 4, 20, "time", dtype=torch.float64)
+
+    def loss(fn, xs):
+        u, d, A, B, C, Dp, z, bias = xs
+        y, last = fn(u, d, A, B, C, Dp, z, bias, delta_softplus=True, return_last_state=True)
+        w = torch.arange(y.numel(), dtype=y.dtype).reshape(y.transpose(1, 2).shape).cos()
+        return (y.transpose(1, 2) * w).sum() + last.sum()
+
+    xs = [x.clone().requires_grad_() for x in inputs]
+    got = torch.autograd.grad(loss(lambda *a, **k: scan.selective_scan(*a, **k, backend=backend), xs), xs)
+    x64 = [x.clone().requires_grad_() for x in inputs]
+    want = torch.autograd.grad(loss(reference.selective_scan, x64), x64)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **F64)
+
+
 def test_auto_takes_the_c_loop_for_the_selective_scan_on_cpu_with_or_without_gradients():
     cpu_kernel()
     u, delta, A, B, C, *_ = selective_inputs(1, 2, 3, 5, "time")

@@ -93,6 +93,8 @@ def _parallel(call, ranges):
 
 
 def _pointers(*tensors):
+    """Raw data pointers for the C loops. The caller must hold every tensor until the call ends
+    (a temporary, e.g. `x.contiguous()` of a view, would be freed under the loop)."""
     return [None if x is None else ctypes.c_void_p(x.data_ptr()) for x in tensors]
 
 
@@ -226,8 +228,8 @@ class _SelectiveScan(torch.autograd.Function):
         grad_h0 = torch.empty_like(h0) if h0 is not None and ctx.needs_input_grad[5] else None
         scratch = u.new_empty(len(ranges), L, N)  # each thread's recomputed states of one channel
         fn = getattr(library("selective_scan"), f"selective_scan_{DTYPES[u.dtype]}_backward")
-        pointers = _pointers(u, delta, A, B, C, h0, grad_y.contiguous(), grad_last.contiguous(), grad_u, grad_delta,
-                             grad_A)
+        grad_y, grad_last = grad_y.contiguous(), grad_last.contiguous()  # held here: the C loop reads them
+        pointers = _pointers(u, delta, A, B, C, h0, grad_y, grad_last, grad_u, grad_delta, grad_A)
 
         def call(i, d0, d1):
             fn(*_int64(batch, dim, N, L, d0, d1), *pointers[:3], pointers[3], *_int64(*B_layout), pointers[4],
