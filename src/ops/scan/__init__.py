@@ -24,7 +24,7 @@ from src.ops.scan import chunked, cpu, gpu
 
 BACKENDS = ["auto", "torch", "cuda", "triton", "cpu"]
 TORCH = {op: getattr(chunked, op) for op in ("linear_scan", "selective_scan", "ssd_scan", "causal_conv1d")}
-KERNELS = {op: {**gpu.KERNELS.get(op, {}), **cpu.KERNELS.get(op, {})} for op in TORCH}  # {op: {name: (run, unsupported)}}
+KERNELS = {op: {**gpu.KERNELS.get(op, {}), **cpu.KERNELS.get(op, {})} for op in TORCH}  # {op: {name: (run, why)}}
 DEVICE = {"cuda": "cuda", "triton": "cuda", "cpu": "cpu"}  # the device type each kernel runs on
 
 
@@ -58,10 +58,12 @@ def _smoke(op):
 
 
 def _dispatcher(op):
+    """torch and the op's kernels; on each device type its kernels first, torch last."""
     kernels = KERNELS[op]
-    on = {kind: [name for name in kernels if DEVICE[name] == kind] + ["torch"] for kind in ("cuda", "cpu")}
-    return Dispatcher(op, {"torch": lambda: TORCH[op], **{name: (lambda run=run: run) for name, (run, _) in kernels.items()}},
-                      {**on, "default": ["torch"]}, _smoke(op), {name: why for name, (_, why) in kernels.items()})
+    loaders = {"torch": lambda: TORCH[op], **{name: (lambda run=run: run) for name, (run, _) in kernels.items()}}
+    preference = {kind: [name for name in kernels if DEVICE[name] == kind] + ["torch"] for kind in ("cuda", "cpu")}
+    return Dispatcher(op, loaders, {**preference, "default": ["torch"]}, _smoke(op),
+                      {name: why for name, (_, why) in kernels.items()})
 
 
 DISPATCH = {op: _dispatcher(op) for op in TORCH}

@@ -9,8 +9,10 @@ Linear scan h_t = a_t h_{t-1} + b_t over L = n T steps, cut into n chunks of T (
   3. the local scans again, from s_c: h[c, t] = a[c, t] h[c, t-1] + b[c, t], h[c, -1] = s_c
 So 3 sqrt(L) Python iterations instead of L, only products of a (no division, no logarithm:
 exact for a = 0, negative or complex a), and five passes over the (L, rows) arrays (steps 1
-and 3 read a and b, step 3 writes h; the (n, rows) buffers stay in cache). The work is done time-major, (L, rows), so each vector
-step touches contiguous rows (time-last inputs are transposed once). The backward is the same
+and 3 read a and b, step 3 writes h; the (n, rows) buffers stay in cache). The work is done
+time-major, (L, rows), so each vector step touches contiguous rows (time-last inputs are
+transposed once). On CPU tensors, cpu.py's C loops do this faster; this path serves every
+device. The backward is the same
 scan run backwards (`_LinearScan`): with g_t = dLoss/dh_t + conj(a_{t+1}) g_{t+1},
     dLoss/db_t = g_t,   dLoss/da_t = g_t conj(h_{t-1}),   dLoss/dh0 = conj(a_0) g_0.
 

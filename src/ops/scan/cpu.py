@@ -33,7 +33,10 @@ import tempfile
 
 import torch
 
-FLAGS = ["-O3", "-march=native", "-fcx-limited-range", "-fopenmp-simd", "-fno-trapping-math", "-std=gnu11", "-shared", "-fPIC"]
+# -fcx-limited-range: complex products inline (no NaN/inf recovery calls); -fopenmp-simd: the
+# `omp simd` loops (no OpenMP runtime); -fno-trapping-math: lets the branch-free exp vectorise
+FLAGS = ["-O3", "-march=native", "-fcx-limited-range", "-fopenmp-simd", "-fno-trapping-math", "-std=gnu11",
+         "-shared", "-fPIC"]
 DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.complex64: "complex64",
           torch.complex128: "complex128"}
 PARALLEL_FROM = 1 << 16  # elements; below this one thread does the whole scan
@@ -73,7 +76,7 @@ def library(name):
 
 @functools.lru_cache(maxsize=None)
 def _pool(threads):
-    return concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="linear_scan")
+    return concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="scan")
 
 
 def _ranges(total, multiple, work):
@@ -125,7 +128,8 @@ class _LinearScan(torch.autograd.Function):
     def forward(ctx, a, b, h0, reverse, time_major):  # (batch, R, L) both in the layout, (batch, R) or None
         batch, R, L = b.shape
         h = torch.empty(batch, L, R, dtype=b.dtype).transpose(1, 2) if time_major else torch.empty_like(b)
-        _run(getattr(library("linear_scan"), f"scan_{DTYPES[b.dtype]}_forward"), batch, R, L, time_major, (a, b, h0, h), reverse)
+        _run(getattr(library("linear_scan"), f"scan_{DTYPES[b.dtype]}_forward"), batch, R, L, time_major,
+             (a, b, h0, h), reverse)
         ctx.save_for_backward(a, h, h0)
         ctx.reverse, ctx.time_major = reverse, time_major
         return h
