@@ -11,7 +11,7 @@ The linear scan's C loop reads a and b once in the layout they come in (time-las
 time-major as layers' transposed (B, L, D) activations are) and writes h once in it: a
 memory-speed pass. The rows are split over torch's threads (ctypes calls release the GIL).
 
-The selective scan's forward keeps the (N,) state of a channel in registers and never writes
+The selective scan's forward keeps the (N,) state of a channel in L1 and never writes
 the (batch, D, N, L) trajectory (the torch path stores it for its backward); the backward
 recomputes one channel's states into a cache-sized scratch. Both cost the B D N L exponentials,
 which they vectorise.
