@@ -3,6 +3,7 @@ state carry-over, gradients reach every parameter, optimizer groups, state sizes
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import assert_every_parameter_gets_a_gradient, run_steps
 
@@ -15,6 +16,9 @@ LAYERS = {
     "mamba-conv2-rank3": dict(_name_="mamba", d_state=3, d_conv=2, dt_rank=3, dt_init="constant"),
     "mamba2": dict(_name_="mamba2", d_state=6, headdim=4, chunk_size=4),
     "mamba2-groups": dict(_name_="mamba2", d_state=3, headdim=2, ngroups=2, chunk_size=8),
+    "mamba2-options": dict(_name_="mamba2", d_state=4, headdim=4, chunk_size=4, D_has_hdim=True, rmsnorm=False,
+                           dt_limit=(0.01, 0.05)),
+    "mamba2-norm-first": dict(_name_="mamba2", d_state=4, headdim=4, ngroups=2, chunk_size=8, norm_before_gate=True),
     "s6": dict(_name_="s6", d_state=5),
     "ssd": dict(_name_="ssd", d_state=5),
     "qlstm": dict(_name_="qlstm", d_state=12),
@@ -119,6 +123,7 @@ def test_mamba_init():
 @pytest.mark.parametrize("config, message", [
     (dict(_name_="mamba2", headdim=5), "model.layer.headdim=5 must divide expand \\* d_model = 16"),
     (dict(_name_="mamba2", headdim=4, ngroups=3), "model.layer.ngroups=3 must divide the number of heads 4"),
+    (dict(_name_="mamba2", headdim=4, dt_limit=(0.1, 0.01)), r"model.layer.dt_limit=\[0.1, 0.01\]: need 0 <= low"),
     (dict(_name_="qlstm", forget_gate="tanh"), "model.layer.forget_gate='tanh' is not valid; choose one of: "
                                                "'sigmoid', 'reversed_sigmoid'"),
     (dict(_name_="lru", r_min=0.9, r_max=0.5), "need 0 <= r_min < r_max <= 1"),
@@ -154,3 +159,37 @@ def test_the_c_loops_train_like_the_torch_path(name):
     torch.testing.assert_close(y_c, y_torch, rtol=1e-10, atol=1e-10)
     for (pname, _), a, b in zip(layers[0].named_parameters(), g_c, g_torch):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=pname)
+
+
+@pytest.mark.parametrize("rmsnorm, norm_before_gate", [(True, False), (True, True), (False, False)])
+def test_mamba2_gate_variants(rmsnorm, norm_before_gate):
+    """mamba-ssm's Mamba2 output gate: RMSNorm(y silu(z)) per group of d_inner / ngroups channels,
+    RMSNorm(y) silu(z) with norm_before_gate, y silu(z) without rmsnorm."""
+    layer = build_layer(dict(_name_="mamba2", headdim=4, ngroups=2, rmsnorm=rmsnorm,
+                             norm_before_gate=norm_before_gate), D)
+    g = torch.Generator().manual_seed(0)
+    y, z = torch.randn(3, 16, generator=g), torch.randn(3, 16, generator=g)
+
+    def rms(v):  # over groups of 8 channels
+        v = v.unflatten(-1, (2, 8))
+        return (v / (v.pow(2).mean(-1, keepdim=True) + layer.norm_eps).sqrt()).flatten(-2)
+
+    if not rmsnorm:
+        want = y * F.silu(z)
+        assert layer.norm_weight is None
+    else:
+        with torch.no_grad():
+            layer.norm_weight.copy_(torch.linspace(0.5, 2.0, 16))
+        want = (rms(y) * F.silu(z) if norm_before_gate else rms(y * F.silu(z))) * layer.norm_weight
+    torch.testing.assert_close(layer._gate(y, z), want)
+
+
+def test_mamba2_dt_limit_and_per_channel_D():
+    layer = build_layer(dict(_name_="mamba2", headdim=4, D_has_hdim=True, dt_limit=(0.02, 0.05)), D)
+    assert layer.D.shape == (16,)
+    dt = torch.linspace(-20, 20, 41)[:, None].expand(41, layer.nheads)
+    clamped = layer._dt(dt)
+    assert clamped.min() == 0.02 and clamped.max() == 0.05
+    free = build_layer(dict(_name_="mamba2", headdim=4), D)
+    free.load_state_dict({k: v for k, v in layer.state_dict().items() if k != "D"}, strict=False)
+    torch.testing.assert_close(free._dt(dt), F.softplus(dt + layer.dt_bias))

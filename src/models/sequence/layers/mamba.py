@@ -13,8 +13,10 @@ mamba:  in_proj -> (u, z); u <- silu(causal depthwise conv_{d_conv}(u)); (dt, B,
 mamba2: in_proj -> (z, xBC, dt); xBC <- silu(conv(xBC)); x, B, C = split(xBC);
         SSD: scalar A per head (nheads = d_inner / headdim), B, C shared by a group of heads:
             h_t[h] = exp(dt_t[h] A[h]) h_{t-1}[h] + dt_t[h] x_t[h] B_t^T    (headdim x d_state)
-            y_t[h] = h_t[h] C_t + D[h] x_t[h]
-        y = RMSNorm(y * silu(z)) (per group); out_proj.
+            y_t[h] = h_t[h] C_t + D[h] x_t[h]       (D per head, or per channel if D_has_hdim)
+        dt_t = clamp(softplus(dt_t + dt_bias), dt_limit);
+        y = RMSNorm(y * silu(z)) per group (rmsnorm; RMSNorm(y) * silu(z) if norm_before_gate;
+        y * silu(z) without rmsnorm); out_proj.
                                                 state: conv (conv_dim, d_conv-1) + ssm (nheads, headdim, d_state)
 s6:     the selective scan alone on u = x (no in_proj, conv or gate), out_proj. state (d_model, d_state)
 ssd:    as s6 with A = -exp(a) one scalar for all channels and states, and delta rank 1: one
@@ -173,7 +175,8 @@ class SSD(S6):
 
 class Mamba2(nn.Module):
     def __init__(self, d_model, d_state=64, d_conv=4, expand=2, headdim=64, ngroups=1, A_init_range=(1, 16),
-                 dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4, chunk_size=256, conv_bias=True, bias=False,
+                 D_has_hdim=False, rmsnorm=True, norm_before_gate=False, dt_min=0.001, dt_max=0.1,
+                 dt_init_floor=1e-4, dt_limit=(0.0, float("inf")), chunk_size=256, conv_bias=True, bias=False,
                  norm_eps=1e-5, backend="auto"):
         super().__init__()
         check_choice("model.layer.backend", backend, BACKENDS)
@@ -183,7 +186,11 @@ class Mamba2(nn.Module):
         self.nheads = self.d_inner // headdim
         if self.nheads % ngroups:
             raise ConfigError(f"model.layer.ngroups={ngroups} must divide the number of heads {self.nheads}")
+        low, high = dt_limit
+        if not 0 <= low <= high:
+            raise ConfigError(f"model.layer.dt_limit={list(dt_limit)}: need 0 <= low <= high")
         self.d_state, self.d_conv, self.headdim, self.ngroups = d_state, d_conv, headdim, ngroups
+        self.rmsnorm, self.norm_before_gate, self.dt_limit = rmsnorm, norm_before_gate, (low, high)
         self.chunk_size, self.norm_eps, self.backend = chunk_size, norm_eps, backend
         self.conv_dim = self.d_inner + 2 * ngroups * d_state
         self.in_proj = nn.Linear(d_model, self.d_inner + self.conv_dim + self.nheads, bias=bias)
@@ -191,14 +198,22 @@ class Mamba2(nn.Module):
         register(self, "dt_bias", inverse_softplus_dt(self.nheads, dt_min, dt_max, dt_init_floor), wd=0.0)
         low, high = A_init_range
         register(self, "A_log", torch.log(torch.empty(self.nheads).uniform_(low, high)), wd=0.0)
-        register(self, "D", torch.ones(self.nheads), wd=0.0)
-        self.norm_weight = nn.Parameter(torch.ones(self.d_inner))
+        register(self, "D", torch.ones(self.d_inner if D_has_hdim else self.nheads), wd=0.0)  # per channel or head
+        self.norm_weight = nn.Parameter(torch.ones(self.d_inner)) if rmsnorm else None
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 
-    def _gated_norm(self, y, z):  # RMSNorm(y * silu(z)) over each group of d_inner / ngroups channels
-        y = (y * F.silu(z)).unflatten(-1, (self.ngroups, -1))
-        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.norm_eps)
-        return y.flatten(-2) * self.norm_weight
+    def _gate(self, y, z):  # y, z (..., d_inner): y silu(z), RMS-normalised over groups of d_inner / ngroups
+        if not self.rmsnorm:
+            return y * F.silu(z)
+        if not self.norm_before_gate:
+            y = y * F.silu(z)
+        y = y.unflatten(-1, (self.ngroups, -1))
+        y = (y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.norm_eps)).flatten(-2) * self.norm_weight
+        return y * F.silu(z) if self.norm_before_gate else y
+
+    def _dt(self, dt):  # (..., H): softplus(dt + dt_bias), clamped to dt_limit
+        low, high = self.dt_limit
+        return F.softplus(dt + self.dt_bias).clamp(low, high)
 
     def _split(self, zxbcdt):
         return zxbcdt.split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
@@ -214,9 +229,10 @@ class Mamba2(nn.Module):
         z, xBC, dt = self._split(self.in_proj(x))
         xBC, conv_state = self.conv1d(xBC.transpose(1, 2), conv_state)
         xs, B, C = self._x_B_C(xBC.transpose(1, 2))  # (B, L, H, P), (B, L, G, N) x2
-        y, h = ssd_scan(xs, dt, -torch.exp(self.A_log), B, C, self.chunk_size, D=self.D, dt_bias=self.dt_bias,
-                        dt_softplus=True, initial_states=h0, return_final_states=True, backend=self.backend)
-        return self.out_proj(self._gated_norm(y.flatten(-2), z)), (conv_state, h)
+        D = self.D.view(self.nheads, -1).squeeze(-1)  # (H,) or (H, P)
+        y, h = ssd_scan(xs, self._dt(dt), -torch.exp(self.A_log), B, C, self.chunk_size, D=D, initial_states=h0,
+                        return_final_states=True, backend=self.backend)
+        return self.out_proj(self._gate(y.flatten(-2), z)), (conv_state, h)
 
     def step(self, x_t, state):  # x_t (B, d_model)
         conv_state, h = state
@@ -224,11 +240,11 @@ class Mamba2(nn.Module):
         xBC, conv_state = self.conv1d.step(xBC, conv_state)
         xs, B, C = self._x_B_C(xBC)  # (B, H, P), (B, G, N) x2
         B, C = (M.repeat_interleave(self.nheads // self.ngroups, dim=1) for M in (B, C))  # (B, H, N)
-        delta = F.softplus(dt + self.dt_bias)  # (B, H)
+        delta = self._dt(dt)  # (B, H)
         decay = torch.exp(delta * -torch.exp(self.A_log))[..., None, None]
         h = decay * h + (delta[..., None] * xs)[..., None] * B[:, :, None, :]  # (B, H, P, N)
-        y = (h * C[:, :, None, :]).sum(-1) + self.D[:, None] * xs
-        return self.out_proj(self._gated_norm(y.flatten(-2), z)), (conv_state, h)
+        y = (h * C[:, :, None, :]).sum(-1) + self.D.view(self.nheads, -1) * xs
+        return self.out_proj(self._gate(y.flatten(-2), z)), (conv_state, h)
 
     def default_state(self, batch_size, device=None):
         w = self.out_proj.weight
