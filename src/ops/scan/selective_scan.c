@@ -76,18 +76,56 @@ static inline float exp_float(float x) {
                 const int64_t row = b * D + d;                                                    \
                 T *h = last + row * N;                                                            \
                 for (int64_t n = 0; n < N; n++) h[n] = h0 ? h0[row * N + n] : 0;                  \
-                NAME##_channel(N, L, u + row * L, delta + row * L, A + d * N,                     \
-                               B + b * Bsb + (d / B_per_group) * Bsg, Bst,                        \
-                               C + b * Csb + (d / C_per_group) * Csg, Cst, h, y + row * L, 0);    \
+                const T *Bd = B + b * Bsb + (d / B_per_group) * Bsg;                              \
+                const T *Cd = C + b * Csb + (d / C_per_group) * Csg;                              \
+                if (N == 16) /* mamba's default: a constant N unrolls and keeps h in registers */  \
+                    NAME##_channel(16, L, u + row * L, delta + row * L, A + d * N, Bd, Bst, Cd,   \
+                                   Cst, h, y + row * L, 0);                                       \
+                else                                                                              \
+                    NAME##_channel(N, L, u + row * L, delta + row * L, A + d * N, Bd, Bst, Cd,    \
+                                   Cst, h, y + row * L, 0);                                       \
             }                                                                                     \
     }                                                                                             \
                                                                                                   \
-    /* Against the scan, per channel, from the states recomputed into hs (L, N), with           \
+    /* One channel against the scan, from its states recomputed into hs (L, N), with            \
        g = dLoss/dh_t = gy_t C_t + exp(dt_{t+1} A) g_{t+1} (+ grad_last at the end):              \
            dC_t += gy_t h_t,  dB_t += g x_t,  dx_t = g . B_t,  du_t = dx_t dt_t,                  \
            ddt_t = dx_t u_t + sum_n g h_{t-1} exp(dt_t A) A,  dA += g h_{t-1} exp(dt_t A) dt_t,    \
            dh0 = exp(dt_0 A) g_0.                                                                 \
-       grad_B, grad_C: this call's own zeroed buffers in B's and C's layouts (channels of other   \
+       h0 (N,); g (N,) = grad_last on entry, dLoss/dh0 on return; gA (N,) and the B, C gradients  \
+       accumulate; du, ddt (L,) are written; hs: (L, N) scratch. */                               \
+    static inline void NAME##_channel_backward(int64_t N, int64_t L, const T *u, const T *delta,  \
+                                               const T *A, const T *B, int64_t Bst, const T *C,   \
+                                               int64_t Cst, const T *h0, const T *gy, T *g,       \
+                                               T *gA, T *gB, T *gC, T *du, T *ddt, T *hs) {       \
+        T h[N], dA[N];                                                                            \
+        for (int64_t n = 0; n < N; n++) h[n] = h0[n];                                             \
+        NAME##_channel(N, L, u, delta, A, B, Bst, C, Cst, h, 0, hs);                              \
+        for (int64_t t = L - 1; t >= 0; t--) {                                                    \
+            const T dt = delta[t], x = dt * u[t];                                                 \
+            const T *Bt = B + t * Bst, *Ct = C + t * Cst, *ht = hs + t * N;                       \
+            const T *hp = t > 0 ? hs + (t - 1) * N : h0; /* h_{t-1} */                            \
+            T *gBt = gB + t * Bst, *gCt = gC + t * Cst;                                           \
+            T gx = 0, gdt = 0;                                                                    \
+            _Pragma("omp simd")                                                                   \
+            for (int64_t n = 0; n < N; n++) dA[n] = EXP(dt * A[n]);                               \
+            _Pragma("omp simd reduction(+ : gx, gdt)")                                            \
+            for (int64_t n = 0; n < N; n++) {                                                     \
+                g[n] += gy[t] * Ct[n];                                                            \
+                gCt[n] += gy[t] * ht[n];                                                          \
+                gBt[n] += g[n] * x;                                                               \
+                gx += g[n] * Bt[n];                                                               \
+                const T gdA = g[n] * hp[n] * dA[n];                                               \
+                gdt += gdA * A[n];                                                                \
+                gA[n] += gdA * dt;                                                                \
+                g[n] *= dA[n];                                                                    \
+            }                                                                                     \
+            du[t] = gx * dt;                                                                      \
+            ddt[t] = gx * u[t] + gdt;                                                             \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* grad_B, grad_C: this call's own zeroed buffers in B's and C's layouts (channels of other   \
        calls share them); grad_A rows [d0, d1) are this call's; grad_last, grad_h0 may be NULL.   \
        hs: (L, N) scratch. */                                                                     \
     void NAME##_backward(int64_t batch, int64_t D, int64_t N, int64_t L, int64_t d0, int64_t d1, \
@@ -96,42 +134,26 @@ static inline float exp_float(float x) {
                          const T *C, int64_t Csb, int64_t Csg, int64_t Cst, int64_t C_per_group,  \
                          const T *h0, const T *grad_y, const T *grad_last, T *grad_u,             \
                          T *grad_delta, T *grad_A, T *grad_B, T *grad_C, T *grad_h0, T *hs) {     \
-        T g[N], h[N], dA[N], gA[N], zeros[N];                                                     \
+        T g[N], gA[N], zeros[N];                                                                  \
         for (int64_t n = 0; n < N; n++) zeros[n] = 0;                                             \
         for (int64_t d = d0; d < d1; d++) {                                                       \
-            const T *Ad = A + d * N;                                                              \
             for (int64_t n = 0; n < N; n++) gA[n] = 0;                                            \
             for (int64_t b = 0; b < batch; b++) {                                                 \
                 const int64_t row = b * D + d;                                                    \
-                const T *ur = u + row * L, *dr = delta + row * L, *gyr = grad_y + row * L;        \
                 const int64_t Bo = b * Bsb + (d / B_per_group) * Bsg;                             \
                 const int64_t Co = b * Csb + (d / C_per_group) * Csg;                             \
                 const T *h0r = h0 ? h0 + row * N : zeros;                                         \
-                for (int64_t n = 0; n < N; n++) h[n] = h0r[n];                                    \
-                NAME##_channel(N, L, ur, dr, Ad, B + Bo, Bst, C + Co, Cst, h, 0, hs);             \
                 for (int64_t n = 0; n < N; n++) g[n] = grad_last ? grad_last[row * N + n] : 0;    \
-                for (int64_t t = L - 1; t >= 0; t--) {                                            \
-                    const T dt = dr[t], x = dt * ur[t], gy = gyr[t];                              \
-                    const T *Bt = B + Bo + t * Bst, *Ct = C + Co + t * Cst, *ht = hs + t * N;     \
-                    const T *hp = t > 0 ? hs + (t - 1) * N : h0r; /* h_{t-1} */                   \
-                    T *gBt = grad_B + Bo + t * Bst, *gCt = grad_C + Co + t * Cst;                 \
-                    T gx = 0, gdt = 0;                                                            \
-                    _Pragma("omp simd")                                                           \
-                    for (int64_t n = 0; n < N; n++) dA[n] = EXP(dt * Ad[n]);                      \
-                    _Pragma("omp simd reduction(+ : gx, gdt)")                                    \
-                    for (int64_t n = 0; n < N; n++) {                                             \
-                        g[n] += gy * Ct[n];                                                       \
-                        gCt[n] += gy * ht[n];                                                     \
-                        gBt[n] += g[n] * x;                                                       \
-                        gx += g[n] * Bt[n];                                                       \
-                        const T gdA = g[n] * hp[n] * dA[n];                                       \
-                        gdt += gdA * Ad[n];                                                       \
-                        gA[n] += gdA * dt;                                                        \
-                        g[n] *= dA[n];                                                            \
-                    }                                                                             \
-                    grad_u[row * L + t] = gx * dt;                                                \
-                    grad_delta[row * L + t] = gx * ur[t] + gdt;                                   \
-                }                                                                                 \
+                if (N == 16) /* as in the forward */                                              \
+                    NAME##_channel_backward(16, L, u + row * L, delta + row * L, A + d * N,       \
+                                            B + Bo, Bst, C + Co, Cst, h0r, grad_y + row * L, g,   \
+                                            gA, grad_B + Bo, grad_C + Co, grad_u + row * L,       \
+                                            grad_delta + row * L, hs);                            \
+                else                                                                              \
+                    NAME##_channel_backward(N, L, u + row * L, delta + row * L, A + d * N,        \
+                                            B + Bo, Bst, C + Co, Cst, h0r, grad_y + row * L, g,   \
+                                            gA, grad_B + Bo, grad_C + Co, grad_u + row * L,       \
+                                            grad_delta + row * L, hs);                            \
                 if (grad_h0)                                                                      \
                     for (int64_t n = 0; n < N; n++) grad_h0[row * N + n] = g[n];                  \
             }                                                                                     \
