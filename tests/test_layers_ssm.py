@@ -136,10 +136,11 @@ def test_bad_config_values(config, message):
 
 
 @pytest.mark.parametrize("name", ["mamba", "s6", "ssd", "qlstm", "lru"])
-def test_the_c_loops_train_like_the_torch_path(name):
-    """On CPU, `auto` runs these layers' scans in C: same output, same gradient for every
-    parameter as `torch` (float64, to rounding), with a loss whose gradient reaches the scan as a
-    transposed view."""
+@pytest.mark.parametrize("backend", ["auto", "cpu"])
+def test_the_c_loops_train_like_the_torch_path(name, backend):
+    """On CPU, `auto` and `cpu` run these layers' scans in C (a convolution in front runs in
+    torch: it has no C loop): same output, same gradient for every parameter as `torch`
+    (float64, to rounding), with a loss whose gradient reaches the scan as a transposed view."""
     from src.ops import scan
 
     op = "linear_scan" if name in ("qlstm", "lru") else "selective_scan"
@@ -147,9 +148,9 @@ def test_the_c_loops_train_like_the_torch_path(name):
     if why:
         pytest.skip(f"the C loop is not usable here: {why}")
     layers = []
-    for backend in ("torch", "auto"):
+    for b in ("torch", backend):
         torch.manual_seed(0)
-        layers.append(build_layer({**LAYERS[name], "backend": backend}, D).double())
+        layers.append(build_layer({**LAYERS[name], "backend": b}, D).double())
     x = torch.randn(3, 33, D, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     results = []
     for layer in layers:
@@ -159,6 +160,21 @@ def test_the_c_loops_train_like_the_torch_path(name):
     torch.testing.assert_close(y_c, y_torch, rtol=1e-10, atol=1e-10)
     for (pname, _), a, b in zip(layers[0].named_parameters(), g_c, g_torch):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=pname)
+
+
+@pytest.mark.parametrize("name, backend, ops", [
+    ("mamba", "cpu", {"selective_scan": "cpu", "causal_conv1d": "torch"}),
+    ("mamba", "triton", {"selective_scan": "cuda", "causal_conv1d": "cuda"}),
+    ("mamba2", "cuda", {"ssd_scan": "triton", "causal_conv1d": "cuda"}),
+    ("mamba2", "cpu", {"ssd_scan": "torch", "causal_conv1d": "torch"}),
+    ("qlstm", "triton", {"linear_scan": "triton", "causal_conv1d": "cuda"}),
+])
+def test_one_backend_key_serves_the_scan_and_the_convolution(name, backend, ops):
+    """model.layer.backend names a kernel family; each op takes its own kernel of that family."""
+    layer = build_layer({**LAYERS[name], "backend": backend}, D)
+    conv = layer.conv1d if hasattr(layer, "conv1d") else layer.conv
+    scan_backend = layer.backend if name != "mamba" else layer.ssm.backend
+    assert {op: (conv.backend if op == "causal_conv1d" else scan_backend) for op in ops} == ops
 
 
 @pytest.mark.parametrize("rmsnorm, norm_before_gate", [(True, False), (True, True), (False, False)])

@@ -385,6 +385,13 @@ def test_a_kernel_that_disagrees_with_torch_is_not_usable():
     scan._smoke("linear_scan")(chunked.linear_scan, torch.device("cpu"))
 
 
+def test_a_layer_backend_maps_to_each_ops_kernel_of_that_family():
+    assert [scan.backend_of("ssd_scan", b) for b in ("auto", "torch", "cuda", "triton", "cpu")] == \
+        ["auto", "torch", "triton", "triton", "torch"]
+    assert [scan.backend_of("causal_conv1d", b) for b in ("cuda", "triton", "cpu")] == ["cuda", "cuda", "torch"]
+    assert [scan.backend_of("linear_scan", b) for b in ("cuda", "triton", "cpu")] == ["cuda", "triton", "cpu"]
+
+
 def test_kernels_are_offered_only_on_their_device():
     assert scan.DISPATCH["selective_scan"].preference == {"cuda": ["cuda", "torch"], "cpu": ["cpu", "torch"],
                                                           "default": ["torch"]}

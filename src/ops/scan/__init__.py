@@ -69,6 +69,18 @@ def _dispatcher(op):
 DISPATCH = {op: _dispatcher(op) for op in TORCH}
 
 
+def backend_of(op, backend):
+    """The backend `op` runs when a layer asks for `backend` (one config key covers a layer's
+    scan and its causal convolution): the same name where the op has it; else the op's kernel of
+    the other GPU family (cuda <-> triton: mamba-ssm's SSD is Triton, causal-conv1d is CUDA);
+    else torch (`cpu` means the C loops where they exist: SSD and the convolution have none)."""
+    choices = DISPATCH[op].choices
+    if backend in choices:
+        return backend
+    other = {"cuda": "triton", "triton": "cuda"}.get(backend)
+    return other if other in choices else "torch"
+
+
 def _dispatch(op, device, backend, args, kwargs):
     return DISPATCH[op].function(backend, device, args, kwargs)(*args, **kwargs)
 

@@ -32,7 +32,7 @@ from torch import nn
 
 from src.models.sequence.layers.optim import register
 from src.models.sequence.layers.short_conv import ShortConv
-from src.ops.scan import BACKENDS, selective_scan, ssd_scan
+from src.ops.scan import BACKENDS, backend_of, selective_scan, ssd_scan
 from src.utils.errors import ConfigError, check_choice
 
 
@@ -49,7 +49,8 @@ class SelectiveSSM(nn.Module):
     def __init__(self, d_inner, d_state, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, scalar_A, backend):
         super().__init__()
         check_choice("model.layer.dt_init", dt_init, ["random", "constant"])
-        self.d_state, self.dt_rank, self.scalar_A, self.backend = d_state, dt_rank, scalar_A, backend
+        self.d_state, self.dt_rank, self.scalar_A = d_state, dt_rank, scalar_A
+        self.backend = backend_of("selective_scan", backend)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
         if scalar_A:  # DSF ssd: delta_t = softplus(dt_t + bias), the same dt_t on every channel
             register(self, "dt_bias", inverse_softplus_dt(d_inner, dt_min, dt_max, dt_init_floor))
@@ -191,7 +192,7 @@ class Mamba2(nn.Module):
             raise ConfigError(f"model.layer.dt_limit={list(dt_limit)}: need 0 <= low <= high")
         self.d_state, self.d_conv, self.headdim, self.ngroups = d_state, d_conv, headdim, ngroups
         self.rmsnorm, self.norm_before_gate, self.dt_limit = rmsnorm, norm_before_gate, (low, high)
-        self.chunk_size, self.norm_eps, self.backend = chunk_size, norm_eps, backend
+        self.chunk_size, self.norm_eps, self.backend = chunk_size, norm_eps, backend_of("ssd_scan", backend)
         self.conv_dim = self.d_inner + 2 * ngroups * d_state
         self.in_proj = nn.Linear(d_model, self.d_inner + self.conv_dim + self.nheads, bias=bias)
         self.conv1d = ShortConv(self.conv_dim, d_conv, conv_bias, "silu", backend)
