@@ -24,6 +24,8 @@ SSD (scalar A per head, Mamba-2) in its chunked matrix form, with the segment su
     segsum(x)[i, j] = x_{j+1} + ... + x_i  (j <= i; -inf above the diagonal)
 of dA = dt A inside chunks of T steps:
     Y_diag = (C B^T o exp(segsum(dA))) (dt x)                    (attention-like, per chunk)
+             (inside a chunk segsum(dA)[i, j] = cs_i - cs_j, cs = cumsum(dA) in float64: O(T) sums,
+             not O(T^2), and float32 would lose the digits the difference cancels)
     S_c    = sum_t exp(dA_cs[T-1] - dA_cs[t]) B_t (dt x_t)^T     (state at the end of chunk c)
     S'     = chunk recurrence of S with decays exp(sum of dA over the chunk) (segsum over chunks)
     Y_off  = exp(dA_cs[t]) C_t S'_{c-1}
@@ -232,7 +234,9 @@ def ssd_scan(x, dt, A, B, C, chunk_size=64, D=None, z=None, dt_bias=None, dt_sof
     dA = dA.reshape(batch, n, T, H).permute(0, 3, 1, 2)  # (b, h, c, l)
     dA_cs = torch.cumsum(dA, dim=-1)
 
-    decay = torch.exp(segsum(dA))  # (b, h, c, l, s)
+    causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+    cs = torch.cumsum(dA.double(), dim=-1)  # float64: the differences below cancel its leading digits
+    decay = torch.exp((cs[..., :, None] - cs[..., None, :]).to(dA.dtype).masked_fill(~causal, float("-inf")))
     y_diag = torch.einsum("bclhn,bcshn,bhcls,bcshp->bclhp", C, B, decay, xdt)
     decay_to_end = torch.exp(dA_cs[..., -1:] - dA_cs)  # (b, h, c, l)
     states = torch.einsum("bclhn,bhcl,bclhp->bchpn", B, decay_to_end, xdt)  # end of each chunk, from 0
