@@ -404,6 +404,8 @@ def test_a_layer_backend_maps_to_each_ops_kernel_of_that_family():
         ["auto", "torch", "triton", "triton", "torch"]
     assert [scan.backend_of("causal_conv1d", b) for b in ("cuda", "triton", "cpu")] == ["cuda", "cuda", "torch"]
     assert [scan.backend_of("linear_scan", b) for b in ("cuda", "triton", "cpu")] == ["cuda", "triton", "cpu"]
+    with pytest.raises(ConfigError, match="model.layer.backend='keops' is not valid; choose one of: 'auto', 'torch'"):
+        scan.backend_of("causal_conv1d", "keops")
 
 
 def test_kernels_are_offered_only_on_their_device():

@@ -21,6 +21,7 @@ import torch
 
 from src.ops.dispatch import Dispatcher
 from src.ops.scan import chunked, cpu, gpu
+from src.utils.errors import check_choice
 
 BACKENDS = ["auto", "torch", "cuda", "triton", "cpu"]
 TORCH = {op: getattr(chunked, op) for op in ("linear_scan", "selective_scan", "ssd_scan", "causal_conv1d")}
@@ -74,6 +75,7 @@ def backend_of(op, backend):
     scan and its causal convolution): the same name where the op has it; else the op's kernel of
     the other GPU family (cuda <-> triton: mamba-ssm's SSD is Triton, causal-conv1d is CUDA);
     else torch (`cpu` means the C loops where they exist: SSD and the convolution have none)."""
+    check_choice("model.layer.backend", backend, BACKENDS)
     choices = DISPATCH[op].choices
     if backend in choices:
         return backend
