@@ -79,3 +79,14 @@ def run_cli(args, cwd=ROOT, timeout=600, env=None):
 @pytest.fixture
 def run_dir(tmp_path):
     return tmp_path / "run"
+
+
+def need_c_loop(op="linear_scan"):
+    """Skips the test, saying why, where the scans' C loop for `op` cannot run (no C compiler)."""
+    import torch
+
+    from src.ops import scan
+
+    why = scan.DISPATCH[op].why_unusable("cpu", torch.device("cpu"))
+    if why:
+        pytest.skip(f"the {op} C loop is not usable here: {why}")

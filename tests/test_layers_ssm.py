@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_every_parameter_gets_a_gradient, run_steps
+from conftest import assert_every_parameter_gets_a_gradient, need_c_loop, run_steps
 
 from src.models.sequence.backbone import build_layer
 from src.utils.errors import ConfigError
@@ -141,12 +141,7 @@ def test_the_c_loops_train_like_the_torch_path(name, backend):
     """On CPU, `auto` and `cpu` run these layers' scans in C (a convolution in front runs in
     torch: it has no C loop): same output, same gradient for every parameter as `torch`
     (float64, to rounding), with a loss whose gradient reaches the scan as a transposed view."""
-    from src.ops import scan
-
-    op = "linear_scan" if name in ("qlstm", "lru") else "selective_scan"
-    why = scan.DISPATCH[op].why_unusable("cpu", torch.device("cpu"))
-    if why:
-        pytest.skip(f"the C loop is not usable here: {why}")
+    need_c_loop("linear_scan" if name in ("qlstm", "lru") else "selective_scan")
     layers = []
     for b in ("torch", backend):
         torch.manual_seed(0)

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from conftest import need_c_loop
 from src.ops import scan
 from src.ops.scan import chunked, cpu, reference
 from src.utils.errors import ConfigError
@@ -60,13 +61,6 @@ def linear_inputs(shape, dtype, h0, seed=0):
     return cast(a), cast(b), cast(h)
 
 
-def cpu_kernel():
-    """Skips the test where the C loop cannot be compiled here (no compiler), saying why."""
-    why = scan.DISPATCH["linear_scan"].why_unusable("cpu", torch.device("cpu"))
-    if why:
-        pytest.skip(f"the linear scan's C loop is not usable here: {why}")
-
-
 @pytest.mark.parametrize("backend", ["torch", "cpu"])
 @pytest.mark.parametrize("shape", LINEAR_SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.complex128, torch.complex64])
@@ -74,7 +68,7 @@ def cpu_kernel():
 @pytest.mark.parametrize("reverse", [False, True])
 def test_linear_scan_matches_reference(backend, shape, dtype, h0, reverse):
     if backend == "cpu":
-        cpu_kernel()
+        need_c_loop()
     tol = F64 if dtype in (torch.float64, torch.complex128) else F32
     compare(lambda a, b, h: scan.linear_scan(a, b, h, reverse=reverse, backend=backend),
             lambda a, b, h: reference.linear_scan(a, b, h, reverse=reverse), linear_inputs(shape, dtype, h0), tol)
@@ -84,7 +78,7 @@ def test_linear_scan_matches_reference(backend, shape, dtype, h0, reverse):
 def test_cpu_linear_scan_splits_rows_over_threads(reverse):
     """15 rows (odd: a row group of the C loop is left over) of 4500 steps: above the size where
     the rows are split over threads. float64 against the float64 loop, gradients included."""
-    cpu_kernel()
+    need_c_loop()
     assert 15 * 4500 >= cpu.PARALLEL_FROM and torch.get_num_threads() >= 1
     a, b, h = linear_inputs((3, 5, 4500), torch.float64, True)
     compare(lambda a, b, h: scan.linear_scan(a * 0.9, b, h, reverse=reverse, backend="cpu"),
@@ -93,7 +87,7 @@ def test_cpu_linear_scan_splits_rows_over_threads(reverse):
 
 def test_cpu_linear_scan_leaves_gradients_of_constants_alone():
     """Only b needs a gradient: the C backward skips grad_a and grad_h0 and still gets b's."""
-    cpu_kernel()
+    need_c_loop()
     a, b, h = linear_inputs((2, 3, 9), torch.float64, True)
     b.requires_grad_()
     (got,) = torch.autograd.grad(scan.linear_scan(a, b, h, backend="cpu").sum(), b)
@@ -144,7 +138,7 @@ def test_selective_scan_matches_reference(backend, batch, D, N, L, B_kind, dtype
     (2, 38, 16, 300) is large enough for the C loop to split channels over threads, whose
     gradients of the shared B and C are then summed."""
     if backend == "cpu":
-        cpu_kernel()
+        need_c_loop("selective_scan")
     tol = F32 if dtype == torch.float32 else F64
     if L == 300 and dtype == torch.float32:
         tol = dict(rtol=3e-4, atol=3e-4)  # float32 sums over 300 steps and 38 channels: a few more ulps
@@ -165,7 +159,7 @@ def test_selective_scan_without_gradients_matches_reference(backend, batch, D, N
     """The no-grad paths (no materialised states: torch's blocked loop, the C loop) with an
     initial state; (2, 38, 16, 300) is large enough for the C loop to split channels over threads."""
     if backend == "cpu":
-        cpu_kernel()
+        need_c_loop("selective_scan")
     u, delta, A, B, C, Dp, z, bias = selective_inputs(batch, D, N, L, B_kind, dtype=torch.float64)
     h0 = torch.randn(batch, D, N, dtype=torch.float64, generator=gen(4))
     kw = dict(delta_softplus=True, return_last_state=True)
@@ -184,7 +178,7 @@ def test_selective_scan_gradients_arriving_as_views(backend):
     gives it) and an expanded one for the last state (from .sum()). The C loop reads
     contiguous copies of them, which must stay alive while it runs."""
     if backend == "cpu":
-        cpu_kernel()
+        need_c_loop("selective_scan")
     inputs = selective_inputs(2, 6, 4, 20, "time", dtype=torch.float64)
 
     def loss(fn, xs):
@@ -202,7 +196,7 @@ def test_selective_scan_gradients_arriving_as_views(backend):
 
 
 def test_auto_takes_the_c_loop_for_the_selective_scan_on_cpu_with_or_without_gradients():
-    cpu_kernel()
+    need_c_loop("selective_scan")
     u, delta, A, B, C, *_ = selective_inputs(1, 2, 3, 5, "time")
     dispatcher = scan.DISPATCH["selective_scan"]
     assert dispatcher.resolve("auto", u.device, (u.requires_grad_(), delta, A, B, C)) == "cpu"
@@ -215,7 +209,7 @@ def test_c_loop_exponential_is_within_float32_rounding():
     """selective_scan.c's own float32 exp, read through one step: h_0 = exp(delta A) h0 with
     delta = 1, u = 0, so the last state is exp(A). ~2 ulp of the float64 exp over the whole
     range; 0 below -86.5 (true value < 3e-38), inf above 88.7 (overflow), NaN kept."""
-    cpu_kernel()
+    need_c_loop("selective_scan")
     x = torch.cat((torch.linspace(-100, 100, 400001), torch.tensor([float("nan"), float("-inf"), float("inf")])))
     one = torch.ones(1, x.numel(), 1)
     _, last = scan.selective_scan(one * 0, one, x[:, None], torch.zeros(1, 1, 1), torch.zeros(1, 1, 1),
@@ -344,7 +338,7 @@ def test_auto_uses_torch_without_a_kernel_and_logs_once(caplog):
 
 
 def test_auto_takes_the_c_loop_for_the_linear_scan_on_cpu(caplog):
-    cpu_kernel()
+    need_c_loop()
     dispatcher = scan.DISPATCH["linear_scan"]
     dispatcher.reset()
     a, b = torch.rand(2, 5), torch.randn(2, 5)

@@ -79,6 +79,11 @@ def _pool(threads):
     return concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="scan")
 
 
+def _dtype(*tensors):
+    """The promoted dtype of the tensors given (None skipped)."""
+    return functools.reduce(torch.promote_types, [x.dtype for x in tensors if x is not None])
+
+
 def _ranges(total, multiple, work):
     """[0, total) split into one (start, stop) per torch thread, cut at multiples of `multiple`;
     a single range below PARALLEL_FROM elements of `work`."""
@@ -103,6 +108,13 @@ def _pointers(*tensors):
 
 def _int64(*values):
     return [ctypes.c_int64(v) for v in values]
+
+
+def _selective_inputs(u, delta, A, B, C, B_layout, C_layout):
+    """selective_scan.c's arguments after the sizes: u, delta, A, then B and C each with its
+    strides and channels per group."""
+    u_, delta_, A_, B_, C_ = _pointers(u, delta, A, B, C)
+    return [u_, delta_, A_, B_, *_int64(*B_layout), C_, *_int64(*C_layout)]
 
 
 def _run(fn, batch, R, L, time_major, tensors, reverse):
@@ -151,9 +163,7 @@ def linear_scan(a, b, h0=None, reverse=False):
     reverse: h_t = a_t * h_{t+1} + b_t from the end, h0 the state after the end.
     Works in b's layout where b is a (..., R, L) view of a time-major (..., L, R) tensor, as
     layers' (B, L, D) activations are once transposed; h comes back in that layout too."""
-    dtype = torch.promote_types(a.dtype, b.dtype)
-    if h0 is not None:
-        dtype = torch.promote_types(dtype, h0.dtype)
+    dtype = _dtype(a, b, h0)
     a, b = torch.broadcast_tensors(a.to(dtype), b.to(dtype))
     shape = b.shape
     if b.numel() == 0:
@@ -173,16 +183,10 @@ def _on_cpu(*tensors):
 
 
 def linear_scan_unsupported(a, b, h0=None, reverse=False):
-    dtype = torch.promote_types(a.dtype, b.dtype)
-    if h0 is not None:
-        dtype = torch.promote_types(dtype, h0.dtype)
+    dtype = _dtype(a, b, h0)
     if dtype not in DTYPES:
         return _on_cpu(a, b, h0) or f"dtype {dtype} (the C loop takes {', '.join(str(d) for d in DTYPES)})"
     return _on_cpu(a, b, h0)
-
-
-def _real_dtype(*tensors):
-    return functools.reduce(torch.promote_types, [x.dtype for x in tensors if x is not None])
 
 
 def _groups(M, D):
@@ -208,11 +212,10 @@ class _SelectiveScan(torch.autograd.Function):
         (batch, dim, L), N = u.shape, A.shape[1]
         y, last = u.new_empty(batch, dim, L), u.new_empty(batch, dim, N)
         fn = getattr(library("selective_scan"), f"selective_scan_{DTYPES[u.dtype]}_forward")
-        pointers = _pointers(u, delta, A, B, C, h0, y, last)
+        args = _selective_inputs(u, delta, A, B, C, B_layout, C_layout) + _pointers(h0, y, last)
 
         def call(i, d0, d1):
-            fn(*_int64(batch, dim, N, L, d0, d1), *pointers[:3], pointers[3], *_int64(*B_layout), pointers[4],
-               *_int64(*C_layout), *pointers[5:])
+            fn(*_int64(batch, dim, N, L, d0, d1), *args)
 
         _parallel(call, _ranges(dim, 1, batch * dim * L * N))
         ctx.save_for_backward(u, delta, A, B, C, h0)
@@ -233,11 +236,11 @@ class _SelectiveScan(torch.autograd.Function):
         scratch = u.new_empty(len(ranges), L, N)  # each thread's recomputed states of one channel
         fn = getattr(library("selective_scan"), f"selective_scan_{DTYPES[u.dtype]}_backward")
         grad_y, grad_last = grad_y.contiguous(), grad_last.contiguous()  # held here: the C loop reads them
-        pointers = _pointers(u, delta, A, B, C, h0, grad_y, grad_last, grad_u, grad_delta, grad_A)
+        args = (_selective_inputs(u, delta, A, B, C, B_layout, C_layout)
+                + _pointers(h0, grad_y, grad_last, grad_u, grad_delta, grad_A))
 
         def call(i, d0, d1):
-            fn(*_int64(batch, dim, N, L, d0, d1), *pointers[:3], pointers[3], *_int64(*B_layout), pointers[4],
-               *_int64(*C_layout), *pointers[5:], *_pointers(grad_B[i], grad_C[i], grad_h0, scratch[i]))
+            fn(*_int64(batch, dim, N, L, d0, d1), *args, *_pointers(grad_B[i], grad_C[i], grad_h0, scratch[i]))
 
         _parallel(call, ranges)
         return grad_u, grad_delta, grad_A, grad_B.sum(0), grad_C.sum(0), grad_h0, None, None
@@ -251,7 +254,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         delta = delta + delta_bias[:, None]
     if delta_softplus:
         delta = torch.nn.functional.softplus(delta)
-    dtype = _real_dtype(u, delta, A, B, C, D, z, initial_state)
+    dtype = _dtype(u, delta, A, B, C, D, z, initial_state)
     batch, dim, L = u.shape
     N = A.shape[1]
     u, delta, A = (x.to(dtype).contiguous() for x in (u, delta, A))
@@ -270,7 +273,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 def selective_scan_unsupported(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                                return_last_state=False, initial_state=None):
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
-    dtype = _real_dtype(*tensors)
+    dtype = _dtype(*tensors)
     if dtype not in (torch.float32, torch.float64):
         return _on_cpu(*tensors) or f"dtype {dtype} (the C loop takes torch.float32, torch.float64)"
     return _on_cpu(*tensors)

@@ -32,7 +32,7 @@ from torch import nn
 
 from src.models.sequence.layers.optim import register
 from src.models.sequence.layers.short_conv import ShortConv
-from src.ops.scan import BACKENDS, backend_of, selective_scan, ssd_scan
+from src.ops.scan import backend_of, selective_scan, ssd_scan
 from src.utils.errors import ConfigError, check_choice
 
 
@@ -103,7 +103,6 @@ class Mamba(nn.Module):
     def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank="auto", dt_min=0.001, dt_max=0.1,
                  dt_init="random", dt_scale=1.0, dt_init_floor=1e-4, conv_bias=True, bias=False, backend="auto"):
         super().__init__()
-        check_choice("model.layer.backend", backend, BACKENDS)
         self.d_inner, self.d_state, self.d_conv = int(expand * d_model), d_state, d_conv
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
         self.conv1d = ShortConv(self.d_inner, d_conv, conv_bias, "silu", backend)
@@ -143,7 +142,6 @@ class S6(nn.Module):
     def __init__(self, d_model, d_state=16, dt_rank="auto", dt_min=0.001, dt_max=0.1, dt_init="random",
                  dt_scale=1.0, dt_init_floor=1e-4, bias=False, backend="auto"):
         super().__init__()
-        check_choice("model.layer.backend", backend, BACKENDS)
         self.d_model, self.d_state = d_model, d_state
         rank = 1 if self.scalar_A else _dt_rank(dt_rank, d_model)
         self.ssm = SelectiveSSM(d_model, d_state, rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor,
@@ -180,7 +178,6 @@ class Mamba2(nn.Module):
                  dt_init_floor=1e-4, dt_limit=(0.0, float("inf")), chunk_size=256, conv_bias=True, bias=False,
                  norm_eps=1e-5, backend="auto"):
         super().__init__()
-        check_choice("model.layer.backend", backend, BACKENDS)
         self.d_inner = int(expand * d_model)
         if self.d_inner % headdim:
             raise ConfigError(f"model.layer.headdim={headdim} must divide expand * d_model = {self.d_inner}")
