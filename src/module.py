@@ -1,26 +1,55 @@
-"""SequenceLightningModule: encoder -> backbone -> decoder, trained on a registered dataset.
+"""SequenceLightningModule: a SequenceModel (encoder -> backbone -> decoder) trained on a registered
+dataset, evaluated on its validation / test sets and on every named eval set.
 
 Built from the resolved config alone (a plain dict), which `save_hyperparameters` stores in every
 checkpoint, so `SequenceLightningModule.load_from_checkpoint(path)` rebuilds the model with no
 other input.
+
+Eval sets (`dataset.eval_sets={NAME: {key: value, ...}}`): each is the dataset built with those
+overrides (same seed unless it sets one), giving its own validation and test dataloader after the
+main one; its metrics are logged as `val/NAME/<metric>` and `test/NAME/<metric>`.
 """
+
+import re
+from pathlib import Path
 
 import lightning as L
 from omegaconf import OmegaConf
 from torch import nn
-from torchmetrics import MetricCollection
 
 from src.models.sequence.backbone import SequenceModel
 from src.models.sequence.kernel_cache import accumulation_window
-from src.models.sequence.positions import input_width
-from src.tasks.decoders import build_decoder
-from src.tasks.encoders import build_encoder
-from src.tasks.metrics import GroupedAccuracy, build_loss, build_metric
+from src.tasks.metrics import CURVES, SplitMetrics, build_loss
 from src.utils import registry
+from src.utils.errors import ConfigError
 from src.utils.notice import notice
 from src.utils.optim import build_optimizer
 
 SPLITS = ("train", "val", "test")
+
+
+def build_datasets(config):
+    """The main dataset and {name: dataset} for each eval set of `config` (the dataset config)."""
+    config = OmegaConf.to_container(config, resolve=True)
+    eval_sets = config.pop("eval_sets", None) or {}
+    cls = registry.resolve(registry.dataset, config["_name_"], "dataset._name_")
+    datasets = {}
+    for name, overrides in {None: {}, **eval_sets}.items():
+        if name is not None and not re.fullmatch(r"[A-Za-z0-9_\-]+", str(name)):
+            raise ConfigError(f"dataset.eval_sets: the name {name!r} must be letters, digits, '_' or '-'")
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"dataset.eval_sets.{name}={overrides!r} must map dataset keys to values, e.g. {{L: 256}}")
+        kwargs = {k: v for k, v in {**config, **overrides}.items() if k != "_name_"}
+        registry.check_kwargs(cls, kwargs, f"dataset.eval_sets.{name} ({cls.__name__})" if name else
+                              f"dataset ({cls.__name__})")
+        datasets[name] = cls(**kwargs)
+    return datasets.pop(None), datasets
+
+
+def longest_input(datasets):
+    """The longest input over `datasets` (None when one does not know its length)."""
+    lengths = [getattr(d, "L_input", None) for d in datasets]
+    return None if None in lengths else max(lengths)
 
 
 class SequenceLightningModule(L.LightningModule):
@@ -28,50 +57,52 @@ class SequenceLightningModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()  # self.hparams.config: the resolved config (a dict)
         self.config = config = OmegaConf.create(config)
-        self.dataset = registry.build(registry.dataset, config.dataset, key="dataset._name_")
+        self.dataset, self.eval_sets = build_datasets(config.dataset)
+        data = self.dataset
         model = {k: v for k, v in OmegaConf.to_container(config.model).items() if k != "_name_"}
-        d_model = model["d_model"]
-        self.encoder = build_encoder(config.encoder, self.dataset, input_width(d_model, model.get("pos_emb", "none")))
-        self.backbone = SequenceModel(**model, notice=notice)
-        self.decoder = build_decoder(config.decoder, self.dataset, d_model)
+        self.model = SequenceModel(
+            **model, encoder=config.encoder, decoder=OmegaConf.to_container(config.decoder), d_input=data.d_input,
+            n_tokens=data.n_tokens, d_output=data.d_output, l_output=data.l_output,
+            max_length=longest_input([data, *self.eval_sets.values()]), notice=notice,
+        )
         self.loss = build_loss(config.task.loss)
-        self.metrics = nn.ModuleDict(  # "train" is an nn.Module attribute: key by f"{split}_"
-            {
-                f"{split}_": MetricCollection(
-                    {name: build_metric(name, self.dataset.d_output) for name in config.task.metrics},
-                    prefix=f"{split}/",
+        # Metrics of each split and eval set ("train" is an nn.Module attribute: keys end in "_").
+        # Datasets with categories (e.g. ListOps sub-tree height and operator) get accuracy by
+        # category; their batches then carry a third element {category: (B, L) ids}.
+        self.metrics = nn.ModuleDict()
+        for split in SPLITS:
+            for name, dataset in {None: data, **(self.eval_sets if split != "train" else {})}.items():
+                names = [m for m in config.task.metrics if split != "train" or m not in CURVES]
+                self.metrics[self._key(split, name)] = SplitMetrics(
+                    names, data.d_output, self._prefix(split, name),
+                    getattr(dataset, "categories", {}) if split != "train" else {}, getattr(dataset, "L_input", None),
                 )
-                for split in SPLITS
-            }
-        )
-        # Accuracy by category (e.g. ListOps sub-tree height and operator) where the dataset
-        # declares categories; its batches then carry a third element {category: (B, L) ids}.
-        categories = getattr(self.dataset, "categories", {})
-        self.grouped = nn.ModuleDict(
-            {
-                f"{split}_": nn.ModuleDict({name: GroupedAccuracy(groups) for name, groups in categories.items()})
-                for split in ("val", "test")
-            }
-        )
 
-    def forward(self, x):  # x: (B, L_in, d_input) or (B, L_in) tokens
-        y, _ = self.backbone(self.encoder(x))  # (B, L_in, d_model)
-        return self.decoder(y)  # (B, l_output, d_output)
+    @staticmethod
+    def _key(split, name):
+        return f"{split}_" if name is None else f"{split}_{name}"
 
-    def _step(self, batch, split):
+    @staticmethod
+    def _prefix(split, name):
+        return f"{split}/" if name is None else f"{split}/{name}/"
+
+    def forward(self, x, l_output=None):  # x: (B, L_in, d_input) or (B, L_in) tokens
+        return self.model(x, l_output=l_output)[0]  # (B, l_output, d_output), (B, d_output) or (B, L, n_classes)
+
+    def _step(self, batch, split, dataloader_idx=0):
         x, y, *extra = batch  # extra: [{category: (B, L) ids}] for datasets with categories
-        preds = self(x)
+        name = None if dataloader_idx == 0 else list(self.eval_sets)[dataloader_idx - 1]
+        preds = self(x, self.eval_sets[name].l_output if name else None)
         loss = self.loss(preds, y)
-        metrics = self.metrics[f"{split}_"]
-        metrics.update(preds.detach(), y)
-        if split != "train":
-            for name, metric in self.grouped[f"{split}_"].items():
-                metric.update(preds.detach(), y, extra[0][name])
-        self.log(
-            f"{split}/loss", loss, on_step=split == "train", on_epoch=True, prog_bar=True,
-            sync_dist=split != "train", batch_size=x.shape[0],
-        )
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split == "val")
+        metrics = self.metrics[self._key(split, name)]
+        metrics.update(preds.detach(), y, loss.detach(), extra[0] if extra else {})
+        main = name is None
+        if split == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+        else:
+            self.log(f"{metrics.prefix}loss", metrics.loss, on_epoch=True, prog_bar=main, add_dataloader_idx=False)
+        self.log_dict(metrics.scalars, on_step=False, on_epoch=True, prog_bar=split == "val" and main,
+                      add_dataloader_idx=False)
         return loss, preds
 
     def training_step(self, batch, batch_idx):
@@ -84,23 +115,35 @@ class SequenceLightningModule(L.LightningModule):
         with accumulation_window(self.trainer.global_step, last):
             return self._step(batch, "train")[0]
 
-    def validation_step(self, batch, batch_idx):
-        return {"preds": self._step(batch, "val")[1]}
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        return {"preds": self._step(batch, "val", dataloader_idx)[1]}
 
-    def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        self._step(batch, "test", dataloader_idx)
 
-    def _log_grouped(self, split):
-        for name, metric in self.grouped[f"{split}_"].items():
-            values = metric.compute()  # synchronised over ranks
-            metric.reset()
-            self.log_dict({f"{split}/accuracy_{name}_{group}": v for group, v in values.items()})
+    def _epoch_end(self, split):
+        """Log per-category accuracies and write the curves of every set of `split`."""
+        for name in [None, *self.eval_sets]:
+            metrics = self.metrics[self._key(split, name)]
+            self.log_dict(metrics.grouped_values(), add_dataloader_idx=False)
+            curves = metrics.curve_values()
+            if curves and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+                self._write_curves(split, name, curves)
+
+    def _write_curves(self, split, name, curves):
+        """<run dir>/curves/<split>[-<set>]/<curve>/epoch=<e>.csv: position, value, count."""
+        for curve, (values, counts) in curves.items():
+            path = Path(self.trainer.default_root_dir) / "curves" / (split if name is None else f"{split}-{name}")
+            path = path / curve / f"epoch={self.current_epoch:03d}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = [f"{t},{v:.6g},{n}" for t, (v, n) in enumerate(zip(values.tolist(), counts.tolist())) if n > 0]
+            path.write_text("position,value,count\n" + "".join(row + "\n" for row in rows))
 
     def on_validation_epoch_end(self):
-        self._log_grouped("val")
+        self._epoch_end("val")
 
     def on_test_epoch_end(self):
-        self._log_grouped("test")
+        self._epoch_end("test")
 
     # Data: the dataset deals batches to this rank; Lightning's distributed sampler is off.
     def _loader_kwargs(self):
@@ -115,7 +158,8 @@ class SequenceLightningModule(L.LightningModule):
         )
 
     def setup(self, stage):
-        self.dataset.setup()
+        for dataset in [self.dataset, *self.eval_sets.values()]:
+            dataset.setup()
 
     def train_dataloader(self):
         loader = self.dataset.train_dataloader(**self._loader_kwargs())
@@ -124,11 +168,16 @@ class SequenceLightningModule(L.LightningModule):
         loader.progress = lambda: self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return loader
 
+    def _eval_dataloaders(self, split):
+        loaders = [getattr(d, f"{split}_dataloader")(**self._loader_kwargs())
+                   for d in [self.dataset, *self.eval_sets.values()]]
+        return loaders if self.eval_sets else loaders[0]
+
     def val_dataloader(self):
-        return self.dataset.val_dataloader(**self._loader_kwargs())
+        return self._eval_dataloaders("val")
 
     def test_dataloader(self):
-        return self.dataset.test_dataloader(**self._loader_kwargs())
+        return self._eval_dataloaders("test")
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self, self.config.optimizer)

@@ -134,7 +134,8 @@ def fit(config, run_dir, extra_callbacks=()):
         if config.train.test:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             results = trainer.test(module, ckpt_path=best or None, verbose=False)
-            metrics.update({k: float(v) for k, v in results[0].items()})
+            for result in results:  # one per test dataloader: the main set, then each eval set
+                metrics.update({k: float(v) for k, v in result.items()})
     finally:
         finish_wandb(trainer)
     if trainer.is_global_zero:

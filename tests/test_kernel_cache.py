@@ -64,11 +64,11 @@ def test_training_with_accumulation(tmp_path, monkeypatch):
     from torch.utils.data import DataLoader
 
     from src import module as module_file
-    from src.dataloaders.sequence1d import sample
+    from src.dataloaders.synthetic import sample
 
     config = compose_config(["wandb=null", "experiment=dss-sequence1d", "model=dlr", "dataset.task=shift",
                              *CPU_OVERRIDES, "model.d_model=8", "dataset.L=32", "model.layer.d_state=8"])
-    d = {k: v for k, v in dict(config.dataset).items() if k not in ("_name_", "samples_per_epoch", "val_split", "seed")}
+    d = {k: v for k, v in dict(config.dataset).items() if k not in ("_name_", "eval_sets")}
     x, y = sample(d.pop("task"), 16, torch.Generator().manual_seed(0), **d)
     batches = [(x[i : i + 4], y[i : i + 4]) for i in range(0, 16, 4)]
 

@@ -43,7 +43,7 @@ def test_every_layer_config_builds_runs_and_reports_its_state_size(stem):
     config = layer_config(stem)
     assert config["_name_"] in registry.layer
     torch.manual_seed(0)
-    layer = build_layer(config, D, notice=lambda line: None)
+    layer = build_layer(config, D, notice=lambda line: None, max_length=L)
     y, _ = layer(torch.randn(2, L, D))
     assert y.shape == (2, L, D) and torch.isfinite(y).all()
     size = layer.state_size(L)
@@ -55,7 +55,7 @@ def test_every_model_config_builds(stem):
     config = compose_config(["wandb=null", "experiment=dss-sequence1d", f"model={stem}", f"dataset.L={L}",
                              f"model.d_model={D}", "model.n_layers=2", *SMALL.get(stem, [])])
     model = {k: v for k, v in config.model.items() if k != "_name_"}
-    y, states = SequenceModel(**model, notice=lambda line: None)(torch.randn(2, L, D))
+    y, states = SequenceModel(**model, max_length=L, notice=lambda line: None)(torch.randn(2, L, D))
     assert y.shape == (2, L, D) and len(states) == 2
 
 
@@ -72,7 +72,7 @@ def test_a_misspelt_layer_lists_the_valid_names():
 def test_every_layer_config_runs_on_cuda_like_on_cpu(stem):
     """nn.LSTM & co. take cuDNN there; FFT and matmul reorderings: float32 rounding, 1e-3 of max |y|."""
     torch.manual_seed(0)
-    layer = build_layer(layer_config(stem), D, notice=lambda line: None)
+    layer = build_layer(layer_config(stem), D, notice=lambda line: None, max_length=L)
     x = torch.randn(2, L, D)
     y = layer(x)[0]
     y_cuda = layer.cuda()(x.cuda())[0].cpu()
@@ -80,12 +80,18 @@ def test_every_layer_config_runs_on_cuda_like_on_cpu(stem):
 
 
 def test_options_of_another_layer_are_named():
-    """The default experiment sets DLR options (d_state, dt_min, ...): another layer says so in one line."""
+    """A layer given another layer's options says so in one line, listing its own."""
     from src.utils.errors import ConfigError
 
-    config = compose_config(["wandb=null", "model=lstm"])
-    with pytest.raises(ConfigError, match=r"model.layer \(RNN\) does not take d_state, dt_max, dt_min, lr; its options are: d_model, model"):
-        build_layer(config.model.layer, D)
-    config = compose_config(["wandb=null", "model=sgconv"])
-    with pytest.raises(ConfigError, match=r"model.layer.kernel_type=sgconv \(SGConvKernel\) does not take dt_max, dt_min, lr"):
-        build_layer(config.model.layer, D)
+    with pytest.raises(ConfigError, match=r"model.layer \(RNN\) does not take d_state, dt_min; its options are: d_model, cell|model"):
+        build_layer({"_name_": "rnn", "d_state": 4, "dt_min": 0.1}, D)
+    with pytest.raises(ConfigError, match=r"model.layer.kernel_type=sgconv \(SGConvKernel\) does not take dt_max"):
+        build_layer({"_name_": "sgconv", "kernel_type": "sgconv", "dt_max": 0.1, "l_max": 8}, D)
+
+
+def test_the_default_experiment_runs_with_every_model():
+    """`python -m train model=M`: the default experiment's DLR settings live in configs/preset/base/dlr.yaml."""
+    for stem in MODEL_CONFIGS:
+        config = compose_config(["wandb=null", f"model={stem}", f"model.d_model={D}", *SMALL.get(stem, [])])
+        model = {k: v for k, v in config.model.items() if k != "_name_"}
+        SequenceModel(**model, max_length=128, notice=lambda line: None)

@@ -135,13 +135,10 @@ def _container(config):
 
 
 def config_batch(config, batch_size):
-    from src.dataloaders.sequence1d import sample
+    from src.dataloaders.synthetic import sample
 
-    d = dict(config.dataset)
-    task = d.pop("task")
-    for key in ("_name_", "samples_per_epoch", "val_split", "seed"):
-        d.pop(key, None)
-    return sample(task, batch_size, torch.Generator().manual_seed(0), **d)
+    d = {k: v for k, v in config.dataset.items() if k not in ("_name_", "eval_sets")}
+    return sample(d.pop("task"), batch_size, torch.Generator().manual_seed(0), **d)
 
 
 class RecordBatches(Callback):
@@ -218,7 +215,7 @@ def test_wandb_logger_offline(run_dir, monkeypatch):
     "override, message",
     [
         ("dataset.task=shfit", "dataset.task='shfit' is not valid; choose one of:.*shift"),
-        ("model.layer.kernel_type=ssm", "model.layer.kernel_type='ssm' is not registered; choose one of:.*dlr"),
+        ("model.layer.kernel_type=atn", "model.layer.kernel_type='atn' is not registered; choose one of: attn, dlr"),
         ("model.layer.version=v2", "model.layer.version='v2' is not valid"),
         ("model.layer.Lambda_init=zeros", "model.layer.Lambda_init='zeros' is not valid"),
         ("dataset.num_shifts=100", "num_shifts"),

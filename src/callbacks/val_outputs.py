@@ -1,6 +1,6 @@
 """Saves each validation epoch's inputs, targets and predictions (`train.save_val_outputs`).
 
-Writes `<run_dir>/val_outputs/epoch=<e>[-rank=<r>].pt`, a dict of CPU tensors
+Writes `<run_dir>/val_outputs/epoch=<e>[-rank=<r>].pt` (the main validation set, not the eval sets), a dict of CPU tensors
 {"x": (N, ...), "y": (N, ...), "preds": (N, ...)} concatenated over this rank's batches, plus
 the batches' category ids (e.g. "height", "op" for ListOps) when the dataset has them. For
 classification (integer targets) `preds` holds the predicted classes (argmax of the logits),
@@ -24,7 +24,7 @@ class SaveValOutputs(Callback):
         self.parts, self.count = [], 0
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        if trainer.sanity_checking or (self.limit is not None and self.count >= self.limit):
+        if trainer.sanity_checking or dataloader_idx > 0 or (self.limit is not None and self.count >= self.limit):
             return
         x, y, *extra = batch
         preds = outputs["preds"].detach()

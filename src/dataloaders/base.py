@@ -10,7 +10,14 @@ persistent workers stay correct across epochs and:
 
 Synthetic datasets draw every batch from its own torch.Generator seeded by (seed, split, epoch,
 index), never from the global RNG; an epoch is exactly `samples_per_epoch` samples over all
-devices together. Datasets on disk (files.py) gather batches from a per-epoch permutation.
+devices together. With `num_train_examples=N` the training set is instead N examples drawn once
+(in chunks of 1024, so the first n of them do not depend on N) and replayed every epoch, in an
+order reshuffled per epoch from (seed, epoch). Datasets on disk (files.py) gather batches from a
+per-epoch permutation.
+
+Evaluation sets are dealt to ranks as whole batches, the batches of one process. With fewer
+batches than ranks, every rank builds each batch and keeps the rows p = rank (mod W): the
+samples, hence the metrics, are those of one process whatever the number of ranks.
 """
 
 import math
@@ -20,14 +27,23 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from src.utils.errors import ConfigError
+from src.utils.notice import notice
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
+CHUNK = 1024  # examples per generator call when a finite training set is drawn
 
 
-def batch_seed(seed, split, epoch, index):
-    """A 63-bit seed mixing (seed, split, epoch, index) through numpy's SeedSequence."""
-    state = np.random.SeedSequence([seed, SPLITS[split], epoch, index]).generate_state(1, np.uint64)
+def batch_seed(seed, split, epoch, index, *extra):
+    """A 63-bit seed mixing (seed, split, epoch, index, *extra) through numpy's SeedSequence."""
+    state = np.random.SeedSequence([seed, SPLITS[split], epoch, index, *extra]).generate_state(1, np.uint64)
     return int(state[0] >> np.uint64(1))
+
+
+def take(batch, part):
+    """Rows part[0], part[0] + part[1], ... of every tensor of a batch (x, y[, {name: ids}])."""
+    start, step = part
+    rows = lambda v: v[start::step].contiguous()  # noqa: E731
+    return tuple({k: rows(v) for k, v in item.items()} if isinstance(item, dict) else rows(item) for item in batch)
 
 
 class TrainBatches(Sampler):
@@ -76,6 +92,7 @@ class BatchDataset(Dataset):
     Items of this torch Dataset are whole batches, keyed by those four values."""
 
     d_input = d_output = l_output = n_tokens = None
+    L_input = None  # the input length (the longest, for variable lengths); sizes positions and l_max
     seed = 0
 
     def n_samples(self, split):
@@ -88,8 +105,10 @@ class BatchDataset(Dataset):
     def setup(self):
         """Load or prepare the data (called on every rank before the loaders are built)."""
 
-    def __getitem__(self, key):
-        return self.batch(*key)
+    def __getitem__(self, key):  # (split, epoch, index, rows[, (rank, world_size): the rows this rank keeps])
+        split, epoch, index, rows, *part = key
+        batch = self.batch(split, epoch, index, rows)
+        return take(batch, part[0]) if part else batch
 
     def train_dataloader(self, batch_size, batch_size_eval=None, num_workers=0, pin_memory=False, rank=0, world_size=1):
         per_step = batch_size * world_size
@@ -104,8 +123,14 @@ class BatchDataset(Dataset):
 
     def _eval_dataloader(self, split, batch_size, batch_size_eval, num_workers, pin_memory, rank, world_size):
         b, n = batch_size_eval or batch_size, self.n_samples(split)
+        if n < world_size:
+            raise ConfigError(f"the {split} set has {n} samples, fewer than the {world_size} devices: each needs one")
         keys = [(split, 0, g, range(g * b, min((g + 1) * b, n))) for g in range(math.ceil(n / b))]
-        return DataLoader(self, batch_size=None, sampler=keys[rank::world_size], **_workers(num_workers, pin_memory))
+        if len(keys) >= world_size:
+            keys = keys[rank::world_size]
+        else:  # every rank builds each batch and keeps its rows (p = rank mod W), skipping empty shares
+            keys = [(*key, (rank, world_size)) for key in keys if len(key[3]) > rank]
+        return DataLoader(self, batch_size=None, sampler=keys, **_workers(num_workers, pin_memory))
 
     def val_dataloader(self, batch_size, batch_size_eval=None, num_workers=0, pin_memory=False, rank=0, world_size=1):
         return self._eval_dataloader("val", batch_size, batch_size_eval, num_workers, pin_memory, rank, world_size)
@@ -115,15 +140,23 @@ class BatchDataset(Dataset):
 
 
 class SyntheticDataset(BatchDataset):
-    """Base of the on-the-fly datasets: subclasses implement `generate(batch_size, generator)`."""
+    """Base of the on-the-fly datasets: subclasses implement `generate(batch_size, generator)`.
+    num_train_examples: None, fresh samples every epoch (`samples_per_epoch` of them); N, the
+    same N examples every epoch, reshuffled. The validation and test sets have
+    int(val_split x the training set size) samples each."""
 
-    def __init__(self, samples_per_epoch, val_split, seed):
+    def __init__(self, samples_per_epoch, val_split, seed, num_train_examples=None):
         self.samples_per_epoch, self.val_split, self.seed = samples_per_epoch, val_split, seed
-        self.n_eval = int(val_split * samples_per_epoch)
+        self.num_train_examples, self.examples = num_train_examples, None
+        if num_train_examples is not None and (not isinstance(num_train_examples, int) or num_train_examples < 1):
+            raise ConfigError(f"dataset.num_train_examples={num_train_examples!r} must be a positive integer or null")
+        size, key = (num_train_examples, "num_train_examples") if num_train_examples else (samples_per_epoch,
+                                                                                         "samples_per_epoch")
+        self.n_eval = int(val_split * size)
         if self.n_eval < 1:
             raise ConfigError(
-                f"dataset.val_split={val_split} with dataset.samples_per_epoch={samples_per_epoch} "
-                "gives no validation samples; both must give at least one"
+                f"dataset.val_split={val_split} with dataset.{key}={size} gives no validation samples; "
+                "both must give at least one"
             )
 
     def generate(self, batch_size, generator):
@@ -131,14 +164,37 @@ class SyntheticDataset(BatchDataset):
         raise NotImplementedError
 
     def n_samples(self, split):
-        return self.samples_per_epoch if split == "train" else self.n_eval
+        if split == "train":
+            return self.num_train_examples or self.samples_per_epoch
+        return self.n_eval
+
+    def setup(self):
+        if self.num_train_examples and self.examples is None:
+            N = self.num_train_examples
+            chunks = [self._chunk(i, min(CHUNK, N - i * CHUNK)) for i in range(math.ceil(N / CHUNK))]
+            self.examples = tuple(torch.cat(parts) for parts in zip(*chunks))  # (x (N, ...), y (N, ...))
+
+    def _chunk(self, i, size):
+        return self.generate(size, torch.Generator().manual_seed(batch_seed(self.seed, "train", 0, i, 1)))
 
     def batch(self, split, epoch, index, rows):
+        if split == "train" and self.num_train_examples:
+            order = torch.randperm(self.num_train_examples, generator=torch.Generator().manual_seed(
+                batch_seed(self.seed, "train", epoch, 0, 2)))
+            ids = order[rows.start : rows.stop]
+            return tuple(part[ids] for part in self.examples)
         generator = torch.Generator().manual_seed(batch_seed(self.seed, split, epoch, index))
         return self.generate(len(rows), generator)
 
     def train_dataloader(self, batch_size, batch_size_eval=None, num_workers=0, pin_memory=False, rank=0, world_size=1):
-        if self.samples_per_epoch % (batch_size * world_size):
+        per_step = batch_size * world_size
+        if self.num_train_examples:
+            left = self.num_train_examples % per_step
+            if left and rank == 0:
+                notice(f"notice: dataset.num_train_examples={self.num_train_examples} is not a multiple of "
+                       f"loader.batch_size={batch_size} x {world_size} device(s): each epoch trains "
+                       f"{self.num_train_examples - left} of them, in a new order (and a new {left} left out)")
+        elif self.samples_per_epoch % per_step:
             raise ConfigError(
                 f"dataset.samples_per_epoch={self.samples_per_epoch} is not a multiple of loader.batch_size="
                 f"{batch_size} x {world_size} device(s); an epoch must be whole batches on every device"

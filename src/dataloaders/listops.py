@@ -154,6 +154,7 @@ class ListOps(FileDataset):
     def __init__(self, l_min=500, l_max=2048, data_dir=None, seed=0):
         super().__init__(seed)
         self.l_min, self.l_max = l_min, l_max
+        self.L_input = l_max  # inputs are padded to l_max
         self.data_dir = Path(data_dir) if data_dir else data_path() / self.folder
 
     def command(self):

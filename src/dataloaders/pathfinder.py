@@ -53,6 +53,7 @@ class Pathfinder(FileDataset):
         if not (val_split > 0 and test_split > 0 and val_split + test_split < 1):
             raise ConfigError(f"dataset.val_split={val_split} dataset.test_split={test_split}: each must be > 0, together < 1")
         self.resolution, self.val_split, self.test_split, self.split_seed = resolution, val_split, test_split, split_seed
+        self.L_input = resolution**2  # pixels, row-major
         self.data_dir = Path(data_dir) if data_dir else default_output_dir(resolution)
 
     def load(self):

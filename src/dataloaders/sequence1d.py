@@ -203,15 +203,6 @@ def fixed_parts(task, L, M=32, consecutive=False, variable=True, fixed_seed=0, *
     return {"fixed_matrix": polar(torch.randn(1, N, N, generator=g))}
 
 
-def sample(task, batch_size, generator=None, L=512, num_shifts=8, M=32, D=4, causal=True, variable=True,
-           consecutive=False, fixed_seed=0):
-    """A batch (x, y) of `task`: x (B, L_in, d_input), y (B, l_output, d_output), float32."""
-    kwargs = dict(L=L, num_shifts=num_shifts, M=M, D=D, causal=causal, consecutive=consecutive)
-    shapes(task, **kwargs)
-    fixed = fixed_parts(task, variable=variable, fixed_seed=fixed_seed, **kwargs)
-    return _generate(task, batch_size, generator, kwargs, fixed)
-
-
 def _generate(task, batch_size, generator, kwargs, fixed):
     kind = family(task)
     defaults = {"fixed_positions": None, "fixed_matrix": None}
@@ -222,8 +213,8 @@ class Sequence1D(SyntheticDataset):
     """`dataset=sequence1d`: the atomic tasks above, generated on the fly (see base.py)."""
 
     def __init__(self, task="shift", L=512, samples_per_epoch=16000, val_split=0.1, num_shifts=8, M=32, D=4,
-                 causal=True, variable=True, consecutive=False, fixed_seed=0, seed=0):
-        super().__init__(samples_per_epoch, val_split, seed)
+                 causal=True, variable=True, consecutive=False, fixed_seed=0, seed=0, num_train_examples=None):
+        super().__init__(samples_per_epoch, val_split, seed, num_train_examples)
         self.task = task
         self.kwargs = dict(L=L, num_shifts=num_shifts, M=M, D=D, causal=causal, consecutive=consecutive)
         self.L_input, self.d_input, self.l_output, self.d_output = shapes(task, **self.kwargs)

@@ -18,17 +18,18 @@ class SequenceDecoder(nn.Module):
         self.l_output = l_output
         self.output = nn.Linear(d_model, d_output)
 
-    def forward(self, x):  # x: (B, L, d_model)
+    def forward(self, x, l_output=None):  # x: (B, L, d_model); l_output: this input's, if not the default
+        l_output = self.l_output if l_output is None else l_output
         if self.mode == "pool":
             x = x.mean(dim=1)  # (B, d_model)
-        elif self.l_output == 0:
+        elif l_output == 0:
             x = x[:, -1]  # (B, d_model)
-        elif self.l_output is not None:
-            x = x[:, x.shape[1] - self.l_output :]  # (B, l_output, d_model)
+        elif l_output is not None:
+            x = x[:, x.shape[1] - l_output :]  # (B, l_output, d_model)
         return self.output(x)
 
 
-def build_decoder(config, dataset, d_model):
+def build_decoder(config, d_model, d_output, l_output=None):
     config = dict(config)
     check_choice("decoder._name_", config.pop("_name_"), ["sequence"])
-    return SequenceDecoder(d_model, dataset.d_output, dataset.l_output, **config)
+    return SequenceDecoder(d_model, d_output, l_output, **config)

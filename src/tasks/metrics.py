@@ -8,7 +8,14 @@ integer targets (B, L) or (B,), where the target -100 marks an unlabelled positi
     accuracy           argmax(logits) == y over labelled positions        (torchmetrics)
     f1_macro           F1 per class, averaged over classes                (torchmetrics)
     accuracy_balanced  recall per class, averaged over classes            (torchmetrics)
-All are accumulated over the epoch (the DLR repo averaged per-batch F1 scores instead).
+    example_accuracy   per example, the fraction of its labelled positions that are right,
+                       averaged over examples with a label (zoology's accuracy)
+    sequence_accuracy  the fraction of examples (with a label) whose every labelled position is right
+    accuracy_by_position  a curve: accuracy at each position t over the set, written as CSV
+                       (position, accuracy, count) with each evaluation, not logged as a scalar
+All are accumulated over the epoch (the DLR repo averaged per-batch F1 scores instead), and are
+exact under DDP: their states are sums, reduced over ranks. `SplitMetrics` holds one split's
+(or one eval set's) loss, metrics, per-category accuracies and curves.
 
 Losses: mse; cross_entropy (targets -100 ignored); class_weighted_cross_entropy, which weights
 class c by 1 / (its number of labelled positions in the batch), so each class present in the
@@ -20,7 +27,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torchmetrics import Metric
 
-from src.utils.errors import check_choice
+from src.utils.errors import ConfigError, check_choice
 
 IGNORE_INDEX = -100
 
@@ -111,8 +118,61 @@ class GroupedAccuracy(Metric):
         return {name: self.correct[i] / self.count[i] for i, name in enumerate(self.groups) if self.count[i] > 0}
 
 
+class ExampleAccuracy(Metric):
+    """Per-example accuracy over labelled positions, averaged over examples (or, with
+    `whole=True`, the fraction of examples whose labelled positions are all right)."""
+
+    full_state_update = False
+
+    def __init__(self, whole=False):
+        super().__init__()
+        self.whole = whole
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("examples", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds, target):  # preds (B, ..., C) logits, target (B, ...)
+        target = target.reshape(target.shape[0], -1)  # (B, n)
+        labelled = target != IGNORE_INDEX
+        hit = (preds.argmax(-1).reshape(target.shape) == target) & labelled
+        count = labelled.sum(-1)  # (B,)
+        keep = count > 0
+        per_example = (hit.sum(-1) == count) if self.whole else hit.sum(-1) / count.clamp(min=1)
+        self.total += per_example[keep].double().sum()
+        self.examples += keep.sum()
+
+    def compute(self):
+        return (self.total / self.examples).float()
+
+
+class AccuracyByPosition(Metric):
+    """Accuracy at each position t < length over labelled positions: compute() -> (accuracy (T,),
+    count (T,)), NaN where a position had no label."""
+
+    full_state_update = False
+
+    def __init__(self, length):
+        super().__init__()
+        self.add_state("correct", torch.zeros(length, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(length, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds, target):  # preds (B, T, C), target (B, T), T <= length
+        T = target.shape[1]
+        labelled = target != IGNORE_INDEX
+        self.count[:T] += labelled.sum(0)
+        self.correct[:T] += ((preds.argmax(-1) == target) & labelled).sum(0)
+
+    def compute(self):
+        return self.correct / self.count, self.count
+
+
+SCALARS = ("mse", "r2", "accuracy", "f1_macro", "accuracy_balanced", "example_accuracy", "sequence_accuracy")
+CURVES = ("accuracy_by_position",)
+
+
 def build_metric(name, d_output):
-    check_choice("task.metrics", name, sorted(("mse", "r2", "accuracy", "f1_macro", "accuracy_balanced")))
+    check_choice("task.metrics", name, sorted(SCALARS + CURVES))
+    if name in ("example_accuracy", "sequence_accuracy"):
+        return ExampleAccuracy(whole=name == "sequence_accuracy")
     if name == "mse":
         return torchmetrics.MeanSquaredError()
     if name == "r2":
@@ -124,3 +184,56 @@ def build_metric(name, d_output):
 
 def build_loss(name):
     return LOSSES[check_choice("task.loss", name, sorted(LOSSES))]
+
+
+def scored(preds, target):
+    """How many elements a batch's mean loss averages: the labelled positions for integer
+    targets, every element for real ones."""
+    return (target != IGNORE_INDEX).sum() if not torch.is_floating_point(target) else torch.tensor(target.numel())
+
+
+class SplitMetrics(torch.nn.Module):
+    """One split's (or eval set's) loss, metrics, per-category accuracies and curves.
+
+    `loss`: the mean of the batch losses weighted by their number of scored elements, so the
+    value over an epoch is the mean over every scored element of the set, whatever the batching
+    and the number of ranks (exact for mse and cross_entropy; class_weighted_cross_entropy
+    depends on the batches by definition)."""
+
+    def __init__(self, names, d_output, prefix, categories=(), length=None):
+        super().__init__()
+        for name in names:
+            check_choice("task.metrics", name, sorted(SCALARS + CURVES))
+        self.prefix = prefix
+        self.loss = torchmetrics.MeanMetric()
+        self.scalars = torchmetrics.MetricCollection(
+            {name: build_metric(name, d_output) for name in names if name in SCALARS}, prefix=prefix
+        )
+        self.grouped = torch.nn.ModuleDict({name: GroupedAccuracy(groups) for name, groups in dict(categories).items()})
+        self.curves = torch.nn.ModuleDict({name: AccuracyByPosition(length) for name in names if name in CURVES})
+        if self.curves and not length:
+            raise ConfigError("task.metrics=accuracy_by_position needs a dataset with a known input length")
+
+    def update(self, preds, target, loss, extra):
+        self.loss.update(loss, weight=scored(preds, target).to(loss))
+        self.scalars.update(preds, target)
+        for name, metric in self.grouped.items():
+            metric.update(preds, target, extra[name])
+        for metric in self.curves.values():
+            metric.update(preds, target)
+
+    def grouped_values(self):
+        """{prefix + accuracy_<category>_<group>: value}, computed over ranks; resets."""
+        values = {}
+        for name, metric in self.grouped.items():
+            values.update({f"{self.prefix}accuracy_{name}_{group}": v for group, v in metric.compute().items()})
+            metric.reset()
+        return values
+
+    def curve_values(self):
+        """{name: (values (T,), counts (T,))}, computed over ranks; resets."""
+        values = {}
+        for name, metric in self.curves.items():
+            values[name] = metric.compute()
+            metric.reset()
+        return values

@@ -6,6 +6,9 @@ from src.utils.errors import ConfigError
 from src.utils.legacy import translate
 from src.utils.notice import notice
 
+# `${not:${..bidirectional}}`: the attention layers' `causal` follows `model.bidirectional`.
+OmegaConf.register_new_resolver("not", lambda value: not value, replace=True)
+
 
 def prepare(config):
     """Translate the legacy keys, resolve interpolations and check required values."""

@@ -1,82 +1,221 @@
-"""Residual backbone: a stack of `n_layers` blocks around a registered sequence layer.
+"""SequenceModel: encoder -> positions -> `n_layers` residual blocks -> final norm -> decoder.
 
-    postnorm (prenorm=false):  x <- norm(x + dropout(layer(x)))
-    prenorm  (prenorm=true):   x <- x + dropout(layer(norm(x))),  and a final norm at the end
+    x <- embedding_dropout(encoder(x))     linear (B, L, d_input) -> (B, L, D), or embedding (B, L) tokens
+    x <- x + positions                      model.pos_emb (positions.py; rope goes to the layers instead)
+    each block, postnorm (prenorm=false):   x <- norm(x + dropout(layer(x)))
+                prenorm  (prenorm=true):    x <- x + dropout(layer(norm(x)))
+        state_mixer=mlp adds a second residual sub-block of the same form around
+        MLP(x) = fc2(act(fc1 x)), fc1: D -> mlp_expand D (zoology's "state mixer")
+    x <- final_norm(x);  y = decoder(x)    (B, L, d_output), the last l_output positions, or pooled
 
-All tensors are (B, L, d_model). Positional information (positions.py, `model.pos_emb`,
-`model.pos_aug`) enters before the first block; with pos_emb=rope it is given to every layer
-that takes `rope` (and `positions` in its forward) instead.
+Every tensor between encoder and decoder is (B, L, D). Without `encoder` / `decoder` the model
+maps (B, L, D) to (B, L, D). tie_embeddings: the decoder's weight is the embedding matrix.
+init=gpt2 (zoology, GPT-2): every nn.Linear and nn.Embedding weight ~ N(0, 0.02), biases 0, and
+the output projection of each residual branch (its last nn.Linear) ~ N(0, 0.02 / sqrt(2 n_layers)).
+
+Recurrence: `default_state(B)` and `step(x_t, state)` run the model one position at a time
+through every layer's `step` (and the encoder, positions, norms, mixers and head, which act per
+position); a test shows this equals the parallel forward for every layer that steps.
 """
 
 import inspect
+import math
 
+import torch
 from torch import nn
 
-from src.models.sequence.positions import Positions
+from src.models.sequence.layers.activation import Activation
+from src.models.sequence.positions import Positions, input_width
+from src.tasks.decoders import build_decoder
+from src.tasks.encoders import build_encoder
 from src.utils import registry
 from src.utils.errors import ConfigError, check_choice
 
 
-def build_layer(config, d_model, notice=print, rope=False):
+def build_layer(config, d_model, notice=print, rope=False, bidirectional=False, max_length=None):
     """The layer of `config` (`model.layer`). `kernel_type=attn` on a convolution layer
     (the DLR repo's `model=dlr model.layer.kernel_type=attn`) builds the `attn` layer from the
     options it shares with the convolution config; the kernel options are reported as unused.
-    rope: pass rope=True to the layer (`model.pos_emb=rope`)."""
+    rope: pass rope=True to the layer (`model.pos_emb=rope`). bidirectional: the model is
+    non-causal, which the layer must be able to be. max_length: the longest input, which fills
+    a layer's `l_max: null` and bounds a set one."""
     config = dict(config)
-    if rope:
-        cls = registry.resolve(registry.layer, config["_name_"], "model.layer._name_")
-        if "rope" not in inspect.signature(cls).parameters:
-            raise ConfigError(f"model.pos_emb=rope rotates queries and keys: model.layer._name_={config['_name_']} "
-                              "has none; use a layer with `rope` (mha, transformer) or another pos_emb")
-        config["rope"] = True
     if config.get("kernel_type") == "attn":
         cls = registry.resolve(registry.layer, "attn")
         accepted = set(inspect.signature(cls).parameters) - {"d_model"}
         unused = sorted(k for k in config if k not in accepted and k not in ("_name_", "kernel_type"))
         notice(f"notice: model.layer.kernel_type=attn: building layer 'attn'; not used: {', '.join(unused)}")
-        return cls(d_model, **{k: v for k, v in config.items() if k in accepted})
-    cls = registry.resolve(registry.layer, config.pop("_name_"), "model.layer._name_")
+        config = {"_name_": "attn", **{k: v for k, v in config.items() if k in accepted}}
+    name = config.pop("_name_")
+    cls = registry.resolve(registry.layer, name, "model.layer._name_")
+    params = inspect.signature(cls).parameters
+    if rope:
+        if "rope" not in params:
+            raise ConfigError(f"model.pos_emb=rope rotates queries and keys: model.layer._name_={name} "
+                              "has none; use a layer with `rope` (mha, transformer) or another pos_emb")
+        config["rope"] = True
+    if bidirectional and "bidirectional" not in params and "causal" not in params:
+        raise ConfigError(f"model.bidirectional=true: model.layer._name_={name} has no bidirectional form; "
+                          f"use one of: {', '.join(bidirectional_layers())}, or model.bidirectional=false")
+    if "l_max" in config and max_length:
+        if config["l_max"] is None:
+            config["l_max"] = max_length
+        elif config["l_max"] < max_length:
+            raise ConfigError(f"model.layer.l_max={config['l_max']} is shorter than the longest input, {max_length} "
+                              f"(eval sets included): set model.layer.l_max={max_length} or null")
     registry.check_kwargs(cls, config, f"model.layer ({cls.__name__})")
     return cls(d_model, **config)
 
 
-class ResidualBlock(nn.Module):
-    def __init__(self, d_model, layer, prenorm, norm, dropout, notice=print, rope=False):
+def bidirectional_layers():
+    """The registered layers that take `bidirectional` or `causal`."""
+    names = []
+    for name in sorted(registry.layer):
+        params = inspect.signature(registry.resolve(registry.layer, name)).parameters
+        if "bidirectional" in params or "causal" in params:
+            names.append(name)
+    return names
+
+
+class MLP(nn.Module):
+    """fc2(act(fc1 x)): D -> expand D -> D, position by position."""
+
+    def __init__(self, d_model, expand=4, activation="gelu"):
         super().__init__()
-        self.layer = build_layer(layer, d_model, notice, rope)
-        self.takes_positions = "positions" in inspect.signature(self.layer.forward).parameters
+        self.fc1 = nn.Linear(d_model, expand * d_model)
+        self.activation = Activation(activation, "model.mlp_activation")
+        self.fc2 = nn.Linear(expand * d_model, d_model)
+
+    def forward(self, x):  # (..., D)
+        return self.fc2(self.activation(self.fc1(x)))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, d_model, layer, prenorm, norm, dropout, mixer=None):
+        super().__init__()
+        self.layer = layer
+        self.takes_positions = "positions" in inspect.signature(layer.forward).parameters
         self.prenorm = prenorm
         self.norm = nn.LayerNorm(d_model) if norm == "layer" else nn.Identity()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.mixer = mixer
+        if mixer is not None:
+            self.mixer_norm = nn.LayerNorm(d_model) if norm == "layer" else nn.Identity()
+
+    def _residual(self, f, norm, x):  # one residual sub-block around f: (..., D) -> ((..., D), f's extra)
+        y, extra = f(norm(x) if self.prenorm else x)
+        y = x + self.dropout(y)
+        return (y if self.prenorm else norm(y)), extra
+
+    def _mix(self, x):
+        if self.mixer is None:
+            return x
+        return self._residual(lambda u: (self.mixer(u), None), self.mixer_norm, x)[0]
 
     def forward(self, x, state=None, positions=None):  # x: (B, L, D), positions: (B, L)
-        y = self.norm(x) if self.prenorm else x
         extra = {"positions": positions} if self.takes_positions else {}
-        y, state = self.layer(y, state=state, **extra)
-        y = x + self.dropout(y)
-        return (y if self.prenorm else self.norm(y)), state
+        x, state = self._residual(lambda u: self.layer(u, state=state, **extra), self.norm, x)
+        return self._mix(x), state
+
+    def step(self, x_t, state):  # x_t: (B, D)
+        x_t, state = self._residual(lambda u: self.layer.step(u, state), self.norm, x_t)
+        return self._mix(x_t), state
 
 
 class SequenceModel(nn.Module):
-    def __init__(self, d_model, n_layers, layer, prenorm=False, norm="layer", dropout=0.0, pos_emb="none",
-                 pos_aug="none", pos_max_len=None, pos_init="random", pos_frozen=False, notice=print):
+    def __init__(self, d_model, n_layers, layer, prenorm=False, norm="layer", final_norm=None, dropout=0.0,
+                 bidirectional=False, state_mixer="none", mlp_expand=4, mlp_activation="gelu", embedding_dropout=0.0,
+                 tie_embeddings=False, init="default", pos_emb="none", pos_aug="none", pos_max_len=None,
+                 pos_init="random", pos_frozen=False, encoder=None, decoder=None, d_input=None, n_tokens=None,
+                 d_output=None, l_output=None, max_length=None, notice=print):
+        """encoder: None | linear | embedding (of d_input features / n_tokens tokens); decoder: None or
+        the sequence decoder's options (src/tasks/decoders.py) for d_output outputs at l_output
+        positions; max_length: the longest input (sizes positions and `l_max`); final_norm: None
+        means `prenorm`."""
         super().__init__()
         check_choice("model.norm", norm, ["layer", "none"])
+        check_choice("model.state_mixer", state_mixer, ["none", "mlp"])
+        check_choice("model.init", init, ["default", "gpt2"])
+        for key, value in (("model.d_model", d_model), ("model.n_layers", n_layers)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key}={value!r} must be a positive integer")
         self.d_model = d_model
+        self.encoder = None if encoder is None else build_encoder(encoder, d_input, n_tokens, input_width(d_model, pos_emb))
+        self.embedding_dropout = nn.Dropout(embedding_dropout) if embedding_dropout > 0 else nn.Identity()
+        if pos_max_len is None:
+            pos_max_len = max_length
+        elif max_length and pos_max_len < max_length and (pos_emb in ("learned", "scaler") or pos_aug != "none"):
+            raise ConfigError(f"model.pos_max_len={pos_max_len} is shorter than the longest input, {max_length} "
+                              f"(eval sets included): set model.pos_max_len>={max_length} or null")
         self.positions = Positions(d_model, pos_emb, pos_aug, pos_max_len, pos_init, pos_frozen)
-        # Build the first block with the notice, the others quietly: they share its config.
-        quiet = lambda line: None  # noqa: E731
-        self.blocks = nn.ModuleList(
-            ResidualBlock(d_model, layer, prenorm, norm, dropout, notice if i == 0 else quiet, pos_emb == "rope")
-            for i in range(n_layers)
-        )
-        self.final_norm = nn.LayerNorm(d_model) if prenorm and norm == "layer" else nn.Identity()
+        self.blocks = nn.ModuleList()
+        for i in range(n_layers):  # the first block reports notices, the others share its config
+            quiet = notice if i == 0 else (lambda line: None)
+            layer_module = build_layer(layer, d_model, quiet, pos_emb == "rope", bidirectional, max_length)
+            mixer = MLP(d_model, mlp_expand, mlp_activation) if state_mixer == "mlp" else None
+            self.blocks.append(ResidualBlock(d_model, layer_module, prenorm, norm, dropout, mixer))
+        if final_norm is None:
+            final_norm = prenorm and norm == "layer"
+        self.final_norm = nn.LayerNorm(d_model) if final_norm else nn.Identity()
+        self.decoder = None if decoder is None else build_decoder(decoder, d_model, d_output, l_output)
+        if init == "gpt2":
+            self.init_gpt2()
+        if tie_embeddings:
+            self.tie()
 
-    def forward(self, x, state=None):  # x: (B, L, d_input) -> (B, L, D), per-block states
+    def tie(self):
+        """decoder.output.weight <- encoder.weight (both (n_tokens, D))."""
+        head = getattr(self.decoder, "output", None)
+        if not isinstance(self.encoder, nn.Embedding) or head is None or head.weight.shape != self.encoder.weight.shape:
+            shapes = (None if head is None else tuple(head.weight.shape),
+                      tuple(self.encoder.weight.shape) if self.encoder is not None else None)
+            raise ConfigError("model.tie_embeddings=true needs a token embedding and a vocabulary head of the same "
+                              f"shape (encoder=embedding, d_output = n_tokens); got head {shapes[0]}, encoder {shapes[1]}")
+        head.weight = self.encoder.weight
+
+    @torch.no_grad()
+    def init_gpt2(self, std=0.02):
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                module.weight.normal_(0.0, std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                module.bias.zero_()
+        for block in self.blocks:
+            for branch in (block.layer, block.mixer):
+                linears = [m for m in branch.modules() if isinstance(m, nn.Linear)] if branch is not None else []
+                if linears:  # the branch's output projection
+                    linears[-1].weight.normal_(0.0, std / math.sqrt(2 * len(self.blocks)))
+
+    def forward(self, x, state=None, l_output=None):  # x: (B, L, d_input) or (B, L) tokens -> outputs, states
+        """l_output: the number of positions the decoder reads for this input, if not its default
+        (an eval set of another length)."""
+        if self.encoder is not None:
+            x = self.embedding_dropout(self.encoder(x))  # (B, L, D)
         positions = self.positions.positions(x)  # (B, L)
         x = self.positions(x, positions)
         states = []
         for i, block in enumerate(self.blocks):
             x, s = block(x, state=None if state is None else state[i], positions=positions)
             states.append(s)
-        return self.final_norm(x), states
+        x = self.final_norm(x)
+        return (x if self.decoder is None else self.decoder(x, l_output)), states
+
+    def default_state(self, batch_size, device=None):
+        """{"position": 0, "layers": every layer's default_state}."""
+        for block in self.blocks:
+            if not hasattr(block.layer, "step"):
+                raise ConfigError(f"{type(block.layer).__name__} has no step(): it has no recurrent form here")
+        return {"position": 0, "layers": [block.layer.default_state(batch_size, device) for block in self.blocks]}
+
+    def step(self, x_t, state):  # x_t: (B, d_input) or (B,) tokens -> (B, d_output) or (B, D), state
+        if self.decoder is not None and self.decoder.mode != "last":
+            raise ConfigError(f"decoder.mode={self.decoder.mode} reads the whole sequence: the model has no step()")
+        t = state["position"]
+        x = x_t if self.encoder is None else self.embedding_dropout(self.encoder(x_t))  # (B, D)
+        x = self.positions(x[:, None], torch.full((x.shape[0], 1), t, device=x.device))[:, 0]
+        layers = []
+        for block, s in zip(self.blocks, state["layers"]):
+            x, s = block.step(x, s)
+            layers.append(s)
+        x = self.final_norm(x)
+        return (x if self.decoder is None else self.decoder.output(x)), {"position": t + 1, "layers": layers}

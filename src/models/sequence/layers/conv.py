@@ -32,6 +32,9 @@ class LongConv(nn.Module):
         super().__init__()
         if chunk_size is not None or attn_ff:
             raise ConfigError("model.layer.chunk_size / attn_ff apply to kernel_type=attn only")
+        if kernel_type not in registry.kernel:  # `attn` is built by backbone.build_layer before this
+            valid = ", ".join(sorted([*registry.kernel, "attn"]))
+            raise ConfigError(f"model.layer.kernel_type={kernel_type!r} is not registered; choose one of: {valid}")
         kernel = registry.resolve(registry.kernel, kernel_type, "model.layer.kernel_type")
         self.H, self.C, self.bidirectional = d_model, channels, bidirectional
         self.max_kernel_length = max_kernel_length

@@ -1,0 +1,32 @@
+"""`sample(task, batch_size, generator=None, **params)`: a batch (x, y) of any synthetic task,
+outside training (e.g. to mix tasks into other data), with the dataset config keys as params.
+
+    from src.dataloaders import synthetic
+    x, y = synthetic.sample("cumsum", 8, torch.Generator().manual_seed(0), L=256)
+
+The batch is the one a dataset of the same parameters draws from the same generator (a dataset's
+batch g of split s, epoch e uses the generator seeded by base.batch_seed(seed, s, e, g)).
+generator=None draws from torch's global RNG.
+
+TASKS maps each task name to its dataset class; the DLR atomic tasks (sequence1d.py) take
+`task=` as a parameter of one class.
+"""
+
+import importlib
+
+from src.dataloaders import sequence1d
+from src.utils.errors import check_choice
+
+TASKS = {name: "src.dataloaders.sequence1d.Sequence1D" for name in sequence1d.TASKS}
+
+
+def dataset_class(task):
+    module, name = TASKS[check_choice("task", task, sorted(TASKS))].rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def sample(task, batch_size, generator=None, **params):
+    """(x, y) of `batch_size` samples of `task` with dataset parameters `params`."""
+    cls = dataset_class(task)
+    dataset = cls(task=task, **params) if cls is sequence1d.Sequence1D else cls(**params)
+    return dataset.generate(batch_size, generator)

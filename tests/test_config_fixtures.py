@@ -1,0 +1,51 @@
+"""Every command of the DLR README (and `python -m train`) resolves to the configuration it had
+before model configs became deltas of configs/model/base.yaml (tests/fixtures/dlr_readme_configs.json,
+recorded from commit 8de32b6 by composing each command).
+
+Intended differences (also in the README):
+  - new backbone keys, each at a value that builds the same model as before (NEUTRAL);
+  - model.bidirectional, which the layer's own `bidirectional` now follows: equal to it;
+  - model.final_norm: null, a final norm exactly where there was one before (prenorm, norm=layer);
+  - model.pos_max_len: null now means "the dataset's longest input" instead of `dataset.L`; it
+    sizes learned positions and position augmentation only, which these commands do not use.
+"""
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT, compose_config, command_overrides
+
+FIXTURES = json.loads((ROOT / "tests" / "fixtures" / "dlr_readme_configs.json").read_text())
+NEUTRAL = {"model.state_mixer": "none", "model.mlp_expand": 4, "model.mlp_activation": "gelu",
+           "model.embedding_dropout": 0.0, "model.tie_embeddings": False, "model.init": "default",
+           "dataset.num_train_examples": None, "dataset.eval_sets": None}  # (sequence1d only; and dataset.eval_sets: null)
+
+
+def flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_every_readme_command_is_recorded():
+    assert len(FIXTURES) == 25 and "python -m train" in FIXTURES
+
+
+@pytest.mark.parametrize("command", sorted(FIXTURES), ids=range(len(FIXTURES)))
+def test_command_resolves_as_before(command):
+    old = flat(FIXTURES[command])
+    new = flat(OmegaConf.to_container(compose_config(command_overrides(command)), resolve=True))
+    assert old["model.pos_emb"] == "none" and old["model.pos_aug"] == "none"
+    old.pop("model.pos_max_len")
+    assert new.pop("model.pos_max_len") is None
+    assert new.pop("model.bidirectional") == old.get("model.layer.bidirectional", False)
+    assert new.pop("model.final_norm") is None  # null: a final norm after prenorm blocks with norm=layer, as before
+    for key, value in NEUTRAL.items():
+        assert new.pop(key, value) == value, key
+    assert new == old
