@@ -31,11 +31,13 @@ original), so the kernel at every L is the same system and `step` is exact:
     x_t = M11 x_{t-1} + M12 conj(x_{t-1}) + dB u_t,  y_t = 2 Re(C x_t)  (x: the N/2 kept modes,
     dA = [[M11, M12], [conj M12, conj M11]] on [x, conj x]).
 HiPPO's legt and fourier have Re Lambda = 0; it is set to -1e-4 so that Re Lambda = -exp(.)
-applies. b_clip (S4 and S4D-LegS): Im B of the diagonalised HiPPO B is clipped to
-[-b_clip, b_clip], as the current S4 repository's nplr(..., B_clip=2.0); null keeps the exact
-V^* B (the DLR repository's S4). At N = 64 the clip changes 11 of 32 LegS modes (|Im B| up to
-40.8) and 3 of 32 LegT modes. Rank beyond the measure's own gets small random rows of P (a zero row never learns:
+applies. Rank beyond the measure's own gets small random rows of P (a zero row never learns:
 P P^* is quadratic in it).
+
+b_clip (S4, and S4D's legs init): Im B of the diagonalised HiPPO B = V^* B_hippo is clipped to
+[-b_clip, b_clip], as the current S4 repository's nplr(..., B_clip=2.0); null keeps V^* B exact
+(the DLR repository's S4). At N = 64 the clip changes 11 of 32 LegS modes (|Im B| up to 40.8)
+and 3 of 32 LegT modes; fourier's B is real.
 
 Trainable/lr: dt (log_dt), A (Lambda), P, B; C uses the optimizer's defaults. The state of
 either is N/2 complex numbers per feature: state_size = H N floats.
