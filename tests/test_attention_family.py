@@ -8,7 +8,7 @@ import torch
 
 from conftest import assert_every_parameter_gets_a_gradient, run_steps
 
-from src.models.sequence.layers.linear_attention import LinearAttention
+from src.models.sequence.layers.linear_attention import FEATURE_MAPS, LinearAttention
 from src.models.sequence.layers.mha import MultiHeadAttention
 from src.models.sequence.layers.transformer import TransformerBlock
 from src.utils.errors import ConfigError
@@ -25,8 +25,9 @@ LAYERS = {
     "linear-elu": (LinearAttention, dict(n_heads=2)),
     "linear-identity": (LinearAttention, dict(n_heads=2, feature_map="identity", normalizer="none")),
     "linear-bidirectional": (LinearAttention, dict(n_heads=2, d_qk=6, causal=False)),
-    "norm-attn": (LinearAttention, dict(n_heads=2, feature_map="identity", normalizer="learned")),
-    "norm-attn-dqk": (LinearAttention, dict(n_heads=4, d_qk=4, feature_map="identity", normalizer="learned")),
+    "norm-attn": (LinearAttention, dict(n_heads=2, feature_map="identity", normalizer="exp")),
+    "norm-attn-dqk": (LinearAttention, dict(n_heads=4, d_qk=4, feature_map="identity", normalizer="exp")),
+    "norm-attn-softplus": (LinearAttention, dict(n_heads=2, feature_map="identity", normalizer="softplus")),
     "transformer": (TransformerBlock, dict(n_heads=2)),
     "transformer-window-rope": (TransformerBlock, dict(n_heads=2, window=3, rope=True, expand=2)),
     "transformer-bidirectional": (TransformerBlock, dict(n_heads=2, causal=False)),
@@ -101,22 +102,65 @@ def test_softmax_attention_against_loops(causal, window):
     torch.testing.assert_close(layer(x)[0], by_loops(layer, x, weights), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("normalizer", ["sum", "learned", "none"])
-def test_linear_attention_against_loops(normalizer):
+def dsf_loop(layer, x, normalizer, phi):
+    """The DSF code's attentions by loops over t, s and heads h, from the layer's weights:
+    linear (sum): y_t = sum_{s<=t} (phi(q_t).phi(k_s)) v_s / sum_{s<=t} phi(q_t).phi(k_s);
+    normalised (exp): y_t = sum_{s<=t} (q_t.k_s) v_s / exp(x_t w_h + b_h); then y W_o + b_o."""
+    B, L, _ = x.shape
+    q, k, v = (f(x).reshape(B, L, layer.n_heads, -1) for f in (layer.q, layer.k, layer.v))
+    o = torch.zeros(B, L, layer.n_heads, v.shape[-1], dtype=x.dtype)
+    for b in range(B):
+        for t in range(L):
+            for h in range(layer.n_heads):
+                weights = [(phi(q[b, t, h]) @ phi(k[b, s, h])).item() for s in range(t + 1)]
+                if normalizer == "sum":
+                    n = sum(weights)
+                elif normalizer == "none":
+                    n = 1.0
+                else:
+                    eta = layer.eta(x[b, t])[h].item()
+                    n = math.exp(eta) if normalizer == "exp" else math.log1p(math.exp(eta)) + 1e-4
+                o[b, t, h] = sum(w * v[b, s, h] for s, w in enumerate(weights)) / n
+    return layer.out(o.reshape(B, L, -1))
+
+
+@pytest.mark.parametrize("normalizer, fmap", [("sum", "elu+1"), ("exp", "identity"), ("softplus", "identity"),
+                                              ("none", "identity"), ("exp", "elu+1")])
+def test_linear_attention_against_the_dsf_formulas(normalizer, fmap):
     torch.manual_seed(0)
-    fmap = "elu+1" if normalizer == "sum" else "identity"
     layer = LinearAttention(D, n_heads=2, d_qk=6, feature_map=fmap, normalizer=normalizer).double()
     x = torch.randn(2, 9, D, dtype=torch.float64)
     phi = (lambda a: torch.nn.functional.elu(a) + 1) if fmap == "elu+1" else (lambda a: a)
-    eta = torch.nn.functional.softplus(layer.eta(x)) + 1e-4 if normalizer == "learned" else None  # (B, L, heads)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x)[0], dsf_loop(layer, x, normalizer, phi), rtol=1e-12, atol=1e-12)
 
-    def weights(q_i, k, i, h):
-        raw = (phi(k) * phi(q_i / math.sqrt(3))[:, None]).sum(-1) * (torch.arange(k.shape[1]) <= i)
-        if normalizer == "sum":
-            return raw / raw.sum(-1, keepdim=True)
-        return raw / eta[:, i, h, None] if normalizer == "learned" else raw
 
-    torch.testing.assert_close(layer(x)[0], by_loops(layer, x, weights), rtol=1e-12, atol=1e-12)
+@pytest.mark.parametrize("name, normalizer, fmap", [("linear_attn", "sum", "elu+1"), ("norm_attn", "exp", "identity")])
+def test_model_configs_are_the_dsf_attentions(name, normalizer, fmap):
+    """`model=linear_attn` and `model=norm_attn` compute the DSF code's definitions by default."""
+    from omegaconf import OmegaConf
+
+    from src.models.sequence.backbone import build_layer
+
+    config = OmegaConf.load(f"configs/model/layer/{name}.yaml")
+    config.dropout = 0.0
+    torch.manual_seed(0)
+    layer = build_layer(config, D).double()
+    assert (layer.normalizer, layer.phi) == (normalizer, FEATURE_MAPS[fmap])
+    x = torch.randn(1, 6, D, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x)[0], dsf_loop(layer, x, normalizer, FEATURE_MAPS[fmap]), rtol=1e-12,
+                                   atol=1e-12)
+
+
+def test_learned_normalizer_inits():
+    """exp: nn.Linear's default init, w, b ~ U(-1/sqrt(D), 1/sqrt(D)) (DSF); softplus: w the same, b = softplus^-1(1)."""
+    torch.manual_seed(0)
+    dsf = LinearAttention(64, n_heads=8, feature_map="identity", normalizer="exp")
+    ours = LinearAttention(64, n_heads=8, feature_map="identity", normalizer="softplus")
+    for w in (dsf.eta.weight, dsf.eta.bias, ours.eta.weight):
+        assert w.abs().max() <= 1 / 8 and w.abs().max() > 0.1 and w.std() > 0.05  # U(-1/8, 1/8): std 0.072
+    torch.testing.assert_close(torch.nn.functional.softplus(ours.eta.bias), torch.ones(8))
 
 
 def test_sliding_window_reads_only_the_window():
@@ -156,7 +200,7 @@ def test_state_size(name, L, size):
         (MultiHeadAttention, dict(window=0), r"model.layer.window=0 must be >= 1"),
         (LinearAttention, dict(feature_map="relu"), r"model.layer.feature_map='relu' is not valid; choose one of: 'elu\+1', 'identity'"),
         (LinearAttention, dict(feature_map="identity", normalizer="sum"), r"normalizer=sum needs a positive feature map"),
-        (LinearAttention, dict(normalizer="softmax"), r"model.layer.normalizer='softmax' is not valid"),
+        (LinearAttention, dict(normalizer="softmax"), r"model.layer.normalizer='softmax' is not valid; choose one of: 'sum', 'exp', 'softplus', 'none'"),
     ],
 )
 def test_bad_options_raise_one_clear_error(cls, kwargs, message):

@@ -1,5 +1,8 @@
 """S4 and S4D: kernels equal the discretised state space, step == convolution, init, options."""
 
+import cmath
+import math
+
 import pytest
 import torch
 
@@ -67,10 +70,63 @@ def test_s4d_kernel_is_the_discretised_state_space(init, disc, L):
         dA, dB = (1 + dt * Lambda / 2) / (1 - dt * Lambda / 2), dt / (1 - dt * Lambda / 2) * B
     else:
         dA, dB = torch.exp(dt * Lambda), (torch.exp(dt * Lambda) - 1) / Lambda * B
-        if disc == "dss":
-            dB = dB / (dA**L - 1)
+        if disc == "dss":  # the S4 repository's dss: 1/den with its 1e-7 guard, Re of the kept modes (no 2)
+            den = Lambda * (dA**L - 1)
+            dB = dB * Lambda * den.conj() / (den.abs() ** 2 + 1e-7) / 2
     # float64; the Vandermonde op exponentiates l log dA, the loop multiplies: rounding only
     torch.testing.assert_close(k(L), direct_kernel(dA, 2 * dB, C, L), rtol=1e-10, atol=1e-12)
+
+
+def one_mode_dss(dt, Lambda, B, C):
+    """An S4D dss kernel of one complex mode (d_state 2) with the given dt, Lambda, B, C."""
+    k = S4DKernel(1, 2, disc="dss", b_clip=None).double()
+    with torch.no_grad():
+        k.log_dt.fill_(math.log(dt))
+        k.A_log_neg_re.fill_(math.log(-Lambda.real))
+        k.A_im.fill_(Lambda.imag)
+        k.B.copy_(torch.tensor([[[B.real, B.imag]]], dtype=torch.float64))
+        k.C.copy_(torch.tensor([[[[C.real, C.imag]]]], dtype=torch.float64))
+    return k
+
+
+def test_s4d_dss_kernel_of_one_mode_is_its_closed_form():
+    """K_l = Re(C B (e^a - 1) e^{a l} conj(den) / (|den|^2 + 1e-7)), den = Lambda (e^{a L} - 1), a = dt Lambda:
+    the S4 repository's dss branch (no factor 2), so sum_l K_l = Re(C B / Lambda) up to the 1e-7.
+    Real Lambda = -1, dt = ln 2, L = 3: e^a = 1/2, den = 7/8, K = -1/2 (1, 1/2, 1/4) (7/8) / (49/64 + 1e-7),
+    i.e. -4/7 (1, 1/2, 1/4) to 1.3e-7."""
+    K = one_mode_dss(math.log(2), complex(-1, 0), 1, 1)(3)[0, 0]
+    scale = -0.5 * (7 / 8) / (49 / 64 + 1e-7)
+    torch.testing.assert_close(K, scale * torch.tensor([1, 1 / 2, 1 / 4], dtype=torch.float64), rtol=1e-12, atol=1e-14)
+    assert abs(K.sum().item() + 1) < 2e-7  # Re(C B / Lambda) = -1, but for the 1e-7 guard
+    dt, Lambda, B, C, L = 0.5, complex(-1, 2), complex(0.3, -0.7), complex(1.5, 0.2), 6
+    a = dt * Lambda
+    den = Lambda * (cmath.exp(a * L) - 1)
+    closed = [(C * B * (cmath.exp(a) - 1) * cmath.exp(a * l) * den.conjugate() / (abs(den) ** 2 + 1e-7)).real
+              for l in range(L)]
+    K = one_mode_dss(dt, Lambda, B, C)(L)[0, 0]
+    torch.testing.assert_close(K, torch.tensor(closed, dtype=torch.float64), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(K.sum().item(), (C * B / Lambda).real, rtol=1e-6, atol=0.0)  # the 1e-7 guard
+
+
+@pytest.mark.parametrize("measure, n_clipped, largest", [("legs", 11, 40.75), ("legt", 3, 14.28)])
+def test_b_clip_at_N_64(measure, n_clipped, largest):
+    """The diagonalised HiPPO B at N = 64 has n_clipped of 32 modes with |Im B| > 2 (largest |Im B|
+    given); b_clip=2 (the S4 repository's default) clips exactly those, b_clip=None keeps V^* B."""
+    B = nplr(measure, 64)[2]
+    outside = B.imag.abs() > 2
+    assert outside.sum().item() == n_clipped and abs(B.imag.abs().max().item() - largest) < 0.01
+    rank = 2 if measure == "legt" else 1
+    kernels = [S4Kernel(1, 64, measure=measure, rank=rank).double()]
+    if measure == "legs":
+        kernels.append(S4DKernel(1, 64, init="legs").double())
+    for k in kernels:
+        clipped = torch.view_as_complex(k.B)[0]
+        assert (clipped.imag.abs() <= 2).all() and (clipped.imag.abs() == 2).sum().item() == n_clipped
+        torch.testing.assert_close(clipped.real, B.real, rtol=1e-6, atol=1e-6)  # float32 parameters
+        torch.testing.assert_close(clipped.imag[~outside], B.imag[~outside], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(clipped.imag[outside], 2 * B.imag[outside].sign())
+    unclipped = torch.view_as_complex(S4Kernel(1, 64, measure=measure, rank=rank, b_clip=None).B)[0]
+    torch.testing.assert_close(unclipped.imag.double(), B.imag, rtol=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("measure", ["legs", "legt", "fourier"])
@@ -139,6 +195,8 @@ def test_optim_groups_and_trainable():
         (dict(kernel_type="s4", measure="lagt"), r"model.layer.measure='lagt' is not valid; choose one of: 'legs', 'legt', 'fourier'"),
         (dict(kernel_type="s4", measure="legt", rank=1), r"model.layer.rank=1 is too small: measure=legt needs rank >= 2"),
         (dict(kernel_type="s4d", init="hippo"), r"model.layer.init='hippo' is not valid; choose one of: 'legs', 'lin', 'inv'"),
+        (dict(kernel_type="s4", b_clip=0), r"model.layer.b_clip=0 must be > 0, or null for no clip"),
+        (dict(kernel_type="s4d", init="lin", b_clip=-1.0), r"model.layer.b_clip=-1.0 must be > 0"),
         (dict(kernel_type="s4d", disc="euler"), r"model.layer.disc='euler' is not valid; choose one of: 'zoh', 'bilinear', 'dss'"),
     ],
 )

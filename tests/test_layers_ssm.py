@@ -204,3 +204,27 @@ def test_mamba2_dt_limit_and_per_channel_D():
     free = build_layer(dict(_name_="mamba2", headdim=4), D)
     free.load_state_dict({k: v for k, v in layer.state_dict().items() if k != "D"}, strict=False)
     torch.testing.assert_close(free._dt(dt), F.softplus(dt + layer.dt_bias))
+
+
+# mamba-ssm's Mamba2.__init__ defaults (mamba_ssm/modules/mamba2.py; rmsnorm eps 1e-5 in its RMSNormGated)
+MAMBA_SSM_MAMBA2 = dict(d_state=128, d_conv=4, expand=2, headdim=64, ngroups=1, A_init_range=(1, 16),
+                        D_has_hdim=False, rmsnorm=True, norm_before_gate=False, dt_min=0.001, dt_max=0.1,
+                        dt_init_floor=1e-4, dt_limit=(0.0, float("inf")), bias=False, conv_bias=True,
+                        chunk_size=256, norm_eps=1e-5)
+
+
+def test_mamba2_defaults_are_mamba_ssms():
+    """`model=mamba2` (its config and the class) starts from mamba-ssm's Mamba2 defaults."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from src.models.sequence.layers.mamba import Mamba2
+
+    config = OmegaConf.to_container(OmegaConf.load("configs/model/layer/mamba2.yaml"))
+    signature = inspect.signature(Mamba2).parameters
+    for key, value in MAMBA_SSM_MAMBA2.items():
+        assert tuple(config[key]) == value if isinstance(value, tuple) else config[key] == value, key
+        assert signature[key].default == value, key
+    layer = build_layer(dict(_name_="mamba2"), 128)
+    assert (layer.nheads, layer.d_state, layer.conv_dim) == (4, 128, 256 + 2 * 128)

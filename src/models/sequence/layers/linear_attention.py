@@ -1,19 +1,22 @@
 """Linear attention (`model=linear_attn`) and normalised attention (`model=norm_attn`).
 
-Per head, with q_i = x_i W_q / sqrt(d_qk / n_heads), k_j = x_j W_k, v_j = x_j W_v and a feature
-map phi (elu+1: phi(a) = elu(a) + 1 > 0; identity: phi(a) = a):
-    o_i = sum_{j in S(i)} (phi(q_i) . phi(k_j)) v_j / n_i,      y = o W_o
+Per head, with q_i = x_i W_q + b_q, k_j = x_j W_k + b_k, v_j = x_j W_v + b_v (no 1/sqrt(d) on q,
+as in the DSF code) and a feature map phi (elu+1: phi(a) = elu(a) + 1 > 0; identity: phi(a) = a):
+    o_i = sum_{j in S(i)} (phi(q_i) . phi(k_j)) v_j / n_i,      y = o W_o + b_o
     S(i) = {j <= i} (causal) or all j
-    normalizer sum     n_i = sum_{j in S(i)} phi(q_i) . phi(k_j)    (Katharopoulos et al. 2020)
-               learned n_i = softplus(x_i . w_h + b_h) + 1e-4, a learned, input-dependent,
-                       per-head normaliser replacing the softmax's (the DSF's normalised attention,
-                       Sieber et al. 2024; b_h starts at softplus^-1(1))
-               none    n_i = 1
+    normalizer sum      n_i = sum_{j in S(i)} phi(q_i) . phi(k_j)    (Katharopoulos et al. 2020;
+                        with elu+1, the DSF's linear attention, Sieber et al. 2024)
+               exp      n_i = exp(x_i . w_h + b_h), w_h, b_h with nn.Linear's default init (the DSF's
+                        normalised attention, with phi = identity: y_t = sum_{s<=t} (q_t.k_s) v_s / n_t)
+               softplus n_i = softplus(x_i . w_h + b_h) + 1e-4, b_h starts at softplus^-1(1): n_i >= 1e-4,
+                        where exp's 1/n_i = exp(-x_i . w_h - b_h) is unbounded
+               none     n_i = 1
 The parallel form materialises the (L, L) weights. Recurrent view (causal), per head:
     S_t = S_{t-1} + phi(k_t) v_t^T  (d_k, d_v),   z_t = z_{t-1} + phi(k_t)  (sum only),
-    o_t = phi(q_t)^T S_t / n_t,   n_t = phi(q_t) . z_t | learned | 1,
+    o_t = phi(q_t)^T S_t / n_t,   n_t = phi(q_t) . z_t | exp | softplus | 1,
 so state_size = n_heads d_k d_v (+ n_heads d_k for sum) floats at every L.
 normalizer=sum with the identity map is refused: phi(q).phi(k) changes sign, the sum can vanish.
+Dropout acts on the output (the DSF code drops attention weights, which has no recurrent form).
 """
 
 import math
@@ -27,6 +30,7 @@ from src.models.sequence.layers.mha import split_heads
 from src.utils.errors import ConfigError, check_choice
 
 FEATURE_MAPS = {"elu+1": lambda a: F.elu(a) + 1, "identity": lambda a: a}
+NORMALIZERS = ["sum", "exp", "softplus", "none"]
 
 
 class LinearAttention(nn.Module):
@@ -37,25 +41,27 @@ class LinearAttention(nn.Module):
         if d_model % n_heads or d_qk % n_heads:
             raise ConfigError(f"model.d_model={d_model} and model.layer.d_qk={d_qk} must split into n_heads={n_heads} heads")
         check_choice("model.layer.feature_map", feature_map, list(FEATURE_MAPS))
-        self.normalizer = check_choice("model.layer.normalizer", normalizer, ["sum", "learned", "none"])
+        self.normalizer = check_choice("model.layer.normalizer", normalizer, NORMALIZERS)
         if normalizer == "sum" and feature_map == "identity":
             raise ConfigError("model.layer.normalizer=sum needs a positive feature map (elu+1): with "
-                              "feature_map=identity the sum of q.k can vanish; use normalizer=learned or none")
+                              "feature_map=identity the sum of q.k can vanish; use normalizer=exp, softplus or none")
         self.n_heads, self.d_qk, self.causal = n_heads, d_qk, causal
         self.phi = FEATURE_MAPS[feature_map]
         self.q, self.k = nn.Linear(d_model, d_qk), nn.Linear(d_model, d_qk)
         self.v, self.out = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
-        if normalizer == "learned":
-            self.eta = nn.Linear(d_model, n_heads)
-            nn.init.constant_(self.eta.bias, math.log(math.e - 1))  # softplus(b) = 1
+        if normalizer in ("exp", "softplus"):
+            self.eta = nn.Linear(d_model, n_heads)  # eta(x) = x w_h + b_h: nn.Linear's init for exp (DSF)
+            if normalizer == "softplus":
+                nn.init.constant_(self.eta.bias, math.log(math.e - 1))  # softplus(b) = 1
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def _features(self, x):  # x: (B, L, D) -> phi(q), phi(k) (B, n, L, d_k), v (B, n, L, d_v)
         q, k, v = (split_heads(f(x), self.n_heads) for f in (self.q, self.k, self.v))
-        return self.phi(q / math.sqrt(q.shape[-1])), self.phi(k), v
+        return self.phi(q), self.phi(k), v
 
-    def _eta(self, x):  # (B, L, D) -> (B, n, L)
-        return (F.softplus(self.eta(x)) + 1e-4).transpose(1, 2)
+    def _learned_normalizer(self, x):  # (B, L, D) -> n (B, n_heads, L)
+        eta = self.eta(x).transpose(1, 2)
+        return torch.exp(eta) if self.normalizer == "exp" else F.softplus(eta) + 1e-4
 
     def forward(self, x, state=None):  # x: (B, L, D)
         q, k, v = self._features(x)
@@ -66,8 +72,8 @@ class LinearAttention(nn.Module):
         o = weights @ v
         if self.normalizer == "sum":
             o = o / weights.sum(-1, keepdim=True)
-        elif self.normalizer == "learned":
-            o = o / self._eta(x)[..., None]
+        elif self.normalizer != "none":
+            o = o / self._learned_normalizer(x)[..., None]
         return self.dropout(self.out(rearrange(o, "b n l d -> b l (n d)"))), None
 
     def default_state(self, batch_size, device=None):
@@ -87,8 +93,8 @@ class LinearAttention(nn.Module):
         o = (q[..., None] * S).sum(-2)  # (B, n, d_v)
         if self.normalizer == "sum":
             o = o / (q * z).sum(-1, keepdim=True)
-        elif self.normalizer == "learned":
-            o = o / self._eta(x_t[:, None])[..., 0, None]
+        elif self.normalizer != "none":
+            o = o / self._learned_normalizer(x_t[:, None])[..., 0, None]
         return self.dropout(self.out(o.flatten(1))), (S, z)
 
     def state_size(self, L):

@@ -173,7 +173,7 @@ class SSD(S6):
 
 
 class Mamba2(nn.Module):
-    def __init__(self, d_model, d_state=64, d_conv=4, expand=2, headdim=64, ngroups=1, A_init_range=(1, 16),
+    def __init__(self, d_model, d_state=128, d_conv=4, expand=2, headdim=64, ngroups=1, A_init_range=(1, 16),
                  D_has_hdim=False, rmsnorm=True, norm_before_gate=False, dt_min=0.001, dt_max=0.1,
                  dt_init_floor=1e-4, dt_limit=(0.0, float("inf")), chunk_size=256, conv_bias=True, bias=False,
                  norm_eps=1e-5, backend="auto"):

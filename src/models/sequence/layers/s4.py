@@ -7,10 +7,13 @@ vector v of the N-dimensional (complex) system is [v, conj v], so u real -> y re
 S4D (Gu, Gupta, Goel & Re 2022): A = diag(Lambda), Re Lambda = -exp(A_log_neg_re) < 0.
     zoh:      dA = exp(dt Lambda),                    dB = (exp(dt Lambda) - 1) / Lambda B
     bilinear: dA = (1 + dt Lambda/2) / (1 - dt Lambda/2),  dB = dt B / (1 - dt Lambda/2)
-    dss:      dA = exp(dt Lambda),  dB = (exp(dt Lambda) - 1) / (Lambda (exp(dt Lambda L) - 1)) B
+    dss:      dA = exp(dt Lambda),  dB = (exp(dt Lambda) - 1) / den B,  den = Lambda (exp(dt Lambda L) - 1),
+              1/den = conj(den) / (|den|^2 + 1e-7) as in DSS and the S4 repository
               (DSS's softmax normalisation over the L positions: depends on L, so no recurrence)
-    K[c, h, l] = 2 Re sum_n C[c,h,n] dA[h,n]^l dB[h,n]: a Vandermonde kernel with
-    x = log dA, W = 2 C dB (dlr.VandermondeKernel, which also gives its recurrence).
+    K[c, h, l] = s Re sum_n C[c,h,n] dA[h,n]^l dB[h,n], s = 2 for zoh and bilinear (the conjugate
+    modes) and s = 1 for dss (the S4 repository's dss branch: Re of the kept modes only), so that
+    for dss sum_l K[c, h, l] = Re sum_n C B / Lambda (up to the 1e-7). A Vandermonde kernel with
+    x = log dA, W = s C dB (dlr.VandermondeKernel, which also gives its recurrence).
     Inits: legs (Lambda and B of HiPPO-LegS in normal-plus-low-rank form, P dropped),
     lin (Lambda_n = -1/2 + i pi n), inv (Lambda_n = -1/2 + i N/pi (N/(2n+1) - 1)); B = 1 for both.
 
@@ -31,6 +34,11 @@ HiPPO's legt and fourier have Re Lambda = 0; it is set to -1e-4 so that Re Lambd
 applies. Rank beyond the measure's own gets small random rows of P (a zero row never learns:
 P P^* is quadratic in it).
 
+b_clip (S4, and S4D's legs init): Im B of the diagonalised HiPPO B = V^* B_hippo is clipped to
+[-b_clip, b_clip], as the current S4 repository's nplr(..., B_clip=2.0); null keeps V^* B exact
+(the DLR repository's S4). At N = 64 the clip changes 11 of 32 LegS modes (|Im B| up to 40.8)
+and 3 of 32 LegT modes; fourier's B is real.
+
 Trainable/lr: dt (log_dt), A (Lambda), P, B; C uses the optimizer's defaults. The state of
 either is N/2 complex numbers per feature: state_size = H N floats.
 """
@@ -41,7 +49,7 @@ import math
 import torch
 from torch import nn
 
-from src.models.sequence.layers.dlr import VandermondeKernel, log_uniform
+from src.models.sequence.layers.dlr import VandermondeKernel, log_uniform, reciprocal
 from src.models.sequence.layers.optim import register
 from src.ops import cauchy as cauchy_op
 from src.ops import vandermonde as vandermonde_op
@@ -95,6 +103,15 @@ def nplr(measure, N):
     return Lambda, (Vh @ P.T.to(V.dtype)).T, Vh @ B.to(V.dtype)
 
 
+def clip_imag(B, b_clip):
+    """B with Im B clipped to [-b_clip, b_clip] (b_clip None: B unchanged)."""
+    if b_clip is None:
+        return B
+    if not b_clip > 0:
+        raise ConfigError(f"model.layer.b_clip={b_clip} must be > 0, or null for no clip")
+    return torch.complex(B.real, B.imag.clamp(-b_clip, b_clip))
+
+
 def complex_pairs(z):
     """complex (...) -> real (..., 2) for a parameter (Adam's moments are then per part)."""
     return torch.view_as_real(z.to(torch.complex64)).clone()
@@ -109,8 +126,8 @@ class S4DKernel(VandermondeKernel):
     INITS = ["legs", "lin", "inv"]
     DISCRETIZATIONS = ["zoh", "bilinear", "dss"]
 
-    def __init__(self, H, N=64, channels=1, init="legs", disc="zoh", dt_min=1e-3, dt_max=1e-1, trainable=None,
-                 lr=None, backend="auto"):
+    def __init__(self, H, N=64, channels=1, init="legs", disc="zoh", dt_min=1e-3, dt_max=1e-1, b_clip=2.0,
+                 trainable=None, lr=None, backend="auto"):
         super().__init__()
         _check_N(N)
         check_choice("model.layer.init", init, self.INITS)
@@ -125,6 +142,7 @@ class S4DKernel(VandermondeKernel):
         else:
             im = math.pi * n if init == "lin" else N / math.pi * (N / (2 * n + 1) - 1)
             Lambda, B = torch.complex(torch.full_like(n, -0.5), im), torch.ones(N // 2, dtype=torch.complex128)
+        B = clip_imag(B, b_clip)  # legs only: B = 1 has no imaginary part
         register(self, "log_dt", torch.log(log_uniform(H, dt_min, dt_max)), trainable["dt"], lr["dt"], 0.0)  # (H,)
         register(self, "A_log_neg_re", torch.log(-Lambda.real).float().repeat(H, 1), trainable["A"], lr["A"], 0.0)
         register(self, "A_im", Lambda.imag.float().repeat(H, 1), trainable["A"], lr["A"], 0.0)  # (H, N/2)
@@ -137,20 +155,21 @@ class S4DKernel(VandermondeKernel):
         return None
 
     def vandermonde_params(self, L=None):
-        """(W = 2 C dB (C, H, N/2), x = log dA (H, N/2)), complex."""
+        """(W = s C dB (C, H, N/2), x = log dA (H, N/2)), complex; s = 1 for dss, else 2."""
         dt = torch.exp(self.log_dt)[:, None]  # (H, 1)
         Lambda = torch.complex(-torch.exp(self.A_log_neg_re), self.A_im)  # (H, N/2)
         B, C = torch.view_as_complex(self.B), torch.view_as_complex(self.C)
+        if self.disc == "dss":
+            if L is None:
+                raise ConfigError(f"this layer has no step(): {self.no_recurrence()}")
+            x = dt * Lambda
+            return C * (torch.exp(x) - 1) * B * reciprocal((torch.exp(x * L) - 1) * Lambda), x  # s = 1
         if self.disc == "bilinear":
             x = torch.log((1 + dt * Lambda / 2) / (1 - dt * Lambda / 2))
             dB = dt * B / (1 - dt * Lambda / 2)
         else:
             x = dt * Lambda
             dB = (torch.exp(x) - 1) / Lambda * B
-            if self.disc == "dss":
-                if L is None:
-                    raise ConfigError(f"this layer has no step(): {self.no_recurrence()}")
-                dB = dB / (torch.exp(x * L) - 1)
         return 2 * C * dB, x
 
 
@@ -162,8 +181,8 @@ def conj_full(v):
 class S4Kernel(nn.Module):
     MEASURES = list(MEASURE_RANK)
 
-    def __init__(self, H, N=64, channels=1, measure="legs", rank=1, dt_min=1e-3, dt_max=1e-1, trainable=None,
-                 lr=None, backend="auto"):
+    def __init__(self, H, N=64, channels=1, measure="legs", rank=1, dt_min=1e-3, dt_max=1e-1, b_clip=2.0,
+                 trainable=None, lr=None, backend="auto"):
         super().__init__()
         _check_N(N)
         check_choice("model.layer.measure", measure, self.MEASURES)
@@ -173,6 +192,7 @@ class S4Kernel(nn.Module):
         trainable = {"dt": True, "A": True, "P": True, "B": True, **(trainable or {})}
         lr = {"dt": 1e-3, "A": 1e-3, "P": 1e-3, "B": 1e-3, **(lr or {})}
         Lambda, P, B = nplr(measure, N)
+        B = clip_imag(B, b_clip)
         extra = rank - P.shape[0]
         P = torch.cat((P, 1e-3 * torch.randn(extra, N // 2, dtype=torch.complex128)))  # (r, N/2)
         re = Lambda.real.clamp(max=-1e-4)
