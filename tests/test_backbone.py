@@ -40,3 +40,81 @@ def test_unknown_norm():
 
     with pytest.raises(ConfigError, match="model.norm='batch' is not valid; choose one of: 'layer', 'none'"):
         SequenceModel(d_model=6, n_layers=1, layer=LAYER, norm="batch")
+
+
+@pytest.mark.parametrize("prenorm", [False, True])
+def test_the_state_mixer_is_its_own_residual_block(prenorm):
+    torch.manual_seed(0)
+    model = SequenceModel(d_model=6, n_layers=2, layer=LAYER, prenorm=prenorm, state_mixer="mlp", mlp_expand=3,
+                          mlp_activation="relu").double()
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    h = x
+    for block in model.blocks:
+        mlp = lambda u: block.mixer.fc2(torch.relu(block.mixer.fc1(u)))  # noqa: E731
+        if prenorm:
+            h = h + block.layer(block.norm(h))[0]
+            h = h + mlp(block.mixer_norm(h))
+        else:
+            h = block.norm(h + block.layer(h)[0])
+            h = block.mixer_norm(h + mlp(h))
+    torch.testing.assert_close(model(x)[0], model.final_norm(h))
+    assert model.blocks[0].mixer.fc1.weight.shape == (18, 6)
+
+
+def token_model(**options):
+    return SequenceModel(d_model=8, n_layers=2, layer=LAYER, encoder="embedding", n_tokens=11,
+                         decoder={"_name_": "sequence"}, d_output=11, **options)
+
+
+def test_tied_embeddings_share_one_matrix():
+    model = token_model(tie_embeddings=True)
+    assert model.decoder.output.weight is model.encoder.weight
+    names = [name for name, _ in model.named_parameters()]
+    assert "encoder.weight" in names and "decoder.output.weight" not in names  # one parameter, trained once
+    from src.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"tie_embeddings=true needs a token embedding and a vocabulary head of the "
+                                          r"same shape .* got head \(7, 8\), encoder \(11, 8\)"):
+        SequenceModel(d_model=8, n_layers=1, layer=LAYER, encoder="embedding", n_tokens=11,
+                      decoder={"_name_": "sequence"}, d_output=7, tie_embeddings=True)
+
+
+def test_embedding_dropout_and_final_norm():
+    torch.manual_seed(0)
+    model = token_model(embedding_dropout=0.5, final_norm=True)
+    assert isinstance(model.final_norm, torch.nn.LayerNorm)  # asked for, though postnorm
+    x = torch.randint(0, 11, (2, 7))
+    model.train()
+    assert not torch.equal(model(x)[0], model(x)[0])
+    model.eval()
+    assert torch.equal(model(x)[0], model(x)[0])
+    assert isinstance(token_model(prenorm=True, norm="none").final_norm, torch.nn.Identity)  # as before
+
+
+def test_gpt2_init_statistics_of_every_linear_layer():
+    """init=gpt2: every Linear and Embedding weight ~ N(0, 0.02), biases 0; each residual branch's last
+    Linear (the layer's and the MLP's output projection) ~ N(0, 0.02 / sqrt(2 n_layers))."""
+    torch.manual_seed(0)
+    n_layers, d = 4, 128
+    layer = {"_name_": "mamba", "d_state": 4, "expand": 2}
+    model = SequenceModel(d_model=d, n_layers=n_layers, layer=layer, prenorm=True, state_mixer="mlp", init="gpt2",
+                          encoder="embedding", n_tokens=1000, decoder={"_name_": "sequence"}, d_output=1000)
+    outputs = {id(block.layer.out_proj) for block in model.blocks} | {id(block.mixer.fc2) for block in model.blocks}
+    linears = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Embedding))]
+    assert len(linears) == 2 + n_layers * (4 + 2)  # embedding, head; mamba's in, x, dt, out; fc1, fc2
+    for module in linears:
+        std = 0.02 / (2 * n_layers) ** 0.5 if id(module) in outputs else 0.02
+        w = module.weight.detach()
+        assert w.mean().abs() < 4 * std / w.numel() ** 0.5, module  # mean 0 to 4 standard errors
+        assert w.std().item() == pytest.approx(std, rel=0.15 if w.numel() < 500 else 0.05), module
+        if isinstance(module, torch.nn.Linear) and module.bias is not None:
+            assert (module.bias == 0).all(), module
+    default = SequenceModel(d_model=d, n_layers=1, layer=layer, init="default")
+    assert default.blocks[0].layer.ssm.dt_proj.bias.abs().max() > 0  # the layer's own dt-range init is kept
+
+
+def test_model_sizes_must_be_positive():
+    from src.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.n_layers=0 must be a positive integer"):
+        SequenceModel(d_model=8, n_layers=0, layer=LAYER)

@@ -1,4 +1,4 @@
-"""Every model=... of the layer zoo trains 2 steps on each atomic task (CPU, tiny sizes).
+"""Every model=... (configs/model/*.yaml, by glob) trains 2 steps on each atomic task (CPU, tiny sizes).
 
 The default run trains each model on one task (the tasks rotate, so every task is covered);
 `-m slow` runs the whole model x task matrix.
@@ -6,10 +6,11 @@ The default run trains each model on one task (the tasks rotate, so every task i
 
 import pytest
 
-from conftest import train_in_process
+from conftest import ROOT, train_in_process
 from test_readme_commands import TASKS
+from test_registry import SMALL
 
-MODELS = ["s4", "s4d", "lstm", "gru", "rnn", "mha", "linear_attn", "norm_attn", "transformer"]
+MODELS = sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml") if p.stem != "base")  # base: dlr
 TWO_STEPS = [
     "wandb=null", "experiment=dss-sequence1d", "dataset.L=64", "dataset.samples_per_epoch=8", "dataset.val_split=0.5",
     "loader.batch_size=4", "trainer.max_epochs=1", "trainer.accelerator=cpu", "loader.num_workers=0",
@@ -18,7 +19,8 @@ TWO_STEPS = [
 
 
 def _train(model, task, tmp_path):
-    metrics = train_in_process([*TWO_STEPS, f"model={model}", f"dataset.task={task}"], tmp_path / "run")
+    metrics = train_in_process([*TWO_STEPS, f"model={model}", f"dataset.task={task}", *SMALL.get(model, [])],
+                               tmp_path / "run")
     assert {"val/loss", "val/mse", "val/r2"} <= set(metrics)
     assert all(v == v for v in metrics.values())  # no NaN
 

@@ -142,3 +142,35 @@ def test_sample_returns_the_datasets_batch(monkeypatch):
         assert torch.equal(x, x2) and torch.equal(y, y2), task
     with pytest.raises(ConfigError, match="task='mqar_' is not valid; choose one of: .*cumsum"):
         synthetic.sample("mqar_", 2)
+
+
+def test_a_token_task_trains_with_its_metrics_curves_and_an_eval_set(tmp_path, monkeypatch):
+    """The tiny task through the whole harness: embedding, vocabulary head, -100 labels, token
+    metrics in metrics.csv for the main and the eval set, accuracy by position as CSV curves."""
+    import csv
+
+    from omegaconf import OmegaConf, open_dict
+
+    from conftest import compose_config
+    from src.training import fit
+    from src.utils import registry
+
+    monkeypatch.setitem(registry.dataset, "running_max", "tiny_tasks.RunningMax")
+    config = compose_config(["wandb=null", "experiment=dss-listops-subtrees", "model=lstm", "model.d_model=16",
+                             "model.n_layers=1", "trainer.max_epochs=2", "trainer.accelerator=cpu",
+                             "loader.num_workers=0", "loader.batch_size=8", "trainer.enable_progress_bar=false",
+                             "callbacks.rich_model_summary=null", "model.tie_embeddings=true"])
+    with open_dict(config):
+        config.dataset = {"_name_": "running_max", "L": 16, "L_min": 4, "num_train_examples": 32, "seed": 0,
+                          "eval_sets": {"long": {"L": 24, "L_min": 24}}}
+        config.task.metrics = ["accuracy", "example_accuracy", "sequence_accuracy", "accuracy_by_position"]
+    metrics = fit(OmegaConf.create(OmegaConf.to_container(config, resolve=True)), str(tmp_path))
+    for name in ("accuracy", "example_accuracy", "sequence_accuracy", "loss"):
+        assert 0 <= metrics[f"val/{name}"] and 0 <= metrics[f"val/long/{name}"], name
+    assert metrics["val/sequence_accuracy"] <= metrics["val/example_accuracy"]
+    curves = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "curves").rglob("*.csv"))
+    assert curves == sorted(f"curves/{s}/accuracy_by_position/epoch={e:03d}.csv" for s in ("val", "val-long") for e in (0, 1))
+    with open(tmp_path / "curves" / "val-long" / "accuracy_by_position" / "epoch=001.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["position"]) for r in rows] == list(range(24)) and all(0 <= float(r["value"]) <= 1 for r in rows)
+    assert sum(int(r["count"]) for r in rows) == 24 * 8  # every position of the 8 validation samples is labelled

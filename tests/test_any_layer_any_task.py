@@ -1,0 +1,85 @@
+"""`python -m train experiment=E model=M` for every experiment and model config (both found by
+glob): each pair builds, or stops at start with one line saying why (a layer with no
+bidirectional form in a bidirectional experiment). The default run builds every pair and trains a
+rotating subset 2 steps on tiny data; `-m slow` trains every pair."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT, compose_config
+from test_experiments import EXPERIMENTS as SIZES
+from test_experiments import TINY, _train, data_path  # noqa: F401  (data_path: the tiny-data fixture)
+from test_registry import SMALL
+
+from src.models.sequence.backbone import bidirectional_layers
+from src.module import SequenceLightningModule
+from src.utils.errors import ConfigError
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml"))
+PAIRS = [(e, m) for e in EXPERIMENTS for m in MODELS]
+BUILD = ["wandb=null", "model.d_model=8", "model.n_layers=1"]
+
+
+def overrides(experiment, model):
+    sizes = SIZES[experiment][0] if experiment in SIZES else ["dataset.L=32", "dataset.samples_per_epoch=8",
+                                                              "dataset.val_split=0.5"]
+    return [f"experiment={experiment}", f"model={model}", *sizes, *SMALL.get(model, [])]
+
+
+def refusal(config):
+    """Why this pair cannot run (None if it can)."""
+    if config.model.bidirectional and config.model.layer._name_ not in bidirectional_layers():
+        return "has no bidirectional form"
+    return None
+
+
+@pytest.mark.parametrize("experiment, model", PAIRS, ids=[f"{e}-{m}" for e, m in PAIRS])
+def test_every_pair_builds_or_says_why_not(experiment, model):
+    config = compose_config([*overrides(experiment, model), *BUILD])
+    why = refusal(config)
+    config = OmegaConf.to_container(config, resolve=True)
+    if why is None:
+        SequenceLightningModule(config)
+        return
+    with pytest.raises(ConfigError, match=why) as error:
+        SequenceLightningModule(config)
+    assert "\n" not in str(error.value)
+
+
+def test_the_bidirectional_experiments_refuse_exactly_the_causal_only_layers():
+    refused = [m for m in MODELS if refusal(compose_config(["experiment=dss-pathfinder-segmentation", f"model={m}"]))]
+    assert refused == ["gru", "lru", "lstm", "mamba", "mamba2", "qlstm", "rnn", "s6", "ssd"]
+
+
+def _train_pair(experiment, model, tmp_path, monkeypatch, data_path):  # noqa: F811
+    config = compose_config(overrides(experiment, model))
+    if refusal(config):
+        pytest.skip(f"{model} {refusal(config)} ({experiment} is bidirectional): refused at start, as tested above")
+    tiny = [o for o in TINY if not o.startswith("model.layer.")]  # layer keys differ between models
+    _train([*overrides(experiment, model), "wandb=null", *tiny], tmp_path, monkeypatch, data_path)
+
+
+def rotation():
+    """Each experiment with a model that runs it, rotating through the models."""
+    pairs, i = [], 0
+    for experiment in EXPERIMENTS:
+        while refusal(compose_config(overrides(experiment, MODELS[i % len(MODELS)]))):
+            i += 1
+        pairs.append((experiment, MODELS[i % len(MODELS)]))
+        i += 7
+    return pairs
+
+
+ROTATION = rotation()
+
+
+@pytest.mark.parametrize("experiment, model", ROTATION, ids=[f"{e}-{m}" for e, m in ROTATION])
+def test_a_rotating_subset_trains(experiment, model, tmp_path, monkeypatch, data_path):  # noqa: F811
+    _train_pair(experiment, model, tmp_path, monkeypatch, data_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment, model", PAIRS, ids=[f"{e}-{m}" for e, m in PAIRS])
+def test_every_pair_trains_two_steps(experiment, model, tmp_path, monkeypatch, data_path):  # noqa: F811
+    _train_pair(experiment, model, tmp_path, monkeypatch, data_path)
