@@ -48,7 +48,8 @@ def main():
     parser.add_argument("--layers", nargs="+", default=ALL, choices=ALL)
     args = parser.parse_args()
     torch.manual_seed(0)
-    layers = {name: build_layer(layer_config(name, args.L), args.D, notice=lambda line: None) for name in args.layers}
+    layers = {name: build_layer(layer_config(name, args.L), args.D, notice=lambda line: None, max_length=args.L)
+              for name in args.layers}
     x = torch.randn(args.B, args.L, args.D)
     for layer in layers.values():
         fwd_bwd(layer, x)  # warm-up
