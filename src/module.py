@@ -54,13 +54,14 @@ class SequenceLightningModule(L.LightningModule):
             }
         )
 
-    def forward(self, x):  # x: (B, L_in, d_input) or (B, L_in) tokens
+    def forward(self, x, lengths=None):  # x: (B, L_in, d_input) or (B, L_in) tokens; lengths (B,) if padded
         y, _ = self.backbone(self.encoder(x))  # (B, L_in, d_model)
-        return self.decoder(y)  # (B, l_output, d_output)
+        return self.decoder(y, lengths)  # (B, l_output, d_output)
 
     def _step(self, batch, split):
-        x, y, *extra = batch  # extra: [{category: (B, L) ids}] for datasets with categories
-        preds = self(x)
+        # extra: [{category: (B, L) ids, and "lengths": (B,) for padded batches}] where the dataset has them
+        x, y, *extra = batch
+        preds = self(x, extra[0].get("lengths") if extra else None)
         loss = self.loss(preds, y)
         metrics = self.metrics[f"{split}_"]
         metrics.update(preds.detach(), y)
@@ -69,7 +70,7 @@ class SequenceLightningModule(L.LightningModule):
                 metric.update(preds.detach(), y, extra[0][name])
         self.log(
             f"{split}/loss", loss, on_step=split == "train", on_epoch=True, prog_bar=True,
-            sync_dist=split != "train", batch_size=x.shape[0],
+            sync_dist=split != "train", batch_size=y.shape[0],
         )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split == "val")
         return loss, preds
