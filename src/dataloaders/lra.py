@@ -89,9 +89,10 @@ class TextDataset(FileDataset):
         return self._n_tokens
 
     def load(self):
-        cut = {  # each text cut to its first l_max - 1 characters, leaving room for <eos>
-            k: ([tuple(t[: self.l_max - 1] for t in ts) for ts in texts], labels) for k, (texts, labels) in self.read().items()
-        }
+        raw, cut = self.read(), {}
+        for split in ("train", "val", "test"):  # each text cut to its first l_max - 1 characters, leaving room for <eos>
+            texts, labels = raw[split]
+            cut[split] = ([tuple(t[: self.l_max - 1] for t in ts) for ts in texts], labels)
         lookup, self._n_tokens = build_vocab((t for texts in cut["train"][0] for t in texts), self.min_freq)
         splits = {k: Encoded(texts, labels, lookup) for k, (texts, labels) in cut.items()}
         counts = ", ".join(f"{len(s)} {k}" for k, s in splits.items())
