@@ -106,6 +106,9 @@ def test_aan_missing_and_malformed_files(tmp_path, monkeypatch):
     (tmp_path / "aan" / "new_aan_pairs.test.tsv").write_text("1.0\ta\tb\tonly four fields\n")
     with pytest.raises(ConfigError, match=r"new_aan_pairs.test.tsv:1: 4 tab-separated fields, expected 5"):
         AAN().setup()
+    (tmp_path / "aan" / "new_aan_pairs.test.tsv").write_text("yes\ta\tb\tt1\tt2\n")
+    with pytest.raises(ConfigError, match=r"new_aan_pairs.test.tsv:1: label 'yes', expected 0 or 1"):
+        AAN().setup()
 
 
 def test_sequence_decoder_reads_each_sequence_within_its_length():

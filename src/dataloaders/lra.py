@@ -168,6 +168,12 @@ class AAN(TextDataset):
                 fields = line.rstrip("\r\n").split("\t")
                 if len(fields) != 5:
                     raise ConfigError(f"{path}:{n}: {len(fields)} tab-separated fields, expected 5 (label id1 id2 text1 text2)")
-                labels.append(int(float(fields[0])))
+                try:
+                    label = float(fields[0])  # LRA reads the labels as floats
+                except ValueError:
+                    label = None
+                if label not in (0.0, 1.0):
+                    raise ConfigError(f"{path}:{n}: label {fields[0]!r}, expected 0 or 1")
+                labels.append(int(label))
                 texts.append((fields[3], fields[4]))
         return texts, np.array(labels, dtype=np.int64)
