@@ -86,19 +86,21 @@ class SequenceLightningModule(L.LightningModule):
     def _prefix(split, name):
         return f"{split}/" if name is None else f"{split}/{name}/"
 
-    def forward(self, x, l_output=None):  # x: (B, L_in, d_input) or (B, L_in) tokens
-        return self.model(x, l_output=l_output)[0]  # (B, l_output, d_output), (B, d_output) or (B, L, n_classes)
+    def forward(self, x, l_output=None, lengths=None):  # x: (B, L_in, d_input) or (B, L_in) tokens, lengths (B,)
+        return self.model(x, l_output=l_output, lengths=lengths)[0]  # (B, l_output, d_output), (B, d_output), ...
 
     def _step(self, batch, split, dataloader_idx=0):
-        x, y, *extra = batch  # extra: [{category: (B, L) ids}] for datasets with categories
+        # extra: [{category: (B, L) ids, and "lengths": (B,) for padded batches}] where the dataset has them
+        x, y, *extra = batch
         name = None if dataloader_idx == 0 else list(self.eval_sets)[dataloader_idx - 1]
-        preds = self(x, self.eval_sets[name].l_output if name else None)
+        l_output = self.eval_sets[name].l_output if name else None
+        preds = self(x, l_output, extra[0].get("lengths") if extra else None)
         loss = self.loss(preds, y)
         metrics = self.metrics[self._key(split, name)]
         metrics.update(preds.detach(), y, loss.detach(), extra[0] if extra else {})
         main = name is None
         if split == "train":
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=y.shape[0])
         else:
             self.log(f"{metrics.prefix}loss", metrics.loss, on_epoch=True, prog_bar=main, add_dataloader_idx=False)
         self.log_dict(metrics.scalars, on_step=False, on_epoch=True, prog_bar=split == "val" and main,

@@ -90,3 +90,34 @@ def need_c_loop(op="linear_scan"):
     why = scan.DISPATCH[op].why_unusable("cpu", torch.device("cpu"))
     if why:
         pytest.skip(f"the {op} C loop is not usable here: {why}")
+
+
+def write_listops_and_pathfinder(root):
+    """Tiny generated data under `root` (a DATA_PATH): ListOpsSubTrees and LRA ListOps trees of
+    50-200 tokens, and 40 Pathfinder pictures at 32x32."""
+    from src.dataloaders.prepare.listops.__main__ import main as listops
+    from src.dataloaders.prepare.pathfinder.__main__ import main as pathfinder
+
+    sizes = ["--num_train_samples", "24", "--num_valid_samples", "8", "--num_test_samples", "8", "--min_length", "50",
+             "--max_length", "200", "--max_depth", "8", "--max_args", "5"]
+    listops(["--task", "subtrees", *sizes, "--no_paranthesis", "--unique_templates",
+             "--output_dir", str(root / "listops_subtrees")])
+    listops(["--task", "basic", *sizes, "--output_dir", str(root / "listops")])
+    pathfinder(["--resolution", "32", "--num_images", "40", "--seed", "1",
+                "--output_dir", str(root / "pathfinder_segmentation" / "pathfinder32_segmentation")])
+    return root
+
+
+def write_lra(root):
+    """Tiny files in the real formats of CIFAR-10, IMDB and AAN under `root` (a DATA_PATH)."""
+    import numpy as np
+
+    from lra_files import random_text, write_aan, write_cifar, write_imdb
+
+    rng = np.random.default_rng(0)
+    write_cifar(root)
+    write_imdb(root, {(s, c): [random_text(rng, rng.integers(20, 400)) for _ in range(6)]
+                      for s in ("train", "test") for c in ("neg", "pos")})
+    write_aan(root, {s: [(i % 2, random_text(rng, rng.integers(1, 400)), random_text(rng, rng.integers(1, 400)))
+                         for i in range(12)] for s in ("train", "eval", "test")})
+    return root

@@ -6,9 +6,10 @@ rotating subset 2 steps on tiny data; `-m slow` trains every pair."""
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose_config
-from test_experiments import EXPERIMENTS as SIZES
-from test_experiments import TINY, _train, data_path  # noqa: F401  (data_path: the tiny-data fixture)
+from conftest import ROOT, compose_config, write_listops_and_pathfinder, write_lra
+from test_experiments import EXPERIMENTS as FILE_SIZES
+from test_experiments import TINY, _train
+from test_lra_experiments import TEXT_TINY
 from test_registry import SMALL
 
 from src.models.sequence.backbone import bidirectional_layers
@@ -21,10 +22,18 @@ PAIRS = [(e, m) for e in EXPERIMENTS for m in MODELS]
 BUILD = ["wandb=null", "model.d_model=8", "model.n_layers=1"]
 
 
+SIZES = {e: sizes for e, (sizes, _) in FILE_SIZES.items()} | {"s4-lra-imdb": TEXT_TINY, "s4-lra-aan": TEXT_TINY,
+                                                              "s4-lra-cifar": []}
+SYNTHETIC = ["dataset.L=32", "dataset.samples_per_epoch=8", "dataset.val_split=0.5"]
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory):
+    return write_lra(write_listops_and_pathfinder(tmp_path_factory.mktemp("data")))
+
+
 def overrides(experiment, model):
-    sizes = SIZES[experiment][0] if experiment in SIZES else ["dataset.L=32", "dataset.samples_per_epoch=8",
-                                                              "dataset.val_split=0.5"]
-    return [f"experiment={experiment}", f"model={model}", *sizes, *SMALL.get(model, [])]
+    return [f"experiment={experiment}", f"model={model}", *SIZES.get(experiment, SYNTHETIC), *SMALL.get(model, [])]
 
 
 def refusal(config):
@@ -35,7 +44,8 @@ def refusal(config):
 
 
 @pytest.mark.parametrize("experiment, model", PAIRS, ids=[f"{e}-{m}" for e, m in PAIRS])
-def test_every_pair_builds_or_says_why_not(experiment, model):
+def test_every_pair_builds_or_says_why_not(experiment, model, monkeypatch, data_path):
+    monkeypatch.setenv("DATA_PATH", str(data_path))  # the text datasets read their vocabulary at construction
     config = compose_config([*overrides(experiment, model), *BUILD])
     why = refusal(config)
     config = OmegaConf.to_container(config, resolve=True)
@@ -52,7 +62,7 @@ def test_the_bidirectional_experiments_refuse_exactly_the_causal_only_layers():
     assert refused == ["gru", "lru", "lstm", "mamba", "mamba2", "qlstm", "rnn", "s6", "ssd"]
 
 
-def _train_pair(experiment, model, tmp_path, monkeypatch, data_path):  # noqa: F811
+def _train_pair(experiment, model, tmp_path, monkeypatch, data_path):
     config = compose_config(overrides(experiment, model))
     if refusal(config):
         pytest.skip(f"{model} {refusal(config)} ({experiment} is bidirectional): refused at start, as tested above")
@@ -75,11 +85,11 @@ ROTATION = rotation()
 
 
 @pytest.mark.parametrize("experiment, model", ROTATION, ids=[f"{e}-{m}" for e, m in ROTATION])
-def test_a_rotating_subset_trains(experiment, model, tmp_path, monkeypatch, data_path):  # noqa: F811
+def test_a_rotating_subset_trains(experiment, model, tmp_path, monkeypatch, data_path):
     _train_pair(experiment, model, tmp_path, monkeypatch, data_path)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment, model", PAIRS, ids=[f"{e}-{m}" for e, m in PAIRS])
-def test_every_pair_trains_two_steps(experiment, model, tmp_path, monkeypatch, data_path):  # noqa: F811
+def test_every_pair_trains_two_steps(experiment, model, tmp_path, monkeypatch, data_path):
     _train_pair(experiment, model, tmp_path, monkeypatch, data_path)

@@ -9,9 +9,7 @@ import re
 
 import pytest
 
-from conftest import command_overrides, readme_commands, train_in_process
-from src.dataloaders.prepare.listops.__main__ import main as listops
-from src.dataloaders.prepare.pathfinder.__main__ import main as pathfinder
+from conftest import command_overrides, readme_commands, train_in_process, write_listops_and_pathfinder
 from src.plot import main as plot
 
 TINY = [
@@ -34,15 +32,7 @@ EXPERIMENTS = {  # experiment: (size overrides, the metric its pipeline monitors
 
 @pytest.fixture(scope="module")
 def data_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    sizes = ["--num_train_samples", "24", "--num_valid_samples", "8", "--num_test_samples", "8", "--min_length", "50",
-             "--max_length", "200", "--max_depth", "8", "--max_args", "5"]
-    listops(["--task", "subtrees", *sizes, "--no_paranthesis", "--unique_templates",
-             "--output_dir", str(root / "listops_subtrees")])
-    listops(["--task", "basic", *sizes, "--output_dir", str(root / "listops")])
-    pathfinder(["--resolution", "32", "--num_images", "40", "--seed", "1",
-                "--output_dir", str(root / "pathfinder_segmentation" / "pathfinder32_segmentation")])
-    return root
+    return write_listops_and_pathfinder(tmp_path_factory.mktemp("data"))
 
 
 def _train(overrides, tmp_path, monkeypatch, data_path):

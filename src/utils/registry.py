@@ -45,6 +45,9 @@ dataset = {
     "listops_subtrees": "src.dataloaders.listops.ListOpsSubTrees",
     "pathfinder": "src.dataloaders.pathfinder.Pathfinder",
     "pathfinder_segmentation": "src.dataloaders.pathfinder.PathfinderSegmentation",
+    "cifar": "src.dataloaders.cifar.CIFAR10",
+    "imdb": "src.dataloaders.lra.IMDB",
+    "aan": "src.dataloaders.lra.AAN",
 }
 
 optimizer = {

@@ -186,9 +186,10 @@ class SequenceModel(nn.Module):
                 if linears:  # the branch's output projection
                     linears[-1].weight.normal_(0.0, std / math.sqrt(2 * len(self.blocks)))
 
-    def forward(self, x, state=None, l_output=None):  # x: (B, L, d_input) or (B, L) tokens -> outputs, states
-        """l_output: the number of positions the decoder reads for this input, if not its default
-        (an eval set of another length)."""
+    def forward(self, x, state=None, l_output=None, lengths=None):  # x: (B, L, d_input) or (B, L) tokens
+        """-> (outputs, per-block states). l_output: the number of positions the decoder reads for
+        this input, if not its default (an eval set of another length); lengths (B,): the real
+        lengths of a padded batch, for a decoder with use_lengths."""
         if self.encoder is not None:
             x = self.embedding_dropout(self.encoder(x))  # (B, L, D)
         positions = self.positions.positions(x)  # (B, L)
@@ -198,7 +199,7 @@ class SequenceModel(nn.Module):
             x, s = block(x, state=None if state is None else state[i], positions=positions)
             states.append(s)
         x = self.final_norm(x)
-        return (x if self.decoder is None else self.decoder(x, l_output)), states
+        return (x if self.decoder is None else self.decoder(x, l_output, lengths)), states
 
     def default_state(self, batch_size, device=None):
         """{"position": 0, "layers": every layer's default_state}."""
@@ -208,8 +209,9 @@ class SequenceModel(nn.Module):
         return {"position": 0, "layers": [block.layer.default_state(batch_size, device) for block in self.blocks]}
 
     def step(self, x_t, state):  # x_t: (B, d_input) or (B,) tokens -> (B, d_output) or (B, D), state
-        if self.decoder is not None and self.decoder.mode != "last":
-            raise ConfigError(f"decoder.mode={self.decoder.mode} reads the whole sequence: the model has no step()")
+        if self.decoder is not None and (self.decoder.mode != "last" or not hasattr(self.decoder, "output")):
+            raise ConfigError(f"decoder.mode={self.decoder.mode} ({type(self.decoder).__name__}) reads the whole "
+                              "sequence: the model has no step()")
         t = state["position"]
         x = x_t if self.encoder is None else self.embedding_dropout(self.encoder(x_t))  # (B, D)
         x = self.positions(x[:, None], torch.full((x.shape[0], 1), t, device=x.device))[:, 0]
