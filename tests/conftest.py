@@ -90,3 +90,20 @@ def need_c_loop(op="linear_scan"):
     why = scan.DISPATCH[op].why_unusable("cpu", torch.device("cpu"))
     if why:
         pytest.skip(f"the {op} C loop is not usable here: {why}")
+
+
+def fla_naive(relative):
+    """The module fla/ops/<relative> (a naive.py reference) loaded by its path from the installed
+    pure-Python fla-core wheel (importing fla.ops would pull Triton); skips with the reason if absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fla")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("fla-core is not installed (pip install fla-core): no oracle from fla's naive loops")
+    path = Path(spec.submodule_search_locations[0]) / "ops" / relative
+    if not path.exists():
+        pytest.skip(f"this fla-core has no {path}")
+    module_spec = importlib.util.spec_from_file_location(f"fla_naive_{relative.replace('/', '_')[:-3]}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
