@@ -179,3 +179,17 @@ def test_against_fla_dplr_recurrence():
     got = dplr_delta_rule(*(t.double() for t in (q, k, v, a, b, g)), initial_state=S0.double(), output_final_state=True)
     torch.testing.assert_close(got[0].float(), head_first(o), **F32)
     torch.testing.assert_close(got[1].float(), S, **F32)
+
+
+def test_the_memory_recalls_every_stored_key():
+    """Write 16 orthonormal keys with beta = 1, then read each back (k = 0 while reading): the whole
+    (K, V) matrix is the memory, so all 16 values come back, not only what a diagonal could hold."""
+    K, V, n = 16, 5, 16
+    keys = torch.linalg.qr(torch.randn(K, K, dtype=torch.float64))[0][:n]  # orthonormal rows
+    values = torch.randn(n, V, dtype=torch.float64)
+    zeros_k, zeros_v = torch.zeros(n, K, dtype=torch.float64), torch.zeros(n, V, dtype=torch.float64)
+    q = torch.cat((zeros_k, keys))[None, :, None]  # (1, 2n, 1, K)
+    k = torch.cat((keys, zeros_k))[None, :, None]
+    v = torch.cat((values, zeros_v))[None, :, None]
+    o, _ = delta_rule(q, k, v, torch.ones(1, 2 * n, 1, dtype=torch.float64), scale=1.0)
+    torch.testing.assert_close(o[0, n:, 0], values, rtol=1e-10, atol=1e-10)

@@ -142,3 +142,15 @@ def test_against_fla_naive_recurrent_rwkv6():
     got = gla(*(t.double() for t in (q, k, v, g, u)), initial_state=S0.double(), output_final_state=True)
     torch.testing.assert_close(got[0].float(), head_first(o), **F32)
     torch.testing.assert_close(got[1].float(), S, **F32)
+
+
+def test_the_memory_recalls_every_stored_key():
+    """Linear attention (g = 0) with 16 orthonormal keys stores 16 values and returns each one."""
+    K, V, n = 16, 5, 16
+    keys = torch.linalg.qr(torch.randn(K, K, dtype=torch.float64))[0][:n]
+    values = torch.randn(n, V, dtype=torch.float64)
+    zeros_k, zeros_v = torch.zeros(n, K, dtype=torch.float64), torch.zeros(n, V, dtype=torch.float64)
+    q, k = torch.cat((zeros_k, keys))[None, :, None], torch.cat((keys, zeros_k))[None, :, None]
+    v = torch.cat((values, zeros_v))[None, :, None]
+    o, _ = gla(q, k, v, scale=1.0)
+    torch.testing.assert_close(o[0, n:, 0], values, rtol=1e-10, atol=1e-10)
