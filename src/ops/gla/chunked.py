@@ -4,21 +4,21 @@ Split T into chunks of C positions; b_i = sum_{s <= i} g_s is the log decay from
 start (per key, non-increasing). With S_0 the state at the chunk's start, inside the chunk
     o_i = (scale q_i * exp(b_i))^T S_0 + sum_{j <= i} [sum_k q_ik k_jk exp(b_ik - b_jk)] v_j
     S_C = diag(exp(b_C)) S_0 + sum_j (k_j * exp(b_C - b_j)) v_j^T.
-Every exponent here is <= 0, so nothing overflows, also for g = -inf (a reset: g is floored at
-a value whose exp is exactly 0 in the working dtype, -1e4 in float64, -200 in float32). The in-chunk weights M_ij = sum_k x_ik y_jk
-exp(bx_ik - by_jk) are built by halving (`decayed_scores`): the block of rows in the second half
-and columns in the first is a matmul through the last position r of the first half,
+Every exponent here is <= 0, so nothing overflows, also for g = -inf (a reset: g is floored
+at a value whose exp is exactly 0 in the working dtype, -1e4 in float64, -200 in float32).
+The in-chunk weights M_ij = sum_k x_ik y_jk exp(bx_ik - by_jk) are built by halving
+(`decayed_scores`): in each diagonal block of s positions, the rows of its second half against
+the columns of its first half are a matmul through the last position r of the first half,
     M_ij = sum_k (x_ik exp(bx_ik - b_rk)) (y_jk exp(b_rk - by_jk)),     both exponents <= 0,
-and the two diagonal blocks recurse, down to single positions. The cumulative decays are in
-float32 (float64 for float64 inputs): a difference b_i - b_j inside a chunk is off by about
-eps |b_i|, so a float32 weight is off by ~1e-5 relative after a floored reset in the chunk. The
-chunk states are passed on by a loop over the T / C chunks. u (RWKV-6): the rows use b_{i-1} (the state before step i) and the
-diagonal is q_i . (u * k_i).
+for s = C, C/2, ..., 2 (all blocks of one size at once); the diagonal is x_i . y_i. The
+cumulative decays are in float32 (float64 for float64 inputs): a difference b_i - b_j inside a
+chunk is off by about eps |b_i|, so a float32 weight is off by ~1e-5 relative after a floored
+reset in the chunk. The chunk states are passed on by a loop over the T / C chunks.
+u (RWKV-6): the rows use b_{i-1} (the state before step i) and the diagonal is q_i . (u * k_i).
 """
 
 import torch
 import torch.nn.functional as F
-
 
 
 def decay_dtype(dtype):
@@ -33,8 +33,7 @@ def floor(dtype):
 
 def chunks(x, C):
     """(B, T, H, ...) -> (B, H, N, C, ...), T padded with zeros to N C."""
-    B, T = x.shape[:2]
-    x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, -T % C))
+    x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, -x.shape[1] % C))
     x = x.unflatten(1, (-1, C))  # (B, N, C, H, ...)
     return x.movedim(3, 1)
 

@@ -44,5 +44,5 @@ class Based(OneTokenStep, nn.Module):
 
     def default_state(self, batch_size, device=None):
         w = self.o_proj.weight
-        F = 1 + self.feature_dim + self.feature_dim**2
-        return torch.zeros(batch_size, self.n_heads, F, self.d_v + 1, dtype=w.dtype, device=device or w.device)
+        features = 1 + self.feature_dim + self.feature_dim**2
+        return torch.zeros(batch_size, self.n_heads, features, self.d_v + 1, dtype=w.dtype, device=device or w.device)

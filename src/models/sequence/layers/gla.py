@@ -16,7 +16,6 @@ Optional short convs (use_short_conv) on q, k, v as fla. State: conv windows, S 
 (retnet: also the position, an integer per sequence).
 """
 
-import math
 
 import torch
 import torch.nn.functional as F
