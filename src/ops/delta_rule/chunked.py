@@ -33,8 +33,8 @@ def _solve(A, rhs, block=16):
     X = []
     for s in range(0, C, c):
         r = rhs[..., s:s + c, :]
-        if s:
-            r = r - A[..., s:s + c, :s] @ torch.cat(X, dim=-2)
+        for j, x in enumerate(X):  # the solved blocks above
+            r = r - A[..., s:s + c, j * c:(j + 1) * c] @ x
         X.append(torch.linalg.solve_triangular(A[..., s:s + c, s:s + c].contiguous(), r.contiguous(), upper=False,
                                                 unitriangular=True))
     return torch.cat(X, dim=-2)
