@@ -4,7 +4,7 @@ delta_rule. In a chunk of C positions with S_0 at its start, b_i = sum_{s <= i} 
 from the start) and Gamma_ij = exp(b_i - b_j) for j <= i (else 0), the update vectors u_i
 satisfy u_i = beta_i (v_i - exp(b_i) S_0^T k_i - sum_{j < i} Gamma_ij (k_i . k_j) u_j), i.e.
     (I + A) U = diag(beta) V - diag(beta exp(b)) K S_0,    A_ij = beta_i Gamma_ij k_i . k_j (j < i).
-With the unit lower-triangular solve T = (I + A)^-1 (the UT transform; by blocks of 16 rows):
+With the unit lower-triangular inverse T = (I + A)^-1 (the UT transform):
     U = T diag(beta) V - W S_0,   W = T diag(beta exp(b)) K
     o_i = scale (exp(b_i) q_i^T S_0 + sum_{j <= i} Gamma_ij (q_i . k_j) u_j)
     S_C = exp(b_C) S_0 + sum_j exp(b_C - b_j) k_j u_j^T.
@@ -24,20 +24,23 @@ import torch.nn.functional as F
 from src.ops.gla.chunked import chunk_size, chunks, decayed_scores, log_decay, unchunk
 
 
-def _solve(A, rhs, block=16):
-    """(I + strictly-lower(A))^-1 rhs, A (..., C, C), by block forward substitution over blocks of
-    16 rows (on CPU, torch's batched triangular solve is ~10x slower at C = 64 than on 16-blocks,
-    and ~100x slower again on a non-contiguous block)."""
+def _solve(A, rhs):
+    """(I + strictly-lower(A))^-1 rhs, A (..., C, C), C a power of two. The inverse is built by
+    doubling the diagonal blocks, all blocks of one size at once (batched matmuls only; torch's
+    batched triangular solve is slow on CPU, its backward more so):
+        [[P, 0], [L, Q]]^-1 = [[P^-1, 0], [-Q^-1 L P^-1, Q^-1]]."""
     C = A.shape[-1]
-    c = min(block, C)
-    X = []
-    for s in range(0, C, c):
-        r = rhs[..., s:s + c, :]
-        for j, x in enumerate(X):  # the solved blocks above
-            r = r - A[..., s:s + c, j * c:(j + 1) * c] @ x
-        X.append(torch.linalg.solve_triangular(A[..., s:s + c, s:s + c].contiguous(), r.contiguous(), upper=False,
-                                                unitriangular=True))
-    return torch.cat(X, dim=-2)
+    T = A.new_ones(*A.shape[:-2], C, 1, 1)  # the inverses of the 1 x 1 diagonal blocks
+    s = 1
+    while s < C:
+        nb = C // (2 * s)
+        blocks = A.unflatten(-2, (nb, 2, s)).unflatten(-1, (nb, 2, s))  # (..., nb, 2, s, nb, 2, s)
+        L = blocks.diagonal(dim1=-6, dim2=-3)[..., 1, :, 0, :, :].movedim(-1, -3)  # (..., nb, s, s)
+        P, Q = T.unflatten(-3, (nb, 2)).unbind(-3)
+        top = torch.cat((P, torch.zeros_like(P)), dim=-1)
+        T = torch.cat((top, torch.cat((-(Q @ L @ P), Q), dim=-1)), dim=-2)  # (..., nb, 2s, 2s)
+        s *= 2
+    return T[..., 0, :, :] @ rhs
 
 
 def delta_rule(q, k, v, beta, g=None, scale=None, initial_state=None, output_final_state=False, chunk=64):
