@@ -193,3 +193,19 @@ def test_the_memory_recalls_every_stored_key():
     v = torch.cat((values, zeros_v))[None, :, None]
     o, _ = delta_rule(q, k, v, torch.ones(1, 2 * n, 1, dtype=torch.float64), scale=1.0)
     torch.testing.assert_close(o[0, n:, 0], values, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (fla's Triton kernels)")
+@pytest.mark.parametrize("op", ["delta_rule", "gated", "dplr"])
+def test_fla_kernels_match_the_loop_on_cuda(op):
+    """Not yet run on hardware here. fla's kernels compute in float32 with their own chunking: 1e-3."""
+    tol = dict(rtol=1e-3, atol=1e-3)
+    if op == "dplr":
+        x = [t.cuda() for t in dplr_inputs(2, 130, 2, 32, 16, True, torch.float32)]
+        compare(lambda *a: dplr_delta_rule(*a[:6], initial_state=a[6], output_final_state=True, backend="triton"),
+                call_dplr(reference.dplr_delta_rule), x, tol)
+    else:
+        x = [None if t is None else t.cuda() for t in inputs(2, 130, 2, 32, 16, op == "gated", torch.float32)]
+        compare(lambda *a: delta_rule(*a[:5], initial_state=a[5], output_final_state=True, backend="triton"),
+                call_delta(reference.delta_rule), x, tol)

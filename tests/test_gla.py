@@ -154,3 +154,13 @@ def test_the_memory_recalls_every_stored_key():
     v = torch.cat((values, zeros_v))[None, :, None]
     o, _ = gla(q, k, v, scale=1.0)
     torch.testing.assert_close(o[0, n:, 0], values, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (fla's Triton kernels)")
+@pytest.mark.parametrize("gate, bonus", [("key", False), ("head", False), ("none", False), ("key", True)])
+def test_fla_kernels_match_the_torch_path_on_cuda(gate, bonus):
+    """Not yet run on hardware here. fla's kernels compute in float32 with their own chunking: 1e-3."""
+    x = [None if t is None else t.cuda() for t in inputs(2, 130, 2, 32, 16, gate, bonus, torch.float32)]
+    compare(lambda *a: gla(*a[:5], initial_state=a[5], output_final_state=True, backend="triton"),
+            lambda *a: reference.gla(*a[:5], initial_state=a[5], output_final_state=True), x, dict(rtol=1e-3, atol=1e-3))
