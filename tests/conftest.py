@@ -121,3 +121,20 @@ def write_lra(root):
     write_aan(root, {s: [(i % 2, random_text(rng, rng.integers(1, 400)), random_text(rng, rng.integers(1, 400)))
                          for i in range(12)] for s in ("train", "eval", "test")})
     return root
+
+
+def fla_naive(relative):
+    """The module fla/ops/<relative> (a naive.py reference) loaded by its path from the installed
+    pure-Python fla-core wheel (importing fla.ops would pull Triton); skips with the reason if absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fla")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("fla-core is not installed (pip install fla-core): no oracle from fla's naive loops")
+    path = Path(spec.submodule_search_locations[0]) / "ops" / relative
+    if not path.exists():
+        pytest.skip(f"this fla-core has no {path}")
+    module_spec = importlib.util.spec_from_file_location(f"fla_naive_{relative.replace('/', '_')[:-3]}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module

@@ -57,5 +57,5 @@ def test_model_step_with_real_inputs_and_learned_positions():
 def test_a_pooled_decoder_has_no_step():
     model = SequenceModel(D, 1, layer_config("lstm"), encoder="embedding", n_tokens=V,
                           decoder={"_name_": "sequence", "mode": "pool"}, d_output=V)
-    with pytest.raises(ConfigError, match="decoder.mode=pool reads the whole sequence"):
+    with pytest.raises(ConfigError, match=r"decoder.mode=pool \(SequenceDecoder\) reads the whole sequence"):
         model.step(torch.zeros(2, dtype=torch.long), model.default_state(2))

@@ -15,7 +15,8 @@ LAYER_CONFIGS = sorted(p.stem for p in (ROOT / "configs" / "model" / "layer").gl
 MODEL_CONFIGS = sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml"))
 D, L = 8, 32
 # Options that must shrink with d_model = D (the defaults are sized for d_model >= 64).
-SMALL = {"mamba2": ["model.layer.headdim=8"]}
+SMALL = {"mamba2": ["model.layer.headdim=8"], "gated_deltanet": ["model.layer.head_dim=8", "model.layer.n_heads=2"],
+         "retnet": ["model.layer.n_heads=2"], "hgrn2": ["model.layer.expand_ratio=4"], "rwkv7": ["model.layer.head_dim=4"]}
 
 
 @functools.cache

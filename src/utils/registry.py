@@ -28,6 +28,14 @@ layer = {
     "ssd": "src.models.sequence.layers.mamba.SSD",
     "qlstm": "src.models.sequence.layers.qlstm.QLSTM",
     "lru": "src.models.sequence.layers.lru.LRU",
+    "deltanet": "src.models.sequence.layers.deltanet.DeltaNet",
+    "gated_deltanet": "src.models.sequence.layers.deltanet.GatedDeltaNet",
+    "gla": "src.models.sequence.layers.gla.GLA",
+    "retnet": "src.models.sequence.layers.gla.RetNet",
+    "hgrn2": "src.models.sequence.layers.gla.HGRN2",
+    "rwkv6": "src.models.sequence.layers.rwkv.RWKV6",
+    "rwkv7": "src.models.sequence.layers.rwkv.RWKV7",
+    "based": "src.models.sequence.layers.based.Based",
 }
 
 # Convolution kernels used by LongConv (`model.layer.kernel_type`): (L) -> (C, H, L).

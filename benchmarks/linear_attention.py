@@ -1,0 +1,122 @@
+"""The gla and delta_rule ops (chunked torch path) against fla's naive per-step loops, on CPU,
+measured side by side in one run, interleaved round by round.
+
+    python -m benchmarks.linear_attention [--rounds 5] [--threads N] [--quick]
+
+Rows (float32, q k v (B, T, H, K), K = V = 64):
+  delta_rule, forward, (B 4, T 2048, H 4): src.ops.delta_rule.delta_rule vs fla's
+      delta_rule_recurrence (fla/ops/delta_rule/naive.py)
+  delta_rule, forward + backward, T 512 (autograd through fla's loop)
+  gla (per-key decay), forward T 2048 and forward + backward T 512 vs fla's naive_recurrent_gla
+      (fla/ops/gla/naive.py)
+fla's naive.py files are loaded by path from the installed fla-core wheel (pure Python; importing
+fla.ops would pull Triton); without fla-core the baselines are our own per-step loops
+(src/ops/*/reference.py, the same recurrences) and the header says so. Each round times the
+baseline, then ours; the table gives the median time of each, the median ratio and its range
+over the rounds. Inputs as the layers make them: unit q, k for the delta rule, beta in (0, 1),
+GLA's gate logsigmoid(x) / 16. The error column is ||o - o_64|| / ||o_64|| for the float32
+outputs against src/ops/*/reference.py in float64 (forward rows).
+"""
+
+import argparse
+import importlib.util
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from src.ops.delta_rule import delta_rule
+from src.ops.delta_rule import reference as delta_reference
+from src.ops.gla import gla
+from src.ops.gla import reference as gla_reference
+
+
+def fla_naive(relative):
+    """fla/ops/<relative> loaded by its path, or None without fla-core."""
+    spec = importlib.util.find_spec("fla")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "ops" / relative
+    module_spec = importlib.util.spec_from_file_location(f"fla_naive_{path.parent.name}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def baselines():
+    """{op: (name, loop(q, k, v, x) -> o)} in our (B, T, H, K) layout; x is beta or g."""
+    delta, glan = fla_naive("delta_rule/naive.py"), fla_naive("gla/naive.py")
+    if delta is None or glan is None:
+        return {"delta_rule": ("reference.delta_rule (no fla-core)", lambda q, k, v, b: delta_reference.delta_rule(q, k, v, b)[0]),
+                "gla": ("reference.gla (no fla-core)", lambda q, k, v, g: gla_reference.gla(q, k, v, g)[0])}
+    head_first = lambda t: t.transpose(1, 2)  # noqa: E731
+    return {"delta_rule": ("fla delta_rule_recurrence",
+                           lambda q, k, v, b: head_first(delta.delta_rule_recurrence(*map(head_first, (q, k, v, b)))[0])),
+            "gla": ("fla naive_recurrent_gla", lambda q, k, v, g: glan.naive_recurrent_gla(q, k, v, g)[0])}
+
+
+def inputs(op, B, T, H, K, grad):
+    gen = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
+    if op == "delta_rule":
+        x = [F.normalize(r(B, T, H, K), dim=-1), F.normalize(r(B, T, H, K), dim=-1), r(B, T, H, K), torch.sigmoid(r(B, T, H))]
+    else:
+        x = [r(B, T, H, K), r(B, T, H, K), r(B, T, H, K), F.logsigmoid(r(B, T, H, K)) / 16]
+    return [t.requires_grad_(grad) for t in x]
+
+
+def timed(fn, x, backward):
+    start = time.perf_counter()
+    o = fn(*x)
+    if backward:
+        torch.autograd.grad(o.sum(), x)
+    return time.perf_counter() - start
+
+
+def ours(op):
+    return (lambda q, k, v, b: delta_rule(q, k, v, b)[0]) if op == "delta_rule" else (lambda q, k, v, g: gla(q, k, v, g)[0])
+
+
+def error(op, x):
+    """||o_32 - o_64|| / ||o_64|| of our float32 output, and of the baseline's."""
+    x64 = [t.detach().double() for t in x]
+    ref = (delta_reference.delta_rule if op == "delta_rule" else gla_reference.gla)(*x64)[0]
+    with torch.no_grad():
+        return [((f(*[t.detach() for t in x]).double() - ref).norm() / ref.norm()).item()
+                for f in (ours(op), baselines()[op][1])]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="T 256 / 128, 2 rounds (a smoke run)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rounds = 2 if args.quick else args.rounds
+    T_fwd, T_bwd = (256, 128) if args.quick else (2048, 512)
+    base = baselines()
+    print(f"float32, B 4, H 4, K = V = 64, {torch.get_num_threads()} threads, {rounds} interleaved rounds")
+    print("| op | pass | T | baseline | baseline ms | ours ms | ratio (median) | ratio range | rel. error ours / baseline |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---|")
+    for op in ("delta_rule", "gla"):
+        name, loop = base[op]
+        for backward, T in ((False, T_fwd), (True, T_bwd)):
+            x = inputs(op, 4, T, 4, 64, backward)
+            timed(ours(op), x, backward)  # warm-up
+            t_base, t_ours = [], []
+            for _ in range(rounds):
+                t_base.append(timed(loop, x, backward))
+                t_ours.append(timed(ours(op), x, backward))
+            ratios = [b / o for b, o in zip(t_base, t_ours)]
+            err = "" if backward else " / ".join(f"{e:.1e}" for e in error(op, x))
+            print(f"| {op} | {'fwd+bwd' if backward else 'fwd'} | {T} | {name} | {1000 * statistics.median(t_base):.0f} "
+                  f"| {1000 * statistics.median(t_ours):.1f} | {statistics.median(ratios):.1f}x | "
+                  f"{min(ratios):.1f}-{max(ratios):.1f}x | {err} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""fla's Triton kernels behind the gla signature, imported only when called (CUDA only):
+
+    g per key, no u      fla.ops.gla.chunk_gla
+    g per head or None   fla.ops.simple_gla.chunk_simple_gla
+    u (RWKV-6 bonus)     fla.ops.rwkv6.chunk_rwkv6           (g None or per head: broadcast per key)
+
+Not run on hardware in this repository yet: the dispatcher takes it only where it imports and a
+smoke call agrees with the torch path. Install: see requirements-gpu.txt.
+"""
+
+import torch
+
+
+def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False):
+    kwargs = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state)
+    if u is not None:
+        from fla.ops.rwkv6 import chunk_rwkv6
+
+        w = torch.zeros_like(k) if g is None else (g if g.dim() == 4 else g[..., None].expand_as(k))
+        return chunk_rwkv6(q, k, v, w.contiguous(), u, **kwargs)
+    if g is None or g.dim() == 3:
+        from fla.ops.simple_gla import chunk_simple_gla
+
+        return chunk_simple_gla(q, k, v, g=g, **kwargs)
+    from fla.ops.gla import chunk_gla
+
+    return chunk_gla(q, k, v, g, **kwargs)
+
+
+def unsupported(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False):
+    """Why fla's kernels cannot take this call (None if they can)."""
+    if not q.is_cuda:
+        return "inputs are not on a CUDA device"
+    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"dtype {q.dtype} (fla's kernels take float32, float16, bfloat16)"
+    return None

@@ -1,0 +1,211 @@
+"""src/ops/delta_rule: the chunked UT-form paths against reference.py (forward, final state, every
+input gradient), against fla's naive loops (when fla-core is installed), and the identities.
+
+Tolerances: float64 chunked vs the float64 loop agree to rounding (1e-10; the triangular solve
+reorders the sums). float32 chunked vs the float64 loop: float32 rounding over <= 80 steps with
+unit keys and O(1) values, through a unit-triangular solve whose inverse stays O(1) for beta in
+(0, 2) (it is a product of transitions of norm <= 1): 1e-4 relative and absolute (2e-4 where
+beta is near 2: I - beta k k^T has an eigenvalue near -1, so errors do not decay).
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import fla_naive
+from test_scan import compare
+
+from src.ops.delta_rule import chunked, delta_rule, dplr_delta_rule, reference
+
+F64 = dict(rtol=1e-10, atol=1e-10)
+F32 = dict(rtol=1e-4, atol=1e-4)
+F32_NEAR_2 = dict(rtol=2e-4, atol=2e-4)  # beta near 2, see the module docstring
+SHAPES = [(2, 1, 2, 8, 8, 64), (2, 7, 1, 5, 3, 64), (1, 77, 2, 8, 6, 16), (2, 33, 3, 4, 4, 8), (1, 64, 1, 6, 9, 32)]
+
+
+def inputs(B, T, H, K, V, gated, dtype=torch.float64, beta_max=2.0, seed=0):
+    """Unit q and k (as the layers make them), beta in (0, beta_max), log decays in (-inf, 0)."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    q, k, v = F.normalize(r(B, T, H, K), dim=-1), F.normalize(r(B, T, H, K), dim=-1), r(B, T, H, V)
+    beta = beta_max * torch.rand(B, T, H, generator=g, dtype=torch.float64)
+    decay = F.logsigmoid(r(B, T, H)) if gated else None
+    return [None if t is None else t.to(dtype) for t in (q, k, v, beta, decay, r(B, H, K, V))]
+
+
+def dplr_inputs(B, T, H, K, V, per_key, dtype=torch.float64, seed=0):
+    """RWKV-7's shape: a = -kk, b = kk * a with kk a unit vector and a in (0, 1)."""
+    q, k, v, beta, _, S0 = inputs(B, T, H, K, V, False, torch.float64, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    kk = F.normalize(torch.randn(B, T, H, K, generator=g, dtype=torch.float64), dim=-1)
+    a_gate = torch.rand(B, T, H, K, generator=g, dtype=torch.float64)
+    shape = (B, T, H, K) if per_key else (B, T, H)
+    decay = -0.6065 * torch.rand(*shape, generator=g, dtype=torch.float64)  # RWKV-7's range
+    return [t.to(dtype) for t in (q, k, v, -kk, kk * a_gate, decay, S0)]
+
+
+def call_delta(fn, chunk=None):
+    extra = {} if chunk is None else {"chunk": chunk}
+    return lambda q, k, v, beta, g, S0: fn(q, k, v, beta, g, None, S0, True, **extra)
+
+
+def call_dplr(fn, chunk=None):
+    extra = {} if chunk is None else {"chunk": chunk}
+    return lambda q, k, v, a, b, g, S0: fn(q, k, v, a, b, g, None, S0, True, **extra)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
+def test_delta_rule_chunked_matches_the_loop(shape, gated, dtype, tol):
+    *dims, chunk = shape
+    compare(call_delta(chunked.delta_rule, chunk), call_delta(reference.delta_rule), inputs(*dims, gated, dtype), tol)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_delta_rule_with_beta_near_2(gated):
+    x = inputs(2, 70, 2, 8, 4, gated, torch.float32)
+    x[3] = 1.999 - 0.001 * x[3] / 2  # beta in (1.998, 1.999)
+    compare(call_delta(chunked.delta_rule, 32), call_delta(reference.delta_rule), x, F32_NEAR_2)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("per_key", [False, True])
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
+def test_dplr_chunked_matches_the_loop(shape, per_key, dtype, tol):
+    *dims, chunk = shape
+    compare(call_dplr(chunked.dplr_delta_rule, chunk), call_dplr(reference.dplr_delta_rule),
+            dplr_inputs(*dims, per_key, dtype), tol)
+
+
+def test_zero_decay_is_deltanet():
+    q, k, v, beta, g, S0 = inputs(2, 40, 2, 4, 3, True)
+    want = chunked.delta_rule(q, k, v, beta, None, None, S0, True, chunk=16)
+    torch.testing.assert_close(chunked.delta_rule(q, k, v, beta, torch.zeros_like(g), None, S0, True, chunk=16),
+                               want, **F64)
+
+
+def test_dplr_runs_the_delta_rule():
+    """exp(g) (I - beta k k^T) S + beta k v^T is DPLR with a = k, b = -beta exp(g) k, k' = beta k."""
+    q, k, v, beta, g, S0 = inputs(2, 40, 2, 4, 3, True)
+    want = reference.delta_rule(q, k, v, beta, g, None, S0, True)
+    b = -(beta * g.exp())[..., None] * k
+    got = chunked.dplr_delta_rule(q, beta[..., None] * k, v, k, b, g, None, S0, True, chunk=16)
+    torch.testing.assert_close(got, want, **F64)
+
+
+@pytest.mark.parametrize("op", ["delta_rule", "gated", "dplr"])
+def test_splitting_the_sequence_passes_the_state_on(op):
+    if op == "dplr":
+        q, k, v, a, b, g, S0 = dplr_inputs(2, 45, 2, 4, 3, True)
+        run = lambda s, S: chunked.dplr_delta_rule(q[:, s], k[:, s], v[:, s], a[:, s], b[:, s], g[:, s],  # noqa: E731
+                                                  None, S, True, chunk=16)
+    else:
+        q, k, v, beta, g, S0 = inputs(2, 45, 2, 4, 3, op == "gated")
+        run = lambda s, S: chunked.delta_rule(q[:, s], k[:, s], v[:, s], beta[:, s],  # noqa: E731
+                                             None if g is None else g[:, s], None, S, True, chunk=16)
+    o, S = run(slice(None), S0)
+    o1, S1 = run(slice(None, 19), S0)
+    o2, S2 = run(slice(19, None), S1)
+    torch.testing.assert_close(torch.cat((o1, o2), 1), o, **F64)
+    torch.testing.assert_close(S2, S, **F64)
+
+
+@pytest.mark.parametrize("op", ["gated", "dplr"])
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
+def test_a_reset_is_two_independent_calls(op, dtype, tol):
+    """g = -inf at position p forgets the state before p (DPLR: with b_p = 0, its low-rank term);
+    every gradient stays finite and equals the gradient of the two calls."""
+    p = 21
+    if op == "dplr":
+        q, k, v, a, b, g, S0 = dplr_inputs(2, 50, 2, 4, 3, True, dtype)
+        b[:, p] = 0
+        run = lambda s, g, S: chunked.dplr_delta_rule(q[:, s], k[:, s], v[:, s], a[:, s], b[:, s], g[:, s],  # noqa: E731
+                                                     None, S, True, chunk=16)
+    else:
+        q, k, v, beta, g, S0 = inputs(2, 50, 2, 4, 3, True, dtype)
+        run = lambda s, g, S: chunked.delta_rule(q[:, s], k[:, s], v[:, s], beta[:, s], g[:, s],  # noqa: E731
+                                                None, S, True, chunk=16)
+    for t in (q, k, v, S0):
+        t.requires_grad_()
+    g_reset = g.clone()
+    g_reset[:, p] = float("-inf")
+    g_reset.requires_grad_()
+    o, S = run(slice(None), g_reset, S0)
+    o1, _ = run(slice(None, p), g, S0)
+    o2, S2 = run(slice(p, None), g, None)
+    torch.testing.assert_close(o, torch.cat((o1, o2), 1), **tol)
+    torch.testing.assert_close(S, S2, **tol)
+    got = torch.autograd.grad(o.sum() + S.sum(), (q, k, v, S0, g_reset))
+    want = torch.autograd.grad(torch.cat((o1, o2), 1).sum() + S2.sum(), (q, k, v, S0))
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x, y, **tol)
+    assert torch.isfinite(got[-1]).all() and (got[-1][:, p] == 0).all()
+
+
+def test_the_public_functions_run_the_torch_path_on_cpu():
+    x = inputs(2, 70, 2, 8, 4, True)
+    torch.testing.assert_close(delta_rule(*x[:5], initial_state=x[5], output_final_state=True),
+                               reference.delta_rule(*x[:5], initial_state=x[5], output_final_state=True), **F64)
+    y = dplr_inputs(2, 70, 2, 8, 4, True)
+    torch.testing.assert_close(dplr_delta_rule(*y[:6], initial_state=y[6], output_final_state=True),
+                               reference.dplr_delta_rule(*y[:6], initial_state=y[6], output_final_state=True), **F64)
+
+
+def test_against_fla_delta_rule_recurrence():
+    naive = fla_naive("delta_rule/naive.py")
+    q, k, v, beta, _, S0 = inputs(2, 40, 2, 8, 6, False, torch.float32, seed=3)
+    head_first = lambda t: t.transpose(1, 2)  # noqa: E731  fla's naive delta rule is (B, H, T, ...)
+    o, S = naive.delta_rule_recurrence(*map(head_first, (q, k, v, beta)), initial_state=S0, output_final_state=True)
+    got = delta_rule(*(t.double() for t in (q, k, v, beta)), initial_state=S0.double(), output_final_state=True)
+    torch.testing.assert_close(got[0].float(), head_first(o), **F32)
+    torch.testing.assert_close(got[1].float(), S, **F32)
+
+
+def test_against_fla_naive_recurrent_gated_delta_rule():
+    naive = fla_naive("gated_delta_rule/naive.py")
+    q, k, v, beta, g, S0 = inputs(2, 40, 2, 8, 6, True, torch.float32, seed=3)
+    o, S = naive.naive_recurrent_gated_delta_rule(q, k, v, beta, g, initial_state=S0, output_final_state=True)
+    got = delta_rule(*(t.double() for t in (q, k, v, beta, g)), initial_state=S0.double(), output_final_state=True)
+    torch.testing.assert_close(got[0].float(), o, **F32)
+    torch.testing.assert_close(got[1].float(), S, **F32)
+
+
+def test_against_fla_dplr_recurrence():
+    naive = fla_naive("generalized_delta_rule/dplr/naive.py")
+    q, k, v, a, b, g, S0 = dplr_inputs(2, 40, 2, 8, 6, True, torch.float32, seed=3)
+    head_first = lambda t: t.transpose(1, 2)  # noqa: E731  fla's naive DPLR is (B, H, T, K)
+    o, S = naive.dplr_recurrence(*map(head_first, (q, k, v, a, b, g)), initial_state=S0, output_final_state=True)
+    got = dplr_delta_rule(*(t.double() for t in (q, k, v, a, b, g)), initial_state=S0.double(), output_final_state=True)
+    torch.testing.assert_close(got[0].float(), head_first(o), **F32)
+    torch.testing.assert_close(got[1].float(), S, **F32)
+
+
+def test_the_memory_recalls_every_stored_key():
+    """Write 16 orthonormal keys with beta = 1, then read each back (k = 0 while reading): the whole
+    (K, V) matrix is the memory, so all 16 values come back, not only what a diagonal could hold."""
+    K, V, n = 16, 5, 16
+    keys = torch.linalg.qr(torch.randn(K, K, dtype=torch.float64))[0][:n]  # orthonormal rows
+    values = torch.randn(n, V, dtype=torch.float64)
+    zeros_k, zeros_v = torch.zeros(n, K, dtype=torch.float64), torch.zeros(n, V, dtype=torch.float64)
+    q = torch.cat((zeros_k, keys))[None, :, None]  # (1, 2n, 1, K)
+    k = torch.cat((keys, zeros_k))[None, :, None]
+    v = torch.cat((values, zeros_v))[None, :, None]
+    o, _ = delta_rule(q, k, v, torch.ones(1, 2 * n, 1, dtype=torch.float64), scale=1.0)
+    torch.testing.assert_close(o[0, n:, 0], values, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (fla's Triton kernels)")
+@pytest.mark.parametrize("op", ["delta_rule", "gated", "dplr"])
+def test_fla_kernels_match_the_loop_on_cuda(op):
+    """Not yet run on hardware here. fla's kernels compute in float32 with their own chunking: 1e-3."""
+    tol = dict(rtol=1e-3, atol=1e-3)
+    if op == "dplr":
+        x = [t.cuda() for t in dplr_inputs(2, 130, 2, 32, 16, True, torch.float32)]
+        compare(lambda *a: dplr_delta_rule(*a[:6], initial_state=a[6], output_final_state=True, backend="triton"),
+                call_dplr(reference.dplr_delta_rule), x, tol)
+    else:
+        x = [None if t is None else t.cuda() for t in inputs(2, 130, 2, 32, 16, op == "gated", torch.float32)]
+        compare(lambda *a: delta_rule(*a[:5], initial_state=a[5], output_final_state=True, backend="triton"),
+                call_delta(reference.delta_rule), x, tol)

@@ -1,0 +1,167 @@
+"""Matrix-state layers (deltanet, gated_deltanet, gla, retnet, hgrn2, rwkv6, rwkv7, based): shapes,
+step == forward, state carry-over, gradients reach every parameter, causality, state sizes, and
+value checks of what each layer computes."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import assert_every_parameter_gets_a_gradient, run_steps
+
+from src.models.sequence.backbone import build_layer
+from src.models.sequence.layers.matrix_memory import states
+from src.utils.errors import ConfigError
+
+D = 16
+LAYERS = {
+    "deltanet": dict(_name_="deltanet"),
+    "deltanet-neg-gate-noconv": dict(_name_="deltanet", allow_neg_eigval=True, use_gate=True, use_short_conv=False),
+    "deltanet-relu": dict(_name_="deltanet", qk_activation="relu", expand_v=2.0, n_heads=2),
+    "gated_deltanet": dict(_name_="gated_deltanet", n_heads=2, head_dim=8),
+    "gated_deltanet-sigmoid": dict(_name_="gated_deltanet", n_heads=1, head_dim=4, expand_v=1.0,
+                                   output_gate_activation="sigmoid", allow_neg_eigval=True),
+    "gla": dict(_name_="gla"),
+    "gla-conv-nogate": dict(_name_="gla", use_short_conv=True, use_output_gate=False, clamp_min=-0.05),
+    "retnet": dict(_name_="retnet", n_heads=2),
+    "hgrn2": dict(_name_="hgrn2", expand_ratio=4),
+    "hgrn2-heads-conv": dict(_name_="hgrn2", expand_ratio=None, n_heads=2, use_short_conv=True),
+    "rwkv6": dict(_name_="rwkv6"),
+    "rwkv6-time-only": dict(_name_="rwkv6", channel_mixing=False, n_heads=2),
+    "rwkv7": dict(_name_="rwkv7", head_dim=8),
+    "rwkv7-time-only": dict(_name_="rwkv7", head_dim=4, channel_mixing=False),
+    "based": dict(_name_="based", n_heads=4, feature_dim=4),
+}
+
+
+def make(name, dtype=torch.float64):
+    """The layer with its parameters moved off their init (RWKV-7's zero output projections and
+    zero mixes would hide most of the layer from these checks)."""
+    torch.manual_seed(0)
+    layer = build_layer(LAYERS[name], D).to(dtype)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return layer
+
+
+@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("L", [1, 7, 70])
+def test_shapes_and_state_size(name, L):
+    layer = make(name, torch.float32)
+    y, state = layer(torch.randn(3, L, D))
+    assert y.shape == (3, L, D) and torch.isfinite(y).all()
+    assert sum(t[0].numel() for t in states(state) if t.is_floating_point()) == layer.state_size(L)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_step_equals_forward(name):
+    layer = make(name)
+    x = torch.randn(2, 70, D, dtype=torch.float64)  # two chunks of the ops' 64
+    y, final = layer(x)
+    steps, state = run_steps(layer, x, layer.default_state(2))
+    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-10, atol=1e-10)  # float64: rounding only
+    for s, f in zip(states(state), states(final)):
+        torch.testing.assert_close(s, f, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_forward_from_a_state_continues_the_sequence(name):
+    layer = make(name)
+    x = torch.randn(2, 23, D, dtype=torch.float64)
+    y, _ = layer(x)
+    y1, state = layer(x[:, :9])
+    y2, _ = layer(x[:, 9:], state)
+    torch.testing.assert_close(torch.cat((y1, y2), 1), y, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_every_parameter_gets_a_gradient(name):
+    assert_every_parameter_gets_a_gradient(make(name), torch.randn(2, 9, D, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_causal(name):
+    layer = make(name)
+    x = torch.randn(2, 15, D, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, 9:] = torch.randn(2, 6, D, dtype=torch.float64)
+    y, y2 = layer(x)[0], layer(x2)[0]
+    torch.testing.assert_close(y[:, :9], y2[:, :9], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(y[:, 9:], y2[:, 9:])
+
+
+def test_based_is_normalised_taylor_attention():
+    """o_i = sum_j w_ij v_j / sum_j w_ij with w_ij = 1 + s + s^2/2, s = q_i . k_j / sqrt(d'), j <= i."""
+    layer = make("based")
+    x = torch.randn(2, 19, D, dtype=torch.float64)
+    q, k, v = (p(x).unflatten(-1, (4, -1)) for p in (layer.q_proj, layer.k_proj, layer.v_proj))
+    s = torch.einsum("blhd,bmhd->bhlm", q, k) / 2
+    w = (1 + s + s**2 / 2).tril()
+    o = torch.einsum("bhlm,bmhd->blhd", w, v) / w.sum(-1).transpose(1, 2)[..., None]
+    torch.testing.assert_close(layer(x)[0], layer.o_proj(o.flatten(-2)), rtol=1e-10, atol=1e-10)
+
+
+def test_retnet_decays_are_its_gammas():
+    layer = build_layer(dict(_name_="retnet", n_heads=4), D)
+    torch.testing.assert_close(layer.log_gamma.exp(), 1 - 2.0 ** (-5 - torch.arange(4.0)))
+
+
+def test_retnet_rotates_by_the_absolute_position():
+    """The state carries the position: a chunk started from a state is rotated as if unsplit (above),
+    and a fresh call on the same chunk (position 0) differs."""
+    layer = make("retnet")
+    x = torch.randn(1, 12, D, dtype=torch.float64)
+    _, state = layer(x[:, :5])
+    assert state[-1].tolist() == [5]
+    fresh, _ = layer(x[:, 5:], (state[0], state[1], torch.zeros(1, dtype=torch.long)))
+    assert not torch.allclose(fresh, layer(x[:, 5:], state)[0])
+
+
+def test_deltanet_beta_range(monkeypatch):
+    """sigmoid beta in (0, 1); allow_neg_eigval doubles it to (0, 2)."""
+    import src.models.sequence.layers.deltanet as module
+
+    seen, run = [], module.delta_rule
+    monkeypatch.setattr(module, "delta_rule", lambda q, k, v, beta, g, **kw: seen.append(beta) or run(q, k, v, beta, g, **kw))
+    for neg in (False, True):
+        torch.manual_seed(0)
+        build_layer(dict(_name_="deltanet", allow_neg_eigval=neg), D).double()(torch.randn(4, 50, D, dtype=torch.float64))
+    assert 0 < seen[0].min() and seen[0].max() < 1 and 1 < seen[1].max() < 2
+    torch.testing.assert_close(seen[1], 2 * seen[0])
+
+
+def test_hgrn2_ties_its_input_gate_to_the_forget_gate():
+    """k = 1 - exp(g): with W_f = 0 the forget gate is sigmoid(0) = 1/2, and so is the input gate."""
+    layer = build_layer(dict(_name_="hgrn2", expand_ratio=4), D).double()
+    with torch.no_grad():
+        layer.k_proj.weight.zero_()  # the forget-gate logits
+    x = torch.randn(1, 6, D, dtype=torch.float64)
+    q, i = F.silu(layer.q_proj(x)).unflatten(-1, (4, 4)), layer.v_proj(x).unflatten(-1, (4, 4))
+    S, outs = torch.zeros(1, 4, 4, 4, dtype=torch.float64), []
+    for t in range(6):
+        S = 0.5 * S + 0.5 * q.new_ones(1, 4, 4)[..., None] * i[:, t, :, None, :]
+        outs.append((S * q[:, t, :, :, None]).sum(-2) / 2)  # scale 4^-1/2
+    o = torch.stack(outs, 1)
+    torch.testing.assert_close(layer(x)[0], layer.o_proj(layer.norm(o.flatten(-2))), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("config, message", [
+    (dict(_name_="deltanet", n_heads=3), r"key width=16 does not split into model.layer.n_heads=3 heads"),
+    (dict(_name_="deltanet", qk_activation="tanh"), r"model.layer.qk_activation='tanh' is not valid; choose one of: 'silu'"),
+    (dict(_name_="hgrn2"), r"model.layer.expand_ratio=128 is wider than model.d_model=16"),
+    (dict(_name_="rwkv7"), r"model.layer.head_dim=64 does not divide model.d_model=16"),
+    (dict(_name_="gla", backend="cuda"), r"model.layer.backend='cuda' is not valid; choose one of: 'auto', 'torch', 'triton'"),
+    (dict(_name_="gla", expand_k=0.3), r"model.layer.expand_k=0.3 times d_model=16 is not a positive integer"),
+    (dict(_name_="retnet", n_heads=16), r"key width per head 1 must be even"),
+])
+def test_bad_options_are_named(config, message):
+    with pytest.raises(ConfigError, match=message):
+        build_layer(config, D)
+
+
+def test_gated_deltanet_parameters_without_weight_decay():
+    layer = build_layer(LAYERS["gated_deltanet"], D)
+    assert {n for n, p in layer.named_parameters() if getattr(p, "_optim", None)} == {"A_log", "dt_bias"}
+    assert math.isclose(F.softplus(layer.dt_bias).min().item(), 1e-3, rel_tol=1) and F.softplus(layer.dt_bias).max() <= 0.1
