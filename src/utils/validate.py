@@ -148,9 +148,10 @@ def _layer_params(layer):
     params["_name_"] = inspect.Parameter("_name_", inspect.Parameter.KEYWORD_ONLY)
     if "kernel_type" in params:
         kernel_type = layer.get("kernel_type", params["kernel_type"].default)
-        if kernel_type == "attn":
+        if kernel_type == "attn":  # the options of the layer's own kernel are reported as unused
             params.update(_params(registry.resolve(registry.layer, "attn"), skip={"d_model"}))
-        elif any(p.kind == p.VAR_KEYWORD for p in signature.values()):
+            kernel_type = layer.get("_name_") if layer.get("_name_") in registry.kernel else None
+        if kernel_type is not None and any(p.kind == p.VAR_KEYWORD for p in signature.values()):
             kernel = registry.resolve(registry.kernel, kernel_type, "model.layer.kernel_type")
             kernel_params = _params(kernel, skip={"d_model", "d_state", "channels"})
             if kernel_params is None:
