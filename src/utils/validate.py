@@ -11,8 +11,8 @@ as the code takes it. Any other key, with or without Hydra's `+`, is a ConfigErr
 suggests the closest known keys.
 
 Types. A value must fit the parameter's annotation, or else the type of its default (an int
-where the default is an int, a number where it is a float, ...); null only where the default is
-null or the annotation allows None.
+where the default is an int, a number where it is a float, ...). null is left to the consumer
+(it means "the default" in these configs, e.g. wandb.save_dir: the run directory).
 
 Values. Sizes (batch sizes, model.d_model, model.n_layers, dataset.L, dataset.samples_per_epoch,
 d_state, trainer.max_epochs) are >= 1; learning rates and weight decays >= 0.
@@ -180,7 +180,7 @@ def _check_keys(prefix, node, params, owner=None):
             raise ConfigError(f"unknown key {full}: nothing reads it; {hint}")
         if param == "set by the run":
             raise ConfigError(f"{full} is set by the run itself (src/training.py); remove it")
-        if value is not None or param.default is not inspect.Parameter.empty:
+        if value is not None:  # null: the consumer's default (e.g. wandb.save_dir: the run directory)
             _check_type(full, value, param)
 
 
@@ -192,7 +192,7 @@ def _check_type(key, value, param):
     elif param.default is inspect.Parameter.empty or param.default is None:
         return
     else:
-        ok = value is not None and _fits(value, type(param.default))
+        ok = _fits(value, type(param.default))
         wanted = f"{_describe(type(param.default))} (like the default {param.default!r})"
     if not ok:
         raise ConfigError(f"{key}={value!r} has the wrong type: use {wanted}")
