@@ -38,6 +38,7 @@ SET_BY_THE_RUN = {"default_root_dir", "logger", "callbacks", "use_distributed_sa
 def check(config):
     """ConfigError for the first unknown key, badly typed value or out-of-range value."""
     config = OmegaConf.to_container(config, resolve=True)
+    _check_train(config)  # first: other sections interpolate train.seed, train.monitor, ...
     sections = {
         "train": _declared(OmegaConf.load(CONFIGS / "config.yaml").train),
         "task": _declared(*[OmegaConf.load(p) for p in sorted((CONFIGS / "task").glob("*.yaml"))]),
@@ -252,8 +253,8 @@ def _select(config, key):
 def _check_values(config):
     for key in POSITIVE:
         value = _select(config, key)
-        if value is not None and not value >= 1:
-            raise ConfigError(f"{key}={value!r} must be at least 1")
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise ConfigError(f"{key}={value!r} must be an integer >= 1")
     epochs, steps = _select(config, "trainer.max_epochs"), _select(config, "trainer.max_steps")
     if epochs is not None and not (epochs >= 1 or epochs == -1):
         raise ConfigError(f"trainer.max_epochs={epochs} must be at least 1 (or -1: until trainer.max_steps)")
@@ -270,6 +271,9 @@ def _check_values(config):
         for name, v in values:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not v >= 0:
                 raise ConfigError(f"{key}{'.' + name if name else ''}={v!r} must be >= 0")
+
+
+def _check_train(config):
     train = config["train"]
     if not (isinstance(train.get("seed"), int) and not isinstance(train["seed"], bool)):
         raise ConfigError(f"train.seed={train.get('seed')!r} has the wrong type: use an integer")
