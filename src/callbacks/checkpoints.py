@@ -66,7 +66,7 @@ class LastCheckpoint(Checkpoint):
         """Write last.ckpt now (on every rank); RunError if the weights are not finite."""
         if not finite_weights(trainer.lightning_module):
             raise RunError(f"non-finite weights after step {trainer.global_step}; last good checkpoint: {self.describe()}")
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full training state
         self.saved = (trainer.global_step, where)
         self.since = time.monotonic()
         return self.path
