@@ -10,6 +10,7 @@ A run writes to its directory (hydra.run.dir, by default outputs/<date>/<time>):
 """
 
 import contextlib
+import csv
 import json
 import os
 import shlex
@@ -198,6 +199,18 @@ def resume_point(config, run_dir):
     return (str(last) if last.is_file() else config.train.ckpt), True
 
 
+def earlier_metrics(run_dir, ckpt):
+    """The rows of run_dir/metrics.csv logged before the step of `ckpt`, the checkpoint the run
+    continues from in place (none for a fresh start: an earlier attempt's rows are stale)."""
+    path = Path(run_dir) / "metrics.csv"
+    if ckpt is None or not path.is_file():
+        return []
+    step = load_checkpoint(ckpt)["global_step"]
+    with open(path, newline="") as f:
+        rows = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+    return [row for row in rows if int(row["step"]) < step]
+
+
 def fit(config, run_dir, extra_callbacks=()):
     """Train (and optionally test) the model of `config`; returns the final metrics; with
     train.eval_only, evaluates train.ckpt instead (`evaluate`).
@@ -217,12 +230,12 @@ def fit(config, run_dir, extra_callbacks=()):
                 raise
             print(f"nothing to do: {e}")  # a requeued or restarted job whose run had finished
             return {}
-    if in_place and ckpt is None and is_rank_zero():  # a fresh start: an earlier attempt's metrics are stale
-        for name in ("metrics.csv", "hparams.yaml"):
-            (Path(run_dir) / name).unlink(missing_ok=True)
+    earlier = earlier_metrics(run_dir, ckpt) if in_place and is_rank_zero() else []
     with refusal_undone(run_dir):
         claim_run_dir(run_dir, config, in_place)
         trainer = build_trainer(config, run_dir, [*extra_callbacks, RunGuard(resume_command(run_dir))])
+        if earlier:  # the CSV logger replaces metrics.csv: it writes these rows first
+            trainer.loggers[0].experiment.metrics[:0] = earlier
         try:
             trainer.fit(module, ckpt_path=ckpt, weights_only=True)
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}

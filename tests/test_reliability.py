@@ -49,6 +49,17 @@ def final_val(run_dir):
     return {h: v for h, v in zip(header, row) if h.startswith("val/")}
 
 
+def metric_rows(run_dir):
+    """metrics.csv as {step: {metric: value}} (rows of one step merged), without wall-clock columns."""
+    import csv
+
+    merged = {}
+    with open(Path(run_dir) / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            merged.setdefault(int(row["step"]), {}).update({k: v for k, v in row.items() if v != "" and k != "step"})
+    return merged
+
+
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
     """An uninterrupted 2-epoch run (its directory)."""
@@ -270,6 +281,13 @@ def test_resume_auto_continues_in_place(full, tmp_path):
     fit(auto, run)  # continues from run/checkpoints/last.ckpt (step 21)
     assert_same_training_state(last(full), last(run))
     assert final_val(full) == final_val(run)
+    # One metrics.csv, as if never stopped, except the training aggregates of the interrupted
+    # epoch (row 31, its end), which cover only the batches after the resume: Lightning does not
+    # checkpoint metric states mid-epoch.
+    resumed, uninterrupted = metric_rows(run), metric_rows(full)
+    for rows in (resumed, uninterrupted):
+        rows[31] = {k: v for k, v in rows[31].items() if not (k.startswith("train/") and not k.endswith("_step"))}
+    assert resumed == uninterrupted
     assert train_in_process(auto, run) == {}  # a finished run: nothing to do
     fresh = tmp_path / "fresh"
     fit(auto, fresh)  # no last.ckpt: starts fresh
