@@ -70,7 +70,8 @@ def _check_section(name, node, params_of):
     if name == "model":
         layer = node.get("layer")
         if isinstance(layer, dict):
-            _check_keys("model.layer", layer, _layer_params(layer), layer.get("_name_"))
+            owner = registry.resolve(registry.layer, layer.get("_name_"), "model.layer._name_").__name__
+            _check_keys("model.layer", layer, _layer_params(layer), owner)
         params = {k: p for k, p in params.items() if k != "layer"}
         node = {k: v for k, v in node.items() if k != "layer"}
     _check_keys(name, node, params)
@@ -169,20 +170,23 @@ def _layer_params(layer):
 def _check_keys(prefix, node, params, owner=None):
     if params is None:  # the consumer takes any keyword
         return
+    dotted = lambda key: f"{prefix}.{key}" if prefix else key  # noqa: E731
+    known = sorted(k for k, p in params.items() if k != "_name_" and p != "set by the run")
+    unknown = [key for key in node if key not in params]
+    if len(unknown) == 1:
+        close = difflib.get_close_matches(unknown[0], known, n=3, cutoff=0.6)
+        where = f"{prefix} ({owner})" if owner and prefix else (prefix or "the config")
+        hint = f"did you mean {', '.join(map(dotted, close))}?" if close else f"the keys of {where} are: {', '.join(known)}"
+        raise ConfigError(f"unknown key {dotted(unknown[0])}: nothing reads it; {hint}")
+    if unknown:  # e.g. another layer's options
+        where = f"{prefix} ({owner})" if owner and prefix else (prefix or "the config")
+        raise ConfigError(f"unknown keys {', '.join(map(dotted, unknown))}: nothing reads them; the keys of {where} "
+                          f"are: {', '.join(known)}")
     for key, value in node.items():
-        full = f"{prefix}.{key}" if prefix else key
-        param = params.get(key)
-        if param is None:
-            known = sorted(k for k, p in params.items() if k != "_name_" and p != "set by the run")
-            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-            where = f"{prefix} ({owner})" if owner and prefix else (prefix or "the config")
-            dotted = [f"{prefix}.{k}" if prefix else k for k in close]
-            hint = f"did you mean {', '.join(dotted)}?" if close else f"the keys of {where} are: {', '.join(known)}"
-            raise ConfigError(f"unknown key {full}: nothing reads it; {hint}")
-        if param == "set by the run":
-            raise ConfigError(f"{full} is set by the run itself (src/training.py); remove it")
+        if params[key] == "set by the run":
+            raise ConfigError(f"{dotted(key)} is set by the run itself (src/training.py); remove it")
         if value is not None:  # null: the consumer's default (e.g. wandb.save_dir: the run directory)
-            _check_type(full, value, param)
+            _check_type(dotted(key), value, params[key])
 
 
 def _check_type(key, value, param):
