@@ -74,7 +74,7 @@ def _check_section(name, node, params_of):
             _check_keys("model.layer", layer, _layer_params(layer), owner)
         params = {k: p for k, p in params.items() if k != "layer"}
         node = {k: v for k, v in node.items() if k != "layer"}
-    _check_keys(name, node, params)
+    _check_keys(name, node, params, node.get("_name_") if name in ("dataset", "optimizer", "scheduler") else None)
 
 
 # --- which keys each consumer takes: {name: inspect.Parameter}, or None for any --------------
@@ -176,7 +176,8 @@ def _check_keys(prefix, node, params, owner=None):
     if len(unknown) == 1:
         close = difflib.get_close_matches(unknown[0], known, n=3, cutoff=0.6)
         where = f"{prefix} ({owner})" if owner and prefix else (prefix or "the config")
-        hint = f"did you mean {', '.join(map(dotted, close))}?" if close else f"the keys of {where} are: {', '.join(known)}"
+        hint = (f"did you mean {', '.join(map(dotted, close))}?" if close else
+                f"the keys of {where} are: {', '.join(known)}" if known else f"{where} takes no keys")
         raise ConfigError(f"unknown key {dotted(unknown[0])}: nothing reads it; {hint}")
     if unknown:  # e.g. another layer's options
         where = f"{prefix} ({owner})" if owner and prefix else (prefix or "the config")
