@@ -13,6 +13,7 @@ import contextlib
 import csv
 import json
 import os
+import pickle
 import shlex
 import warnings
 from pathlib import Path
@@ -65,8 +66,11 @@ def read_checkpoint(path):
         raise ConfigError(f"train.ckpt={path}: no such file")
     try:
         ckpt = load_checkpoint(path)
-    except Exception as e:  # any unreadable or unsafe file: report it in one line
-        why = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    except pickle.UnpicklingError:  # weights_only refused an object: nothing of it ran
+        raise ConfigError(f"train.ckpt={path} is not a checkpoint this repository wrote: it holds objects other than "
+                          "tensors and plain values (refused unloaded)") from None
+    except Exception as e:  # any other unreadable file: report it in one line
+        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise ConfigError(f"train.ckpt={path} is not a checkpoint this repository wrote ({type(e).__name__}: {why})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "pytorch-lightning_version" not in ckpt:
         raise ConfigError(f"train.ckpt={path} is not a Lightning checkpoint (no state_dict)")
