@@ -17,8 +17,8 @@ from test_reliability import TINY, assert_same_training_state, final_val, fit, l
 
 pytestmark = pytest.mark.slow
 
-# 64 steps per epoch, 4 epochs: long enough to be killed at a random moment after epoch 1.
-RUN = [*TINY, "dataset.samples_per_epoch=256", "trainer.max_epochs=4"]
+# 256 steps per epoch (seconds), 3 epochs: long enough to be killed at a random moment after epoch 1.
+RUN = [*TINY, "dataset.samples_per_epoch=1024", "trainer.max_epochs=3"]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def kill_after_first_epoch(args, run_dir, signum):
     while not ckpt.exists():
         assert process.poll() is None, process.communicate()[1][-2000:]
         time.sleep(0.05)
-    delay = random.uniform(0.0, 3.0)
+    delay = random.SystemRandom().uniform(0.0, 2.0)  # not the global RNG, which the runs seed
     print(f"signal {signum} {delay:.2f} s after the first last.ckpt")
     time.sleep(delay)
     assert process.poll() is None, "the run ended before it could be killed; make it longer"
