@@ -2,7 +2,11 @@
 
     python -m train wandb=null model=dlr experiment=dss-sequence1d dataset.task=shift
 
-A ConfigError (a bad name or value) is printed as one line, `error: ...`, with exit status 2.
+A ConfigError (a bad key, name or value, checked before anything is written) is printed as one
+line, `error: ...`, with exit status 2, and the run leaves nothing on disk. A RunError (a run
+stopped by SIGTERM / SIGINT, a non-finite loss or a failed write) is printed as one line with its
+status (143, 130, 1). An unknown key is reported the same way with or without Hydra's `+`: one
+given without it is passed on as `+key` so that src/utils/validate.py names it.
 
 Large CPU tensors go on transparent huge pages (torch's THP_MEM_ALLOC_ENABLE, set here before
 torch is imported unless already set; `THP_MEM_ALLOC_ENABLE=0` opts out): a fresh tensor then
@@ -12,7 +16,9 @@ off, nor on GPU tensors.
 """
 
 import os
+import re
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,7 +26,8 @@ from hydra.core.hydra_config import HydraConfig
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before anything imports torch
 
 from src.utils.config import prepare
-from src.utils.errors import ConfigError
+from src.utils.errors import ConfigError, RunError
+from src.utils.run_dir import remove_created
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
@@ -30,9 +37,44 @@ def main(config):
 
         fit(prepare(config), HydraConfig.get().runtime.output_dir)
     except ConfigError as e:
+        remove_created()
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except RunError as e:
+        print(f"error: {e}" if e.status else str(e), file=sys.stderr)
+        sys.exit(e.status)
+
+
+def plus_unknown_keys(args):
+    """`args` with `+` before each override of a key the composed config does not have (Hydra
+    would refuse it in several lines). Multirun sweeps and anything else Hydra refuses are left
+    to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    args = list(args)
+    overrides = [a for a in args if not a.startswith("-")]
+    for _ in range(len(overrides)):
+        try:
+            with initialize_config_dir(str(Path(__file__).resolve().parent / "configs"), version_base="1.3"):
+                compose("config", overrides=[a for a in args if not a.startswith("-")])
+            return args
+        except ConfigCompositionException as e:
+            match = re.match(r"Could not override '([^']+)'", str(e))
+            bad = [i for i, a in enumerate(args) if match and a.split("=")[0] == match.group(1)]
+            if not bad:
+                return args
+            args[bad[0]] = "+" + args[bad[0]]
+        except Exception:  # noqa: BLE001 - whatever else Hydra refuses, it reports itself
+            return args
+    return args
 
 
 if __name__ == "__main__":
-    main()
+    if not {"-m", "--multirun", "--help", "-h", "--cfg", "-c", "--info", "-i"} & set(sys.argv[1:]):
+        sys.argv[1:] = plus_unknown_keys(sys.argv[1:])
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("error: interrupted (SIGINT) before training started; nothing to resume", file=sys.stderr)
+        sys.exit(130)

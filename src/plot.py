@@ -94,7 +94,7 @@ def main(argv=None):
     prefix, plot = PLOTS[name]
     out = args.run_dir / "plots" / f"{prefix}-epoch={epoch:03d}.png"
     out.parent.mkdir(exist_ok=True)
-    plot(torch.load(epochs[epoch]), out, args.samples)
+    plot(torch.load(epochs[epoch], weights_only=True), out, args.samples)
     print(f"wrote {out}")
 
 

@@ -3,24 +3,34 @@
 A run writes to its directory (hydra.run.dir, by default outputs/<date>/<time>):
     config.yaml              the resolved config
     metrics.csv, hparams.yaml  CSV logger (always, also with wandb=null)
-    checkpoints/last.ckpt, checkpoints/best.ckpt
+    checkpoints/last.ckpt, checkpoints/best.ckpt   (src/callbacks/checkpoints.py)
+    results.json             with train.eval_only: the checkpoint and its metrics
     val_outputs/epoch=<e>.pt   with train.save_val_outputs=true (or a number of samples)
     wandb/                     when wandb is on
 """
 
+import contextlib
+import csv
+import json
 import os
+import pickle
+import shlex
 import warnings
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
+from src.callbacks.checkpoints import BestCheckpoint
+from src.callbacks.guard import RunGuard
 from src.callbacks.val_outputs import SaveValOutputs
 from src.module import SequenceLightningModule
 from src.utils import registry
-from src.utils.errors import ConfigError
+from src.utils.checkpoint_io import AtomicCheckpointIO, load_checkpoint
+from src.utils.errors import ConfigError, RunError
+from src.utils.optim import build_optimizer
+from src.utils.run_dir import undo_writes
 
 # CSVLogger warns that the run directory is not empty: it holds config.yaml, and claim_run_dir
 # has made sure it holds no earlier metrics.
@@ -31,31 +41,46 @@ def is_rank_zero():
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
-def claim_run_dir(run_dir, config):
-    """Refuse a directory that already holds a run; write the resolved config into it."""
+def claim_run_dir(run_dir, config, in_place=False):
+    """Refuse a directory that already holds a run (unless continuing it in place, `in_place`);
+    write the resolved config into it."""
     run_dir = Path(run_dir)
     if not is_rank_zero():  # DDP workers reuse the directory rank zero claimed
         return
     taken = [name for name in ("config.yaml", "checkpoints", "metrics.csv") if (run_dir / name).exists()]
-    if taken:
+    if taken and not in_place:
         raise ConfigError(
-            f"run directory {run_dir} already holds a run ({', '.join(taken)}); "
-            "pass another hydra.run.dir, or train.ckpt=.../last.ckpt to resume into a new directory"
+            f"run directory {run_dir} already holds a run ({', '.join(taken)}); pass another hydra.run.dir, "
+            "train.resume=auto to continue it, or train.ckpt=.../last.ckpt to resume into a new directory"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(config, run_dir / "config.yaml", resolve=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, run_dir / "config.yaml", resolve=True)
+    except OSError as e:
+        raise ConfigError(f"hydra.run.dir={run_dir} cannot be written ({e.strerror or e}); pass another hydra.run.dir")
 
 
-def check_checkpoint(path, module):
-    """ConfigError unless `path` is a Lightning checkpoint whose weights fit `module`."""
+def read_checkpoint(path):
+    """The checkpoint at `path` (weights_only); ConfigError unless it is a Lightning checkpoint."""
     if not Path(path).is_file():
         raise ConfigError(f"train.ckpt={path}: no such file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as e:  # any unreadable file: report it in one line
-        raise ConfigError(f"train.ckpt={path} is not a checkpoint ({type(e).__name__}: {e})") from None
+        ckpt = load_checkpoint(path)
+    except pickle.UnpicklingError:  # weights_only refused an object: nothing of it ran
+        raise ConfigError(f"train.ckpt={path} is not a checkpoint this repository wrote: it holds objects other than "
+                          "tensors and plain values (refused unloaded)") from None
+    except Exception as e:  # any other unreadable file: report it in one line
+        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise ConfigError(f"train.ckpt={path} is not a checkpoint this repository wrote ({type(e).__name__}: {why})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "pytorch-lightning_version" not in ckpt:
         raise ConfigError(f"train.ckpt={path} is not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def check_checkpoint(path, module, config=None):
+    """The checkpoint at `path`; ConfigError unless its weights fit `module` and, when resuming
+    training with `config`, its optimizer and epochs fit too."""
+    ckpt = read_checkpoint(path)
     ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
     if ours != theirs:
@@ -65,6 +90,45 @@ def check_checkpoint(path, module):
         raise ConfigError(
             f"train.ckpt={path} does not match the configured model (missing {missing}, unexpected {extra}, "
             f"other shape {shapes}); resume with the config it was trained with (its config.yaml)"
+        )
+    if config is not None:
+        check_resumable(path, ckpt, module, config)
+    return ckpt
+
+
+class FinishedRun(ConfigError):
+    """The checkpoint to resume from ends a finished run."""
+
+
+def check_resumable(path, ckpt, module, config):
+    """ConfigError when training cannot continue from `ckpt` with `config`: another optimizer
+    (or other parameter groups), or no epoch or step left (a finished run)."""
+    trained = ckpt.get("hyper_parameters", {}).get("config", {})
+    name = trained.get("optimizer", {}).get("_name_")
+    if name is not None and name != config.optimizer._name_:
+        raise ConfigError(
+            f"train.ckpt={path} was trained with optimizer={name}, whose state optimizer={config.optimizer._name_} "
+            f"cannot take; resume with optimizer={name}"
+        )
+    groups = [len(g["params"]) for g in build_optimizer(module, config.optimizer).param_groups]
+    saved = [len(g["params"]) for g in ckpt["optimizer_states"][0]["param_groups"]] if ckpt.get("optimizer_states") else groups
+    if groups != saved:
+        raise ConfigError(
+            f"train.ckpt={path} has optimizer groups of {saved} parameters, this config {groups} (per-parameter "
+            "lr / weight decay differ); resume with the config it was trained with (its config.yaml)"
+        )
+    epochs, steps = config.trainer.get("max_epochs"), config.trainer.get("max_steps", -1)
+    done = ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]  # epochs whose training ended
+    if epochs not in (None, -1) and epochs < ckpt["epoch"] + 1:
+        raise ConfigError(
+            f"trainer.max_epochs={epochs} is below the epoch train.ckpt={path} reached ({ckpt['epoch'] + 1}); "
+            f"use trainer.max_epochs >= {ckpt['epoch'] + 1}"
+        )
+    if (epochs not in (None, -1) and done >= epochs) or (steps not in (None, -1) and ckpt["global_step"] >= steps):
+        raise FinishedRun(
+            f"train.ckpt={path} is a finished run ({done} epochs, {ckpt['global_step']} steps; trainer.max_epochs="
+            f"{epochs}, trainer.max_steps={steps}): nothing to train; raise trainer.max_epochs to train on, or "
+            "evaluate it with train.eval_only=true"
         )
 
 
@@ -116,29 +180,119 @@ def build_trainer(config, run_dir, extra_callbacks=()):
         logger=build_loggers(config, run_dir),
         callbacks=build_callbacks(config, run_dir) + list(extra_callbacks),
         use_distributed_sampler=False,  # datasets deal batches to ranks themselves
+        plugins=[AtomicCheckpointIO()],
     )
 
 
+def resume_command(run_dir):
+    """The command line that continues this run in place (train.resume=auto)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    args = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    replaced = ("hydra.run.dir", "train.resume", "train.ckpt", "trainer.resume_from_checkpoint")
+    args = [a for a in args if a.lstrip("+~").split("=")[0] not in replaced]
+    return shlex.join(["python", "-m", "train", *args, f"hydra.run.dir={Path(run_dir).absolute()}", "train.resume=auto"])
+
+
+def resume_point(config, run_dir):
+    """(the checkpoint training starts from or None, whether the run continues in run_dir).
+    train.resume=auto: run_dir's own last.ckpt when there is one, else train.ckpt (or nothing)."""
+    if config.train.get("resume") != "auto":
+        return config.train.ckpt, False
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    return (str(last) if last.is_file() else config.train.ckpt), True
+
+
+def earlier_metrics(run_dir, ckpt):
+    """The rows of run_dir/metrics.csv logged before the step of `ckpt`, the checkpoint the run
+    continues from in place (none for a fresh start: an earlier attempt's rows are stale)."""
+    path = Path(run_dir) / "metrics.csv"
+    if ckpt is None or not path.is_file():
+        return []
+    step = load_checkpoint(ckpt)["global_step"]
+    with open(path, newline="") as f:
+        rows = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+    return [row for row in rows if int(row["step"]) < step]
+
+
 def fit(config, run_dir, extra_callbacks=()):
-    """Train (and optionally test) the model of `config`; returns the final metrics.
-    `extra_callbacks`: Lightning callbacks added to those of the config (programmatic use)."""
-    claim_run_dir(run_dir, config)
+    """Train (and optionally test) the model of `config`; returns the final metrics; with
+    train.eval_only, evaluates train.ckpt instead (`evaluate`).
+    `extra_callbacks`: Lightning callbacks added to those of the config (programmatic use).
+    Nothing is written before every check has passed; a run refused later (ConfigError, e.g.
+    missing data) removes what it wrote."""
+    if config.train.get("eval_only"):
+        return evaluate(config, run_dir)
+    ckpt, in_place = resume_point(config, run_dir)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     module = SequenceLightningModule(OmegaConf.to_container(config, resolve=True))
-    if config.train.ckpt is not None:
-        check_checkpoint(config.train.ckpt, module)
-    trainer = build_trainer(config, run_dir, extra_callbacks)
+    if ckpt is not None:
+        try:
+            check_checkpoint(ckpt, module, config)
+        except FinishedRun as e:
+            if not in_place:
+                raise
+            print(f"nothing to do: {e}")  # a requeued or restarted job whose run had finished
+            return {}
+    earlier = earlier_metrics(run_dir, ckpt) if in_place and is_rank_zero() else []
+    with refusal_undone(run_dir):
+        claim_run_dir(run_dir, config, in_place)
+        trainer = build_trainer(config, run_dir, [*extra_callbacks, RunGuard(resume_command(run_dir))])
+        if earlier:  # the CSV logger replaces metrics.csv: it writes these rows first
+            trainer.loggers[0].experiment.metrics[:0] = earlier
+        try:
+            trainer.fit(module, ckpt_path=ckpt, weights_only=True)
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            if config.train.test:
+                best = next((c.best_model_path for c in trainer.callbacks if isinstance(c, BestCheckpoint)), "")
+                results = trainer.test(module, ckpt_path=best or None, verbose=False, weights_only=True)
+                metrics.update({k: float(v) for r in results for k, v in r.items()})
+        finally:
+            finish_wandb(trainer)
+    report(trainer, metrics, run_dir)
+    return metrics
+
+
+def evaluate(config, run_dir):
+    """train.eval_only=true: the metrics of exactly train.ckpt on every validation and test set,
+    written to a new run directory (metrics.csv, results.json); nothing is trained."""
+    module = SequenceLightningModule(OmegaConf.to_container(config, resolve=True))
+    ckpt = check_checkpoint(config.train.ckpt, module)
+    module.load_state_dict(ckpt["state_dict"])
+    with refusal_undone(run_dir):
+        claim_run_dir(run_dir, config)
+        trainer = build_trainer(config, run_dir)
+        try:
+            metrics = {}
+            for results in (trainer.validate(module, verbose=False), trainer.test(module, verbose=False)):
+                metrics.update({k: float(v) for r in results for k, v in r.items()})
+        finally:
+            finish_wandb(trainer)
+    if trainer.is_global_zero:
+        results = {"checkpoint": str(Path(config.train.ckpt).absolute()), "metrics": metrics}
+        (Path(run_dir) / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    report(trainer, metrics, run_dir)
+    return metrics
+
+
+@contextlib.contextmanager
+def refusal_undone(run_dir):
+    """Undo the run's writes into run_dir on a ConfigError (a refused run); report a failed
+    write (OSError) as one RunError line naming the directory."""
+    before = set(os.listdir(run_dir)) if os.path.isdir(run_dir) else None
     try:
-        trainer.fit(module, ckpt_path=config.train.ckpt)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        if config.train.test:
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            results = trainer.test(module, ckpt_path=best or None, verbose=False)
-            for result in results:  # one per test dataloader: the main set, then each eval set
-                metrics.update({k: float(v) for k, v in result.items()})
-    finally:
-        finish_wandb(trainer)
+        yield
+    except ConfigError:
+        if is_rank_zero():
+            undo_writes(run_dir, before)
+        raise
+    except OSError as e:
+        if isinstance(e.__context__, RunError):  # e.g. the logger failing on the full disk after a checkpoint did
+            raise e.__context__ from None
+        raise RunError(f"cannot write to the run directory {run_dir} (hydra.run.dir): {e}") from None
+
+
+def report(trainer, metrics, run_dir):
     if trainer.is_global_zero:
         print("final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
         print(f"run written to: {run_dir}")
-    return metrics

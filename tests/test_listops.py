@@ -161,3 +161,20 @@ def test_lra_listops_dataset(tmp_path):
     source = read_tsv(data / "basic_train.tsv", ["Source", "Target"])
     assert y.item() == int(source["Target"][0]) and x.shape == (300,)
     assert y.item() == evaluate(source["Source"][0].replace("(", "").replace(")", "").split())[0]
+
+
+def test_the_generate_hint_is_the_readme_command():
+    """The command a missing-data error prints for ListOpsSubTrees' defaults generates what the
+    README's command does (same options), with the run's output directory."""
+    from conftest import ROOT
+
+    readme = next(line for line in (ROOT / "README.md").read_text().splitlines()
+                  if line.startswith("python -m src.dataloaders.prepare.listops --task subtrees"))
+
+    def options(command):
+        words = command.split()
+        return {w: words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("--") else None
+                for i, w in enumerate(words) if w.startswith("--") and w != "--output_dir"}
+
+    assert options(ListOpsSubTrees().command()) == options(readme)
+    assert "--max_length 2000" in ListOps().command()  # LRA's generator setting, the README's default

@@ -96,3 +96,11 @@ def test_the_default_experiment_runs_with_every_model():
         config = compose_config(["wandb=null", f"model={stem}", f"model.d_model={D}", *SMALL.get(stem, [])])
         model = {k: v for k, v in config.model.items() if k != "_name_"}
         SequenceModel(**model, max_length=128, notice=lambda line: None)
+
+
+def test_the_keys_of_another_layer_are_refused_at_composition():
+    """src/utils/validate.py: one line naming the foreign key and the layer's own, before anything is built."""
+    from src.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown key model.layer.d_state: nothing reads it; .*\(RNN\)"):
+        compose_config(["wandb=null", "model=lstm", "+model.layer.d_state=4"])

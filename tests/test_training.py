@@ -23,7 +23,7 @@ def test_run_writes_config_metrics_and_checkpoints(run_dir):
     assert (run_dir / "config.yaml").is_file()
     assert "val/r2" in (run_dir / "metrics.csv").read_text().splitlines()[0]
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"last.ckpt", "best.ckpt"}
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     config = ckpt["hyper_parameters"]["config"]
     assert config["dataset"]["task"] == "shift" and config["model"]["d_model"] == 16
     # The checkpoint alone rebuilds the model.
@@ -34,7 +34,7 @@ def test_run_writes_config_metrics_and_checkpoints(run_dir):
 
 
 def _params(run_dir):
-    return torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    return torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
 def _final_row(run_dir):
@@ -73,7 +73,7 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, k, workers):
     with pytest.raises(Crash):
         fit(compose_config(base), str(tmp_path / "cut"), [CrashAtStep(k)])
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == k
+    assert torch.load(last, weights_only=True)["global_step"] == k
     train_in_process([*base, f"train.ckpt={last}"], tmp_path / "resumed")
     full, resumed = _params(tmp_path / "full"), _params(tmp_path / "resumed")
     assert full.keys() == resumed.keys()
@@ -198,7 +198,7 @@ def test_legacy_keys_are_translated_with_a_notice(capsys):
 
 def test_save_val_outputs_and_grad_norm(run_dir):
     train_in_process([*TINY, "trainer.save_val_outputs=true", "trainer.track_grad_norm=2"], run_dir)
-    saved = torch.load(run_dir / "val_outputs" / "epoch=000.pt")
+    saved = torch.load(run_dir / "val_outputs" / "epoch=000.pt", weights_only=True)
     assert saved["x"].shape[0] == saved["y"].shape[0] == saved["preds"].shape[0] == 6
     assert saved["preds"].shape == saved["y"].shape
     assert "grad_norm/total" in (run_dir / "metrics.csv").read_text().splitlines()[0]

@@ -21,6 +21,7 @@ samples, hence the metrics, are those of one process whatever the number of rank
 """
 
 import math
+import signal
 
 import numpy as np
 import torch
@@ -203,4 +204,13 @@ class SyntheticDataset(BatchDataset):
 
 
 def _workers(num_workers, pin_memory):
-    return dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)
+    extra = dict(persistent_workers=True, worker_init_fn=ignore_stop_signals) if num_workers > 0 else {}
+    return dict(num_workers=num_workers, pin_memory=pin_memory, **extra)
+
+
+def ignore_stop_signals(worker_id):
+    """DataLoader workers ignore SIGTERM and SIGINT, which schedulers and Ctrl-C send to the whole
+    process group: the main process stops the run cleanly (src/callbacks/guard.py) and then shuts
+    its workers down; a worker also exits when the main process dies (torch's watchdog)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

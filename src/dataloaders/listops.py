@@ -150,6 +150,7 @@ class ListOps(FileDataset):
     l_output = 0  # one prediction per expression
     n_tokens = len(VOCAB)
     generate_options = "--max_depth 10 --max_args 10"
+    max_length = 2000  # the generator keeps length < max_length: LRA's setting (2000)
 
     def __init__(self, l_min=500, l_max=2048, data_dir=None, seed=0):
         super().__init__(seed)
@@ -162,7 +163,7 @@ class ListOps(FileDataset):
         return (
             f"python -m src.dataloaders.prepare.listops --task {self.prefix} --output_dir {self.data_dir} "
             f"--num_train_samples 96000 --num_valid_samples 2000 --num_test_samples 2000 {self.generate_options} "
-            f"--min_length {self.l_min} --max_length {self.l_max + 1} --num_workers 2"
+            f"--min_length {self.l_min} --max_length {min(self.l_max + 1, self.max_length)} --num_workers 2"
         )
 
     def load(self):
@@ -193,6 +194,7 @@ class ListOpsSubTrees(ListOps):
     l_output = None  # a prediction at every position
     categories = {"height": HEIGHT_BUCKETS, "op": [o.lstrip("[") for o in OPERATORS]}
     generate_options = "--no_paranthesis --unique_templates --max_depth 15 --max_args 9"
+    max_length = 8180  # the DLR paper's (README): 7000 < length < 8180
 
     def __init__(self, l_min=7000, l_max=8192, data_dir=None, seed=0):
         super().__init__(l_min, l_max, data_dir, seed)

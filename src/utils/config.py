@@ -5,16 +5,19 @@ from omegaconf import OmegaConf
 from src.utils.errors import ConfigError
 from src.utils.legacy import translate
 from src.utils.notice import notice
+from src.utils.validate import check
 
 # `${not:${..bidirectional}}`: the attention layers' `causal` follows `model.bidirectional`.
 OmegaConf.register_new_resolver("not", lambda value: not value, replace=True)
 
 
 def prepare(config):
-    """Translate the legacy keys, resolve interpolations and check required values."""
+    """Translate the legacy keys, resolve interpolations, check required values and then every key,
+    type and value (src/utils/validate.py)."""
     translate(config, notice)
     missing = sorted(OmegaConf.missing_keys(config))
     if missing:
         raise ConfigError(f"these config values must be set: {', '.join(missing)}")
     OmegaConf.resolve(config)
+    check(config)
     return config

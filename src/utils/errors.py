@@ -17,3 +17,13 @@ def check_choice(key, value, choices):
         valid = ", ".join(repr(c) for c in choices)
         raise ConfigError(f"{key}={value!r} is not valid; choose one of: {valid}")
     return value
+
+
+class RunError(RuntimeError):
+    """A run stopped by a fault (a signal, a non-finite loss, a failed write): `train.py` prints
+    the message as one line, `error: <message>`, and exits with `status` (1 unless set: 143 for
+    SIGTERM, 130 for SIGINT)."""
+
+    def __init__(self, message, status=1):
+        super().__init__(message)
+        self.status = status

@@ -78,8 +78,8 @@ scheduler = {
 
 callbacks = {
     "learning_rate_monitor": "lightning.pytorch.callbacks.LearningRateMonitor",
-    "model_checkpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
-    "last_checkpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
+    "model_checkpoint": "src.callbacks.checkpoints.BestCheckpoint",
+    "last_checkpoint": "src.callbacks.checkpoints.LastCheckpoint",
     "rich_progress_bar": "lightning.pytorch.callbacks.RichProgressBar",
     "rich_model_summary": "lightning.pytorch.callbacks.RichModelSummary",
     "grad_norm": "src.callbacks.grad_norm.GradNorm",
