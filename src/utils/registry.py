@@ -28,6 +28,10 @@ layer = {
     "ssd": "src.models.sequence.layers.mamba.SSD",
     "qlstm": "src.models.sequence.layers.qlstm.QLSTM",
     "lru": "src.models.sequence.layers.lru.LRU",
+    "base_conv": "src.models.sequence.layers.base_conv.BaseConv",
+    "hyena": "src.models.sequence.layers.hyena.Hyena",
+    "h3": "src.models.sequence.layers.h3.H3",
+    "rwkv4": "src.models.sequence.layers.rwkv.RWKV4",
 }
 
 # Convolution kernels used by LongConv (`model.layer.kernel_type`): (L) -> (C, H, L).
