@@ -90,11 +90,14 @@ class Hyena(nn.Module):
         z = fftconv(v, self.filter(v.shape[-1])[None])[:, 0] + self.bias[:, None] * v  # (B, D, L)
         return self.out_proj((x2 * z).transpose(1, 2)), None
 
-    def step(self, x_t, state):
+    def _no_recurrence(self):
         raise ConfigError("this layer has no step(): the implicit long filter is not a finite-state recurrence")
 
+    def step(self, x_t, state):
+        self._no_recurrence()
+
     def default_state(self, batch_size, device=None):
-        self.step(None, None)
+        self._no_recurrence()
 
     def state_size(self, L):
         return self.d_model * L
