@@ -31,7 +31,8 @@ def test_blocks_cycle_through_the_pattern():
     model = hybrid()
     kinds = [type(block.layer) for block in model.blocks]
     assert kinds == [BaseConv, H3, RWKV4, MultiHeadAttention, BaseConv]
-    assert [block.layer.mu_v[0].item() for block in model.blocks if isinstance(block.layer, RWKV4)] == pytest.approx([0.3 * 2 / 4])  # block 2 of 5: r = 2 / 4
+    rwkv = [block.layer for block in model.blocks if isinstance(block.layer, RWKV4)]
+    assert [layer.mu_v[0].item() for layer in rwkv] == pytest.approx([0.3 * 2 / 4])  # block 2 of 5: r = 2 / 4
 
 
 def test_a_hybrid_steps_like_its_forward():

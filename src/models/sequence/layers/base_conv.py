@@ -64,7 +64,8 @@ class BaseConv(nn.Module):
 
     def _short(self):
         if self.kernel_size < 0:
-            raise ConfigError("this layer has no step(): a long filter (kernel_size=-1) is not a finite-state recurrence")
+            raise ConfigError("this layer has no step(): a long filter (kernel_size=-1) is not a finite-state "
+                              "recurrence")
         return self.conv
 
     def default_state(self, batch_size, device=None):

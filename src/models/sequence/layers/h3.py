@@ -84,7 +84,8 @@ class H3(nn.Module):
         return self.output_linear(self._read(q, y).transpose(1, 2)), None
 
     def default_state(self, batch_size, device=None):
-        return self.shift.default_state(batch_size, device), self.ssm.default_state(batch_size * self.head_dim ** 2, device)
+        ssm = self.ssm.default_state(batch_size * self.head_dim ** 2, device)  # (B hd hd, H, N/2)
+        return self.shift.default_state(batch_size, device), ssm
 
     def step(self, x_t, state):  # x_t: (B, D)
         shift_state, ssm_state = state

@@ -58,7 +58,8 @@ class RWKV4(nn.Module):
         self.time_decay = nn.Parameter((-5 + 8 * (c / max(1, d_model - 1)) ** (0.7 + 1.3 * r)).float())
         self.time_first = nn.Parameter(torch.full((d_model,), math.log(0.3)) + 0.5 * ((c + 1) % 3 - 1).float())
         x = torch.arange(d_model) / d_model
-        self.mu_k, self.mu_v, self.mu_r = nn.Parameter(x ** s), nn.Parameter(x ** s + 0.3 * r), nn.Parameter(x ** (0.5 * s))
+        self.mu_k, self.mu_v = nn.Parameter(x ** s), nn.Parameter(x ** s + 0.3 * r)
+        self.mu_r = nn.Parameter(x ** (0.5 * s))
         self.key, self.value, self.receptance, self.output = (nn.Linear(d_model, d_model, bias=False) for _ in range(4))
         self.channel_mix = ChannelMix(d_model, s) if channel_mix else None
         self.norm = nn.LayerNorm(d_model) if channel_mix else None
