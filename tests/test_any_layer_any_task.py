@@ -38,7 +38,8 @@ def overrides(experiment, model):
 
 def refusal(config):
     """Why this pair cannot run (None if it can)."""
-    if config.model.bidirectional and config.model.layer._name_ not in bidirectional_layers():
+    names = [entry._name_ for entry in config.model.layers] if config.model.layers else [config.model.layer._name_]
+    if config.model.bidirectional and any(name not in bidirectional_layers() for name in names):
         return "has no bidirectional form"
     return None
 
@@ -66,8 +67,9 @@ def test_every_model_builds_or_says_why_not(experiment, monkeypatch, data_path):
 
 def test_the_bidirectional_experiments_refuse_exactly_the_causal_only_layers():
     refused = [m for m in MODELS if refusal(compose_config(["experiment=dss-pathfinder-segmentation", f"model={m}"]))]
-    assert refused == ["based", "deltanet", "gated_deltanet", "gla", "gru", "hgrn2", "lru", "lstm", "mamba", "mamba2",
-                       "qlstm", "retnet", "rnn", "rwkv6", "rwkv7", "s6", "ssd"]
+    assert refused == ["base_conv", "based", "based_hybrid", "deltanet", "gated_deltanet", "gla", "gru", "h3", "hgrn2", "hyena", "lru",
+                       "lstm", "mamba", "mamba2", "mamba_attn_hybrid", "qlstm", "retnet", "rnn", "rwkv4", "rwkv6", "rwkv7",
+                       "s6", "ssd"]
 
 
 def _train_pair(experiment, model, tmp_path, monkeypatch, data_path):

@@ -12,7 +12,7 @@ from src.utils.errors import ConfigError
 
 D, L, V = 16, 9, 11
 # Layers with no finite-state step, each with the reason its step() gives.
-NO_STEP = {"attn": "no step", "sgconv": "not a finite-state recurrence"}
+NO_STEP = {"attn": "no step", "sgconv": "not a finite-state recurrence", "hyena": "not a finite-state recurrence"}
 
 
 def token_model(stem, **options):

@@ -36,6 +36,10 @@ layer = {
     "rwkv6": "src.models.sequence.layers.rwkv.RWKV6",
     "rwkv7": "src.models.sequence.layers.rwkv.RWKV7",
     "based": "src.models.sequence.layers.based.Based",
+    "base_conv": "src.models.sequence.layers.base_conv.BaseConv",
+    "hyena": "src.models.sequence.layers.hyena.Hyena",
+    "h3": "src.models.sequence.layers.h3.H3",
+    "rwkv4": "src.models.sequence.layers.rwkv4.RWKV4",
 }
 
 # Convolution kernels used by LongConv (`model.layer.kernel_type`): (L) -> (C, H, L).

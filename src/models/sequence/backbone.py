@@ -7,6 +7,7 @@
         state_mixer=mlp adds a second residual sub-block of the same form around
         MLP(x) = fc2(act(fc1 x)), fc1: D -> mlp_expand D (zoology's "state mixer")
     x <- final_norm(x);  y = decoder(x)    (B, L, d_output), the last l_output positions, or pooled
+Block i's layer is `layer`, or layers[i % len(layers)] when `layers` (a pattern, a hybrid) is given.
 
 Every tensor between encoder and decoder is (B, L, D). Without `encoder` / `decoder` the model
 maps (B, L, D) to (B, L, D). tie_embeddings: the decoder's weight is the embedding matrix.
@@ -20,6 +21,7 @@ position); a test shows this equals the parallel forward for every layer that st
 
 import inspect
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -32,13 +34,15 @@ from src.utils import registry
 from src.utils.errors import ConfigError, check_choice
 
 
-def build_layer(config, d_model, notice=print, rope=False, bidirectional=False, max_length=None):
+def build_layer(config, d_model, notice=print, rope=False, bidirectional=False, max_length=None, layer_idx=0,
+                n_layers=1):
     """The layer of `config` (`model.layer`). `kernel_type=attn` on a convolution layer
     (the DLR repo's `model=dlr model.layer.kernel_type=attn`) builds the `attn` layer from the
     options it shares with the convolution config; the kernel options are reported as unused.
     rope: pass rope=True to the layer (`model.pos_emb=rope`). bidirectional: the model is
     non-causal, which the layer must be able to be. max_length: the longest input, which fills
-    a layer's `l_max: null` and bounds a set one."""
+    a layer's `l_max: null` and bounds a set one. layer_idx, n_layers: the block's depth, given
+    to layers whose initialisation depends on it (they take `layer_idx`, e.g. rwkv4)."""
     config = dict(config)
     if config.get("kernel_type") == "attn":
         cls = registry.resolve(registry.layer, "attn")
@@ -63,8 +67,23 @@ def build_layer(config, d_model, notice=print, rope=False, bidirectional=False, 
         elif config["l_max"] < max_length:
             raise ConfigError(f"model.layer.l_max={config['l_max']} is shorter than the longest input, {max_length} "
                               f"(eval sets included): set model.layer.l_max={max_length} or null")
+    if "layer_idx" in params:
+        config.update(layer_idx=layer_idx, n_layers=n_layers)
     registry.check_kwargs(cls, config, f"model.layer ({cls.__name__})")
     return cls(d_model, **config)
+
+
+def pattern_entry(entry):
+    """An entry of `model.layers` as a layer config: the options it gives over the layer class's
+    own defaults, with `l_max: null` (the longest input) where the class takes l_max."""
+    entry = dict(entry)
+    if "_name_" not in entry:
+        raise ConfigError(f"model.layers: each entry needs a _name_ (a layer: {', '.join(sorted(registry.layer))}); "
+                          f"got {entry}")
+    cls = registry.resolve(registry.layer, entry["_name_"], "model.layers[]._name_")
+    if "l_max" in inspect.signature(cls).parameters:
+        entry.setdefault("l_max", None)
+    return entry
 
 
 def bidirectional_layers():
@@ -126,12 +145,13 @@ class SequenceModel(nn.Module):
     def __init__(self, d_model, n_layers, layer, prenorm=False, norm="layer", final_norm=None, dropout=0.0,
                  bidirectional=False, state_mixer="none", mlp_expand=4, mlp_activation="gelu", embedding_dropout=0.0,
                  tie_embeddings=False, init="default", pos_emb="none", pos_aug="none", pos_max_len=None,
-                 pos_init="random", pos_frozen=False, encoder=None, decoder=None, d_input=None, n_tokens=None,
-                 d_output=None, l_output=None, max_length=None, notice=print):
+                 pos_init="random", pos_frozen=False, layers=None, encoder=None, decoder=None, d_input=None,
+                 n_tokens=None, d_output=None, l_output=None, max_length=None, notice=print):
         """encoder: None | linear | embedding (of d_input features / n_tokens tokens); decoder: None or
         the sequence decoder's options (src/tasks/decoders.py) for d_output outputs at l_output
         positions; max_length: the longest input (sizes positions and `l_max`); final_norm: None
-        means `prenorm`."""
+        means `prenorm`. layers: None (every block is `layer`) or a list of layer configs
+        (pattern_entry), block i built from layers[i % len(layers)] (a hybrid)."""
         super().__init__()
         check_choice("model.norm", norm, ["layer", "none"])
         check_choice("model.state_mixer", state_mixer, ["none", "mlp"])
@@ -148,10 +168,14 @@ class SequenceModel(nn.Module):
             raise ConfigError(f"model.pos_max_len={pos_max_len} is shorter than the longest input, {max_length} "
                               f"(eval sets included): set model.pos_max_len>={max_length} or null")
         self.positions = Positions(d_model, pos_emb, pos_aug, pos_max_len, pos_init, pos_frozen)
+        if layers is not None and (isinstance(layers, (str, Mapping)) or len(layers) == 0):
+            raise ConfigError(f"model.layers={layers!r} must be null or a non-empty list of layer configs")
+        pattern = [layer] if layers is None else [pattern_entry(entry) for entry in layers]
         self.blocks = nn.ModuleList()
-        for i in range(n_layers):  # the first block reports notices, the others share its config
-            quiet = notice if i == 0 else (lambda line: None)
-            layer_module = build_layer(layer, d_model, quiet, pos_emb == "rope", bidirectional, max_length)
+        for i in range(n_layers):  # the first block of each config reports notices, the others share it
+            quiet = notice if i < len(pattern) else (lambda line: None)
+            layer_module = build_layer(pattern[i % len(pattern)], d_model, quiet, pos_emb == "rope", bidirectional,
+                                       max_length, i, n_layers)
             mixer = MLP(d_model, mlp_expand, mlp_activation) if state_mixer == "mlp" else None
             self.blocks.append(ResidualBlock(d_model, layer_module, prenorm, norm, dropout, mixer))
         if final_norm is None:

@@ -51,16 +51,18 @@ def _cpu_model():
 
 
 @functools.lru_cache(maxsize=None)
-def library(name):
-    """The compiled `name`.c (beside this file), loaded; compiled first if this source, compiler
-    and CPU have no library in the cache yet. Raises RuntimeError with the compiler's message."""
-    source = pathlib.Path(__file__).with_name(f"{name}.c")
+def library(name, source_dir=None):
+    """The compiled `name`.c (in `source_dir`, default beside this file), loaded; compiled first if this
+    source, compiler and CPU have no library in the cache yet. Raises RuntimeError with the
+    compiler's message."""
+    source = pathlib.Path(source_dir or pathlib.Path(__file__).parent) / f"{name}.c"
     cc = os.environ.get("CC", "cc")
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as error:
         raise RuntimeError(f"no C compiler ({cc}: {error})") from None
-    key = hashlib.sha256("\0".join([source.read_text(), *FLAGS, version, _cpu_model()]).encode()).hexdigest()[:16]
+    headers = [h.read_text() for h in sorted(pathlib.Path(__file__).parent.glob("*.h"))]  # what the sources include
+    key = hashlib.sha256("\0".join([source.read_text(), *headers, *FLAGS, version, _cpu_model()]).encode()).hexdigest()[:16]
     folder = pathlib.Path(os.environ.get("SCAN_CPU_CACHE", pathlib.Path.home() / ".cache/sequence-layers/scan"))
     path = folder / f"{name}-{key}.so"
     if not path.exists():
