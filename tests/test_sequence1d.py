@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from src.dataloaders.sequence1d import TASKS, Sequence1D, sample
+from src.dataloaders.sequence1d import TASKS, Sequence1D
+from src.dataloaders.synthetic import sample
 from src.utils.errors import ConfigError
 
 B = 5
@@ -186,7 +187,7 @@ def test_variable_false_fixes_the_positions_like_fixed():
 @pytest.mark.parametrize(
     "task, kwargs, message",
     [
-        ("shfit", {}, r"dataset.task='shfit' is not valid; choose one of: .*'shift'"),
+        ("shfit", {}, r"task='shfit' is not valid; choose one of: .*'shift'"),
         ("shift", {"L": 4, "num_shifts": 8}, r"dataset.L=4 is too small for dataset.task=shift: needs L >= 8"),
         ("shift", {"L": 16, "num_shifts": 1}, r"num_shifts >= 2"),
         ("context_shift", {"L": 3}, r"needs L >= 4"),
