@@ -37,6 +37,14 @@ def train_in_process(overrides, run_dir):
     return fit(compose_config(overrides), str(run_dir))
 
 
+def train_on_data(overrides, tmp_path, monkeypatch, data_path):
+    """Train in-process into tmp_path/run with DATA_PATH=data_path; the final metrics (no NaN)."""
+    monkeypatch.setenv("DATA_PATH", str(data_path))
+    metrics = train_in_process(overrides, tmp_path / "run")
+    assert all(v == v for v in metrics.values())  # no NaN
+    return metrics
+
+
 def command_overrides(command):
     """The overrides of a README command line `... python -m train a=b c=d`."""
     words = shlex.split(command)

@@ -143,7 +143,7 @@ def test_model_configs_are_the_dsf_attentions(name, normalizer, fmap):
     from src.models.sequence.backbone import build_layer
 
     config = OmegaConf.load(f"configs/model/layer/{name}.yaml")
-    config.dropout = 0.0
+    config.dropout, config.causal = 0.0, True  # in a model they follow model.dropout and model.bidirectional
     torch.manual_seed(0)
     layer = build_layer(config, D).double()
     assert (layer.normalizer, layer.phi) == (normalizer, FEATURE_MAPS[fmap])

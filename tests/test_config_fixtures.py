@@ -7,7 +7,10 @@ Intended differences (also in the README):
   - model.bidirectional, which the layer's own `bidirectional` now follows: equal to it;
   - model.final_norm: null, a final norm exactly where there was one before (prenorm, norm=layer);
   - model.pos_max_len: null now means "the dataset's longest input" instead of `dataset.L`; it
-    sizes learned positions and position augmentation only, which these commands do not use.
+    sizes learned positions and position augmentation only, which these commands do not use;
+  - the reliability work: callbacks.last_checkpoint is this repository's own callback (last.ckpt
+    at every epoch end as before, and now also every 10 minutes), so Lightning's save_last /
+    save_top_k keys are gone; train.resume and train.eval_only are new, off.
 """
 
 import json
@@ -20,7 +23,8 @@ from conftest import ROOT, compose_config, command_overrides
 FIXTURES = json.loads((ROOT / "tests" / "fixtures" / "dlr_readme_configs.json").read_text())
 NEUTRAL = {"model.state_mixer": "none", "model.mlp_expand": 4, "model.mlp_activation": "gelu",
            "model.embedding_dropout": 0.0, "model.tie_embeddings": False, "model.init": "default",
-           "dataset.num_train_examples": None, "dataset.eval_sets": None}  # (sequence1d only; and dataset.eval_sets: null)
+           "dataset.num_train_examples": None, "dataset.eval_sets": None, "model.layers": None,
+           "train.resume": False, "train.eval_only": False}  # (sequence1d only; and dataset.eval_sets: null)
 
 
 def flat(tree, prefix=""):
@@ -46,6 +50,8 @@ def test_command_resolves_as_before(command):
     assert new.pop("model.pos_max_len") is None
     assert new.pop("model.bidirectional") == old.get("model.layer.bidirectional", False)
     assert new.pop("model.final_norm") is None  # null: a final norm after prenorm blocks with norm=layer, as before
+    assert (old.pop("callbacks.last_checkpoint.save_last"), old.pop("callbacks.last_checkpoint.save_top_k")) == (True, 0)
+    assert new.pop("callbacks.last_checkpoint.every_n_minutes") == 10
     for key, value in NEUTRAL.items():
         assert new.pop(key, value) == value, key
     assert new == old

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import command_overrides, readme_commands, train_in_process, write_listops_and_pathfinder
+from conftest import command_overrides, readme_commands, train_on_data, write_listops_and_pathfinder
 from src.plot import main as plot
 
 TINY = [
@@ -35,11 +35,7 @@ def data_path(tmp_path_factory):
     return write_listops_and_pathfinder(tmp_path_factory.mktemp("data"))
 
 
-def _train(overrides, tmp_path, monkeypatch, data_path):
-    monkeypatch.setenv("DATA_PATH", str(data_path))
-    metrics = train_in_process(overrides, tmp_path / "run")
-    assert all(v == v for v in metrics.values())  # no NaN
-    return metrics
+_train = train_on_data
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -194,7 +194,7 @@ def test_attention_kernel_type_builds_the_attention_layer():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(kernel_type="ssm"), r"model.layer.kernel_type='ssm' is not registered; choose one of: dlr, dss, "),
+        (dict(kernel_type="ssm"), r"model.layer.kernel_type='ssm' is not registered; choose one of: attn, dlr, dss, "),
         (dict(kernel_type="dlr", version="v2"), r"model.layer.version='v2' is not valid; choose one of: '', 'Lambda_imag'"),
         (dict(kernel_type="dss", version="v2"), r"model.layer.version='v2' is not valid; choose one of: 'exp'"),
         (dict(kernel_type="dlr", Lambda_init="zeros"), r"model.layer.Lambda_init='zeros' is not valid; choose one of: 'omega', 'randn'"),

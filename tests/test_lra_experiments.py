@@ -4,7 +4,7 @@ logs accuracy per class (slow)."""
 
 import pytest
 
-from conftest import ROOT, command_overrides, compose_config, train_in_process, write_lra
+from conftest import ROOT, command_overrides, compose_config, train_on_data, write_lra
 
 # The DLR README's "Tuning" command, verbatim.
 TUNING = ("python -m train wandb=null model=dss experiment=s4-lra-cifar model.n_layers=6 "
@@ -24,11 +24,7 @@ def data_path(tmp_path_factory):
     return write_lra(tmp_path_factory.mktemp("data"))
 
 
-def _train(overrides, tmp_path, monkeypatch, data_path):
-    monkeypatch.setenv("DATA_PATH", str(data_path))
-    metrics = train_in_process(overrides, tmp_path / "run")
-    assert all(v == v for v in metrics.values())  # no NaN
-    return metrics
+_train = train_on_data
 
 
 def test_the_readme_carries_the_tuning_command():

@@ -118,8 +118,8 @@ def test_sequence_decoder_reads_each_sequence_within_its_length():
     for decoder in (pool, last):
         decoder.output.weight.data = torch.eye(5, 3)
         decoder.output.bias.data.zero_()
-    assert pool(x, lengths)[:, :3].tolist() == [[1.5, 2.5, 3.5], [16.5, 17.5, 18.5]]  # rows 0-1; 0-3
-    assert last(x, lengths)[:, :3].tolist() == [[3, 4, 5], [21, 22, 23]]  # rows 1; 3
+    assert pool(x, lengths=lengths)[:, :3].tolist() == [[1.5, 2.5, 3.5], [16.5, 17.5, 18.5]]  # rows 0-1; 0-3
+    assert last(x, lengths=lengths)[:, :3].tolist() == [[3, 4, 5], [21, 22, 23]]  # rows 1; 3
     with pytest.raises(ConfigError, match="carry no lengths"):
         pool(x)
 
@@ -132,4 +132,4 @@ def test_retrieval_decoder_compares_the_two_halves():
     u = torch.stack([x[0].mean(0), x[1, :3].mean(0)])
     v = torch.stack([x[2, :2].mean(0), x[3, :4].mean(0)])
     expected = decoder.classifier(torch.cat([u, v, u - v, u * v], dim=-1))
-    torch.testing.assert_close(decoder(x, lengths), expected)
+    torch.testing.assert_close(decoder(x, lengths=lengths), expected)

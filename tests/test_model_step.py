@@ -5,7 +5,7 @@ Runs over every layer config (configs/model/layer/*.yaml, found by glob), in flo
 import pytest
 import torch
 
-from test_registry import LAYER_CONFIGS, SMALL, layer_config
+from test_registry import LAYER_CONFIGS, layer_config
 
 from src.models.sequence.backbone import SequenceModel
 from src.utils.errors import ConfigError

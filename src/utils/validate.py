@@ -164,7 +164,9 @@ def _layer_params(layer):
             params.update(_params(registry.resolve(registry.layer, "attn"), skip={"d_model"}))
             kernel_type = layer.get("_name_") if layer.get("_name_") in registry.kernel else None
         if kernel_type is not None and any(p.kind == p.VAR_KEYWORD for p in signature.values()):
-            kernel = registry.resolve(registry.kernel, kernel_type, "model.layer.kernel_type")
+            from src.models.sequence.layers.conv import kernel_class
+
+            kernel = kernel_class(kernel_type)
             kernel_params = _params(kernel, skip={"d_model", "d_state", "channels"})
             if kernel_params is None:
                 return None

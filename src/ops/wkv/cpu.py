@@ -6,7 +6,6 @@ does. float32 or float64. Channels are split over torch's threads (ctypes releas
 Compiled on first use by src/ops/scan/cpu.py's `library` (same cache, same compiler rules).
 """
 
-import ctypes
 import pathlib
 
 import torch

@@ -26,16 +26,22 @@ from src.utils import registry
 from src.utils.errors import ConfigError
 
 
+def kernel_class(kernel_type):
+    """The kernel registered as `kernel_type`; ConfigError listing the valid ones, `attn` included
+    (which backbone.build_layer turns into the attention layer before a LongConv is built)."""
+    if kernel_type not in registry.kernel:
+        valid = ", ".join(sorted([*registry.kernel, "attn"]))
+        raise ConfigError(f"model.layer.kernel_type={kernel_type!r} is not registered; choose one of: {valid}")
+    return registry.resolve(registry.kernel, kernel_type)
+
+
 class LongConv(nn.Module):
     def __init__(self, d_model, d_state=64, kernel_type="dss", channels=1, bidirectional=False, activation="gelu",
                  postact=None, dropout=0.0, max_kernel_length=None, chunk_size=None, attn_ff=0, **kernel_args):
         super().__init__()
         if chunk_size is not None or attn_ff:
             raise ConfigError("model.layer.chunk_size / attn_ff apply to kernel_type=attn only")
-        if kernel_type not in registry.kernel:  # `attn` is built by backbone.build_layer before this
-            valid = ", ".join(sorted([*registry.kernel, "attn"]))
-            raise ConfigError(f"model.layer.kernel_type={kernel_type!r} is not registered; choose one of: {valid}")
-        kernel = registry.resolve(registry.kernel, kernel_type, "model.layer.kernel_type")
+        kernel = kernel_class(kernel_type)
         self.H, self.C, self.bidirectional = d_model, channels, bidirectional
         self.max_kernel_length = max_kernel_length
         registry.check_kwargs(kernel, kernel_args, f"model.layer.kernel_type={kernel_type} ({kernel.__name__})")
