@@ -59,6 +59,16 @@ def assert_every_parameter_gets_a_gradient(layer, x):
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+def assert_forward_continues_from_its_state(layer, x, split):
+    """forward(x[:, :split]) then forward(x[:, split:], state) equals forward(x) (float64)."""
+    import torch
+
+    y, _ = layer(x)
+    y1, state = layer(x[:, :split])
+    y2, _ = layer(x[:, split:], state)
+    torch.testing.assert_close(torch.cat((y1, y2), 1), y, rtol=1e-10, atol=1e-10)
+
+
 def run_steps(layer, x, state):
     """`layer.step` over x (B, L, D) from `state`: the list of L outputs (B, D), and the last state."""
     steps = []

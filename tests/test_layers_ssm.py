@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_every_parameter_gets_a_gradient, need_c_loop, run_steps
+from conftest import (assert_every_parameter_gets_a_gradient, assert_forward_continues_from_its_state, need_c_loop,
+                      run_steps)
 
 from src.models.sequence.backbone import build_layer
 from src.utils.errors import ConfigError
@@ -62,12 +63,7 @@ def test_step_equals_forward(name):
 
 @pytest.mark.parametrize("name", LAYERS)
 def test_forward_from_a_state_continues_the_sequence(name):
-    layer = make(name, torch.float64)
-    x = torch.randn(2, 11, D, dtype=torch.float64)
-    y, _ = layer(x)
-    y1, state = layer(x[:, :4])
-    y2, _ = layer(x[:, 4:], state)
-    torch.testing.assert_close(torch.cat((y1, y2), 1), y, rtol=1e-10, atol=1e-10)
+    assert_forward_continues_from_its_state(make(name, torch.float64), torch.randn(2, 11, D, dtype=torch.float64), 4)
 
 
 @pytest.mark.parametrize("name", LAYERS)
