@@ -7,7 +7,8 @@ other input.
 
 Eval sets (`dataset.eval_sets={NAME: {key: value, ...}}`): each is the dataset built with those
 overrides (same seed unless it sets one), giving its own validation and test dataloader after the
-main one; its metrics are logged as `val/NAME/<metric>` and `test/NAME/<metric>`.
+main one; its metrics are logged as `val/NAME/<metric>` and `test/NAME/<metric>`. With
+`dataset.segments` the training set is a mixture of segments (src/dataloaders/mixture.py).
 """
 
 import re
@@ -17,6 +18,7 @@ import lightning as L
 from omegaconf import OmegaConf
 from torch import nn
 
+from src.dataloaders import mixture
 from src.models.sequence.backbone import SequenceModel
 from src.models.sequence.kernel_cache import accumulation_window
 from src.tasks.metrics import CURVES, SplitMetrics, build_loss
@@ -32,6 +34,7 @@ def build_datasets(config):
     """The main dataset and {name: dataset} for each eval set of `config` (the dataset config)."""
     config = OmegaConf.to_container(config, resolve=True)
     eval_sets = config.pop("eval_sets", None) or {}
+    segments = config.pop("segments", None)
     cls = registry.resolve(registry.dataset, config["_name_"], "dataset._name_")
     datasets = {}
     for name, overrides in {None: {}, **eval_sets}.items():
@@ -42,7 +45,7 @@ def build_datasets(config):
         kwargs = {k: v for k, v in {**config, **overrides}.items() if k != "_name_"}
         registry.check_kwargs(cls, kwargs, f"dataset.eval_sets.{name} ({cls.__name__})" if name else
                               f"dataset ({cls.__name__})")
-        datasets[name] = cls(**kwargs)
+        datasets[name] = mixture.build(cls, kwargs, segments) if name is None and segments else cls(**kwargs)
     return datasets.pop(None), datasets
 
 

@@ -59,3 +59,30 @@ def test_a_pooled_decoder_has_no_step():
                           decoder={"_name_": "sequence", "mode": "pool"}, d_output=V)
     with pytest.raises(ConfigError, match=r"decoder.mode=pool \(SequenceDecoder\) reads the whole sequence"):
         model.step(torch.zeros(2, dtype=torch.long), model.default_state(2))
+
+
+def floats(state):
+    """Floats in a nested state (a complex number counts 2), one sequence of the batch."""
+    if isinstance(state, torch.Tensor):
+        return state[0].numel() * (2 if state.is_complex() else 1) if state.is_floating_point() or state.is_complex() else 0
+    if isinstance(state, dict):
+        return sum(floats(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(floats(v) for v in state)
+    return 0
+
+
+@pytest.mark.parametrize("stem", LAYER_CONFIGS)
+def test_model_state_size_counts_the_state_after_L_steps(stem):
+    """SequenceModel.state_size(L), logged with every run, is the floats its step state holds after L
+    tokens (layers with no step: what their docstring counts, positive)."""
+    model = token_model(stem)
+    if stem in NO_STEP:
+        assert model.state_size(L) > 0
+        return
+    x = torch.randint(0, V, (2, L))
+    state = model.default_state(2)
+    with torch.no_grad():
+        for t in range(L):
+            _, state = model.step(x[:, t], state)
+    assert model.state_size(L) == floats(state["layers"])

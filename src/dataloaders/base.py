@@ -126,12 +126,17 @@ class BatchDataset(Dataset):
         b, n = batch_size_eval or batch_size, self.n_samples(split)
         if n < world_size:
             raise ConfigError(f"the {split} set has {n} samples, fewer than the {world_size} devices: each needs one")
-        keys = [(split, 0, g, range(g * b, min((g + 1) * b, n))) for g in range(math.ceil(n / b))]
+        keys = [(split, 0, g, rows) for g, rows in enumerate(self.eval_batches(split, b))]
         if len(keys) >= world_size:
             keys = keys[rank::world_size]
         else:  # every rank builds each batch and keeps its rows (p = rank mod W), skipping empty shares
             keys = [(*key, (rank, world_size)) for key in keys if len(key[3]) > rank]
         return DataLoader(self, batch_size=None, sampler=keys, **_workers(num_workers, pin_memory))
+
+    def eval_batches(self, split, batch_size):
+        """The rows of each validation / test batch, in order: consecutive ranges of batch_size."""
+        n = self.n_samples(split)
+        return [range(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
     def val_dataloader(self, batch_size, batch_size_eval=None, num_workers=0, pin_memory=False, rank=0, world_size=1):
         return self._eval_dataloader("val", batch_size, batch_size_eval, num_workers, pin_memory, rank, world_size)
@@ -144,16 +149,17 @@ class SyntheticDataset(BatchDataset):
     """Base of the on-the-fly datasets: subclasses implement `generate(batch_size, generator)`.
     num_train_examples: None, fresh samples every epoch (`samples_per_epoch` of them); N, the
     same N examples every epoch, reshuffled. The validation and test sets have
-    int(val_split x the training set size) samples each."""
+    `num_eval_examples` samples each, or else int(val_split x the training set size)."""
 
-    def __init__(self, samples_per_epoch, val_split, seed, num_train_examples=None):
+    def __init__(self, samples_per_epoch, val_split, seed, num_train_examples=None, num_eval_examples=None):
         self.samples_per_epoch, self.val_split, self.seed = samples_per_epoch, val_split, seed
         self.num_train_examples, self.examples = num_train_examples, None
-        if num_train_examples is not None and (not isinstance(num_train_examples, int) or num_train_examples < 1):
-            raise ConfigError(f"dataset.num_train_examples={num_train_examples!r} must be a positive integer or null")
+        for key, value in (("num_train_examples", num_train_examples), ("num_eval_examples", num_eval_examples)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"dataset.{key}={value!r} must be a positive integer or null")
         size, key = (num_train_examples, "num_train_examples") if num_train_examples else (samples_per_epoch,
                                                                                          "samples_per_epoch")
-        self.n_eval = int(val_split * size)
+        self.n_eval = num_eval_examples or int(val_split * size)
         if self.n_eval < 1:
             raise ConfigError(
                 f"dataset.val_split={val_split} with dataset.{key}={size} gives no validation samples; "

@@ -18,6 +18,9 @@ from src.dataloaders import sequence1d
 from src.utils.errors import check_choice
 
 TASKS = {name: "src.dataloaders.sequence1d.Sequence1D" for name in sequence1d.TASKS}
+TASKS["mqar"] = "src.dataloaders.recall.MQAR"
+TASKS["mqar_forgetting"] = "src.dataloaders.recall.MQARForgetting"
+TASKS["mqar_compositional"] = "src.dataloaders.recall.MQARCompositional"
 
 
 def dataset_class(task):

@@ -25,8 +25,9 @@ class TokenDataset(SyntheticDataset):
     length_step = 1
     pads = True
 
-    def __init__(self, L, L_min=None, samples_per_epoch=16000, val_split=0.1, seed=0, num_train_examples=None):
-        super().__init__(samples_per_epoch, val_split, seed, num_train_examples)
+    def __init__(self, L, L_min=None, samples_per_epoch=16000, val_split=0.1, seed=0, num_train_examples=None,
+                 num_eval_examples=None):
+        super().__init__(samples_per_epoch, val_split, seed, num_train_examples, num_eval_examples)
         L_min = L if L_min is None else L_min
         if not isinstance(L, int) or L < 1:
             raise ConfigError(f"dataset.L={L!r} must be a positive integer")

@@ -60,6 +60,9 @@ dataset = {
     "cifar": "src.dataloaders.cifar.CIFAR10",
     "imdb": "src.dataloaders.lra.IMDB",
     "aan": "src.dataloaders.lra.AAN",
+    "mqar": "src.dataloaders.recall.MQAR",
+    "mqar_forgetting": "src.dataloaders.recall.MQARForgetting",
+    "mqar_compositional": "src.dataloaders.recall.MQARCompositional",
 }
 
 optimizer = {

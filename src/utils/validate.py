@@ -116,10 +116,12 @@ def _decoder(node):
 
 
 def _dataset_params(node):
-    """The dataset's arguments, and `eval_sets` (src/module.py builds a dataset per set from them)."""
+    """The dataset's arguments, `eval_sets` and `segments` (src/module.py builds a dataset per set and
+    per segment from them)."""
     params = _params(_named(registry.dataset, node, "dataset"))
     if params is not None:
-        params["eval_sets"] = inspect.Parameter("eval_sets", inspect.Parameter.KEYWORD_ONLY, default=None)
+        for key in ("eval_sets", "segments"):
+            params[key] = inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None)
     return params
 
 

@@ -225,6 +225,12 @@ class SequenceModel(nn.Module):
         x = self.final_norm(x)
         return (x if self.decoder is None else self.decoder(x, l_output, lengths)), states
 
+    def state_size(self, L):
+        """Floats the layers keep per sequence to go on after L inputs (each layer's state_size(L):
+        the recurrent state, the KV cache, or what a non-recurrent layer reads), summed: what
+        zoology and DSF plot recall against."""
+        return sum(block.layer.state_size(L) for block in self.blocks)
+
     def default_state(self, batch_size, device=None):
         """{"position": 0, "layers": every layer's default_state}."""
         for block in self.blocks:

@@ -12,7 +12,8 @@ conv is either
     has no finite-state recurrence: the layer does not step.
 use_act: SiLU on both factors of the product.
 
-state_size(L): D K for the short convolution (zoology's count), D L for the long one.
+state_size(L): D (K - 1) for the short convolution, the inputs it keeps (zoology counts D K),
+D L for the long one.
 """
 
 import torch
@@ -76,4 +77,4 @@ class BaseConv(nn.Module):
         return self._gate(x_t, conv), state
 
     def state_size(self, L):
-        return self.d_model * (self.kernel_size if self.kernel_size > 0 else L)
+        return self.d_model * (self.kernel_size - 1 if self.kernel_size > 0 else L)

@@ -77,21 +77,21 @@ class LinearAttention(nn.Module):
         return self.dropout(self.out(rearrange(o, "b n l d -> b l (n d)"))), None
 
     def default_state(self, batch_size, device=None):
-        """(S (B, n, d_k, d_v), z (B, n, d_k))."""
+        """(S (B, n, d_k, d_v), z (B, n, d_k) for normalizer=sum, else None)."""
         if not self.causal:
             raise ConfigError("this layer has no step(): a non-causal (causal=false) attention reads the future")
         w = self.q.weight
         d_k, d_v = self.d_qk // self.n_heads, self.v.out_features // self.n_heads
-        return (w.new_zeros(batch_size, self.n_heads, d_k, d_v, device=device),
-                w.new_zeros(batch_size, self.n_heads, d_k, device=device))
+        z = w.new_zeros(batch_size, self.n_heads, d_k, device=device) if self.normalizer == "sum" else None
+        return w.new_zeros(batch_size, self.n_heads, d_k, d_v, device=device), z
 
     def step(self, x_t, state):  # x_t: (B, D)
         S, z = state
         q, k, v = (t[:, :, 0] for t in self._features(x_t[:, None]))  # (B, n, d)
         S = S + k[..., :, None] * v[..., None, :]
-        z = z + k
         o = (q[..., None] * S).sum(-2)  # (B, n, d_v)
         if self.normalizer == "sum":
+            z = z + k
             o = o / (q * z).sum(-1, keepdim=True)
         elif self.normalizer != "none":
             o = o / self._learned_normalizer(x_t[:, None])[..., 0, None]

@@ -80,17 +80,17 @@ class RWKV4(nn.Module):
     def default_state(self, batch_size, device=None):
         device = device or self.time_decay.device
         zeros = self.time_decay.new_zeros(batch_size, self.d_model, device=device)
-        return {"x": zeros, "h": zeros.clone(), "wkv": wkv_state((batch_size, self.d_model), zeros.dtype, device)}
+        state = {"x": zeros, "wkv": wkv_state((batch_size, self.d_model), zeros.dtype, device)}
+        return state if self.channel_mix is None else {**state, "h": zeros.clone()}
 
     def step(self, x_t, state):  # x_t: (B, D)
         k, v, r = self._projections(x_t, state["x"])
         out, wkv_s = wkv_step(-torch.exp(self.time_decay), self.time_first, k, v, state["wkv"])
         y = self.output(r * out)
-        h = state["h"]
-        if self.channel_mix is not None:
-            h = self.norm(x_t + y)
-            y = y + self.channel_mix(h, state["h"])
-        return y, {"x": x_t, "h": h, "wkv": wkv_s}
+        if self.channel_mix is None:
+            return y, {"x": x_t, "wkv": wkv_s}
+        h = self.norm(x_t + y)
+        return y + self.channel_mix(h, state["h"]), {"x": x_t, "h": h, "wkv": wkv_s}
 
     def state_size(self, L):
         return self.d_model * (5 if self.channel_mix is not None else 4)
