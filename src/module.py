@@ -68,6 +68,13 @@ class SequenceLightningModule(L.LightningModule):
             n_tokens=data.n_tokens, d_output=data.d_output, l_output=data.l_output,
             max_length=longest_input([data, *self.eval_sets.values()]), notice=notice,
         )
+        # Logged with every validation, so that results tables and recall-against-state figures
+        # (zoology, DSF) read them as metrics: parameters, and the floats of state the model keeps per
+        # sequence at the longest evaluation length (SequenceModel.state_size).
+        longest = longest_input([data, *self.eval_sets.values()])
+        self.sizes = {"num_parameters": float(sum(p.numel() for p in self.model.parameters()))}
+        if longest is not None:
+            self.sizes["state_size"] = float(self.model.state_size(longest))
         self.loss = build_loss(config.task.loss)
         # Metrics of each split and eval set ("train" is an nn.Module attribute: keys end in "_").
         # Datasets with categories (e.g. ListOps sub-tree height and operator) get accuracy by
@@ -146,6 +153,7 @@ class SequenceLightningModule(L.LightningModule):
 
     def on_validation_epoch_end(self):
         self._epoch_end("val")
+        self.log_dict(self.sizes, add_dataloader_idx=False)
 
     def on_test_epoch_end(self):
         self._epoch_end("test")

@@ -9,6 +9,9 @@ from src.utils.validate import check
 
 # `${not:${..bidirectional}}`: the attention layers' `causal` follows `model.bidirectional`.
 OmegaConf.register_new_resolver("not", lambda value: not value, replace=True)
+# `${batch_by_length:${dataset.L},512,128}`: base at L <= L0, halved per doubling of L beyond it
+# (zoology's MQAR batch sizes: 512 up to L 128, 256 at 256, 128 at 512).
+OmegaConf.register_new_resolver("batch_by_length", lambda L, base, L0: max(1, base * L0 // max(L, L0)), replace=True)
 
 
 def prepare(config):

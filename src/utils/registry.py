@@ -90,6 +90,7 @@ callbacks = {
     "rich_progress_bar": "lightning.pytorch.callbacks.RichProgressBar",
     "rich_model_summary": "lightning.pytorch.callbacks.RichModelSummary",
     "grad_norm": "src.callbacks.grad_norm.GradNorm",
+    "early_stopping": "lightning.pytorch.callbacks.EarlyStopping",
 }
 
 

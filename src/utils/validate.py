@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from src.utils import registry
 from src.utils.errors import ConfigError
+from src.utils.notice import notice
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # Trainer arguments that src/training.py sets itself.
@@ -37,6 +38,7 @@ SET_BY_THE_RUN = {"default_root_dir", "logger", "callbacks", "use_distributed_sa
 
 def check(config):
     """ConfigError for the first unknown key, badly typed value or out-of-range value."""
+    _notice_unread_vars(config)
     config = OmegaConf.to_container(config, resolve=True)
     _check_train(config)  # first: other sections interpolate train.seed, train.monitor, ...
     sections = {
@@ -51,6 +53,7 @@ def check(config):
         "scheduler": lambda node: _params(_named(registry.scheduler, node, "scheduler"), first=1),
         "callbacks": None,  # below
         "encoder": None,  # a name (src/tasks/encoders.py checks it)
+        "vars": None,  # values an experiment's presets interpolate (see _notice_unread_vars)
         "decoder": lambda node: _params(_decoder(node), skip={"d_model", "d_output", "l_output"}),
     }
     _check_keys("", config, {k: inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in sections})
@@ -63,6 +66,17 @@ def check(config):
             cls = registry.resolve(registry.callbacks, name, "callbacks")
             _check_keys(f"callbacks.{name}", node, _params(cls, skip={"dirpath"}), cls.__name__)
     _check_values(config)
+
+
+def _notice_unread_vars(config):
+    """A notice for each `vars.NAME` that no interpolation reads: an experiment's variable (e.g.
+    dsf-mqar's vars.state_expansion) that the chosen model's preset does not use."""
+    names = list((OmegaConf.select(config, "vars") or {}).keys())
+    text = OmegaConf.to_yaml(config, resolve=False)
+    for name in names:
+        if f"vars.{name}" not in text:
+            notice(f"notice: vars.{name}={OmegaConf.select(config, 'vars.' + name)} is read by nothing with "
+                   f"model.layer._name_={OmegaConf.select(config, 'model.layer._name_')}")
 
 
 def _check_section(name, node, params_of):

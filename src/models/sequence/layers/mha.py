@@ -4,6 +4,7 @@
     v = x W_v             (width d_model, heads of d_model / n_heads)
     rope: q, k rotated by their positions (positions.rotary)
     o_i = sum_{j in S(i)} softmax_j(q_i . k_j / sqrt(d_qk / n_heads)) v_j,   y = o W_o
+    (attn_dropout: dropout on the softmax weights in training; dropout: on y)
     S(i) = {j <= i} (causal) or all j, intersected with |i - j| < window when `window` is set
            (sliding-window attention).
 
@@ -36,7 +37,7 @@ def attention_mask(L, causal, window, device=None):
 
 
 class MultiHeadAttention(nn.Module):
-    def __init__(self, d_model, n_heads=4, d_qk=None, causal=True, window=None, rope=False, dropout=0.0):
+    def __init__(self, d_model, n_heads=4, d_qk=None, causal=True, window=None, rope=False, dropout=0.0, attn_dropout=0.0):
         super().__init__()
         d_qk = d_qk or d_model
         if d_model % n_heads or d_qk % n_heads:
@@ -49,6 +50,7 @@ class MultiHeadAttention(nn.Module):
         self.q, self.k = nn.Linear(d_model, d_qk), nn.Linear(d_model, d_qk)
         self.v, self.out = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.attn_dropout = attn_dropout  # on the attention weights, in training (zoology's MHA)
 
     def _qkv(self, x, positions):  # x: (B, L, D), positions: (B, L) -> heads (B, n, L, d)
         q, k, v = (split_heads(f(x), self.n_heads) for f in (self.q, self.k, self.v))
@@ -62,7 +64,8 @@ class MultiHeadAttention(nn.Module):
             positions = torch.arange(L, device=x.device)
         q, k, v = self._qkv(x, positions)
         mask = attention_mask(L, self.causal, self.window, x.device)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # scale 1/sqrt(d_qk / n_heads)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,  # scale 1/sqrt(d_qk / n_heads)
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
         return self.dropout(self.out(rearrange(o, "b n l d -> b l (n d)"))), None
 
     def _check_causal(self):
