@@ -56,5 +56,7 @@ class TokenDataset(SyntheticDataset):
     def generate(self, batch_size, generator):
         lengths = self.lengths(batch_size, generator)
         x, y = self.tokens(lengths, generator)  # (B, L), (B, L)
+        if self.L_min == self.L:
+            return x, y
         pad = torch.arange(self.L) >= lengths[:, None]  # (B, L)
         return x.masked_fill(pad, self.pad_id), y.masked_fill(pad, IGNORE_INDEX)
