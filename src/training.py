@@ -242,7 +242,7 @@ def fit(config, run_dir, extra_callbacks=()):
             trainer.loggers[0].experiment.metrics[:0] = earlier
         try:
             trainer.fit(module, ckpt_path=ckpt, weights_only=True)
-            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") or k in module.sizes}
             if config.train.test:
                 best = next((c.best_model_path for c in trainer.callbacks if isinstance(c, BestCheckpoint)), "")
                 results = trainer.test(module, ckpt_path=best or None, verbose=False, weights_only=True)
