@@ -10,6 +10,7 @@ from conftest import ROOT, compose_config, write_listops_and_pathfinder, write_l
 from test_experiments import EXPERIMENTS as FILE_SIZES
 from test_experiments import TINY, _train
 from test_lra_experiments import TEXT_TINY
+from test_mqar_experiments import SIZES as MQAR_SIZES
 from test_registry import SMALL
 
 from src.models.sequence.backbone import bidirectional_layers
@@ -23,7 +24,7 @@ BUILD = ["wandb=null", "model.d_model=8", "model.n_layers=1"]
 
 
 SIZES = {e: sizes for e, (sizes, _) in FILE_SIZES.items()} | {"s4-lra-imdb": TEXT_TINY, "s4-lra-aan": TEXT_TINY,
-                                                              "s4-lra-cifar": []}
+                                                              "s4-lra-cifar": []} | MQAR_SIZES
 SYNTHETIC = ["dataset.L=32", "dataset.samples_per_epoch=8", "dataset.val_split=0.5"]
 
 

@@ -204,6 +204,9 @@ class SequenceModel(nn.Module):
                 module.weight.normal_(0.0, std)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 module.bias.zero_()
+        position = getattr(self.positions, "embedding", None)
+        if isinstance(position, nn.Parameter) and self.positions.pos_init == "random":
+            position.normal_(0.0, std)  # GPT-2's position table: like the token embedding (else it drowns it)
         for block in self.blocks:
             for branch in (block.layer, block.mixer):
                 linears = [m for m in branch.modules() if isinstance(m, nn.Linear)] if branch is not None else []

@@ -72,7 +72,7 @@ class Positions(nn.Module):
         self.pos_emb = check_choice("model.pos_emb", pos_emb, POS_EMB)
         self.pos_aug = check_choice("model.pos_aug", pos_aug, POS_AUG)
         check_choice("model.pos_init", pos_init, ["random", "sinusoidal"])
-        self.max_len = pos_max_len
+        self.max_len, self.pos_init = pos_max_len, pos_init
         if pos_emb in ("learned", "scaler") and not pos_max_len:
             raise ConfigError(f"model.pos_emb={pos_emb} needs model.pos_max_len (the longest position), got {pos_max_len}")
         if pos_emb in ("learned", "sinusoidal") and d_model % 2:
