@@ -118,3 +118,18 @@ def test_model_sizes_must_be_positive():
 
     with pytest.raises(ConfigError, match="model.n_layers=0 must be a positive integer"):
         SequenceModel(d_model=8, n_layers=0, layer=LAYER)
+
+
+def test_gpt2_init_draws_a_learned_position_table_like_the_token_embedding():
+    """GPT-2 (and zoology) draw the position table N(0, 0.02) as the token embedding; at its own
+    init (std 1/sqrt(d)) it drowned the tokens (2-layer attention stalled on MQAR). A sinusoidal
+    start is kept."""
+    torch.manual_seed(0)
+    make = lambda pos_init: SequenceModel(d_model=64, n_layers=1, layer={"_name_": "mha"}, init="gpt2",  # noqa: E731
+                                          encoder="embedding", n_tokens=100, decoder={"_name_": "sequence"},
+                                          d_output=100, pos_emb="learned", pos_max_len=256, pos_init=pos_init)
+    table = make("random").positions.embedding.detach()
+    assert table.std().item() == pytest.approx(0.02, rel=0.05)
+    from src.models.sequence.positions import sinusoids
+
+    torch.testing.assert_close(make("sinusoidal").positions.embedding.detach(), sinusoids(torch.arange(256), 64))
