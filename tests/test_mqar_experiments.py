@@ -104,3 +104,31 @@ def test_the_figure_2_grid_runs_to_completion_at_cpu_size(tmp_path):
     assert len(runs) == 4
     for path in runs:
         assert any(r.get("val/accuracy") for r in read_rows(path.parent))
+
+
+def readme_recall_commands():
+    """The `python -m train` lines of the README's recall section, $CPU substituted."""
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Associative recall")
+    section = text[start : text.index("\n## ", start + 1)]
+    cpu = re.search(r'^CPU="(.*)"$', section, re.M).group(1)
+    lines = [line.split("  #")[0].replace("$CPU", cpu) for line in section.splitlines() if line.startswith("python -m train")]
+    return [shlex.split(line)[3:] for line in lines]
+
+
+def test_the_readme_recall_commands_compose():
+    """Each command's config (every job of a multirun: its grid's first values) passes the checks."""
+    from hydra import compose, initialize_config_dir
+
+    from src.utils.config import prepare
+
+    commands = readme_recall_commands()
+    assert len(commands) == 8
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        for words in commands:
+            words = [w for w in words if w != "-m"]
+            prepare(compose("config", overrides=[w.split(",")[0] if "=" in w and not w.startswith("dataset.") else w
+                                                 for w in words]))
