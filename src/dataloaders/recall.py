@@ -21,8 +21,9 @@ only hold N distinct ids.
 
 Sampling. N distinct ids from a range: N uniform draws, the repeated ones redrawn until none
 repeats. The law of the result is invariant under any relabelling of the range, and relabellings
-map any ordered tuple of distinct ids to any other: it is the uniform ordered sample. Weighted draws without replacement: the N largest of
-log w_g + Gumbel noise, in decreasing order, which is the law of successive draws.
+map any ordered tuple of distinct ids to any other: it is the uniform ordered sample. Weighted
+draws without replacement: the N largest of log w_g + Gumbel noise, in decreasing order, which is
+the law of successive draws. Rows are sorted by numpy (~10x torch's sort on short rows).
 """
 
 import math
@@ -40,14 +41,14 @@ def distinct(batch_size, n, low, high, generator):
     x = torch.randint(low, high, (batch_size, n), generator=generator)
     rows = torch.arange(batch_size)
     while len(rows):  # the rows that may still repeat an id
-        order = torch.from_numpy(np.argsort(x[rows].numpy(), axis=1))  # numpy's sort: ~10x torch's on rows
-        values = x[rows].gather(1, order)
+        part = x[rows]
+        order = torch.from_numpy(np.argsort(part.numpy(), axis=1))
+        values = part.gather(1, order)
         repeated = torch.zeros_like(values, dtype=torch.bool)
         repeated[:, 1:] = values[:, 1:] == values[:, :-1]  # all but one of each run of equal ids
         keep = repeated.any(dim=1)
-        rows, repeated, order = rows[keep], repeated[keep], order[keep]
+        rows, part, repeated, order = rows[keep], part[keep], repeated[keep], order[keep]
         redraw = torch.zeros_like(repeated).scatter_(1, order, repeated)
-        part = x[rows]
         part[redraw] = torch.randint(low, high, (int(redraw.sum()),), generator=generator)
         x[rows] = part
     return x
