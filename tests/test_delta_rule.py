@@ -1,11 +1,12 @@
 """src/ops/delta_rule: the chunked UT-form paths against reference.py (forward, final state, every
-input gradient), against fla's naive loops (when fla-core is installed), and the identities.
+input gradient), the forward-only C loop (cpu.py) against it (output, final state), against fla's naive loops (when fla-core is installed), and the identities.
 
 Tolerances: float64 chunked vs the float64 loop agree to rounding (1e-10; the triangular solve
 reorders the sums). float32 chunked vs the float64 loop: float32 rounding over <= 80 steps with
 unit keys and O(1) values, through a unit-triangular solve whose inverse stays O(1) for beta in
 (0, 2) (it is a product of transitions of norm <= 1): 1e-4 relative and absolute (2e-4 where
-beta is near 2: I - beta k k^T has an eigenvalue near -1, so errors do not decay).
+beta is near 2: I - beta k k^T has an eigenvalue near -1, so errors do not decay). The C loop
+in float32 is the same loop in float32 rounding: the same tolerances.
 """
 
 import pytest
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from conftest import fla_naive
 from test_scan import compare
 
-from src.ops.delta_rule import chunked, delta_rule, dplr_delta_rule, reference
+from src.ops.delta_rule import DISPATCH, chunked, cpu, delta_rule, dplr_delta_rule, reference
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 F32 = dict(rtol=1e-4, atol=1e-4)
@@ -62,11 +63,40 @@ def test_delta_rule_chunked_matches_the_loop(shape, gated, dtype, tol):
     compare(call_delta(chunked.delta_rule, chunk), call_delta(reference.delta_rule), inputs(*dims, gated, dtype), tol)
 
 
+@pytest.mark.parametrize("shape", [shape[:5] for shape in SHAPES] + [(1, 70, 2, 64, 64)])  # + the specialised K = V = 64
 @pytest.mark.parametrize("gated", [False, True])
-def test_delta_rule_with_beta_near_2(gated):
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
+def test_delta_rule_cpu_loop_matches_the_loop(shape, gated, dtype, tol):
+    x = inputs(*shape, gated, dtype)
+    want = reference.delta_rule(*(t if t is None else t.double() for t in x[:5]), initial_state=x[5].double(),
+                                output_final_state=True)
+    for got, ref in zip(cpu.delta_rule(*x[:5], initial_state=x[5], output_final_state=True), want):
+        torch.testing.assert_close(got.double(), ref, **tol)
+
+
+def test_the_c_loop_is_forward_only():
+    x = inputs(2, 9, 2, 4, 4, True)
+    x[0].requires_grad_()
+    with pytest.raises(RuntimeError, match="no backward"):
+        cpu.delta_rule(*x[:5])
+    assert DISPATCH["delta_rule"].resolve("auto", torch.device("cpu"), x[:5]) == "torch"  # a gradient: torch
+    with torch.no_grad():
+        assert DISPATCH["delta_rule"].resolve("auto", torch.device("cpu"), x[:5]) == "cpu"
+        torch.testing.assert_close(delta_rule(*x[:5]), reference.delta_rule(*x[:5]), **F64)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("fn", [chunked.delta_rule, cpu.delta_rule])
+def test_delta_rule_with_beta_near_2(gated, fn):
     x = inputs(2, 70, 2, 8, 4, gated, torch.float32)
     x[3] = 1.999 - 0.001 * x[3] / 2  # beta in (1.998, 1.999)
-    compare(call_delta(chunked.delta_rule, 32), call_delta(reference.delta_rule), x, F32_NEAR_2)
+    if fn is cpu.delta_rule:  # forward only: the output and the final state
+        with torch.no_grad():
+            got, want = call_delta(fn)(*x), call_delta(reference.delta_rule)(*(t if t is None else t.double() for t in x))
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a.double(), b, **F32_NEAR_2)
+        return
+    compare(call_delta(fn, 32), call_delta(reference.delta_rule), x, F32_NEAR_2)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -209,3 +239,19 @@ def test_fla_kernels_match_the_loop_on_cuda(op):
         x = [None if t is None else t.cuda() for t in inputs(2, 130, 2, 32, 16, op == "gated", torch.float32)]
         compare(lambda *a: delta_rule(*a[:5], initial_state=a[5], output_final_state=True, backend="triton"),
                 call_delta(reference.delta_rule), x, tol)
+
+
+def test_the_c_loop_splits_and_resets_as_one_call():
+    """cpu.delta_rule: two calls passing the state on equal one; g = -inf at p equals a fresh call from p."""
+    q, k, v, beta, g, S0 = inputs(2, 45, 2, 4, 3, True)
+    o, S = cpu.delta_rule(q, k, v, beta, g, None, S0, True)
+    o1, S1 = cpu.delta_rule(q[:, :20], k[:, :20], v[:, :20], beta[:, :20], g[:, :20], None, S0, True)
+    o2, S2 = cpu.delta_rule(q[:, 20:], k[:, 20:], v[:, 20:], beta[:, 20:], g[:, 20:], None, S1, True)
+    torch.testing.assert_close(o, torch.cat((o1, o2), 1), **F64)
+    torch.testing.assert_close(S, S2, **F64)
+    g_reset = g.clone()
+    g_reset[:, 20] = float("-inf")
+    o, S = cpu.delta_rule(q, k, v, beta, g_reset, None, S0, True)
+    o2, S2 = cpu.delta_rule(q[:, 20:], k[:, 20:], v[:, 20:], beta[:, 20:], g[:, 20:], None, None, True)
+    torch.testing.assert_close(o[:, 20:], o2, **F64)
+    torch.testing.assert_close(S, S2, **F64)

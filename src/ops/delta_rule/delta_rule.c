@@ -1,0 +1,93 @@
+/* The delta rule on the CPU, one step at a time, forward only, compiled by cpu.py
+   (src/ops/scan/cpu.py's `library`).
+
+   Per head, state S (K, V), d_t = exp(g_t) (1 without g), q~_t = scale q_t:
+       w_t = S_{t-1}^T k_t,   u_t = beta_t (v_t - d_t w_t),   S_t = d_t S_{t-1} + k_t u_t^T,
+       o_t = S_t^T q~_t
+   (S <- d S, then u = beta (v - S^T k), S <- S + k u^T, as reference.py). Layouts as the op's:
+   q, k (B, T, H, K), v, o (B, T, H, V), beta, g (B, T, H), states (B, H, K, V); a call does heads
+   [h0, h1) of the B H heads (threads take disjoint ranges). The (K, V) state of a head stays in
+   the L1 cache; a step is two vectorised passes over it (w, then the update fused with the
+   output), four rows at a time so that w and o are loaded and stored once per four rows.
+   exp: ../scan/exp_float.h in float32, libm in float64. The file includes itself once per dtype. */
+
+#ifndef T
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "../scan/exp_float.h"
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+
+#define T float
+#define EXP exp_float
+#define NAME(x) CAT(delta_rule_float32_, x)
+#include "delta_rule.c"
+#undef T
+#undef EXP
+#undef NAME
+
+#define T double
+#define EXP exp
+#define NAME(x) CAT(delta_rule_float64_, x)
+#include "delta_rule.c"
+
+#else
+
+/* one step of S (K, V) in place; kt, qs (K), vt (V); o_out (V) gets the output */
+static inline void NAME(step)(int64_t K, int64_t V, T d, T beta, const T *restrict kt, const T *restrict qs,
+                              const T *restrict vt, T *restrict S, T *restrict o_out) {
+    T w[V], o[V];
+    int64_t i = 0;
+    for (int64_t j = 0; j < V; j++) w[j] = o[j] = 0;
+    for (; i + 4 <= K; i += 4) {
+        const T *restrict r0 = S + i * V, *restrict r1 = r0 + V, *restrict r2 = r1 + V, *restrict r3 = r2 + V;
+#pragma omp simd
+        for (int64_t j = 0; j < V; j++) w[j] += kt[i] * r0[j] + kt[i + 1] * r1[j] + kt[i + 2] * r2[j] + kt[i + 3] * r3[j];
+    }
+    for (; i < K; i++)
+        for (int64_t j = 0; j < V; j++) w[j] += kt[i] * S[i * V + j];
+#pragma omp simd
+    for (int64_t j = 0; j < V; j++) w[j] = beta * (vt[j] - d * w[j]); /* now u_t */
+    for (i = 0; i + 4 <= K; i += 4) {
+        T *restrict r0 = S + i * V, *restrict r1 = r0 + V, *restrict r2 = r1 + V, *restrict r3 = r2 + V;
+#pragma omp simd
+        for (int64_t j = 0; j < V; j++) {
+            r0[j] = d * r0[j] + kt[i] * w[j];
+            r1[j] = d * r1[j] + kt[i + 1] * w[j];
+            r2[j] = d * r2[j] + kt[i + 2] * w[j];
+            r3[j] = d * r3[j] + kt[i + 3] * w[j];
+            o[j] += qs[i] * r0[j] + qs[i + 1] * r1[j] + qs[i + 2] * r2[j] + qs[i + 3] * r3[j];
+        }
+    }
+    for (; i < K; i++)
+        for (int64_t j = 0; j < V; j++) {
+            S[i * V + j] = d * S[i * V + j] + kt[i] * w[j];
+            o[j] += qs[i] * S[i * V + j];
+        }
+    memcpy(o_out, o, V * sizeof(T));
+}
+
+void NAME(forward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1, T scale,
+                   const T *q, const T *k, const T *v, const T *beta, const T *g, const T *S0, T *o, T *S_end) {
+    T qs[K];
+    for (int64_t bh = h0; bh < h1; bh++) {
+        const int64_t b = bh / H, h = bh % H;
+        T *S = S_end + bh * K * V;
+        if (S0) memcpy(S, S0 + bh * K * V, K * V * sizeof(T));
+        else memset(S, 0, K * V * sizeof(T));
+        for (int64_t t = 0; t < L; t++) {
+            const int64_t hd = (b * L + t) * H + h;
+            for (int64_t i = 0; i < K; i++) qs[i] = scale * q[hd * K + i];
+            const T d = g ? EXP(g[hd]) : (T)1;
+            if (K == 64 && V == 64) /* constant sizes: w and o stay in registers */
+                NAME(step)(64, 64, d, beta[hd], k + hd * K, qs, v + hd * V, S, o + hd * V);
+            else
+                NAME(step)(K, V, d, beta[hd], k + hd * K, qs, v + hd * V, S, o + hd * V);
+        }
+    }
+}
+
+#endif
