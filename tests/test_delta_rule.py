@@ -255,3 +255,15 @@ def test_the_c_loop_splits_and_resets_as_one_call():
     o2, S2 = cpu.delta_rule(q[:, 20:], k[:, 20:], v[:, 20:], beta[:, 20:], g[:, 20:], None, None, True)
     torch.testing.assert_close(o[:, 20:], o2, **F64)
     torch.testing.assert_close(S, S2, **F64)
+
+
+def test_the_c_loop_folds_strong_decays():
+    """Log decays of -30 per step: the C loop's state scale c falls below 2^-60 every other step
+    and is folded back into the state; the result is the loop's (float32)."""
+    q, k, v, beta, _, S0 = inputs(1, 40, 2, 8, 6, False, torch.float32)
+    g = torch.full((1, 40, 2), -30.0)
+    g[:, ::5] = -0.01
+    got = cpu.delta_rule(q, k, v, beta, g, None, S0, True)
+    want = reference.delta_rule(*(t.double() for t in (q, k, v, beta, g)), initial_state=S0.double(), output_final_state=True)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, **F32)

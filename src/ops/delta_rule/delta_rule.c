@@ -7,8 +7,9 @@
    (S <- d S, then u = beta (v - S^T k), S <- S + k u^T, as reference.py). Layouts as the op's:
    q, k (B, T, H, K), v, o (B, T, H, V), beta, g (B, T, H), states (B, H, K, V); a call does heads
    [h0, h1) of the B H heads (threads take disjoint ranges). The (K, V) state of a head stays in
-   the L1 cache; a step is two vectorised passes over it (w, then the update fused with the
-   output), four rows at a time so that w and o are loaded and stored once per four rows.
+   the L1 cache as S = c X, the decays in the scalar c (see forward); a step is two vectorised
+   passes over X (w, then the update fused with the output), four rows at a time so that w and o
+   are loaded and stored once per four rows.
    exp: ../scan/exp_float.h in float32, libm in float64. The file includes itself once per dtype. */
 
 #ifndef T
@@ -36,58 +37,79 @@
 
 #else
 
-/* one step of S (K, V) in place; kt, qs (K), vt (V); o_out (V) gets the output */
-static inline void NAME(step)(int64_t K, int64_t V, T d, T beta, const T *restrict kt, const T *restrict qs,
-                              const T *restrict vt, T *restrict S, T *restrict o_out) {
+/* one step of X (K, V) in place, the state S = c X with c > 0: w = X^T kt, u = beta (vt - c w),
+   X += kt (u / c)^T, o_out = X^T (c qs) = S^T qs; kt, qs (K), vt (V) */
+static inline void NAME(step)(int64_t K, int64_t V, T c, T beta, const T *restrict kt, const T *restrict qs,
+                              const T *restrict vt, T *restrict X, T *restrict o_out) {
     T w[V], o[V];
     int64_t i = 0;
     for (int64_t j = 0; j < V; j++) w[j] = o[j] = 0;
     for (; i + 4 <= K; i += 4) {
-        const T *restrict r0 = S + i * V, *restrict r1 = r0 + V, *restrict r2 = r1 + V, *restrict r3 = r2 + V;
+        const T *restrict r0 = X + i * V, *restrict r1 = r0 + V, *restrict r2 = r1 + V, *restrict r3 = r2 + V;
 #pragma omp simd
         for (int64_t j = 0; j < V; j++) w[j] += kt[i] * r0[j] + kt[i + 1] * r1[j] + kt[i + 2] * r2[j] + kt[i + 3] * r3[j];
     }
-    for (; i < K; i++)
-        for (int64_t j = 0; j < V; j++) w[j] += kt[i] * S[i * V + j];
+    for (; i < K; i++) {
+        const T *restrict row = X + i * V;
 #pragma omp simd
-    for (int64_t j = 0; j < V; j++) w[j] = beta * (vt[j] - d * w[j]); /* now u_t */
+        for (int64_t j = 0; j < V; j++) w[j] += kt[i] * row[j];
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < V; j++) w[j] = beta * (vt[j] - c * w[j]) / c; /* now u_t / c */
     for (i = 0; i + 4 <= K; i += 4) {
-        T *restrict r0 = S + i * V, *restrict r1 = r0 + V, *restrict r2 = r1 + V, *restrict r3 = r2 + V;
+        T *restrict r0 = X + i * V, *restrict r1 = r0 + V, *restrict r2 = r1 + V, *restrict r3 = r2 + V;
+        const T q0 = c * qs[i], q1 = c * qs[i + 1], q2 = c * qs[i + 2], q3 = c * qs[i + 3];
 #pragma omp simd
         for (int64_t j = 0; j < V; j++) {
-            r0[j] = d * r0[j] + kt[i] * w[j];
-            r1[j] = d * r1[j] + kt[i + 1] * w[j];
-            r2[j] = d * r2[j] + kt[i + 2] * w[j];
-            r3[j] = d * r3[j] + kt[i + 3] * w[j];
-            o[j] += qs[i] * r0[j] + qs[i + 1] * r1[j] + qs[i + 2] * r2[j] + qs[i + 3] * r3[j];
+            r0[j] += kt[i] * w[j];
+            r1[j] += kt[i + 1] * w[j];
+            r2[j] += kt[i + 2] * w[j];
+            r3[j] += kt[i + 3] * w[j];
+            o[j] += q0 * r0[j] + q1 * r1[j] + q2 * r2[j] + q3 * r3[j];
         }
     }
-    for (; i < K; i++)
+    for (; i < K; i++) {
+        T *restrict row = X + i * V;
+        const T qi = c * qs[i];
+#pragma omp simd
         for (int64_t j = 0; j < V; j++) {
-            S[i * V + j] = d * S[i * V + j] + kt[i] * w[j];
-            o[j] += qs[i] * S[i * V + j];
+            row[j] += kt[i] * w[j];
+            o[j] += qi * row[j];
         }
+    }
     memcpy(o_out, o, V * sizeof(T));
 }
 
+/* The decays go into the scale c (S = c X): a step is three multiply-adds per state element
+   instead of four. When c falls below TINY it is folded back (X <- c X, c = 1) before the
+   step, so u / c stays below 2^60 |u| (a reset, c = 0, folds to X = 0). */
+#define TINY ((T)8.673617379884035e-19) /* 2^-60 */
 void NAME(forward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1, T scale,
                    const T *q, const T *k, const T *v, const T *beta, const T *g, const T *S0, T *o, T *S_end) {
     T qs[K];
     for (int64_t bh = h0; bh < h1; bh++) {
         const int64_t b = bh / H, h = bh % H;
-        T *S = S_end + bh * K * V;
-        if (S0) memcpy(S, S0 + bh * K * V, K * V * sizeof(T));
-        else memset(S, 0, K * V * sizeof(T));
+        T *X = S_end + bh * K * V, c = 1;
+        if (S0) memcpy(X, S0 + bh * K * V, K * V * sizeof(T));
+        else memset(X, 0, K * V * sizeof(T));
         for (int64_t t = 0; t < L; t++) {
             const int64_t hd = (b * L + t) * H + h;
             for (int64_t i = 0; i < K; i++) qs[i] = scale * q[hd * K + i];
-            const T d = g ? EXP(g[hd]) : (T)1;
+            if (g) {
+                c *= EXP(g[hd]);
+                if (!(c >= TINY)) {
+                    for (int64_t i = 0; i < K * V; i++) X[i] *= c;
+                    c = 1;
+                }
+            }
             if (K == 64 && V == 64) /* constant sizes: w and o stay in registers */
-                NAME(step)(64, 64, d, beta[hd], k + hd * K, qs, v + hd * V, S, o + hd * V);
+                NAME(step)(64, 64, c, beta[hd], k + hd * K, qs, v + hd * V, X, o + hd * V);
             else
-                NAME(step)(K, V, d, beta[hd], k + hd * K, qs, v + hd * V, S, o + hd * V);
+                NAME(step)(K, V, c, beta[hd], k + hd * K, qs, v + hd * V, X, o + hd * V);
         }
+        for (int64_t i = 0; i < K * V; i++) X[i] *= c;
     }
 }
+#undef TINY
 
 #endif

@@ -7,10 +7,10 @@
        with u (RWKV-6):  o_t = S_{t-1}^T q~_t + (q~_t . (u * k_t)) v_t.
    Layouts as the op's: q, k, g (B, T, H, K), g per head (B, T, H), v, o (B, T, H, V), u (H, K),
    states (B, H, K, V); a call does heads [h0, h1) of the B H heads (threads take disjoint ranges).
-   The (K, V) state of a head stays in the L1 cache. A step walks it in column blocks of W (one
-   vector register): the block's outputs and values stay in registers while the K rows stream by,
-   so each state element is loaded and stored once a step. exp: ../scan/exp_float.h in float32,
-   libm in float64; exp(-inf) = 0 (a reset).
+   The (K, V) state of a head stays in the L1 cache; a step is one vectorised pass over it, four
+   rows at a time (the output row is loaded and stored once per four rows), the update fused with
+   the output; without u the decays live in per-row scales (see forward). exp:
+   ../scan/exp_float.h in float32, libm in float64; exp(-inf) = 0 (a reset).
 
    The forward also writes the state before steps 0, C, 2C, ... to `ckpt` (B, H, ceil(T / C), K, V)
    when given. The backward walks the segments of C steps from the last: it recomputes the
@@ -21,7 +21,7 @@
               dv_t = G^T k_t + (q~_t . (u * k_t)) do_t;  du += (v_t . do_t) q~_t * k_t (per head)
        both:  dg_t = d_t * rowsum(G * S_{t-1}) (summed over keys for gmode 1);  G <- diag(d_t) G
               (then + q~_t do_t^T, with u);  dS_0 = G at the start.
-   The file includes itself once per dtype (T, EXP, W, NAME set before each pass). */
+   The file includes itself once per dtype (T, EXP, NAME set before each pass). */
 
 #ifndef T
 #include <math.h>
@@ -36,17 +36,14 @@
 
 #define T float
 #define EXP exp_float
-#define W 16
 #define NAME(x) CAT(gla_float32_, x)
 #include "gla.c"
 #undef T
 #undef EXP
-#undef W
 #undef NAME
 
 #define T double
 #define EXP exp
-#define W 8
 #define NAME(x) CAT(gla_float64_, x)
 #include "gla.c"
 
@@ -109,35 +106,99 @@ static inline void NAME(step)(int64_t K, int64_t V, const T *restrict d, const T
     if (o_out) memcpy(o_out, o, V * sizeof(T));
 }
 
+/* S += kt vt^T, o_out = S^T qs (no decay, no u): two multiply-adds per state element, four rows
+   a pass (the forward's scaled form below) */
+static inline void NAME(step_undecayed)(int64_t K, int64_t V, const T *restrict qs, const T *restrict kt,
+                                        const T *restrict vt, T *restrict S, T *restrict o_out) {
+    T o[V];
+    for (int64_t j = 0; j < V; j++) o[j] = 0;
+    int64_t i = 0;
+    for (; i + 4 <= K; i += 4) {
+        T *restrict r0 = S + i * V, *restrict r1 = r0 + V, *restrict r2 = r1 + V, *restrict r3 = r2 + V;
+#pragma omp simd
+        for (int64_t j = 0; j < V; j++) {
+            r0[j] += kt[i] * vt[j];
+            r1[j] += kt[i + 1] * vt[j];
+            r2[j] += kt[i + 2] * vt[j];
+            r3[j] += kt[i + 3] * vt[j];
+            o[j] += qs[i] * r0[j] + qs[i + 1] * r1[j] + qs[i + 2] * r2[j] + qs[i + 3] * r3[j];
+        }
+    }
+    for (; i < K; i++) {
+        T *restrict row = S + i * V;
+#pragma omp simd
+        for (int64_t j = 0; j < V; j++) {
+            row[j] += kt[i] * vt[j];
+            o[j] += qs[i] * row[j];
+        }
+    }
+    memcpy(o_out, o, V * sizeof(T));
+}
+
 static inline T NAME(bonus)(int64_t K, const T *qs, const T *u, const T *kt) {
     T bonus = 0;
     for (int64_t i = 0; i < K; i++) bonus += qs[i] * u[i] * kt[i];
     return bonus;
 }
 
+/* The forward without u keeps S = diag(P) X: the decays go into the row scales P (K), and a step
+   is X += (k / P) v^T, o = X^T (q~ * P), two multiply-adds per element instead of three. A row
+   whose P falls below TINY is folded back (X_i <- P_i X_i, P_i = 1) before the step, so k / P
+   stays below 2^60 |k| (no overflow; a reset, P = 0, folds to X_i = 0). With u, the direct step. */
+#define TINY ((T)8.673617379884035e-19) /* 2^-60 */
 void NAME(forward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1,
                    int gmode, int64_t C, T scale, const T *q, const T *k, const T *v, const T *g,
                    const T *u, const T *S0, T *o, T *S_end, T *ckpt) {
     const int64_t nseg = (L + C - 1) / C, KV = K * V;
-    T d[K], qs[K];
+    T d[K], qs[K], P[K], kk[K];
     for (int64_t bh = h0; bh < h1; bh++) {
         const int64_t b = bh / H, h = bh % H;
         const T *uh = u ? u + h * K : NULL;
         T *S = S_end + bh * KV;
         if (S0) memcpy(S, S0 + bh * KV, KV * sizeof(T));
         else memset(S, 0, KV * sizeof(T));
+        for (int64_t i = 0; i < K; i++) P[i] = 1;
         for (int64_t t = 0; t < L; t++) {
             const int64_t hd = (b * L + t) * H + h, qk = hd * K;
-            if (ckpt && t % C == 0) memcpy(ckpt + (bh * nseg + t / C) * KV, S, KV * sizeof(T));
+            if (ckpt && t % C == 0)
+                for (int64_t i = 0; i < K; i++)
+                    for (int64_t j = 0; j < V; j++) ckpt[(bh * nseg + t / C) * KV + i * V + j] = P[i] * S[i * V + j];
             NAME(prepare)(K, gmode, scale, q, g, qk, hd, d, qs);
-            const T bonus = uh ? NAME(bonus)(K, qs, uh, k + qk) : 0;
+            if (uh) {
+                const T bonus = NAME(bonus)(K, qs, uh, k + qk);
+                if (K == 64 && V == 64) /* constant sizes: the output row stays in registers */
+                    NAME(step)(64, 64, d, qs, k + qk, v + hd * V, 1, bonus, S, o + hd * V);
+                else
+                    NAME(step)(K, V, d, qs, k + qk, v + hd * V, 1, bonus, S, o + hd * V);
+                continue;
+            }
+            int fold = 0;
+#pragma omp simd reduction(| : fold)
+            for (int64_t i = 0; i < K; i++) {
+                P[i] *= d[i];
+                fold |= !(P[i] >= TINY);
+            }
+            if (fold)
+                for (int64_t i = 0; i < K; i++)
+                    if (!(P[i] >= TINY)) {
+                        for (int64_t j = 0; j < V; j++) S[i * V + j] *= P[i];
+                        P[i] = 1;
+                    }
+#pragma omp simd
+            for (int64_t i = 0; i < K; i++) {
+                kk[i] = k[qk + i] / P[i];
+                qs[i] *= P[i];
+            }
             if (K == 64 && V == 64) /* constant sizes: the output row stays in registers */
-                NAME(step)(64, 64, d, qs, k + qk, v + hd * V, uh != NULL, bonus, S, o + hd * V);
+                NAME(step_undecayed)(64, 64, qs, kk, v + hd * V, S, o + hd * V);
             else
-                NAME(step)(K, V, d, qs, k + qk, v + hd * V, uh != NULL, bonus, S, o + hd * V);
+                NAME(step_undecayed)(K, V, qs, kk, v + hd * V, S, o + hd * V);
         }
+        for (int64_t i = 0; i < K; i++)
+            for (int64_t j = 0; j < V; j++) S[i * V + j] *= P[i];
     }
 }
+#undef TINY
 
 void NAME(backward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1,
                     int gmode, int64_t C, T scale, const T *q, const T *k, const T *v, const T *g,
