@@ -1,5 +1,5 @@
 """src/ops/delta_rule: the chunked UT-form paths against reference.py (forward, final state, every
-input gradient), the forward-only C loop (cpu.py) against it (output, final state), against fla's naive loops (when fla-core is installed), and the identities.
+input gradient), the C loop (cpu.py) against it (the same), against fla's naive loops (when fla-core is installed), and the identities.
 
 Tolerances: float64 chunked vs the float64 loop agree to rounding (1e-10; the triangular solve
 reorders the sums). float32 chunked vs the float64 loop: float32 rounding over <= 80 steps with
@@ -63,26 +63,20 @@ def test_delta_rule_chunked_matches_the_loop(shape, gated, dtype, tol):
     compare(call_delta(chunked.delta_rule, chunk), call_delta(reference.delta_rule), inputs(*dims, gated, dtype), tol)
 
 
-@pytest.mark.parametrize("shape", [shape[:5] for shape in SHAPES] + [(1, 70, 2, 64, 64)])  # + the specialised K = V = 64
+# (B, T, H, K, V): as SHAPES (several checkpoint segments of cpu.CHECKPOINT = 32 steps, a partial
+# last one) and K = V = 64, the sizes the C loop has a specialised step for
+@pytest.mark.parametrize("shape", [shape[:5] for shape in SHAPES] + [(1, 70, 2, 64, 64)])
 @pytest.mark.parametrize("gated", [False, True])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
 def test_delta_rule_cpu_loop_matches_the_loop(shape, gated, dtype, tol):
-    x = inputs(*shape, gated, dtype)
-    want = reference.delta_rule(*(t if t is None else t.double() for t in x[:5]), initial_state=x[5].double(),
-                                output_final_state=True)
-    for got, ref in zip(cpu.delta_rule(*x[:5], initial_state=x[5], output_final_state=True), want):
-        torch.testing.assert_close(got.double(), ref, **tol)
+    compare(call_delta(cpu.delta_rule), call_delta(reference.delta_rule), inputs(*shape, gated, dtype), tol)
 
 
-def test_the_c_loop_is_forward_only():
+def test_auto_takes_the_c_loop_on_cpu():
     x = inputs(2, 9, 2, 4, 4, True)
-    x[0].requires_grad_()
-    with pytest.raises(RuntimeError, match="no backward"):
-        cpu.delta_rule(*x[:5])
-    assert DISPATCH["delta_rule"].resolve("auto", torch.device("cpu"), x[:5]) == "torch"  # a gradient: torch
-    with torch.no_grad():
-        assert DISPATCH["delta_rule"].resolve("auto", torch.device("cpu"), x[:5]) == "cpu"
-        torch.testing.assert_close(delta_rule(*x[:5]), reference.delta_rule(*x[:5]), **F64)
+    assert DISPATCH["delta_rule"].resolve("auto", torch.device("cpu"), x[:5]) == "cpu"
+    assert DISPATCH["delta_rule"].resolve("auto", torch.device("cpu"), [t.half() for t in x[:5]]) == "torch"  # float16
+    torch.testing.assert_close(delta_rule(*x[:5]), reference.delta_rule(*x[:5]), **F64)
 
 
 @pytest.mark.parametrize("gated", [False, True])
@@ -90,13 +84,8 @@ def test_the_c_loop_is_forward_only():
 def test_delta_rule_with_beta_near_2(gated, fn):
     x = inputs(2, 70, 2, 8, 4, gated, torch.float32)
     x[3] = 1.999 - 0.001 * x[3] / 2  # beta in (1.998, 1.999)
-    if fn is cpu.delta_rule:  # forward only: the output and the final state
-        with torch.no_grad():
-            got, want = call_delta(fn)(*x), call_delta(reference.delta_rule)(*(t if t is None else t.double() for t in x))
-        for a, b in zip(got, want):
-            torch.testing.assert_close(a.double(), b, **F32_NEAR_2)
-        return
-    compare(call_delta(fn, 32), call_delta(reference.delta_rule), x, F32_NEAR_2)
+    compare(call_delta(fn, 32) if fn is chunked.delta_rule else call_delta(fn), call_delta(reference.delta_rule), x,
+            F32_NEAR_2)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -141,7 +130,7 @@ def test_splitting_the_sequence_passes_the_state_on(op):
     torch.testing.assert_close(S2, S, **F64)
 
 
-@pytest.mark.parametrize("op", ["gated", "dplr"])
+@pytest.mark.parametrize("op", ["gated", "gated-cpu", "dplr"])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
 def test_a_reset_is_two_independent_calls(op, dtype, tol):
     """g = -inf at position p forgets the state before p (DPLR: with b_p = 0, its low-rank term);
@@ -154,8 +143,8 @@ def test_a_reset_is_two_independent_calls(op, dtype, tol):
                                                      None, S, True, chunk=16)
     else:
         q, k, v, beta, g, S0 = inputs(2, 50, 2, 4, 3, True, dtype)
-        run = lambda s, g, S: chunked.delta_rule(q[:, s], k[:, s], v[:, s], beta[:, s], g[:, s],  # noqa: E731
-                                                None, S, True, chunk=16)
+        fn = cpu.delta_rule if op == "gated-cpu" else lambda *a: chunked.delta_rule(*a, chunk=16)
+        run = lambda s, g, S: fn(q[:, s], k[:, s], v[:, s], beta[:, s], g[:, s], None, S, True)  # noqa: E731
     for t in (q, k, v, S0):
         t.requires_grad_()
     g_reset = g.clone()
@@ -241,29 +230,20 @@ def test_fla_kernels_match_the_loop_on_cuda(op):
                 call_delta(reference.delta_rule), x, tol)
 
 
-def test_the_c_loop_splits_and_resets_as_one_call():
-    """cpu.delta_rule: two calls passing the state on equal one; g = -inf at p equals a fresh call from p."""
+def test_the_c_loop_splits_as_one_call():
+    """cpu.delta_rule: two calls passing the state on equal one call."""
     q, k, v, beta, g, S0 = inputs(2, 45, 2, 4, 3, True)
     o, S = cpu.delta_rule(q, k, v, beta, g, None, S0, True)
     o1, S1 = cpu.delta_rule(q[:, :20], k[:, :20], v[:, :20], beta[:, :20], g[:, :20], None, S0, True)
     o2, S2 = cpu.delta_rule(q[:, 20:], k[:, 20:], v[:, 20:], beta[:, 20:], g[:, 20:], None, S1, True)
     torch.testing.assert_close(o, torch.cat((o1, o2), 1), **F64)
     torch.testing.assert_close(S, S2, **F64)
-    g_reset = g.clone()
-    g_reset[:, 20] = float("-inf")
-    o, S = cpu.delta_rule(q, k, v, beta, g_reset, None, S0, True)
-    o2, S2 = cpu.delta_rule(q[:, 20:], k[:, 20:], v[:, 20:], beta[:, 20:], g[:, 20:], None, None, True)
-    torch.testing.assert_close(o[:, 20:], o2, **F64)
-    torch.testing.assert_close(S, S2, **F64)
 
 
 def test_the_c_loop_folds_strong_decays():
     """Log decays of -30 per step: the C loop's state scale c falls below 2^-60 every other step
-    and is folded back into the state; the result is the loop's (float32)."""
+    and is folded back into the state; the result and the gradients are the loop's (float32)."""
     q, k, v, beta, _, S0 = inputs(1, 40, 2, 8, 6, False, torch.float32)
     g = torch.full((1, 40, 2), -30.0)
     g[:, ::5] = -0.01
-    got = cpu.delta_rule(q, k, v, beta, g, None, S0, True)
-    want = reference.delta_rule(*(t.double() for t in (q, k, v, beta, g)), initial_state=S0.double(), output_final_state=True)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a.double(), b, **F32)
+    compare(call_delta(cpu.delta_rule), call_delta(reference.delta_rule), [q, k, v, beta, g, S0], F32)

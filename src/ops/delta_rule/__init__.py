@@ -12,7 +12,7 @@
 
 q, k (B, T, H, K); v (B, T, H, V); state (B, H, K, V); scale defaults to K^-1/2.
 Backends: `torch` (chunked.py, the UT form, every device), `cpu` (delta_rule only: a compiled C
-loop, cpu.py, forward only; first on CPU where no gradient is needed), `triton` (fla's chunk
+loop, cpu.py, forward and backward; first on CPU), `triton` (fla's chunk
 kernels, gpu.py, CUDA only, usable where fla imports and a smoke call agrees with torch).
 reference.py is the oracle.
 """
@@ -46,8 +46,6 @@ def _smoke_delta(fn, device):
     q, k, v, beta, g, _, _, S0 = smoke_inputs(device)
     for gate in (None, g):
         _agree(fn(q, k, v, beta, gate, None, S0, True), chunked.delta_rule(q, k, v, beta, gate, None, S0, True))
-    if fn is cpu.delta_rule:  # forward only
-        return
     q.requires_grad_(True)
     fn(q, k, v, beta, g)[0].sum().backward()
 
