@@ -49,8 +49,9 @@ def test_chunked_matches_the_loop(shape, gate, bonus, dtype, tol):
 
 
 # (B, T, H, K, V): as SHAPES (several checkpoint segments of cpu.CHECKPOINT = 32 steps, a partial
-# last one) and K = V = 64, the sizes the C loop has a specialised step for
-CPU_SHAPES = [shape[:5] for shape in SHAPES] + [(1, 70, 2, 64, 64)]
+# last one), V = 16 (blocks of 8 steps in the forward, float32 and float64, T not a multiple of 8,
+# K not of 4) and K = V = 64 (the sizes the C loop has a specialised step for)
+CPU_SHAPES = [shape[:5] for shape in SHAPES] + [(2, 45, 2, 5, 16), (1, 70, 2, 64, 64)]
 
 
 @pytest.mark.parametrize("shape", CPU_SHAPES)
@@ -101,11 +102,11 @@ def test_splitting_the_sequence_passes_the_state_on(gate, bonus):
 
 @pytest.mark.parametrize("gate", ["key", "head"])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
-@pytest.mark.parametrize("path", ["torch", "cpu"])
-def test_a_reset_is_two_independent_calls(gate, dtype, tol, path):
+@pytest.mark.parametrize("path, V", [("torch", 3), ("cpu", 3), ("cpu", 16)])  # cpu, V = 16: in 8-step blocks
+def test_a_reset_is_two_independent_calls(gate, dtype, tol, path, V):
     """g = -inf at position p forgets everything before p (S_p = k_p v_p^T); gradients stay finite."""
     run = {"torch": lambda *a: chunked.gla(*a, chunk=16), "cpu": cpu.gla}[path]
-    q, k, v, g, _, S0 = inputs(2, 50, 2, 4, 3, gate, False, dtype)
+    q, k, v, g, _, S0 = inputs(2, 50, 2, 4, V, gate, False, dtype)
     for t in (q, k, v, S0):
         t.requires_grad_()
     p = 21
@@ -124,11 +125,12 @@ def test_a_reset_is_two_independent_calls(gate, dtype, tol, path):
     assert torch.isfinite(got[-1]).all() and (got[-1][:, p] == 0).all()
 
 
-@pytest.mark.parametrize("fn", [chunked.gla, cpu.gla])
-def test_strong_decays_stay_finite(fn):
+@pytest.mark.parametrize("fn, V", [(chunked.gla, 3), (cpu.gla, 3), (cpu.gla, 16)])
+def test_strong_decays_stay_finite(fn, V):
     """Log decays of -50 per step: exp(-b) would overflow float32 after two steps; every
-    exponent here is <= 0, so the output is finite and equals the loop."""
-    q, k, v, _, _, S0 = inputs(1, 70, 2, 4, 3, "none", False, torch.float32)
+    exponent here is <= 0 (the C loop's row scales stay >= 2^-60), so the output is finite and
+    equals the loop."""
+    q, k, v, _, _, S0 = inputs(1, 70, 2, 4, V, "none", False, torch.float32)
     g = torch.full((1, 70, 2, 4), -50.0)
     g[:, ::7] = -0.01
     o, S = fn(q, k, v, g, None, None, S0, True)

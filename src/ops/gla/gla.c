@@ -9,7 +9,8 @@
    states (B, H, K, V); a call does heads [h0, h1) of the B H heads (threads take disjoint ranges).
    The (K, V) state of a head stays in the L1 cache; a step is one vectorised pass over it, four
    rows at a time (the output row is loaded and stored once per four rows), the update fused with
-   the output; without u the decays live in per-row scales (see forward). exp:
+   the output; without u the decays live in per-row scales (see forward) and steps go 8 at a time
+   where V is a multiple of the vector width (see block). exp:
    ../scan/exp_float.h in float32, libm in float64; exp(-inf) = 0 (a reset).
 
    The forward also writes the state before steps 0, C, 2C, ... to `ckpt` (B, H, ceil(T / C), K, V)
@@ -141,11 +142,75 @@ static inline T NAME(bonus)(int64_t K, const T *qs, const T *u, const T *kt) {
     return bonus;
 }
 
+/* NB steps at once without u, for V a multiple of the vector width: for each 64-byte column
+   block of X, the block's values and outputs of the NB steps stay in registers while the rows
+   stream by, each row loaded and stored once per NB steps (instead of once a step). The row
+   scales of the NB steps, Pt, are P times the decays so far; if one would fall below TINY by the
+   block's end even after folding, the block is left to the step-by-step loop (returns 0). */
+#define TINY ((T)8.673617379884035e-19) /* 2^-60 */
+#define NB 8
+typedef T NAME(vec) __attribute__((vector_size(64), aligned(sizeof(T))));
+static int NAME(block)(int64_t K, int64_t V, int gmode, T scale, const T *q, const T *k, const T *v, const T *g,
+                       int64_t hd0, int64_t H, T *restrict P, T *restrict X, T *restrict o) {
+    typedef NAME(vec) vec;
+    enum { LANES = 64 / sizeof(T) };
+    T dd[NB * K], kk[NB * K], qq[NB * K], Pt[NB * K];
+    for (int64_t j = 0; j < NB; j++) {
+        const int64_t hd = hd0 + j * H;
+        NAME(prepare)(K, gmode, scale, q, g, hd * K, hd, dd + j * K, qq + j * K);
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int weak = 0;
+        for (int64_t j = 0; j < NB; j++) {
+            const T *restrict prev = j ? Pt + (j - 1) * K : P;
+#pragma omp simd
+            for (int64_t i = 0; i < K; i++) Pt[j * K + i] = prev[i] * dd[j * K + i];
+        }
+#pragma omp simd reduction(| : weak)
+        for (int64_t i = 0; i < K; i++) weak |= !(Pt[(NB - 1) * K + i] >= TINY);
+        if (!weak) break;
+        if (attempt) return 0;
+        for (int64_t i = 0; i < K; i++) /* fold the rows that would fall low, then try again */
+            if (!(Pt[(NB - 1) * K + i] >= TINY) && P[i] != 1) {
+                for (int64_t c = 0; c < V; c++) X[i * V + c] *= P[i];
+                P[i] = 1;
+            }
+    }
+    for (int64_t j = 0; j < NB; j++) {
+        const T *kt = k + (hd0 + j * H) * K;
+#pragma omp simd
+        for (int64_t i = 0; i < K; i++) {
+            kk[j * K + i] = kt[i] / Pt[j * K + i];
+            qq[j * K + i] *= Pt[j * K + i];
+        }
+    }
+    for (int64_t c0 = 0; c0 < V; c0 += LANES) {
+        vec vv[NB], acc[NB];
+#pragma GCC unroll 8
+        for (int j = 0; j < NB; j++) {
+            vv[j] = *(const vec *)(v + (hd0 + j * H) * V + c0);
+            acc[j] = vv[j] * (T)0;
+        }
+        for (int64_t i = 0; i < K; i++) {
+            vec *row = (vec *)(X + i * V + c0), x = *row;
+#pragma GCC unroll 8
+            for (int j = 0; j < NB; j++) {
+                x += kk[j * K + i] * vv[j];
+                acc[j] += qq[j * K + i] * x;
+            }
+            *row = x;
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < NB; j++) *(vec *)(o + (hd0 + j * H) * V + c0) = acc[j];
+    }
+    memcpy(P, Pt + (NB - 1) * K, K * sizeof(T));
+    return 1;
+}
+
 /* The forward without u keeps S = diag(P) X: the decays go into the row scales P (K), and a step
    is X += (k / P) v^T, o = X^T (q~ * P), two multiply-adds per element instead of three. A row
    whose P falls below TINY is folded back (X_i <- P_i X_i, P_i = 1) before the step, so k / P
    stays below 2^60 |k| (no overflow; a reset, P = 0, folds to X_i = 0). With u, the direct step. */
-#define TINY ((T)8.673617379884035e-19) /* 2^-60 */
 void NAME(forward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1,
                    int gmode, int64_t C, T scale, const T *q, const T *k, const T *v, const T *g,
                    const T *u, const T *S0, T *o, T *S_end, T *ckpt) {
@@ -163,6 +228,11 @@ void NAME(forward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64_
             if (ckpt && t % C == 0)
                 for (int64_t i = 0; i < K; i++)
                     for (int64_t j = 0; j < V; j++) ckpt[(bh * nseg + t / C) * KV + i * V + j] = P[i] * S[i * V + j];
+            if (!uh && t % NB == 0 && t + NB <= L && V % (64 / sizeof(T)) == 0 && (!ckpt || C % NB == 0) &&
+                NAME(block)(K, V, gmode, scale, q, k, v, g, hd, H, P, S, o)) {
+                t += NB - 1;
+                continue;
+            }
             NAME(prepare)(K, gmode, scale, q, g, qk, hd, d, qs);
             if (uh) {
                 const T bonus = NAME(bonus)(K, qs, uh, k + qk);
@@ -199,6 +269,7 @@ void NAME(forward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64_
     }
 }
 #undef TINY
+#undef NB
 
 void NAME(backward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1,
                     int gmode, int64_t C, T scale, const T *q, const T *k, const T *v, const T *g,
