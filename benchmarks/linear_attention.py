@@ -13,7 +13,8 @@ fla's naive.py files are loaded by path from the installed fla-core wheel (pure 
 fla.ops would pull Triton); without fla-core the baselines are our own per-step loops
 (src/ops/*/reference.py, the same recurrences) and the header says so. Each round times the
 baseline, then ours; the table gives the median time of each, the median ratio and its range
-over the rounds. Inputs as the layers make them: unit q, k for the delta rule, beta in (0, 1),
+over the rounds, and the same ratio of CPU times (time.process_time: this process's own CPU time,
+the steadier figure on a shared machine). Inputs as the layers make them: unit q, k for the delta rule, beta in (0, 1),
 GLA's gate logsigmoid(x) / 16. The error column is ||o - o_64|| / ||o_64|| for the float32
 outputs against src/ops/*/reference.py in float64 (forward rows). The backend column is what
 `auto` ran: `cpu` (the C loops: gla forward and backward, the delta rule's forward) or `torch`
@@ -73,11 +74,12 @@ def inputs(op, B, T, H, K, grad):
 
 
 def timed(fn, x, backward):
-    start = time.perf_counter()
+    """(wall seconds, this process's CPU seconds) of one call (and its backward)."""
+    start, cpu = time.perf_counter(), time.process_time()
     o = fn(*x)
     if backward:
         torch.autograd.grad(o.sum(), x)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def ours(op, backend="auto"):
@@ -114,8 +116,9 @@ def main():
     T_fwd, T_bwd = (256, 128) if args.quick else (2048, 512)
     base = baselines()
     print(f"float32, B 4, H 4, K = V = 64, {torch.get_num_threads()} threads, {rounds} interleaved rounds")
-    print("| op | pass | T | baseline | baseline ms | backend | ours ms | ratio (median) | ratio range | rel. error ours / baseline |")
-    print("|---|---|---:|---|---:|---|---:|---:|---:|---|")
+    print("| op | pass | T | baseline | baseline ms | backend | ours ms | ratio (median) | ratio range | CPU-time ratio "
+          "| ours CPU ms | rel. error ours / baseline |")
+    print("|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---|")
     for op in ("delta_rule", "gla"):
         name, loop = base[op]
         for backward, T in ((False, T_fwd), (True, T_bwd)):
@@ -126,13 +129,16 @@ def main():
             for _ in range(rounds):
                 t_base.append(timed(loop, x, backward))
                 t_ours.append(timed(fn, x, backward))
-            ratios = [b / o for b, o in zip(t_base, t_ours)]
+            ratios = [b[0] / o[0] for b, o in zip(t_base, t_ours)]
+            cpu_ratio = statistics.median(b[1] / o[1] for b, o in zip(t_base, t_ours))
             err = "" if backward else " / ".join(f"{e:.1e}" for e in error(op, x, args.backend))
             with torch.set_grad_enabled(backward):
                 used = resolved(op, args.backend, x)
-            print(f"| {op} | {'fwd+bwd' if backward else 'fwd'} | {T} | {name} | {1000 * statistics.median(t_base):.0f} "
-                  f"| {used} | {1000 * statistics.median(t_ours):.1f} | {statistics.median(ratios):.1f}x | "
-                  f"{min(ratios):.1f}-{max(ratios):.1f}x | {err} |")
+            wall = [t[0] for t in t_base], [t[0] for t in t_ours]
+            print(f"| {op} | {'fwd+bwd' if backward else 'fwd'} | {T} | {name} | {1000 * statistics.median(wall[0]):.0f} "
+                  f"| {used} | {1000 * statistics.median(wall[1]):.1f} | {statistics.median(ratios):.1f}x | "
+                  f"{min(ratios):.1f}-{max(ratios):.1f}x | {cpu_ratio:.1f}x | "
+                  f"{1000 * statistics.median(t[1] for t in t_ours):.1f} | {err} |")
 
 
 if __name__ == "__main__":
