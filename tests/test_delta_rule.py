@@ -247,3 +247,19 @@ def test_the_c_loop_folds_strong_decays():
     g = torch.full((1, 40, 2), -30.0)
     g[:, ::5] = -0.01
     compare(call_delta(cpu.delta_rule), call_delta(reference.delta_rule), [q, k, v, beta, g, S0], F32)
+
+
+def test_without_a_compiler_auto_takes_the_torch_path(monkeypatch, tmp_path):
+    from src.ops.scan.cpu import library
+
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("SCAN_CPU_CACHE", str(tmp_path))
+    library.cache_clear()
+    DISPATCH["delta_rule"].reset()
+    try:
+        x = inputs(2, 9, 2, 4, 3, True)
+        assert DISPATCH["delta_rule"].resolve("auto", torch.device("cpu"), x[:5]) == "torch"
+        torch.testing.assert_close(delta_rule(*x[:5]), reference.delta_rule(*x[:5]), **F64)
+    finally:
+        library.cache_clear()
+        DISPATCH["delta_rule"].reset()

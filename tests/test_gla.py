@@ -184,3 +184,21 @@ def test_fla_kernels_match_the_torch_path_on_cuda(gate, bonus):
     x = [None if t is None else t.cuda() for t in inputs(2, 130, 2, 32, 16, gate, bonus, torch.float32)]
     compare(lambda *a: gla(*a[:5], initial_state=a[5], output_final_state=True, backend="triton"),
             lambda *a: reference.gla(*a[:5], initial_state=a[5], output_final_state=True), x, dict(rtol=1e-3, atol=1e-3))
+
+
+def test_without_a_compiler_auto_takes_the_torch_path(monkeypatch, tmp_path):
+    from src.ops.scan.cpu import library
+
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("SCAN_CPU_CACHE", str(tmp_path))
+    library.cache_clear()
+    DISPATCH.reset()
+    try:
+        x = inputs(2, 9, 2, 4, 3, "key", False)
+        assert DISPATCH.resolve("auto", torch.device("cpu"), x[:4]) == "torch"
+        torch.testing.assert_close(gla(*x[:4]), reference.gla(*x[:4]), **F64)
+        with pytest.raises(ConfigError, match=r"backend='cpu' does not run on cpu here \(RuntimeError: no C compiler"):
+            gla(*x[:4], backend="cpu")
+    finally:
+        library.cache_clear()
+        DISPATCH.reset()
