@@ -1,12 +1,13 @@
 """Forward + backward time of every layer config, one layer, on CPU (float32).
 
-    python -m benchmarks.layers [--B 8] [--L 1024] [--D 128] [--repeats 3] [--layers s4 mha ...]
+    python -m benchmarks.layers [--B 8] [--L 1024] [--D 128] [--repeats 3] [--layers s4 mha gla:torch ...]
 
 Each layer is built from configs/model/layer/<name>.yaml (as `python -m train model/layer=<name>`
 composes it, with dataset.L = L), and timed on x (B, L, D): y, _ = layer(x); y.square().mean().backward().
 One warm-up, then the median of `repeats` runs, all layers in one process, interleaved round by
 round so that load from other processes hits them alike. Prints a markdown table: the median,
-the ratio to the fastest layer, parameters and state_size(L).
+the ratio to the fastest layer, parameters and state_size(L). `name:backend` sets the layer's
+model.layer.backend (e.g. `gla gla:torch`: the default backend and the torch path side by side).
 """
 
 import argparse
@@ -25,10 +26,19 @@ ALL = sorted(p.stem for p in (ROOT / "configs" / "model" / "layer").glob("*.yaml
 
 
 def layer_config(name, L):
+    """The layer config of `name` or `name:backend` (model.layer.backend=backend)."""
+    name, _, backend = name.partition(":")
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         config = compose("config", overrides=["wandb=null", "experiment=dss-sequence1d", f"model/layer={name}",
-                                              f"dataset.L={L}"])
+                                              f"dataset.L={L}"] + ([f"model.layer.backend={backend}"] if backend else []))
     return prepare(config).model.layer
+
+
+def layer_name(text):
+    """argparse type: a layer config name, optionally with `:backend`."""
+    if text.partition(":")[0] not in ALL:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose one of {', '.join(ALL)} (optionally name:backend)")
+    return text
 
 
 def fwd_bwd(layer, x):
@@ -45,7 +55,7 @@ def main():
     parser.add_argument("--L", type=int, default=1024)
     parser.add_argument("--D", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--layers", nargs="+", default=ALL, choices=ALL)
+    parser.add_argument("--layers", nargs="+", default=ALL, type=layer_name)
     args = parser.parse_args()
     torch.manual_seed(0)
     layers = {name: build_layer(layer_config(name, args.L), args.D, notice=lambda line: None, max_length=args.L)

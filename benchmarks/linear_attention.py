@@ -1,4 +1,4 @@
-"""The gla and delta_rule ops (chunked torch path) against fla's naive per-step loops, on CPU,
+"""The gla and delta_rule ops (backend auto) against fla's naive per-step loops, on CPU,
 measured side by side in one run, interleaved round by round.
 
     python -m benchmarks.linear_attention [--rounds 5] [--threads N] [--quick]
@@ -13,9 +13,13 @@ fla's naive.py files are loaded by path from the installed fla-core wheel (pure 
 fla.ops would pull Triton); without fla-core the baselines are our own per-step loops
 (src/ops/*/reference.py, the same recurrences) and the header says so. Each round times the
 baseline, then ours; the table gives the median time of each, the median ratio and its range
-over the rounds. Inputs as the layers make them: unit q, k for the delta rule, beta in (0, 1),
+over the rounds, and the same ratio of CPU times (time.process_time: this process's own CPU time,
+the steadier figure on a shared machine). Inputs as the layers make them: unit q, k for the delta rule, beta in (0, 1),
 GLA's gate logsigmoid(x) / 16. The error column is ||o - o_64|| / ||o_64|| for the float32
-outputs against src/ops/*/reference.py in float64 (forward rows).
+outputs against src/ops/*/reference.py in float64 (forward rows). The backend column is what
+`auto` ran: `cpu` (the C loops: gla forward and backward, the delta rule's forward) or `torch`
+(the chunked path: the delta rule where a gradient is needed). --backend torch times the chunked
+path everywhere.
 """
 
 import argparse
@@ -27,8 +31,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from src.ops.delta_rule import DISPATCH as DELTA_DISPATCH
 from src.ops.delta_rule import delta_rule
 from src.ops.delta_rule import reference as delta_reference
+from src.ops.gla import DISPATCH as GLA_DISPATCH
 from src.ops.gla import gla
 from src.ops.gla import reference as gla_reference
 
@@ -68,24 +74,33 @@ def inputs(op, B, T, H, K, grad):
 
 
 def timed(fn, x, backward):
-    start = time.perf_counter()
+    """(wall seconds, this process's CPU seconds) of one call (and its backward)."""
+    start, cpu = time.perf_counter(), time.process_time()
     o = fn(*x)
     if backward:
         torch.autograd.grad(o.sum(), x)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def ours(op):
-    return (lambda q, k, v, b: delta_rule(q, k, v, b)[0]) if op == "delta_rule" else (lambda q, k, v, g: gla(q, k, v, g)[0])
+def ours(op, backend="auto"):
+    if op == "delta_rule":
+        return lambda q, k, v, b: delta_rule(q, k, v, b, backend=backend)[0]
+    return lambda q, k, v, g: gla(q, k, v, g, backend=backend)[0]
 
 
-def error(op, x):
+def resolved(op, backend, x):
+    """The backend `backend` runs for these inputs (a gradient is needed where they require one)."""
+    dispatch = DELTA_DISPATCH["delta_rule"] if op == "delta_rule" else GLA_DISPATCH
+    return dispatch.resolve(backend, x[0].device, x)
+
+
+def error(op, x, backend):
     """||o_32 - o_64|| / ||o_64|| of our float32 output, and of the baseline's."""
     x64 = [t.detach().double() for t in x]
     ref = (delta_reference.delta_rule if op == "delta_rule" else gla_reference.gla)(*x64)[0]
     with torch.no_grad():
         return [((f(*[t.detach() for t in x]).double() - ref).norm() / ref.norm()).item()
-                for f in (ours(op), baselines()[op][1])]
+                for f in (ours(op, backend), baselines()[op][1])]
 
 
 def main():
@@ -93,6 +108,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="T 256 / 128, 2 rounds (a smoke run)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "cpu"])
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -100,22 +116,29 @@ def main():
     T_fwd, T_bwd = (256, 128) if args.quick else (2048, 512)
     base = baselines()
     print(f"float32, B 4, H 4, K = V = 64, {torch.get_num_threads()} threads, {rounds} interleaved rounds")
-    print("| op | pass | T | baseline | baseline ms | ours ms | ratio (median) | ratio range | rel. error ours / baseline |")
-    print("|---|---|---:|---|---:|---:|---:|---:|---|")
+    print("| op | pass | T | baseline | baseline ms | backend | ours ms | ratio (median) | ratio range | CPU-time ratio "
+          "| ours CPU ms | rel. error ours / baseline |")
+    print("|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---|")
     for op in ("delta_rule", "gla"):
         name, loop = base[op]
         for backward, T in ((False, T_fwd), (True, T_bwd)):
             x = inputs(op, 4, T, 4, 64, backward)
-            timed(ours(op), x, backward)  # warm-up
+            fn = ours(op, args.backend)
+            timed(fn, x, backward)  # warm-up (and the C loops' compile)
             t_base, t_ours = [], []
             for _ in range(rounds):
                 t_base.append(timed(loop, x, backward))
-                t_ours.append(timed(ours(op), x, backward))
-            ratios = [b / o for b, o in zip(t_base, t_ours)]
-            err = "" if backward else " / ".join(f"{e:.1e}" for e in error(op, x))
-            print(f"| {op} | {'fwd+bwd' if backward else 'fwd'} | {T} | {name} | {1000 * statistics.median(t_base):.0f} "
-                  f"| {1000 * statistics.median(t_ours):.1f} | {statistics.median(ratios):.1f}x | "
-                  f"{min(ratios):.1f}-{max(ratios):.1f}x | {err} |")
+                t_ours.append(timed(fn, x, backward))
+            ratios = [b[0] / o[0] for b, o in zip(t_base, t_ours)]
+            cpu_ratio = statistics.median(b[1] / o[1] for b, o in zip(t_base, t_ours))
+            err = "" if backward else " / ".join(f"{e:.1e}" for e in error(op, x, args.backend))
+            with torch.set_grad_enabled(backward):
+                used = resolved(op, args.backend, x)
+            wall = [t[0] for t in t_base], [t[0] for t in t_ours]
+            print(f"| {op} | {'fwd+bwd' if backward else 'fwd'} | {T} | {name} | {1000 * statistics.median(wall[0]):.0f} "
+                  f"| {used} | {1000 * statistics.median(wall[1]):.1f} | {statistics.median(ratios):.1f}x | "
+                  f"{min(ratios):.1f}-{max(ratios):.1f}x | {cpu_ratio:.1f}x | "
+                  f"{1000 * statistics.median(t[1] for t in t_ours):.1f} | {err} |")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """src/ops/delta_rule: the chunked UT-form paths against reference.py (forward, final state, every
-input gradient), against fla's naive loops (when fla-core is installed), and the identities.
+input gradient), the C loop (cpu.py) against it (the same), against fla's naive loops (when fla-core is installed), and the identities.
 
 Tolerances: float64 chunked vs the float64 loop agree to rounding (1e-10; the triangular solve
 reorders the sums). float32 chunked vs the float64 loop: float32 rounding over <= 80 steps with
 unit keys and O(1) values, through a unit-triangular solve whose inverse stays O(1) for beta in
 (0, 2) (it is a product of transitions of norm <= 1): 1e-4 relative and absolute (2e-4 where
-beta is near 2: I - beta k k^T has an eigenvalue near -1, so errors do not decay).
+beta is near 2: I - beta k k^T has an eigenvalue near -1, so errors do not decay). The C loop
+in float32 is the same loop in float32 rounding: the same tolerances.
 """
 
 import pytest
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from conftest import fla_naive
 from test_scan import compare
 
-from src.ops.delta_rule import chunked, delta_rule, dplr_delta_rule, reference
+from src.ops.delta_rule import DISPATCH, chunked, cpu, delta_rule, dplr_delta_rule, reference
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 F32 = dict(rtol=1e-4, atol=1e-4)
@@ -62,11 +63,29 @@ def test_delta_rule_chunked_matches_the_loop(shape, gated, dtype, tol):
     compare(call_delta(chunked.delta_rule, chunk), call_delta(reference.delta_rule), inputs(*dims, gated, dtype), tol)
 
 
+# (B, T, H, K, V): as SHAPES (several checkpoint segments of cpu.CHECKPOINT = 32 steps, a partial
+# last one) and K = V = 64, the sizes the C loop has a specialised step for
+@pytest.mark.parametrize("shape", [shape[:5] for shape in SHAPES] + [(1, 70, 2, 64, 64)])
 @pytest.mark.parametrize("gated", [False, True])
-def test_delta_rule_with_beta_near_2(gated):
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
+def test_delta_rule_cpu_loop_matches_the_loop(shape, gated, dtype, tol):
+    compare(call_delta(cpu.delta_rule), call_delta(reference.delta_rule), inputs(*shape, gated, dtype), tol)
+
+
+def test_auto_takes_the_c_loop_on_cpu():
+    x = inputs(2, 9, 2, 4, 4, True)
+    assert DISPATCH["delta_rule"].resolve("auto", torch.device("cpu"), x[:5]) == "cpu"
+    assert DISPATCH["delta_rule"].resolve("auto", torch.device("cpu"), [t.half() for t in x[:5]]) == "torch"  # float16
+    torch.testing.assert_close(delta_rule(*x[:5]), reference.delta_rule(*x[:5]), **F64)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("fn", [chunked.delta_rule, cpu.delta_rule])
+def test_delta_rule_with_beta_near_2(gated, fn):
     x = inputs(2, 70, 2, 8, 4, gated, torch.float32)
     x[3] = 1.999 - 0.001 * x[3] / 2  # beta in (1.998, 1.999)
-    compare(call_delta(chunked.delta_rule, 32), call_delta(reference.delta_rule), x, F32_NEAR_2)
+    compare(call_delta(fn, 32) if fn is chunked.delta_rule else call_delta(fn), call_delta(reference.delta_rule), x,
+            F32_NEAR_2)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -111,7 +130,7 @@ def test_splitting_the_sequence_passes_the_state_on(op):
     torch.testing.assert_close(S2, S, **F64)
 
 
-@pytest.mark.parametrize("op", ["gated", "dplr"])
+@pytest.mark.parametrize("op", ["gated", "gated-cpu", "dplr"])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
 def test_a_reset_is_two_independent_calls(op, dtype, tol):
     """g = -inf at position p forgets the state before p (DPLR: with b_p = 0, its low-rank term);
@@ -124,8 +143,8 @@ def test_a_reset_is_two_independent_calls(op, dtype, tol):
                                                      None, S, True, chunk=16)
     else:
         q, k, v, beta, g, S0 = inputs(2, 50, 2, 4, 3, True, dtype)
-        run = lambda s, g, S: chunked.delta_rule(q[:, s], k[:, s], v[:, s], beta[:, s], g[:, s],  # noqa: E731
-                                                None, S, True, chunk=16)
+        fn = cpu.delta_rule if op == "gated-cpu" else lambda *a: chunked.delta_rule(*a, chunk=16)
+        run = lambda s, g, S: fn(q[:, s], k[:, s], v[:, s], beta[:, s], g[:, s], None, S, True)  # noqa: E731
     for t in (q, k, v, S0):
         t.requires_grad_()
     g_reset = g.clone()
@@ -209,3 +228,38 @@ def test_fla_kernels_match_the_loop_on_cuda(op):
         x = [None if t is None else t.cuda() for t in inputs(2, 130, 2, 32, 16, op == "gated", torch.float32)]
         compare(lambda *a: delta_rule(*a[:5], initial_state=a[5], output_final_state=True, backend="triton"),
                 call_delta(reference.delta_rule), x, tol)
+
+
+def test_the_c_loop_splits_as_one_call():
+    """cpu.delta_rule: two calls passing the state on equal one call."""
+    q, k, v, beta, g, S0 = inputs(2, 45, 2, 4, 3, True)
+    o, S = cpu.delta_rule(q, k, v, beta, g, None, S0, True)
+    o1, S1 = cpu.delta_rule(q[:, :20], k[:, :20], v[:, :20], beta[:, :20], g[:, :20], None, S0, True)
+    o2, S2 = cpu.delta_rule(q[:, 20:], k[:, 20:], v[:, 20:], beta[:, 20:], g[:, 20:], None, S1, True)
+    torch.testing.assert_close(o, torch.cat((o1, o2), 1), **F64)
+    torch.testing.assert_close(S, S2, **F64)
+
+
+def test_the_c_loop_folds_strong_decays():
+    """Log decays of -30 per step: the C loop's state scale c falls below 2^-60 every other step
+    and is folded back into the state; the result and the gradients are the loop's (float32)."""
+    q, k, v, beta, _, S0 = inputs(1, 40, 2, 8, 6, False, torch.float32)
+    g = torch.full((1, 40, 2), -30.0)
+    g[:, ::5] = -0.01
+    compare(call_delta(cpu.delta_rule), call_delta(reference.delta_rule), [q, k, v, beta, g, S0], F32)
+
+
+def test_without_a_compiler_auto_takes_the_torch_path(monkeypatch, tmp_path):
+    from src.ops.scan.cpu import library
+
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("SCAN_CPU_CACHE", str(tmp_path))
+    library.cache_clear()
+    DISPATCH["delta_rule"].reset()
+    try:
+        x = inputs(2, 9, 2, 4, 3, True)
+        assert DISPATCH["delta_rule"].resolve("auto", torch.device("cpu"), x[:5]) == "torch"
+        torch.testing.assert_close(delta_rule(*x[:5]), reference.delta_rule(*x[:5]), **F64)
+    finally:
+        library.cache_clear()
+        DISPATCH["delta_rule"].reset()

@@ -1,10 +1,11 @@
-"""src/ops/gla: the chunked path against reference.py (forward, final state, every input gradient),
+"""src/ops/gla: the chunked path and the C loop (cpu.py) against reference.py (forward, final state, every input gradient),
 against fla's naive loops (when fla-core is installed), and the recurrence's identities.
 
 Tolerances: float64 chunked vs the float64 loop agree to rounding (1e-10). float32 chunked vs the
 float64 loop: float32 rounding over <= 80 steps of O(1) values with in-chunk decays as
 differences of float32 cumulative sums (off by ~eps |b|, |b| <= 80 here), so 1e-4 relative and
-absolute. fla's naive loops compute in float32: 1e-4 against ours in float64.
+absolute. The C loop in float32: float32 rounding over <= 80 steps of O(1) values, 1e-4 too.
+fla's naive loops compute in float32: 1e-4 against ours in float64.
 """
 
 import pytest
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from conftest import fla_naive
 from test_scan import compare
 
-from src.ops.gla import DISPATCH, chunked, gla, reference
+from src.ops.gla import DISPATCH, chunked, cpu, gla, reference
 from src.utils.errors import ConfigError
 
 F64 = dict(rtol=1e-10, atol=1e-10)  # the same sums, reordered
@@ -47,14 +48,29 @@ def test_chunked_matches_the_loop(shape, gate, bonus, dtype, tol):
     compare(call(chunked.gla, chunk), call(reference.gla), inputs(*dims, gate, bonus, dtype), tol)
 
 
-def test_the_public_function_runs_the_torch_path_on_cpu():
+# (B, T, H, K, V): as SHAPES (several checkpoint segments of cpu.CHECKPOINT = 32 steps, a partial
+# last one), V = 16 (blocks of 8 steps in the forward, float32 and float64, T not a multiple of 8,
+# K not of 4) and K = V = 64 (the sizes the C loop has a specialised step for)
+CPU_SHAPES = [shape[:5] for shape in SHAPES] + [(2, 45, 2, 5, 16), (1, 70, 2, 64, 64)]
+
+
+@pytest.mark.parametrize("shape", CPU_SHAPES)
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("bonus", [False, True])
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
+def test_cpu_loop_matches_the_loop(shape, gate, bonus, dtype, tol):
+    compare(call(cpu.gla), call(reference.gla), inputs(*shape, gate, bonus, dtype), tol)
+
+
+def test_the_public_function_runs_the_c_loop_on_cpu():
     x = inputs(2, 70, 2, 8, 4, "key", True)
     torch.testing.assert_close(gla(*x[:5], initial_state=x[5], output_final_state=True),
                                reference.gla(*x[:5], initial_state=x[5], output_final_state=True), **F64)
-    assert DISPATCH.resolve("auto", torch.device("cpu")) == "torch"
+    assert DISPATCH.resolve("auto", torch.device("cpu"), x) == "cpu"
+    assert DISPATCH.resolve("auto", torch.device("cpu"), [t.half() for t in x[:3]]) == "torch"  # float16: no C loop
     with pytest.raises(ConfigError, match="does not run on cpu"):
         gla(*x[:3], backend="triton")
-    with pytest.raises(ConfigError, match="backend='keops' is not valid; choose one of: 'auto', 'torch', 'triton'"):
+    with pytest.raises(ConfigError, match="backend='keops' is not valid; choose one of: 'auto', 'torch', 'cpu', 'triton'"):
         gla(*x[:3], backend="keops")
 
 
@@ -86,18 +102,20 @@ def test_splitting_the_sequence_passes_the_state_on(gate, bonus):
 
 @pytest.mark.parametrize("gate", ["key", "head"])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
-def test_a_reset_is_two_independent_calls(gate, dtype, tol):
+@pytest.mark.parametrize("path, V", [("torch", 3), ("cpu", 3), ("cpu", 16)])  # cpu, V = 16: in 8-step blocks
+def test_a_reset_is_two_independent_calls(gate, dtype, tol, path, V):
     """g = -inf at position p forgets everything before p (S_p = k_p v_p^T); gradients stay finite."""
-    q, k, v, g, _, S0 = inputs(2, 50, 2, 4, 3, gate, False, dtype)
+    run = {"torch": lambda *a: chunked.gla(*a, chunk=16), "cpu": cpu.gla}[path]
+    q, k, v, g, _, S0 = inputs(2, 50, 2, 4, V, gate, False, dtype)
     for t in (q, k, v, S0):
         t.requires_grad_()
     p = 21
     g_reset = g.detach().clone()
     g_reset[:, p] = float("-inf")
     g_reset.requires_grad_()
-    o, S = chunked.gla(q, k, v, g_reset, None, None, S0, True, chunk=16)
-    o1, _ = chunked.gla(q[:, :p], k[:, :p], v[:, :p], g[:, :p], None, None, S0, True, chunk=16)
-    o2, S2 = chunked.gla(q[:, p:], k[:, p:], v[:, p:], g[:, p:], None, None, None, True, chunk=16)
+    o, S = run(q, k, v, g_reset, None, None, S0, True)
+    o1, _ = run(q[:, :p], k[:, :p], v[:, :p], g[:, :p], None, None, S0, True)
+    o2, S2 = run(q[:, p:], k[:, p:], v[:, p:], g[:, p:], None, None, None, True)
     torch.testing.assert_close(o, torch.cat((o1, o2), 1), **tol)
     torch.testing.assert_close(S, S2, **tol)
     got = torch.autograd.grad(o.sum() + S.sum(), (q, k, v, S0, g_reset))
@@ -107,13 +125,15 @@ def test_a_reset_is_two_independent_calls(gate, dtype, tol):
     assert torch.isfinite(got[-1]).all() and (got[-1][:, p] == 0).all()
 
 
-def test_strong_decays_stay_finite():
+@pytest.mark.parametrize("fn, V", [(chunked.gla, 3), (cpu.gla, 3), (cpu.gla, 16)])
+def test_strong_decays_stay_finite(fn, V):
     """Log decays of -50 per step: exp(-b) would overflow float32 after two steps; every
-    exponent here is <= 0, so the output is finite and equals the loop."""
-    q, k, v, _, _, S0 = inputs(1, 70, 2, 4, 3, "none", False, torch.float32)
+    exponent here is <= 0 (the C loop's row scales stay >= 2^-60), so the output is finite and
+    equals the loop."""
+    q, k, v, _, _, S0 = inputs(1, 70, 2, 4, V, "none", False, torch.float32)
     g = torch.full((1, 70, 2, 4), -50.0)
     g[:, ::7] = -0.01
-    o, S = chunked.gla(q, k, v, g, None, None, S0, True)
+    o, S = fn(q, k, v, g, None, None, S0, True)
     want = reference.gla(*(t.double() for t in (q, k, v, g)), initial_state=S0.double(), output_final_state=True)
     torch.testing.assert_close(o.double(), want[0], **F32)
     torch.testing.assert_close(S.double(), want[1], **F32)
@@ -164,3 +184,21 @@ def test_fla_kernels_match_the_torch_path_on_cuda(gate, bonus):
     x = [None if t is None else t.cuda() for t in inputs(2, 130, 2, 32, 16, gate, bonus, torch.float32)]
     compare(lambda *a: gla(*a[:5], initial_state=a[5], output_final_state=True, backend="triton"),
             lambda *a: reference.gla(*a[:5], initial_state=a[5], output_final_state=True), x, dict(rtol=1e-3, atol=1e-3))
+
+
+def test_without_a_compiler_auto_takes_the_torch_path(monkeypatch, tmp_path):
+    from src.ops.scan.cpu import library
+
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("SCAN_CPU_CACHE", str(tmp_path))
+    library.cache_clear()
+    DISPATCH.reset()
+    try:
+        x = inputs(2, 9, 2, 4, 3, "key", False)
+        assert DISPATCH.resolve("auto", torch.device("cpu"), x[:4]) == "torch"
+        torch.testing.assert_close(gla(*x[:4]), reference.gla(*x[:4]), **F64)
+        with pytest.raises(ConfigError, match=r"backend='cpu' does not run on cpu here \(RuntimeError: no C compiler"):
+            gla(*x[:4], backend="cpu")
+    finally:
+        library.cache_clear()
+        DISPATCH.reset()

@@ -147,7 +147,7 @@ def test_hgrn2_ties_its_input_gate_to_the_forget_gate():
     (dict(_name_="deltanet", qk_activation="tanh"), r"model.layer.qk_activation='tanh' is not valid; choose one of: 'silu'"),
     (dict(_name_="hgrn2"), r"model.layer.expand_ratio=128 is wider than model.d_model=16"),
     (dict(_name_="rwkv7"), r"model.layer.head_dim=64 does not divide model.d_model=16"),
-    (dict(_name_="gla", backend="cuda"), r"model.layer.backend='cuda' is not valid; choose one of: 'auto', 'torch', 'triton'"),
+    (dict(_name_="gla", backend="cuda"), r"model.layer.backend='cuda' is not valid; choose one of: 'auto', 'torch', 'cpu', 'triton'"),
     (dict(_name_="gla", expand_k=0.3), r"model.layer.expand_k=0.3 times d_model=16 is not a positive integer"),
     (dict(_name_="retnet", n_heads=16), r"key width per head 1 must be even"),
 ])

@@ -11,14 +11,16 @@
         a, b (B, T, H, K); g (B, T, H, K) or (B, T, H). fla's dplr_recurrence.
 
 q, k (B, T, H, K); v (B, T, H, V); state (B, H, K, V); scale defaults to K^-1/2.
-Backends: `torch` (chunked.py, the UT form, every device), `triton` (fla's chunk kernels, gpu.py,
-CUDA only, usable where fla imports and a smoke call agrees with torch). reference.py is the oracle.
+Backends: `torch` (chunked.py, the UT form, every device), `cpu` (delta_rule only: a compiled C
+loop, cpu.py, forward and backward; first on CPU), `triton` (fla's chunk
+kernels, gpu.py, CUDA only, usable where fla imports and a smoke call agrees with torch).
+reference.py is the oracle.
 """
 
 import torch
 import torch.nn.functional as F
 
-from src.ops.delta_rule import chunked, gpu
+from src.ops.delta_rule import chunked, cpu, gpu
 from src.ops.dispatch import Dispatcher, lazy
 
 
@@ -59,8 +61,10 @@ def _smoke_dplr(fn, device):
 PREFERENCE = {"cuda": ["triton", "torch"], "default": ["torch"]}
 DISPATCH = {
     "delta_rule": Dispatcher("delta_rule", {"torch": lazy("src.ops.delta_rule.chunked.delta_rule"),
+                                            "cpu": lazy("src.ops.delta_rule.cpu.delta_rule"),
                                             "triton": lazy("src.ops.delta_rule.gpu.delta_rule")},
-                             PREFERENCE, _smoke_delta, {"triton": gpu.unsupported}),
+                             {**PREFERENCE, "cpu": ["cpu", "torch"]}, _smoke_delta,
+                             {"triton": gpu.unsupported, "cpu": cpu.unsupported}),
     "dplr_delta_rule": Dispatcher("dplr_delta_rule", {"torch": lazy("src.ops.delta_rule.chunked.dplr_delta_rule"),
                                                       "triton": lazy("src.ops.delta_rule.gpu.dplr_delta_rule")},
                                   PREFERENCE, _smoke_dplr, {"triton": gpu.unsupported}),

@@ -8,14 +8,15 @@ q, k (B, T, H, K); v (B, T, H, V); state (B, H, K, V); scale defaults to K^-1/2;
     S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T,    o_t = S_t^T (scale q_t)
     with u:  o_t = (S_{t-1} + diag(u) k_t v_t^T)^T (scale q_t)
 as fla's naive_recurrent_gla / naive_recurrent_simple_gla / naive_recurrent_rwkv6.
-Backends: `torch` (chunked.py, every device), `triton` (fla's chunk kernels, gpu.py, CUDA only,
-usable where fla imports and a smoke call agrees with torch). reference.py is the oracle.
+Backends: `torch` (chunked.py, every device), `cpu` (a compiled C loop, cpu.py, forward and
+backward, CPU tensors; first on CPU), `triton` (fla's chunk kernels, gpu.py, CUDA only, usable
+where fla imports and a smoke call agrees with torch). reference.py is the oracle.
 """
 
 import torch
 
 from src.ops.dispatch import Dispatcher, lazy
-from src.ops.gla import chunked, gpu
+from src.ops.gla import chunked, cpu, gpu
 
 
 def smoke_inputs(device):
@@ -39,8 +40,10 @@ def _smoke(fn, device):
     fn(q, k, v, g)[0].sum().backward()
 
 
-DISPATCH = Dispatcher("gla", {"torch": lazy("src.ops.gla.chunked.gla"), "triton": lazy("src.ops.gla.gpu.gla")},
-                      {"cuda": ["triton", "torch"], "default": ["torch"]}, _smoke, {"triton": gpu.unsupported})
+DISPATCH = Dispatcher("gla", {"torch": lazy("src.ops.gla.chunked.gla"), "cpu": lazy("src.ops.gla.cpu.gla"),
+                              "triton": lazy("src.ops.gla.gpu.gla")},
+                      {"cuda": ["triton", "torch"], "cpu": ["cpu", "torch"], "default": ["torch"]}, _smoke,
+                      {"triton": gpu.unsupported, "cpu": cpu.unsupported})
 
 
 def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False, backend="auto"):

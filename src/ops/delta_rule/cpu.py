@@ -1,0 +1,75 @@
+"""The delta rule as a compiled C loop for CPU tensors, backend `cpu` (delta_rule.c).
+
+fla's delta_rule_recurrence runs ~10 torch ops over the whole (B, H, K, V) state per step; the
+chunked UT form does ~2 GFLOP of small matmuls at (B 4, T 2048, H 4, K = V = 64). The C loop
+keeps each head's (K, V) state in the L1 cache and makes two vectorised passes over it per step,
+3 K V multiply-adds a position. The backward recomputes each segment of CHECKPOINT steps from
+the state saved at its start and walks it back (~12 multiply-adds per state element and step).
+float32 or float64, the inputs' layout, heads split over torch's threads. Compiled on first use
+by src/ops/scan/cpu.py's `library`.
+"""
+
+import ctypes
+import pathlib
+
+import torch
+
+from src.ops.scan.cpu import _int64, _parallel, _pointers, _ranges, library
+
+DTYPES = {torch.float32: "float32", torch.float64: "float64"}
+CHECKPOINT = 32  # steps between saved states: C + 2 states of a head (~0.5 MB at K = V = 64) stay in L2
+
+
+def _call(which, dtype, shape, scale, tensors):
+    """delta_rule_<dtype>_<which>(B, T, H, K, V, h0, h1, C, scale, *pointers), heads over threads."""
+    fn = getattr(library("delta_rule", pathlib.Path(__file__).parent), f"delta_rule_{DTYPES[dtype]}_{which}")
+    B, T, H, K, V = shape
+    c_scale = (ctypes.c_float if dtype == torch.float32 else ctypes.c_double)(scale)
+    pointers = _pointers(*tensors)
+
+    def call(i, h0, h1):
+        fn(*_int64(B, T, H, K, V, h0, h1, CHECKPOINT), c_scale, *pointers)
+
+    _parallel(call, _ranges(B * H, 1, B * T * H * K * V))
+
+
+class _DeltaRule(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, beta, g, S0, scale):  # contiguous, one dtype; g, S0 may be None
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        o, S = q.new_empty(B, T, H, V), q.new_empty(B, H, K, V)
+        ckpt = q.new_empty(B, H, -(-T // CHECKPOINT), K, V) if any(ctx.needs_input_grad) else None
+        _call("forward", q.dtype, (B, T, H, K, V), scale, (q, k, v, beta, g, S0, o, S, ckpt))
+        ctx.save_for_backward(q, k, v, beta, g, S0, ckpt)
+        ctx.scale = scale
+        return o, S
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, do, dS):
+        q, k, v, beta, g, S0, ckpt = ctx.saved_tensors
+        dq, dk, dv, dbeta = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta)
+        dg = None if g is None else torch.empty_like(g)
+        dS0 = None if S0 is None else torch.empty_like(S0)
+        _call("backward", q.dtype, (*q.shape, v.shape[-1]), ctx.scale,
+              (q, k, v, beta, g, ckpt, do.contiguous(), dS.contiguous(), dq, dk, dv, dbeta, dg, dS0))
+        return dq, dk, dv, dbeta, dg, dS0, None
+
+
+def delta_rule(q, k, v, beta, g=None, scale=None, initial_state=None, output_final_state=False):
+    """Same arguments and result as reference.delta_rule."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    args = [None if x is None else x.to(q.dtype).contiguous() for x in (q, k, v, beta, g, initial_state)]
+    o, S = _DeltaRule.apply(*args, float(scale))
+    return o, (S if output_final_state else None)
+
+
+def unsupported(q, k, v, beta, g=None, scale=None, initial_state=None, output_final_state=False):
+    """Why the C loop cannot take this call (None if it can)."""
+    tensors = [x for x in (q, k, v, beta, g, initial_state) if x is not None]
+    if any(x.device.type != "cpu" for x in tensors):
+        return "inputs are not on the CPU"
+    if q.dtype not in DTYPES:
+        return f"dtype {q.dtype} (the C loop takes float32, float64)"
+    return None
