@@ -107,15 +107,17 @@ def test_the_figure_2_grid_runs_to_completion_at_cpu_size(tmp_path):
 
 
 def readme_recall_commands():
-    """The `python -m train` lines of the README's recall section, $CPU substituted."""
+    """The `python -m train` lines of the README's recall section, its shell variables substituted."""
     import re
     import shlex
 
     text = (ROOT / "README.md").read_text()
     start = text.index("## Associative recall")
     section = text[start : text.index("\n## ", start + 1)]
-    cpu = re.search(r'^CPU="(.*)"$', section, re.M).group(1)
-    lines = [line.split("  #")[0].replace("$CPU", cpu) for line in section.splitlines() if line.startswith("python -m train")]
+    variables = dict(re.findall(r'^([A-Z]+)="(.*)"$', section, re.M))
+    lines = [line.split("  #")[0] for line in section.splitlines() if line.startswith("python -m train")]
+    for name, value in variables.items():
+        lines = [line.replace(f"${name}", value) for line in lines]
     return [shlex.split(line)[3:] for line in lines]
 
 
@@ -126,7 +128,7 @@ def test_the_readme_recall_commands_compose():
     from src.utils.config import prepare
 
     commands = readme_recall_commands()
-    assert len(commands) == 8
+    assert len(commands) == 9
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         for words in commands:
             words = [w for w in words if w != "-m"]
