@@ -51,6 +51,7 @@ def check(config):
         "scheduler": lambda node: _params(_named(registry.scheduler, node, "scheduler"), first=1),
         "callbacks": None,  # below
         "encoder": None,  # a name (src/tasks/encoders.py checks it)
+        "results": None,  # read by src/results (it checks them)
         "decoder": lambda node: _params(_decoder(node), skip={"d_model", "d_output", "l_output"}),
     }
     _check_keys("", config, {k: inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in sections})
