@@ -232,6 +232,9 @@ def fit(config, run_dir, extra_callbacks=()):
             if not in_place:
                 raise
             print(f"nothing to do: {e}")  # a requeued or restarted job whose run had finished
+            if is_rank_zero() and run_results.read(run_dir) is None:  # cut off before writing it
+                done = load_checkpoint(ckpt)
+                run_results.write(run_dir, config, {}, epochs=done["epoch"] + 1, steps=done["global_step"])
             return {}
     earlier = earlier_metrics(run_dir, ckpt) if in_place and is_rank_zero() else []
     with refusal_undone(run_dir):

@@ -7,7 +7,7 @@ results.json are runs that have not finished (or failed) and are counted, not ta
 A row holds a run's keys and its metrics. The key columns are the keys of the runs' command-line
 overrides (dotted config keys, `optimizer.lr`, and group choices, `model`) whose values differ
 between the runs (the resolved value is shown); then one column per metric, every eval set's
-included (`val/NAME/accuracy`), but not the learning-rate monitor's `lr-*`.
+included (`val/NAME/accuracy`), but not the learning-rate monitor's `lr-*`; last, the run's `dir`.
 
 Reductions (zoology's figures): `--best-over optimizer.lr` keeps, in each group of runs equal on
 the other key columns (or on `--by`), the run with the best `--metric` (its mode: `--mode`, else

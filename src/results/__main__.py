@@ -44,7 +44,7 @@ def main(argv=None):
     best_over = args.best_over if args.best_over is not None else list(block.get("best_over") or [])
     by = args.by if args.by is not None else list(block.get("by") or [])
     rows, row_keys = results.reduce(runs, keys, metric, best_over, by, args.mode)
-    columns = row_keys + [metric] + [m for m in metrics if m != metric]
+    columns = row_keys + [metric] + [m for m in metrics if m != metric] + ["dir"]
     table = results.render(rows, columns, args.format)
     sys.stdout.write(table)
     if args.output:
