@@ -21,6 +21,7 @@ paper's) gives the metric, best_over, by and plots.
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -29,6 +30,10 @@ from src.utils.sweep import flat
 
 SKIP_DIRS = {"checkpoints", "curves", "val_outputs", "wandb", "jobs", "devices", ".submitit", "figures"}
 NOT_KEYS = ("results.", "wandb.", "train.resume", "train.ckpt")
+
+
+def natural(path):
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path)]
 
 
 class Run(dict):
@@ -50,7 +55,8 @@ def find(dirs):
             elif "config.yaml" in names:
                 unfinished.append(path)
             else:
-                stack += sorted((e.path for n, e in names.items() if e.is_dir() and n not in SKIP_DIRS), reverse=True)
+                subdirs = [e.path for n, e in names.items() if e.is_dir() and n not in SKIP_DIRS]
+                stack += sorted(subdirs, key=natural, reverse=True)  # popped in natural order: 2 before 10
     return finished, unfinished
 
 
@@ -76,7 +82,14 @@ def key_columns(runs):
         return []
     given = [overridden(r) for r in runs]
     if any(given):
-        keys = {k for g in given for k in g if len({repr(g.get(k)) for g in given}) > 1}
+        values = {}
+        for g in given:
+            for k in g:
+                values.setdefault(k, set())
+        for g in given:
+            for k, seen in values.items():
+                seen.add(g.get(k))
+        keys = {k for k, seen in values.items() if len(seen) > 1}
         for r, g in zip(runs, given):  # a key only overridden: its value from the override
             r.config.update({k: v for k, v in g.items() if k in keys and k not in r.config})
     else:
@@ -189,5 +202,5 @@ def render(rows, columns, fmt):
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    return "\n".join(lines + ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]) + "\n"
+    lines = [columns] + cells
+    return "".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() + "\n" for line in lines)

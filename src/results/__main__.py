@@ -47,6 +47,7 @@ def main(argv=None):
     columns = row_keys + [metric] + [m for m in metrics if m != metric] + ["dir"]
     table = results.render(rows, columns, args.format)
     sys.stdout.write(table)
+    sys.stdout.flush()  # before the figures' lines on stderr
     if args.output:
         fmt = "md" if args.output.endswith(".md") else "csv"
         Path(args.output).write_text(table if fmt == args.format else results.render(rows, columns, fmt))

@@ -5,7 +5,8 @@
               one panel per sequence length)
     state     metric against the state size (the `state_size` column, log scale), one line per
               `hue` (zoology's and DSF's recall against state size)
-    heatmap   metric over two keys, `x` and `y` (DSF's width x state expansion)
+    heatmap   metric over two keys, `x` and `y` (DSF's width x state expansion), a cell the mean of
+              its rows, one panel per value of `facet`
     length    metric against evaluation length, one line per run: the main validation set at
               dataset.`length_key` (L) and each eval set NAME at dataset.eval_sets.NAME.L; for
               runs without such eval sets, accuracy against position (the last
@@ -26,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from src.utils.errors import ConfigError  # noqa: E402
 
 KINDS = ("line", "state", "heatmap", "length")
-OPTIONS = {"line": ("x", "hue", "facet"), "state": ("x", "hue", "facet"), "heatmap": ("x", "y"),
+OPTIONS = {"line": ("x", "hue", "facet"), "state": ("x", "hue", "facet"), "heatmap": ("x", "y", "facet"),
            "length": ("length_key",)}
 
 
@@ -108,25 +109,32 @@ def lines(rows, metric, x, hue, facet, path, log_x=None):
     return save(fig, path)
 
 
-def heatmap(rows, metric, x, y, path):
-    require(rows, x, "x")
-    require(rows, y, "y")
+def heatmap(rows, metric, x, y, facet, path):
+    for key, option in ((x, "x"), (y, "y")) + (((facet, "facet"),) if facet else ()):
+        require(rows, key, option)
     xs = sorted({column(r, x) for r in rows}, key=sort_key)
     ys = sorted({column(r, y) for r in rows}, key=sort_key)
-    cells = [[[r[metric] for r in rows if column(r, x) == a and column(r, y) == b
-               and isinstance(r.get(metric), float) and math.isfinite(r[metric])] for a in xs] for b in ys]
-    grid = [[sum(c) / len(c) if c else math.nan for c in row] for row in cells]
-    fig, ax = plt.subplots(figsize=(1.1 * len(xs) + 2.5, 0.7 * len(ys) + 1.8))
-    image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
-    for i, row in enumerate(grid):
-        for j, v in enumerate(row):
-            if not math.isnan(v):
-                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=8, color="white")
-    ax.set_xticks(range(len(xs)), [str(v) for v in xs])
-    ax.set_yticks(range(len(ys)), [str(v) for v in ys])
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    fig.colorbar(image, ax=ax, label=metric)
+    panels = sorted({column(r, facet) for r in rows}, key=sort_key) if facet else [None]
+    fig, axes = plt.subplots(1, len(panels), figsize=((1.1 * len(xs) + 2.5) * len(panels), 0.7 * len(ys) + 1.8),
+                             squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        members = [r for r in rows if facet is None or column(r, facet) == panel]
+        cells = [[[r[metric] for r in members if column(r, x) == a and column(r, y) == b
+                   and isinstance(r.get(metric), float) and math.isfinite(r[metric])] for a in xs] for b in ys]
+        grid = [[sum(c) / len(c) if c else math.nan for c in row] for row in cells]  # the mean of a cell's rows
+        image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
+        low, high = image.get_clim()
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                if not math.isnan(v):  # dark text on the light (high) end of viridis
+                    light = high > low and (v - low) / (high - low) > 0.6
+                    ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=8, color="black" if light else "white")
+        ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+        ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_title(f"{facet}={panel}" if facet else "", fontsize=9)
+        fig.colorbar(image, ax=ax, label=metric)
     return save(fig, path)
 
 
@@ -158,7 +166,7 @@ def length(rows, metric, keys, path, length_key="L"):
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     drawn, x_label = 0, None
     for r in rows:
-        label = " ".join(f"{k}={r.get(k, r.config.get(k))}" for k in keys) or Path(r.dir).name
+        label = " ".join(f"{k}={r.get(k, r.config.get(k))}" for k in keys if k != "runs") or Path(r.dir).name
         points = by_length(r, metric, length_key)
         x_label = x_label or (f"evaluation length (dataset.{length_key})" if len(points) > 1 else None)
         if len(points) <= 1:
@@ -194,7 +202,7 @@ def draw(spec, rows, keys, metric, out_dir):
     if kind == "heatmap":
         if "x" not in o or "y" not in o:
             raise ConfigError("--plot heatmap needs x=KEY,y=KEY")
-        return heatmap(rows, metric, o["x"], o["y"], path)
+        return heatmap(rows, metric, o["x"], o["y"], o.get("facet"), path)
     if kind == "length":
         return length(rows, metric, keys, path, o.get("length_key", "L"))
     hue = o.get("hue", default_hue(rows))
