@@ -37,7 +37,8 @@ warnings.filterwarnings("ignore", message="Experiment logs directory .* exists a
 
 
 def is_rank_zero():
-    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    ranks = ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")  # SLURM_PROCID: a task that srun started
+    return all(int(os.environ.get(name, 0)) == 0 for name in ranks)
 
 
 def claim_run_dir(run_dir, config, in_place=False):

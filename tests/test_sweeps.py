@@ -159,3 +159,18 @@ def test_each_process_claims_its_own_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(devices, "HELD", {})  # another process: GPU 0 is locked
     assert devices.claim(["0", "1"], tmp_path) == "1"
     held.close()
+
+
+@pytest.mark.parametrize("launcher, plugin", [("pool", "hydra_joblib_launcher"), ("slurm", "hydra_submitit_launcher"),
+                                              ("local", "hydra_submitit_launcher"), ("ray_cluster", "hydra_ray_launcher")])
+def test_launcher_configs_compose(launcher, plugin):
+    from hydra import compose, initialize_config_dir
+
+    from conftest import ROOT
+
+    pytest.importorskip(f"hydra_plugins.{plugin}", reason=f"{plugin} is not installed (requirements-sweep.txt / -ray.txt)")
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        config = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert plugin in config.hydra.launcher._target_
+    if launcher == "slurm":
+        assert config.hydra.launcher.max_num_timeout > 0 and config.hydra.launcher.signal_delay_s > 0

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from src.utils.errors import ConfigError
-from src.utils.sweep import flat
+from src.utils.run_results import flat
 
 SKIP_DIRS = {"checkpoints", "curves", "val_outputs", "wandb", "jobs", "devices", ".submitit", "figures"}
 NOT_KEYS = ("results.", "wandb.", "train.resume", "train.ckpt")

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from src import results
-from src.results import figures
 from src.utils.errors import ConfigError
 
 
@@ -26,7 +25,7 @@ def parser():
     p.add_argument("--format", choices=("text", "md", "csv"), default="text")
     p.add_argument("--output", help="also write the table here (.csv or .md)")
     p.add_argument("--plot", nargs="+", default=None, metavar="KIND[:opt=val,...]",
-                   help=f"figures: {', '.join(figures.KINDS)} (src/results/figures.py)")
+                   help="figures: line, state, heatmap, length (src/results/figures.py)")
     p.add_argument("--figures", help="the figures' directory (default: DIR/figures of the first DIR)")
     return p
 
@@ -52,7 +51,10 @@ def main(argv=None):
         fmt = "md" if args.output.endswith(".md") else "csv"
         Path(args.output).write_text(table if fmt == args.format else results.render(rows, columns, fmt))
     out = Path(args.figures or Path(args.dirs[0]) / "figures")
-    for spec in args.plot if args.plot is not None else list(block.get("plots") or []):
+    specs = args.plot if args.plot is not None else list(block.get("plots") or [])
+    if specs:
+        from src.results import figures  # matplotlib: only to draw
+    for spec in specs:
         print(f"figure written to: {figures.draw(spec, rows, row_keys, metric, out)}", file=sys.stderr)
     if unfinished:
         print(f"{len(unfinished)} runs without results.json (unfinished or failed) left out, e.g. {unfinished[0]}",

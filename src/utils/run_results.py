@@ -18,8 +18,6 @@ import json
 import os
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 NAME = "results.json"
 
 
@@ -48,6 +46,8 @@ def hydra_context():
 
 def write(run_dir, config, metrics, status="finished", **extra):
     """Write run_dir/results.json (atomically: a sweep reads it to skip the run)."""
+    from omegaconf import OmegaConf
+
     choices, overrides = hydra_context()
     values = {**last_logged(run_dir), **metrics}
     results = {
@@ -65,6 +65,16 @@ def write(run_dir, config, metrics, status="finished", **extra):
     partial.write_text(json.dumps(results, indent=1) + "\n")
     os.replace(partial, path)
     return path
+
+
+def flat(node, prefix=""):
+    """{"a.b.c": value} of a nested dict (lists are values)."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    out = {}
+    for k, v in node.items():
+        out.update(flat(v, f"{prefix}{k}."))
+    return out
 
 
 def read(run_dir):

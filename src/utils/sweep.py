@@ -30,22 +30,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf, open_dict
 
 from src.utils import run_results
+from src.utils.run_results import flat
 from src.utils.errors import ConfigError, RunError
 
 # Keys a run may change and still be the same sweep job: a longer training continues it in place.
 CONTINUABLE = ("train.resume", "wandb", "trainer.max_epochs", "trainer.max_steps")
 FINISHED = ("finished", "evaluated")
 FAILED = []  # the failed jobs of the last sweep in this process (train.py's exit status)
-
-
-def flat(node, prefix=""):
-    """{"a.b.c": value} of a nested dict (lists are values)."""
-    if not isinstance(node, dict):
-        return {prefix[:-1]: node}
-    out = {}
-    for k, v in node.items():
-        out.update(flat(v, f"{prefix}{k}."))
-    return out
 
 
 def differing(saved, config, ignore=()):
