@@ -40,7 +40,7 @@ def main(config):
     from src.training import fit
 
     if HydraConfig.get().mode == RunMode.MULTIRUN:  # a failing job is recorded and the sweep goes on
-        return sweep.job(config, HydraConfig.get().runtime.output_dir, prepare, fit)
+        return sweep.job(config, HydraConfig.get(), prepare, fit)
     try:
         fit(prepare(config), HydraConfig.get().runtime.output_dir)
     except ConfigError as e:

@@ -114,6 +114,8 @@ def test_a_bad_job_is_reported_the_others_finish_and_a_rerun_resumes(tmp_path):
     again = sweep(sweep_dir, "model.layer.d_state=4,0", "trainer.max_epochs=2")
     assert again.returncode == 1
     assert "sweep: 2 jobs: 1 done, 1 failed, 0 skipped" in again.stdout
+    assert f"Restoring states from the checkpoint path at {sweep_dir / '0' / 'checkpoints' / 'last.ckpt'}" in (
+        again.stdout + again.stderr)
     with open(sweep_dir / "0" / "metrics.csv", newline="") as f:
         epochs = sorted({int(r["epoch"]) for r in csv.DictReader(f) if r.get("val/loss")})
     assert epochs == [0, 1]
@@ -174,3 +176,40 @@ def test_launcher_configs_compose(launcher, plugin):
     assert plugin in config.hydra.launcher._target_
     if launcher == "slurm":
         assert config.hydra.launcher.max_num_timeout > 0 and config.hydra.launcher.signal_delay_s > 0
+
+
+@pytest.fixture
+def hydra_job(tmp_path):
+    """The config and Hydra config of job 3 of a sweep in tmp_path/sweep (as a launcher sets it)."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose_config
+
+    hydra = OmegaConf.create({"job": {"num": 3}, "overrides": {"task": ["optimizer.lr=0.5"]},
+                              "sweep": {"dir": str(tmp_path / "sweep")},
+                              "runtime": {"output_dir": str(tmp_path / "sweep" / "3")}})
+    return compose_config(TINY), hydra
+
+
+def test_a_crashing_job_is_recorded_and_a_signalled_one_stops_the_sweep(hydra_job, capsys):
+    from src.utils import sweep as sweeps
+    from src.utils.errors import RunError
+
+    config, hydra = hydra_job
+    run_dir = Path(hydra.runtime.output_dir)
+
+    def crash(config, run_dir):
+        raise ValueError("boom\nsecond line")
+
+    outcome = sweeps.job(config, hydra, lambda c: c, crash)
+    assert (outcome["status"], outcome["error"]) == ("failed", "ValueError: boom")
+    assert json.loads((run_dir.parent / "jobs" / "3.json").read_text())["error"] == "ValueError: boom"
+    assert "Traceback" in capsys.readouterr().err  # an unexpected error keeps its traceback in the job's log
+
+    def stopped(config, run_dir):
+        raise RunError("stopped by SIGTERM after step 5; wrote last.ckpt; resume with: ...", 143)
+
+    with pytest.raises(SystemExit) as exit_:
+        sweeps.job(config, hydra, lambda c: c, stopped)
+    assert exit_.value.code == 143
+    assert json.loads((run_dir.parent / "jobs" / "3.json").read_text())["error"].startswith("error: stopped by SIGTERM")

@@ -8,8 +8,9 @@ Each job runs in its own directory (hydra.sweep.dir/hydra.sweep.subdir) through 
     none; a changed trainer.max_epochs / max_steps trains a finished run on;
   - a directory holding a run of another config (e.g. the grid changed under the job numbers)
     fails that job, naming the keys that differ;
-  - a job that fails (a bad value, a stopped run, any exception) is recorded with its error in
-    one line and the sweep goes on.
+  - a job that fails (a bad value, a non-finite loss, any exception) is recorded with its error
+    in one line and the sweep goes on; a job stopped by Ctrl-C or SIGTERM (last.ckpt written)
+    stops the sweep, which continues where it was when started again.
 A job writes its outcome to <sweep dir>/jobs/<num>.json.
 
 `Sweep`, a Hydra callback (configs/config.yaml), checks at the start that every job's config
@@ -21,6 +22,7 @@ run by train.monitor. `python -m train -m` then exits with status 1 if a job fai
 
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -77,12 +79,11 @@ def start(config, run_dir):
     return "run"
 
 
-def job(config, run_dir, prepare, train):
-    """One sweep job: `train(prepare(config), run_dir)` unless it is finished; never raises
-    (but SystemExit and KeyboardInterrupt pass). Returns and records the outcome."""
-    from hydra.core.hydra_config import HydraConfig
-
-    hydra = HydraConfig.get()
+def job(config, hydra, prepare, train):
+    """One sweep job (`hydra`: its Hydra config, HydraConfig.get()): `train(prepare(config),
+    run_dir)` unless it is finished; never raises but exits (130, 143) when stopped by a signal.
+    Returns and records the outcome."""
+    run_dir = hydra.runtime.output_dir
     outcome = {"job": hydra.job.num, "dir": str(run_dir), "overrides": list(hydra.overrides.task)}
     began = time.monotonic()
     try:
@@ -98,11 +99,17 @@ def job(config, run_dir, prepare, train):
         print(f"job {hydra.job.num} failed: {outcome['error']}", file=sys.stderr)
         if Path(run_dir).is_dir() and not any(Path(run_dir).iterdir()):
             Path(run_dir).rmdir()  # a job refused before writing anything leaves no directory
+        signalled = isinstance(e, RunError) and e.status in (128 + signal.SIGINT, 128 + signal.SIGTERM)
+        stopped = e.status if signalled else None
+    else:
+        stopped = None
     done = run_results.read(run_dir) or {}
     outcome.update(monitor=done.get("monitor"), mode=done.get("mode"), seconds=round(time.monotonic() - began, 1))
     outcome["value"] = done.get("metrics", {}).get(done.get("monitor"))
     if int(os.environ.get("SLURM_PROCID", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0:
         write_json(Path(hydra.sweep.dir) / "jobs" / f"{hydra.job.num}.json", outcome)
+    if stopped:  # Ctrl-C or SIGTERM stops the sweep, not only this job: start it again to go on
+        raise SystemExit(stopped)
     return outcome
 
 
