@@ -118,9 +118,13 @@ def test_unfinished_runs_are_counted_not_tabulated(grid, capsys):
     assert "1 runs without results.json (unfinished or failed) left out" in err
 
 
+VARYING = "model, model.d_model, optimizer.lr"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--metric", "val/acc"], "--metric val/acc: no run logged it; metrics: val/accuracy, val/loss"),
-    (["--best-over", "lr"], "--best-over lr: not a key of these runs; keys that vary: model, model.d_model, optimizer.lr"),
+    (["--best-over", "lr"], f"--best-over lr: not a key of these runs; keys that vary: {VARYING}"),
+    (["--by", "dataset.l"], f"--by dataset.l: not a key of these runs; keys that vary: {VARYING}"),
     (["--plot", "bars"], "--plot 'bars' is not a figure; choose one of: line, state, heatmap, length"),
     (["--plot", "line"], "--plot line needs x=KEY; keys that vary: model.d_model, optimizer.lr"),
     (["--plot", "line:x=model.width"], "x=model.width: no run has it"),

@@ -15,8 +15,8 @@ from src.results.__main__ import main as results_main
 from src.utils import devices
 
 SIZES = {"dataset.L": 16, "model.layer.d_state": 4, "dataset.samples_per_epoch": 16}
-TINY = ["wandb=null", *[o for o in CPU_OVERRIDES if o.split("=")[0] not in SIZES], *[f"{k}={v}" for k, v in SIZES.items()],
-        "model.d_model=8"]
+TINY = ["wandb=null", *[o for o in CPU_OVERRIDES if o.split("=")[0] not in SIZES],
+        *[f"{k}={v}" for k, v in SIZES.items()], "model.d_model=8"]
 GRID = ["model=dlr,dss", "optimizer.lr=0.01,0.001"]
 
 
@@ -163,14 +163,15 @@ def test_each_process_claims_its_own_gpu(tmp_path, monkeypatch):
     held.close()
 
 
-@pytest.mark.parametrize("launcher, plugin", [("pool", "hydra_joblib_launcher"), ("slurm", "hydra_submitit_launcher"),
-                                              ("local", "hydra_submitit_launcher"), ("ray_cluster", "hydra_ray_launcher")])
+@pytest.mark.parametrize("launcher, plugin", [
+    ("pool", "hydra_joblib_launcher"), ("slurm", "hydra_submitit_launcher"), ("local", "hydra_submitit_launcher"),
+    ("ray_cluster", "hydra_ray_launcher")])
 def test_launcher_configs_compose(launcher, plugin):
     from hydra import compose, initialize_config_dir
 
     from conftest import ROOT
 
-    pytest.importorskip(f"hydra_plugins.{plugin}", reason=f"{plugin} is not installed (requirements-sweep.txt / -ray.txt)")
+    pytest.importorskip(f"hydra_plugins.{plugin}", reason=f"{plugin} is not installed (requirements-sweep / -ray.txt)")
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         config = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert plugin in config.hydra.launcher._target_

@@ -110,7 +110,7 @@ def load(dirs):
     runs = [read(p) for p in finished]
     keys, metrics = key_columns(runs), metric_columns(runs)
     for r in runs:
-        r.update({k: r.config[k] for k in keys})
+        r.update({k: r.config.get(k) for k in keys})
         r.update({m: r.metrics.get(m) for m in metrics})
         r["dir"] = r.dir
     return runs, keys, metrics, unfinished
@@ -126,10 +126,11 @@ def mode_of(metric, runs, mode=None):
     return "min" if any(word in metric for word in ("loss", "mse", "error")) else "max"
 
 
-def check_keys(keys, columns, option):
+def check_keys(keys, known, varying, option):
     for key in keys:
-        if key not in columns:
-            raise ConfigError(f"{option} {key}: not a key of these runs; keys that vary: {', '.join(columns) or 'none'}")
+        if key not in known:
+            hint = ", ".join(varying) or "none"
+            raise ConfigError(f"{option} {key}: not a key of these runs; keys that vary: {hint}")
 
 
 def finite(value):
@@ -142,8 +143,8 @@ def reduce(runs, keys, metric, best_over=(), by=(), mode=None):
     the mean of the group's metrics; the runs themselves when neither is given."""
     if not best_over and not by:
         return runs, keys
-    check_keys(best_over, keys, "--best-over")
-    check_keys(by, sorted(runs[0].config) if runs else [], "--by")
+    check_keys(best_over, keys, keys, "--best-over")
+    check_keys(by, runs[0].config if runs else {}, keys, "--by")
     group_keys = list(by) or [k for k in keys if k not in best_over]
     groups = {}
     for r in runs:
@@ -154,6 +155,9 @@ def reduce(runs, keys, metric, best_over=(), by=(), mode=None):
         if best_over:
             scored = [r for r in members if finite(r.metrics.get(metric))]
             if not scored:
+                group = ", ".join(f"{k}={members[0].config.get(k)}" for k in group_keys)
+                print(f"note: no finite {metric} in the group {group} ({len(members)} runs, e.g. {members[0].dir}): "
+                      "left out", file=sys.stderr)
                 continue
             row_source = min(scored, key=lambda r: sign * r.metrics[metric])
             row = Run(row_source)
@@ -162,6 +166,8 @@ def reduce(runs, keys, metric, best_over=(), by=(), mode=None):
             row = Run({m: mean([r.metrics.get(m) for r in members]) for m in metric_columns(members)})
         row.update({k: row_source.config.get(k) for k in group_keys}, runs=len(members))
         row.dir, row.config, row.results = row_source.dir, row_source.config, row_source.results
+        if not best_over:  # a mean: the folder of the group's runs
+            row["dir"] = row.dir = os.path.commonpath([r.dir for r in members])
         row.metrics = {m: row.get(m) for m in metric_columns(members)}
         rows.append(row)
     return rows, group_keys + list(best_over) + ["runs"]

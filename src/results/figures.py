@@ -56,6 +56,10 @@ def number(value):
         return None
 
 
+def is_number(value):
+    return isinstance(value, float) and math.isfinite(value)
+
+
 def sort_key(value):
     n = number(value)
     return (0, n, "") if n is not None else (1, 0.0, str(value))
@@ -94,8 +98,8 @@ def lines(rows, metric, x, hue, facet, path, log_x=None):
     for ax, panel in zip(axes[0], panels):
         members = [r for r in rows if facet is None or column(r, facet) == panel]
         for name in sorted({column(r, hue) for r in members}, key=sort_key):
-            points = sorted(((column(r, x), r.get(metric)) for r in members if column(r, hue) == name
-                             and isinstance(r.get(metric), float) and math.isfinite(r[metric])), key=lambda p: sort_key(p[0]))
+            points = sorted(((column(r, x), r.get(metric)) for r in members
+                             if column(r, hue) == name and is_number(r.get(metric))), key=lambda p: sort_key(p[0]))
             if points:
                 xs = [number(p[0]) if number(p[0]) is not None else str(p[0]) for p in points]
                 ax.plot(xs, [p[1] for p in points], "o-", label=str(name))
@@ -119,8 +123,8 @@ def heatmap(rows, metric, x, y, facet, path):
                              squeeze=False)
     for ax, panel in zip(axes[0], panels):
         members = [r for r in rows if facet is None or column(r, facet) == panel]
-        cells = [[[r[metric] for r in members if column(r, x) == a and column(r, y) == b
-                   and isinstance(r.get(metric), float) and math.isfinite(r[metric])] for a in xs] for b in ys]
+        cells = [[[r[metric] for r in members if column(r, x) == a and column(r, y) == b and is_number(r.get(metric))]
+                  for a in xs] for b in ys]
         grid = [[sum(c) / len(c) if c else math.nan for c in row] for row in cells]  # the mean of a cell's rows
         image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
         low, high = image.get_clim()
@@ -154,7 +158,8 @@ def by_length(row, metric, length_key):
     if isinstance(row.metrics.get(metric), float) and row.config.get(f"dataset.{length_key}") is not None:
         points.append((number(row.config[f"dataset.{length_key}"]), row.metrics[metric]))
     prefix = "dataset.eval_sets."
-    sets = {k[len(prefix):].rsplit(".", 1)[0] for k in row.config if k.startswith(prefix) and k.endswith("." + length_key)}
+    sets = {k[len(prefix):].rsplit(".", 1)[0] for k in row.config
+            if k.startswith(prefix) and k.endswith("." + length_key)}
     for eval_set in sets:
         value = row.metrics.get(f"{split}/{eval_set}/{name}")
         if isinstance(value, float):

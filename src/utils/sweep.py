@@ -21,6 +21,7 @@ run by train.monitor. `python -m train -m` then exits with status 1 if a job fai
 """
 
 import json
+import math
 import os
 import signal
 import sys
@@ -122,12 +123,14 @@ def write_json(path, value):
 
 def summarise(sweep_dir):
     """{counts, best, failed, jobs} from <sweep_dir>/jobs/*.json."""
-    jobs = sorted((json.loads(p.read_text()) for p in (Path(sweep_dir) / "jobs").glob("*.json")), key=lambda j: j["job"])
+    jobs = [json.loads(p.read_text()) for p in (Path(sweep_dir) / "jobs").glob("*.json")]
+    jobs.sort(key=lambda j: j["job"])
     counts = {s: sum(j["status"] == s for j in jobs) for s in ("done", "failed", "skipped")}
     common = set.intersection(*(set(j["overrides"]) for j in jobs)) if jobs else set()
     for j in jobs:  # the overrides that tell this job from the others
         j["swept"] = [o for o in j["overrides"] if o not in common]
-    scored = [j for j in jobs if j["status"] != "failed" and isinstance(j.get("value"), float) and j["value"] == j["value"]]
+    scored = [j for j in jobs if j["status"] != "failed" and isinstance(j.get("value"), float)
+              and math.isfinite(j["value"])]
     best = None
     if scored:
         best = (min if scored[0]["mode"] == "min" else max)(scored, key=lambda j: j["value"])
