@@ -109,6 +109,12 @@ def test_the_experiment_results_block_is_the_default(tmp_path, capsys):
     assert (tmp_path / "s" / "figures" / "heatmap-val_accuracy-model-optimizer.lr.png").stat().st_size > 5000
 
 
+def test_an_unknown_results_option_is_refused(tmp_path):
+    write_run(tmp_path / "r", "a", 1e-3, 16, 0.9, results={"metrics": "val/accuracy"})
+    with pytest.raises(ConfigError, match="^results.metrics .* is not a results option; options: metric, best_over"):
+        main([str(tmp_path)])
+
+
 def test_unfinished_runs_are_counted_not_tabulated(grid, capsys):
     (grid / "running").mkdir()
     (grid / "running" / "config.yaml").write_text("model: {}\n")

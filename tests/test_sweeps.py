@@ -54,6 +54,7 @@ def test_basic_launcher_runs_every_job_and_summarises(grid):
     for j in range(4):
         results = json.loads((sweep_dir / str(j) / "results.json").read_text())
         assert results["status"] == "finished" and results["metrics"]["val/loss"] == losses[str(sweep_dir / str(j))]
+        assert results["config"]["results"]["metric"] == "val/loss"  # src.results' default: train.monitor
 
 
 def test_results_table_and_best_over_lr(grid, capsys):

@@ -30,6 +30,7 @@ from src.utils.run_results import flat
 
 SKIP_DIRS = {"checkpoints", "curves", "val_outputs", "wandb", "jobs", "devices", ".submitit", "figures"}
 NOT_KEYS = ("results.", "wandb.", "train.resume", "train.ckpt")
+BLOCK = ("metric", "best_over", "by", "plots")  # the config's `results` options
 
 
 def natural(path):
@@ -183,7 +184,12 @@ def defaults(runs):
     blocks = [r.results.get("config", {}).get("results") or {} for r in runs]
     if any(b != blocks[0] for b in blocks[1:]):
         print(f"note: the runs' results blocks differ; using that of {runs[0].dir}", file=sys.stderr)
-    return blocks[0] if blocks else {}
+    block = blocks[0] if blocks else {}
+    unknown = sorted(set(block) - set(BLOCK))
+    if unknown:
+        raise ConfigError(f"results.{unknown[0]} (in {runs[0].dir}/results.json) is not a results option; "
+                          f"options: {', '.join(BLOCK)}")
+    return block
 
 
 def cell(value):
