@@ -6,6 +6,7 @@ files; a refused start that changes no file; `python -m src.results` on the swee
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,8 @@ def test_pool_and_submitit_local_launchers(launcher, tmp_path, capsys):
     done = sweep(sweep_dir, *GRID, f"hydra/launcher={launcher}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "sweep: 4 jobs: 4 done, 0 failed, 0 skipped" in done.stdout
+    if launcher == "pool":  # 2 jobs at once (the CPU default), each with half the cores
+        assert f"job 0: {max(1, os.cpu_count() // 2)} torch threads" in done.stdout
     results_main([str(sweep_dir), "--format", "csv"])
     assert len(capsys.readouterr().out.splitlines()) == 5  # header and 4 runs
 

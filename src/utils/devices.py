@@ -87,3 +87,4 @@ class PinDevices(Callback):
             import torch
 
             torch.set_num_threads(int(os.environ["POOL_THREADS"]))
+            print(f"job {config.hydra.job.num}: {torch.get_num_threads()} torch threads")
