@@ -36,8 +36,10 @@ from src.utils import run_results
 from src.utils.run_results import flat
 from src.utils.errors import ConfigError, RunError
 
-# Keys a run may change and still be the same sweep job: a longer training continues it in place.
-CONTINUABLE = ("train.resume", "wandb", "trainer.max_epochs", "trainer.max_steps")
+# Keys that do not change what a run trains (how it is resumed, logged to wandb, tabulated), and
+# those a run may also change and still be the same sweep job: a longer training continues it.
+SAME_RUN = ("train.resume", "wandb", "results")
+CONTINUABLE = (*SAME_RUN, "trainer.max_epochs", "trainer.max_steps")
 FINISHED = ("finished", "evaluated")
 FAILED = []  # the failed jobs of the last sweep in this process (train.py's exit status)
 
@@ -73,7 +75,7 @@ def start(config, run_dir):
                 "hydra.sweep.dir, or the overrides that run was started with"
             )
     done = run_results.read(run_dir)
-    if done and done.get("status") in FINISHED and not differing(done["config"], ours, ("train.resume", "wandb")):
+    if done and done.get("status") in FINISHED and not differing(done["config"], ours, SAME_RUN):
         return "skip"
     with open_dict(config):
         config.train.resume = "auto"
