@@ -33,8 +33,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf, open_dict
 
 from src.utils import run_results
-from src.utils.run_results import flat
 from src.utils.errors import ConfigError, RunError
+from src.utils.run_results import flat
 
 # Keys that do not change what a run trains (how it is resumed, logged to wandb, tabulated), and
 # those a run may also change and still be the same sweep job: a longer training continues it.
