@@ -196,7 +196,7 @@ def hydra_job(tmp_path):
     return compose_config(TINY), hydra
 
 
-def test_a_crashing_job_is_recorded_and_a_signalled_one_stops_the_sweep(hydra_job, capsys):
+def test_a_crashing_job_is_recorded_and_a_signalled_one_stops_the_sweep(hydra_job, capsys, monkeypatch):
     from src.utils import sweep as sweeps
     from src.utils.errors import RunError
 
@@ -214,6 +214,9 @@ def test_a_crashing_job_is_recorded_and_a_signalled_one_stops_the_sweep(hydra_jo
     def stopped(config, run_dir):
         raise RunError("stopped by SIGTERM after step 5; wrote last.ckpt; resume with: ...", 143)
 
+    monkeypatch.setenv("SWEEP_PID", "1")  # in a worker process: recorded, the worker goes on
+    assert sweeps.job(config, hydra, lambda c: c, stopped)["status"] == "failed"
+    monkeypatch.setenv("SWEEP_PID", str(os.getpid()))  # in the sweep's process: the sweep stops
     with pytest.raises(SystemExit) as exit_:
         sweeps.job(config, hydra, lambda c: c, stopped)
     assert exit_.value.code == 143

@@ -9,8 +9,9 @@ Each job runs in its own directory (hydra.sweep.dir/hydra.sweep.subdir) through 
   - a directory holding a run of another config (e.g. the grid changed under the job numbers)
     fails that job, naming the keys that differ;
   - a job that fails (a bad value, a non-finite loss, any exception) is recorded with its error
-    in one line and the sweep goes on; a job stopped by Ctrl-C or SIGTERM (last.ckpt written)
-    stops the sweep, which continues where it was when started again.
+    in one line and the sweep goes on; a job stopped by Ctrl-C or SIGTERM (last.ckpt written) in
+    the sweep's own process (the basic launcher) stops the sweep, which continues where it was
+    when started again (in a pool, submitit or Ray worker it is recorded as failed).
 A job writes its outcome to <sweep dir>/jobs/<num>.json.
 
 `Sweep`, a Hydra callback (configs/config.yaml), checks at the start that every job's config
@@ -84,8 +85,8 @@ def start(config, run_dir):
 
 def job(config, hydra, prepare, train):
     """One sweep job (`hydra`: its Hydra config, HydraConfig.get()): `train(prepare(config),
-    run_dir)` unless it is finished; never raises but exits (130, 143) when stopped by a signal.
-    Returns and records the outcome."""
+    run_dir)` unless it is finished; never raises, but exits (130, 143) when stopped by a signal
+    in the sweep's own process. Returns and records the outcome."""
     run_dir = hydra.runtime.output_dir
     outcome = {"job": hydra.job.num, "dir": str(run_dir), "overrides": list(hydra.overrides.task)}
     began = time.monotonic()
@@ -111,8 +112,8 @@ def job(config, hydra, prepare, train):
     outcome["value"] = done.get("metrics", {}).get(done.get("monitor"))
     if int(os.environ.get("SLURM_PROCID", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0:
         write_json(Path(hydra.sweep.dir) / "jobs" / f"{hydra.job.num}.json", outcome)
-    if stopped:  # Ctrl-C or SIGTERM stops the sweep, not only this job: start it again to go on
-        raise SystemExit(stopped)
+    if stopped and os.environ.get("SWEEP_PID") == str(os.getpid()):  # a job of the basic launcher
+        raise SystemExit(stopped)  # Ctrl-C or SIGTERM stops the sweep, not only this job
     return outcome
 
 
@@ -186,6 +187,7 @@ class Sweep(Callback):
         for path in jobs.glob("*.json") if jobs.is_dir() else ():  # the previous start's outcomes
             path.unlink()
         FAILED.clear()
+        os.environ["SWEEP_PID"] = str(os.getpid())  # the process that runs the basic launcher's jobs
 
     def on_multirun_end(self, config, **kwargs):
         summary = summarise(config.hydra.sweep.dir)
