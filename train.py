@@ -8,6 +8,9 @@ stopped by SIGTERM / SIGINT, a non-finite loss or a failed write) is printed as 
 status (143, 130, 1). An unknown key is reported the same way with or without Hydra's `+`: one
 given without it is passed on as `+key` so that src/utils/validate.py names it.
 
+In a multirun (`-m`) each job goes through src/utils/sweep.py: a failing job is recorded and the
+others run, finished jobs are skipped, and the exit status is 1 if one failed.
+
 Large CPU tensors go on transparent huge pages (torch's THP_MEM_ALLOC_ENABLE, set here before
 torch is imported unless already set; `THP_MEM_ALLOC_ENABLE=0` opts out): a fresh tensor then
 faults once per 2 MiB instead of once per 4 KiB page. On the 2-core CPU a 50-step Mamba run
@@ -22,9 +25,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before anything imports torch
 
+from src.utils import devices, sweep  # noqa: F401 - devices registers ${local_jobs:}
 from src.utils.config import prepare
 from src.utils.errors import ConfigError, RunError
 from src.utils.run_dir import remove_created
@@ -32,9 +37,11 @@ from src.utils.run_dir import remove_created
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(config):
-    try:
-        from src.training import fit
+    from src.training import fit
 
+    if HydraConfig.get().mode == RunMode.MULTIRUN:  # a failing job is recorded and the sweep goes on
+        return sweep.job(config, HydraConfig.get(), prepare, fit)
+    try:
         fit(prepare(config), HydraConfig.get().runtime.output_dir)
     except ConfigError as e:
         remove_created()
@@ -75,6 +82,7 @@ if __name__ == "__main__":
         sys.argv[1:] = plus_unknown_keys(sys.argv[1:])
     try:
         main()
+        sys.exit(1 if sweep.FAILED else 0)
     except KeyboardInterrupt:
         print("error: interrupted (SIGINT) before training started; nothing to resume", file=sys.stderr)
         sys.exit(130)

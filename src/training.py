@@ -4,14 +4,13 @@ A run writes to its directory (hydra.run.dir, by default outputs/<date>/<time>):
     config.yaml              the resolved config
     metrics.csv, hparams.yaml  CSV logger (always, also with wandb=null)
     checkpoints/last.ckpt, checkpoints/best.ckpt   (src/callbacks/checkpoints.py)
-    results.json             with train.eval_only: the checkpoint and its metrics
+    results.json             when the run has finished: its final metrics (src/utils/run_results.py)
     val_outputs/epoch=<e>.pt   with train.save_val_outputs=true (or a number of samples)
     wandb/                     when wandb is on
 """
 
 import contextlib
 import csv
-import json
 import os
 import pickle
 import shlex
@@ -26,7 +25,7 @@ from src.callbacks.checkpoints import BestCheckpoint
 from src.callbacks.guard import RunGuard
 from src.callbacks.val_outputs import SaveValOutputs
 from src.module import SequenceLightningModule
-from src.utils import registry
+from src.utils import registry, run_results
 from src.utils.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from src.utils.errors import ConfigError, RunError
 from src.utils.optim import build_optimizer
@@ -38,7 +37,8 @@ warnings.filterwarnings("ignore", message="Experiment logs directory .* exists a
 
 
 def is_rank_zero():
-    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    ranks = ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")  # SLURM_PROCID: a task that srun started
+    return all(int(os.environ.get(name, 0)) == 0 for name in ranks)
 
 
 def claim_run_dir(run_dir, config, in_place=False):
@@ -233,6 +233,9 @@ def fit(config, run_dir, extra_callbacks=()):
             if not in_place:
                 raise
             print(f"nothing to do: {e}")  # a requeued or restarted job whose run had finished
+            if is_rank_zero() and run_results.read(run_dir) is None:  # cut off before writing it
+                done = load_checkpoint(ckpt)
+                run_results.write(run_dir, config, {}, epochs=done["epoch"] + 1, steps=done["global_step"])
             return {}
     earlier = earlier_metrics(run_dir, ckpt) if in_place and is_rank_zero() else []
     with refusal_undone(run_dir):
@@ -249,6 +252,8 @@ def fit(config, run_dir, extra_callbacks=()):
                 metrics.update({k: float(v) for r in results for k, v in r.items()})
         finally:
             finish_wandb(trainer)
+    if trainer.is_global_zero:
+        run_results.write(run_dir, config, metrics, epochs=trainer.current_epoch, steps=trainer.global_step)
     report(trainer, metrics, run_dir)
     return metrics
 
@@ -269,8 +274,7 @@ def evaluate(config, run_dir):
         finally:
             finish_wandb(trainer)
     if trainer.is_global_zero:
-        results = {"checkpoint": str(Path(config.train.ckpt).absolute()), "metrics": metrics}
-        (Path(run_dir) / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        run_results.write(run_dir, config, metrics, "evaluated", checkpoint=str(Path(config.train.ckpt).absolute()))
     report(trainer, metrics, run_dir)
     return metrics
 

@@ -10,7 +10,8 @@ Intended differences (also in the README):
     sizes learned positions and position augmentation only, which these commands do not use;
   - the reliability work: callbacks.last_checkpoint is this repository's own callback (last.ckpt
     at every epoch end as before, and now also every 10 minutes), so Lightning's save_last /
-    save_top_k keys are gone; train.resume and train.eval_only are new, off.
+    save_top_k keys are gone; train.resume and train.eval_only are new, off;
+  - the results block (what `python -m src.results` shows of the run by default): new.
 """
 
 import json
@@ -24,7 +25,8 @@ FIXTURES = json.loads((ROOT / "tests" / "fixtures" / "dlr_readme_configs.json").
 NEUTRAL = {"model.state_mixer": "none", "model.mlp_expand": 4, "model.mlp_activation": "gelu",
            "model.embedding_dropout": 0.0, "model.tie_embeddings": False, "model.init": "default",
            "dataset.num_train_examples": None, "dataset.eval_sets": None, "model.layers": None,
-           "train.resume": False, "train.eval_only": False}  # (sequence1d only; and dataset.eval_sets: null)
+           "train.resume": False, "train.eval_only": False,
+           "results.best_over": [], "results.by": [], "results.plots": []}  # (sequence1d only; and dataset.eval_sets: null)
 
 
 def flat(tree, prefix=""):
@@ -52,6 +54,7 @@ def test_command_resolves_as_before(command):
     assert new.pop("model.final_norm") is None  # null: a final norm after prenorm blocks with norm=layer, as before
     assert (old.pop("callbacks.last_checkpoint.save_last"), old.pop("callbacks.last_checkpoint.save_top_k")) == (True, 0)
     assert new.pop("callbacks.last_checkpoint.every_n_minutes") == 10
+    assert new.pop("results.metric") == new["train.monitor"]
     for key, value in NEUTRAL.items():
         assert new.pop(key, value) == value, key
     assert new == old

@@ -258,7 +258,7 @@ def test_eval_only_gives_the_metrics_training_logged(full, tmp_path):
     assert {k: float(v) for k, v in logged.items()} == {k: v for k, v in metrics.items() if k.startswith("val/")}
     assert {"test/loss", "test/mse", "test/r2"} <= set(metrics)
     saved = json.loads((tmp_path / "eval" / "results.json").read_text())
-    assert saved["checkpoint"] == str(ckpt) and saved["metrics"] == metrics
+    assert saved["checkpoint"] == str(ckpt) and saved["metrics"].items() >= metrics.items()
     assert not (tmp_path / "eval" / "checkpoints").exists()  # nothing trained
 
 

@@ -54,6 +54,7 @@ def check(config):
         "callbacks": None,  # below
         "encoder": None,  # a name (src/tasks/encoders.py checks it)
         "vars": None,  # values an experiment's presets interpolate (see _notice_unread_vars)
+        "results": None,  # read by src/results (it checks them)
         "decoder": lambda node: _params(_decoder(node), skip={"d_model", "d_output", "l_output"}),
     }
     _check_keys("", config, {k: inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in sections})

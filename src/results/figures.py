@@ -1,0 +1,219 @@
+"""The papers' figures from a results table (PNG, matplotlib). `--plot KIND[:option=value,...]`:
+
+    line      metric against key `x`, one line per `hue` (default: model), one panel per value
+              of `facet` (zoology's figure 2: best accuracy over lr against d_model, per model,
+              one panel per sequence length)
+    state     metric against the state size (the `state_size` column, log scale), one line per
+              `hue` (zoology's and DSF's recall against state size)
+    heatmap   metric over two keys, `x` and `y` (DSF's width x state expansion), a cell the mean of
+              its rows, one panel per value of `facet`
+    length    metric against evaluation length, one line per run: the main validation set at
+              dataset.`length_key` (L) and each eval set NAME at dataset.eval_sets.NAME.L; for
+              runs without such eval sets, accuracy against position (the last
+              curves/val/accuracy_by_position/ CSV)
+
+Each figure is written to `<figures dir>/<kind>-<metric>[-<keys>].png`.
+"""
+
+import csv
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from src.utils.errors import ConfigError  # noqa: E402
+
+KINDS = ("line", "state", "heatmap", "length")
+OPTIONS = {"line": ("x", "hue", "facet"), "state": ("x", "hue", "facet"), "heatmap": ("x", "y", "facet"),
+           "length": ("length_key",)}
+
+
+def parse(spec):
+    """'line:x=model.d_model,facet=dataset.L' -> ('line', {'x': ..., 'facet': ...})."""
+    if isinstance(spec, dict):
+        spec = dict(spec)
+        kind, options = spec.pop("kind", None), spec
+    else:
+        kind, _, rest = spec.partition(":")
+        options = dict(item.split("=", 1) for item in rest.split(",") if "=" in item)
+        if rest and any("=" not in item for item in rest.split(",")):
+            raise ConfigError(f"--plot {spec}: options are option=value, separated by commas")
+    if kind not in KINDS:
+        raise ConfigError(f"--plot {kind!r} is not a figure; choose one of: {', '.join(KINDS)}")
+    bad = sorted(set(options) - set(OPTIONS[kind]))
+    if bad:
+        raise ConfigError(f"--plot {kind}: no option {bad[0]!r}; options: {', '.join(OPTIONS[kind])}")
+    return kind, options
+
+
+def number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def is_number(value):
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def sort_key(value):
+    n = number(value)
+    return (0, n, "") if n is not None else (1, 0.0, str(value))
+
+
+def spread(values):
+    """Whether positive numbers span a factor of 8 or more (then a log axis)."""
+    numbers = [number(v) for v in values]
+    return all(n is not None and n > 0 for n in numbers) and len(numbers) > 1 and max(numbers) >= 8 * min(numbers)
+
+
+def column(row, key):
+    if key in row:
+        return row[key]
+    if key in row.config:
+        return row.config[key]
+    return row.metrics.get(key)
+
+
+def require(rows, key, option):
+    if not any(column(r, key) is not None for r in rows):
+        keys = sorted({k for r in rows for k in (*r.keys(), *r.config.keys())})
+        near = [k for k in keys if key.split(".")[-1] in k][:6]
+        raise ConfigError(f"{option}={key}: no run has it{'; did you mean ' + ', '.join(near) if near else ''}")
+
+
+def default_hue(rows):
+    return "model" if any("model" in r.config for r in rows) else "model.layer._name_"
+
+
+def lines(rows, metric, x, hue, facet, path, log_x=None):
+    for key, option in ((x, "x"), (hue, "hue")) + (((facet, "facet"),) if facet else ()):
+        require(rows, key, option)
+    panels = sorted({column(r, facet) for r in rows}, key=sort_key) if facet else [None]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
+    for ax, panel in zip(axes[0], panels):
+        members = [r for r in rows if facet is None or column(r, facet) == panel]
+        for name in sorted({column(r, hue) for r in members}, key=sort_key):
+            points = sorted(((column(r, x), r.get(metric)) for r in members
+                             if column(r, hue) == name and is_number(r.get(metric))), key=lambda p: sort_key(p[0]))
+            if points:
+                xs = [number(p[0]) if number(p[0]) is not None else str(p[0]) for p in points]
+                ax.plot(xs, [p[1] for p in points], "o-", label=str(name))
+        if log_x if log_x is not None else spread([column(r, x) for r in members]):
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(x)
+        ax.set_title(f"{facet}={panel}" if facet else "", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(metric)
+    axes[0][-1].legend(title=hue, fontsize=8)
+    return save(fig, path)
+
+
+def heatmap(rows, metric, x, y, facet, path):
+    for key, option in ((x, "x"), (y, "y")) + (((facet, "facet"),) if facet else ()):
+        require(rows, key, option)
+    xs = sorted({column(r, x) for r in rows}, key=sort_key)
+    ys = sorted({column(r, y) for r in rows}, key=sort_key)
+    panels = sorted({column(r, facet) for r in rows}, key=sort_key) if facet else [None]
+    fig, axes = plt.subplots(1, len(panels), figsize=((1.1 * len(xs) + 2.5) * len(panels), 0.7 * len(ys) + 1.8),
+                             squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        members = [r for r in rows if facet is None or column(r, facet) == panel]
+        cells = [[[r[metric] for r in members if column(r, x) == a and column(r, y) == b and is_number(r.get(metric))]
+                  for a in xs] for b in ys]
+        grid = [[sum(c) / len(c) if c else math.nan for c in row] for row in cells]  # the mean of a cell's rows
+        image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
+        low, high = image.get_clim()
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                if not math.isnan(v):  # dark text on the light (high) end of viridis
+                    light = high > low and (v - low) / (high - low) > 0.6
+                    ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=8, color="black" if light else "white")
+        ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+        ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_title(f"{facet}={panel}" if facet else "", fontsize=9)
+        fig.colorbar(image, ax=ax, label=metric)
+    return save(fig, path)
+
+
+def last_curve(run_dir, split="val"):
+    """[(position, accuracy)] of the last accuracy_by_position CSV of `split`, or []."""
+    files = sorted((Path(run_dir) / "curves" / split / "accuracy_by_position").glob("epoch=*.csv"))
+    if not files:
+        return []
+    with open(files[-1], newline="") as f:
+        return [(int(r["position"]), float(r["value"])) for r in csv.DictReader(f)]
+
+
+def by_length(row, metric, length_key):
+    """[(eval length, metric)] of a run: its main validation set and each eval set with a length."""
+    split, _, name = metric.partition("/")
+    points = []
+    if isinstance(row.metrics.get(metric), float) and row.config.get(f"dataset.{length_key}") is not None:
+        points.append((number(row.config[f"dataset.{length_key}"]), row.metrics[metric]))
+    prefix = "dataset.eval_sets."
+    sets = {k[len(prefix):].rsplit(".", 1)[0] for k in row.config
+            if k.startswith(prefix) and k.endswith("." + length_key)}
+    for eval_set in sets:
+        value = row.metrics.get(f"{split}/{eval_set}/{name}")
+        if isinstance(value, float):
+            points.append((number(row.config[f"{prefix}{eval_set}.{length_key}"]), value))
+    return sorted(points)
+
+
+def length(rows, metric, keys, path, length_key="L"):
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    drawn, x_label = 0, None
+    for r in rows:
+        label = " ".join(f"{k}={r.get(k, r.config.get(k))}" for k in keys if k != "runs") or Path(r.dir).name
+        points = by_length(r, metric, length_key)
+        x_label = x_label or (f"evaluation length (dataset.{length_key})" if len(points) > 1 else None)
+        if len(points) <= 1:
+            points = last_curve(r.dir)
+            x_label = x_label or "position"
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-" if len(points) < 40 else "-", label=label)
+            drawn += 1
+    if not drawn:
+        raise ConfigError(f"--plot length: no run has eval sets with dataset.eval_sets.NAME.{length_key} and "
+                          f"{metric.replace('/', '/NAME/', 1)}, nor curves/val/accuracy_by_position (task.metrics)")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    if drawn <= 12:
+        ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def save(fig, path):
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def draw(spec, rows, keys, metric, out_dir):
+    """Draw the figure `spec` (a --plot string or a results.plots entry); its path."""
+    kind, o = parse(spec)
+    name = "-".join([kind, metric.replace("/", "_")] + [o[k] for k in sorted(o)])
+    path = Path(out_dir) / f"{name}.png"
+    if kind == "heatmap":
+        if "x" not in o or "y" not in o:
+            raise ConfigError("--plot heatmap needs x=KEY,y=KEY")
+        return heatmap(rows, metric, o["x"], o["y"], o.get("facet"), path)
+    if kind == "length":
+        return length(rows, metric, keys, path, o.get("length_key", "L"))
+    hue = o.get("hue", default_hue(rows))
+    if kind == "state":
+        return lines(rows, metric, o.get("x", "state_size"), hue, o.get("facet"), path, log_x=True)
+    if "x" not in o:
+        others = [k for k in keys if k not in (hue, o.get("facet"))]
+        raise ConfigError(f"--plot line needs x=KEY; keys that vary: {', '.join(others) or 'none'}")
+    return lines(rows, metric, o["x"], hue, o.get("facet"), path)

@@ -1,0 +1,149 @@
+"""`python -m src.results` on synthetic run directories (results.json as src/utils/run_results.py
+writes it): reductions, the experiment's defaults, every figure, and one-line refusals."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from src.results.__main__ import main
+from src.utils.errors import ConfigError
+
+
+def write_run(path, model, lr, d_model, accuracy, results=None, eval_sets=None, state_size=None):
+    """A finished run of `model` at (lr, d_model) whose final val/accuracy is `accuracy`."""
+    path.mkdir(parents=True)
+    metrics = {"val/accuracy": accuracy, "val/loss": 1 - accuracy, "num_parameters": 1000.0 * d_model}
+    if state_size is not None:
+        metrics["state_size"] = float(state_size)
+    config = {"model": {"d_model": d_model, "layer": {"_name_": model}}, "optimizer": {"lr": lr},
+              "dataset": {"L": 64, "eval_sets": {}}, "train": {"monitor": "val/loss", "mode": "min"}}
+    for name, (L, value) in (eval_sets or {}).items():
+        config["dataset"]["eval_sets"][name] = {"L": L}
+        metrics[f"val/{name}/accuracy"] = value
+    if results:
+        config["results"] = results
+    (path / "results.json").write_text(json.dumps({
+        "status": "finished", "metrics": metrics, "monitor": "val/loss", "mode": "min", "choices": {"model": model},
+        "overrides": [f"model={model}", f"optimizer.lr={lr}", f"model.d_model={d_model}"], "config": config}))
+
+
+@pytest.fixture
+def grid(tmp_path):
+    """2 models x 2 d_model x 3 lr; accuracy peaks at lr 1e-3 for "a" and 1e-2 for "b"."""
+    best = {"a": 1e-3, "b": 1e-2}
+    for i, (model, d, lr) in enumerate((m, d, lr) for m in "ab" for d in (16, 64) for lr in (1e-4, 1e-3, 1e-2)):
+        accuracy = round(d / 100 - abs(lr - best[model]) * 10 + (0.1 if model == "b" else 0), 4)
+        write_run(tmp_path / "sweep" / str(i), model, lr, d, accuracy, state_size=d * 4 * (1 if model == "a" else 8))
+    return tmp_path / "sweep"
+
+
+def table(capsys, *args):
+    main([*map(str, args), "--format", "csv"])
+    return list(csv.DictReader(capsys.readouterr().out.splitlines()))
+
+
+def test_best_over_lr_per_model_and_width(grid, capsys):
+    rows = table(capsys, grid, "--metric", "val/accuracy", "--best-over", "optimizer.lr")
+    assert {(r["model"], r["model.d_model"], r["optimizer.lr"]) for r in rows} == {
+        ("a", "16", "0.001"), ("a", "64", "0.001"), ("b", "16", "0.01"), ("b", "64", "0.01")}
+    assert list(rows[0])[:4] == ["model", "model.d_model", "optimizer.lr", "runs"]
+    # val/loss is the runs' train.monitor (mode min): the same runs are the best by it
+    by_loss = table(capsys, grid, "--best-over", "optimizer.lr")
+    assert {r["dir"] for r in by_loss} == {r["dir"] for r in rows}
+
+
+def test_by_averages_the_groups(grid, capsys):
+    rows = table(capsys, grid, "--metric", "val/accuracy", "--by", "model")
+    assert [(r["model"], r["runs"]) for r in rows] == [("a", "6"), ("b", "6")]
+    mine = [json.loads(p.read_text())["metrics"]["val/accuracy"] for p in sorted(grid.glob("[0-5]/results.json"))]
+    assert float(rows[0]["val/accuracy"]) == pytest.approx(sum(mine) / 6)
+
+
+def test_formats(grid, capsys, tmp_path):
+    main([str(grid), "--format", "md", "--output", str(tmp_path / "t.csv")])
+    md = capsys.readouterr().out.splitlines()
+    assert md[0].startswith("| model | model.d_model | optimizer.lr | val/loss |") and len(md) == 14
+    assert len((tmp_path / "t.csv").read_text().splitlines()) == 13  # the csv beside the markdown shown
+    main([str(grid)])
+    text = capsys.readouterr().out.splitlines()
+    assert text[0].split()[:4] == ["model", "model.d_model", "optimizer.lr", "val/loss"] and len(text) == 13
+
+
+def test_every_figure_is_drawn(grid, tmp_path, capsys):
+    runs = tmp_path / "lengths"
+    for i, lr in enumerate((1e-3, 1e-2)):
+        write_run(runs / str(i), "a", lr, 16, 0.9, eval_sets={"L128": (128, 0.7 - i / 10), "L256": (256, 0.5)})
+    curve = runs / "2" / "curves" / "val" / "accuracy_by_position"
+    write_run(runs / "2", "b", 1e-3, 16, 0.8)
+    curve.mkdir(parents=True)
+    (curve / "epoch=000.csv").write_text("position,value,count\n" + "".join(f"{t},{t / 64},{9}\n" for t in range(64)))
+    out = tmp_path / "figures"
+    main([str(grid), "--metric", "val/accuracy", "--best-over", "optimizer.lr", "--figures", str(out), "--plot",
+          "line:x=model.d_model", "state", "heatmap:x=model.d_model,y=model"])
+    main([str(runs), "--metric", "val/accuracy", "--figures", str(out), "--plot", "length"])
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["heatmap-val_accuracy-model.d_model-model.png", "length-val_accuracy.png",
+                     "line-val_accuracy-model.d_model.png", "state-val_accuracy.png"]
+    assert all((out / n).stat().st_size > 5000 for n in names)
+
+
+def test_length_points_from_the_eval_sets(tmp_path):
+    from src.results import load
+    from src.results.figures import by_length
+
+    write_run(tmp_path / "r", "a", 1e-3, 16, 0.9, eval_sets={"long": (256, 0.4), "mid": (128, 0.6)})
+    runs, *_ = load([tmp_path])
+    assert by_length(runs[0], "val/accuracy", "L") == [(64.0, 0.9), (128.0, 0.6), (256.0, 0.4)]
+
+
+def test_the_experiment_results_block_is_the_default(tmp_path, capsys):
+    block = {"metric": "val/accuracy", "best_over": ["optimizer.lr"], "by": [],
+             "plots": [{"kind": "heatmap", "x": "model", "y": "optimizer.lr"}]}
+    for i, (model, lr) in enumerate((m, lr) for m in "ab" for lr in (1e-3, 1e-2)):
+        write_run(tmp_path / "s" / str(i), model, lr, 16, 0.5 + i / 10, results=block)
+    rows = table(capsys, tmp_path / "s")
+    assert [(r["model"], r["optimizer.lr"]) for r in rows] == [("a", "0.01"), ("b", "0.01")]
+    assert list(rows[0])[3] == "val/accuracy"
+    assert (tmp_path / "s" / "figures" / "heatmap-val_accuracy-model-optimizer.lr.png").stat().st_size > 5000
+
+
+def test_an_unknown_results_option_is_refused(tmp_path):
+    write_run(tmp_path / "r", "a", 1e-3, 16, 0.9, results={"metrics": "val/accuracy"})
+    with pytest.raises(ConfigError, match="^results.metrics .* is not a results option; options: metric, best_over"):
+        main([str(tmp_path)])
+
+
+def test_unfinished_runs_are_counted_not_tabulated(grid, capsys):
+    (grid / "running").mkdir()
+    (grid / "running" / "config.yaml").write_text("model: {}\n")
+    main([str(grid), "--format", "csv"])
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 13  # the header and the 12 finished runs
+    assert "1 runs without results.json (unfinished or failed) left out" in err
+
+
+VARYING = "model, model.d_model, optimizer.lr"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--metric", "val/acc"], "--metric val/acc: no run logged it; metrics: val/accuracy, val/loss"),
+    (["--best-over", "lr"], f"--best-over lr: not a key of these runs; keys that vary: {VARYING}"),
+    (["--by", "dataset.l"], f"--by dataset.l: not a key of these runs; keys that vary: {VARYING}"),
+    (["--plot", "bars"], "--plot 'bars' is not a figure; choose one of: line, state, heatmap, length"),
+    (["--plot", "line"], "--plot line needs x=KEY; keys that vary: model.d_model, optimizer.lr"),
+    (["--plot", "line:x=model.width"], "x=model.width: no run has it"),
+    (["--plot", "heatmap:x=model"], "--plot heatmap needs x=KEY,y=KEY"),
+    (["--plot", "length"], "--plot length: no run has eval sets with dataset.eval_sets.NAME.L"),
+])
+def test_bad_options_are_one_line_errors(grid, args, message):
+    with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        main([str(grid), *args])
+
+
+def test_no_runs(tmp_path):
+    with pytest.raises(ConfigError, match="no finished run"):
+        main([str(tmp_path)])
+    with pytest.raises(ConfigError, match="no such directory"):
+        main([str(Path(tmp_path) / "nowhere")])
