@@ -147,3 +147,12 @@ def test_no_runs(tmp_path):
         main([str(tmp_path)])
     with pytest.raises(ConfigError, match="no such directory"):
         main([str(Path(tmp_path) / "nowhere")])
+
+
+def test_best_over_a_key_held_at_one_value_keeps_every_run(tmp_path, capsys):
+    """An experiment's default `best_over: [optimizer.lr]` on a sweep at one lr (a CPU-sized grid):
+    groups of one run, not a refusal."""
+    for i, (model, d) in enumerate((m, d) for m in "ab" for d in (16, 64)):
+        write_run(tmp_path / "sweep" / str(i), model, 1e-3, d, d / 100)
+    rows = table(capsys, tmp_path / "sweep", "--metric", "val/accuracy", "--best-over", "optimizer.lr")
+    assert sorted((r["model"], r["model.d_model"]) for r in rows) == [("a", "16"), ("a", "64"), ("b", "16"), ("b", "64")]

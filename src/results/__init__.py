@@ -144,7 +144,7 @@ def reduce(runs, keys, metric, best_over=(), by=(), mode=None):
     the mean of the group's metrics; the runs themselves when neither is given."""
     if not best_over and not by:
         return runs, keys
-    check_keys(best_over, keys, keys, "--best-over")
+    check_keys(best_over, runs[0].config if runs else {}, keys, "--best-over")  # a key at one value: groups of one
     check_keys(by, runs[0].config if runs else {}, keys, "--by")
     group_keys = list(by) or [k for k in keys if k not in best_over]
     groups = {}
