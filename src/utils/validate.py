@@ -75,7 +75,7 @@ def _notice_unread_vars(config):
     names = list((OmegaConf.select(config, "vars") or {}).keys())
     text = OmegaConf.to_yaml(config, resolve=False)
     for name in names:
-        if f"vars.{name}" not in text:
+        if f"${{vars.{name}}}" not in text:
             notice(f"notice: vars.{name}={OmegaConf.select(config, 'vars.' + name)} is read by nothing with "
                    f"model.layer._name_={OmegaConf.select(config, 'model.layer._name_')}")
 
