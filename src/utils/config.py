@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 from src.utils.errors import ConfigError
 from src.utils.legacy import translate
 from src.utils.notice import notice
-from src.utils.validate import check
+from src.utils.validate import check, notice_unread_vars
 
 # `${not:${..bidirectional}}`: the attention layers' `causal` follows `model.bidirectional`.
 OmegaConf.register_new_resolver("not", lambda value: not value, replace=True)
@@ -21,6 +21,7 @@ def prepare(config):
     missing = sorted(OmegaConf.missing_keys(config))
     if missing:
         raise ConfigError(f"these config values must be set: {', '.join(missing)}")
+    notice_unread_vars(config)
     OmegaConf.resolve(config)
     check(config)
     return config

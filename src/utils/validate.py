@@ -38,7 +38,6 @@ SET_BY_THE_RUN = {"default_root_dir", "logger", "callbacks", "use_distributed_sa
 
 def check(config):
     """ConfigError for the first unknown key, badly typed value or out-of-range value."""
-    _notice_unread_vars(config)
     config = OmegaConf.to_container(config, resolve=True)
     _check_train(config)  # first: other sections interpolate train.seed, train.monitor, ...
     sections = {
@@ -53,7 +52,7 @@ def check(config):
         "scheduler": lambda node: _params(_named(registry.scheduler, node, "scheduler"), first=1),
         "callbacks": None,  # below
         "encoder": None,  # a name (src/tasks/encoders.py checks it)
-        "vars": None,  # values an experiment's presets interpolate (see _notice_unread_vars)
+        "vars": None,  # values an experiment's presets interpolate (see notice_unread_vars)
         "results": None,  # read by src/results (it checks them)
         "decoder": lambda node: _params(_decoder(node), skip={"d_model", "d_output", "l_output"}),
     }
@@ -69,9 +68,10 @@ def check(config):
     _check_values(config)
 
 
-def _notice_unread_vars(config):
+def notice_unread_vars(config):
     """A notice for each `vars.NAME` that no interpolation reads: an experiment's variable (e.g.
-    dsf-mqar's vars.state_expansion) that the chosen model's preset does not use."""
+    dsf-mqar's vars.state_expansion) that the chosen model's preset does not use. Called on the
+    composed config before its interpolations are resolved."""
     names = list((OmegaConf.select(config, "vars") or {}).keys())
     text = OmegaConf.to_yaml(config, resolve=False)
     for name in names:
