@@ -18,6 +18,16 @@ from src.dataloaders import sequence1d
 from src.utils.errors import check_choice
 
 TASKS = {name: "src.dataloaders.sequence1d.Sequence1D" for name in sequence1d.TASKS}
+TASKS["count_same"] = "src.dataloaders.counting.CountSame"
+TASKS["count_shifted"] = "src.dataloaders.counting.CountShifted"
+TASKS["count_mod"] = "src.dataloaders.counting.CountMod"
+TASKS["count_selective"] = "src.dataloaders.counting.CountSelective"
+TASKS["parity"] = "src.dataloaders.formal.Parity"
+TASKS["majority"] = "src.dataloaders.formal.Majority"
+TASKS["dyck"] = "src.dataloaders.formal.Dyck"
+TASKS["even_pairs"] = "src.dataloaders.formal.EvenPairs"
+TASKS["cycle_navigation"] = "src.dataloaders.formal.CycleNavigation"
+TASKS["modular_arithmetic"] = "src.dataloaders.formal.ModularArithmetic"
 
 
 def dataset_class(task):
