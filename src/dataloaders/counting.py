@@ -19,7 +19,7 @@ count_selective's ids: 0..V-1 (V = max(items, cap)) for both the items and the c
 
 import torch
 
-from src.dataloaders.tokens import TokenDataset
+from src.dataloaders.tokens import TokenDataset, random_permutations, stable_argsort
 from src.tasks.metrics import IGNORE_INDEX
 from src.utils.errors import ConfigError
 
@@ -117,6 +117,17 @@ class CountShifted(Counting):
         return x, y
 
 
+def earlier_occurrences(items):
+    """(B, c) -> (B, c): #{s < t: items_s = items_t}, each token's rank among its equals (a stable
+    sort by token groups the equals in order; a rank is the distance to its group's start)."""
+    order = stable_argsort(items)
+    grouped = items.gather(1, order)
+    i = torch.arange(items.shape[1])
+    start = torch.cat([torch.ones_like(grouped[:, :1], dtype=torch.bool), grouped[:, 1:] != grouped[:, :-1]], 1)
+    rank = i - (i * start).cummax(-1).values  # (B, c) in sorted order
+    return torch.empty_like(rank).scatter_(1, order, rank)
+
+
 class CountSelective(TokenDataset):
     """y_t = the number of earlier occurrences of x_t (mod `modulus` if > 0)."""
 
@@ -145,10 +156,8 @@ class CountSelective(TokenDataset):
         if self.cap is None:
             items = torch.randint(0, self.items, (B, c), generator=generator)
         else:  # the first c of a random permutation of the multiset {item i, cap times}
-            order = torch.rand(B, self.items * self.cap, generator=generator).argsort(-1)[:, :c]
-            items = order // self.cap  # (B, c)
-        one_hot = torch.nn.functional.one_hot(items, self.items)  # (B, c, items)
-        earlier = (one_hot.cumsum(1) * one_hot).sum(-1) - 1  # (B, c): occurrences before t
+            items = random_permutations(B, self.items * self.cap, generator)[:, :c] // self.cap  # (B, c)
+        earlier = earlier_occurrences(items)
         if self.modulus:
             earlier = earlier % self.modulus
         if not self.bos:

@@ -7,9 +7,11 @@ length with a `random.Random`, one token at a time, and labels it with `labels`.
 """
 
 IGNORE = -100
+MODULUS = {"count_mod": 10, "count_selective": 0}  # the default modulus (null) of each task
 
 
-def labels(task, x, max_count=100, symbols=1, bos=False, modulus=10, items=10, cap=10, shift_min=0):
+def labels(task, x, max_count=100, symbols=1, bos=False, modulus=None, items=10, cap=10, shift_min=0):
+    modulus = MODULUS.get(task) if modulus is None else modulus
     if task == "count_shifted":
         return [IGNORE] + [x[0] + t for t in range(1, len(x))]
     if task == "count_selective":
@@ -32,7 +34,7 @@ def labels(task, x, max_count=100, symbols=1, bos=False, modulus=10, items=10, c
     return out
 
 
-def sample(task, rng, length, max_count=100, symbols=1, bos=False, modulus=10, items=10, cap=10, shift_min=0):
+def sample(task, rng, length, max_count=100, symbols=1, bos=False, modulus=None, items=10, cap=10, shift_min=0):
     params = dict(max_count=max_count, symbols=symbols, bos=bos, modulus=modulus, items=items, cap=cap,
                   shift_min=shift_min)
     if task == "count_shifted":

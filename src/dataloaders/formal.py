@@ -22,15 +22,16 @@ followed until the first t where l - t = h_t, then everything closes. Types: eac
 each close copies the open it matches; matching brackets are the consecutive events of one level
 (an open from h to h+1 and a close from h+1 to h are both at level h) in order of position.
 With probability 1/2 a sample is corrupted: its suffix after a random balanced prefix end
-(0 included) is shuffled. Labels come from the tokens alone (`dyck_labels`).
+(0 included) is shuffled, and its labels are recomputed from its tokens (`dyck_labels`).
 
 Modular arithmetic, vectorised: a term is a maximal product n_i x .. x n_j; mod 5 its value is 0 if a
 factor is 0, else 2^(sum of the factors' discrete logs base 2) (2 generates the units mod 5).
 """
 
+import numpy as np
 import torch
 
-from src.dataloaders.tokens import TokenDataset
+from src.dataloaders.tokens import TokenDataset, stable_argsort
 from src.tasks.metrics import IGNORE_INDEX
 from src.utils.errors import ConfigError, check_choice
 
@@ -142,6 +143,14 @@ class ModularArithmetic(TokenDataset):
         return x, at_last((signs * value).sum(-1) % 5, lengths, self.L)
 
 
+def previous_in_level(level):
+    """(B, L): for each position, the position before it among those of its level (itself for the
+    first of the lowest level)."""
+    order = stable_argsort(level)
+    before = torch.cat([order[:, :1], order[:, :-1]], 1)
+    return torch.empty_like(order).scatter_(1, order, before)
+
+
 def dyck_labels(x, lengths, types):
     """(B, L) labels of bracket tokens x (B, L): 1 where the prefix is non-empty, balanced and
     never invalid; 0 elsewhere in the sample; -100 on padding."""
@@ -149,17 +158,14 @@ def dyck_labels(x, lengths, types):
     t = torch.arange(L)
     valid = valid_mask(lengths, L)
     opens = x < types
-    step = torch.where(opens, 1, -1) * valid
-    depth = step.cumsum(-1)  # (B, L): after x_t
-    level = torch.where(opens, depth - 1, depth).masked_fill(~valid, L + 1)  # the edge each bracket crosses
-    order = (level * (L + 2) + t).argsort(-1)  # (B, L): events by (level, position)
-    before = torch.cat([order[:, :1], order[:, :-1]], 1)  # the previous event in that order
-    partner = torch.empty_like(order).scatter_(1, order, before)  # (B, L): the previous event of each's level
+    depth = ((2 * opens - 1) * valid).cumsum(-1)  # (B, L): after x_t
+    level = (depth - opens.long()).masked_fill(~valid, L + 1)  # the edge each bracket crosses
+    partner = previous_in_level(level)  # (B, L): for a close, its open if the prefix is valid
     kind = x % types  # the bracket type
     matched = opens | (opens.gather(1, partner) & (kind.gather(1, partner) == kind) & (partner < t))
     error = (~matched | (depth < 0)) & valid
     never_invalid = error.long().cumsum(-1) == 0
-    return torch.where(valid, (never_invalid & (depth == 0)).long(), IGNORE_INDEX)
+    return (never_invalid & (depth == 0)).long().masked_fill(~valid, IGNORE_INDEX)
 
 
 class Dyck(TokenDataset):
@@ -178,32 +184,35 @@ class Dyck(TokenDataset):
 
     def tokens(self, lengths, generator):
         B, L, D = len(lengths), self.L, self.depth
-        t = torch.arange(L)
-        coins = 2 * torch.randint(0, 2, (B, L), generator=generator) - 1
-        walk = torch.cat([torch.zeros(B, 1, dtype=torch.long), coins.cumsum(-1)], 1)  # (B, L + 1): the free walk S
-        folded = D - ((walk % (2 * D)) - D).abs()  # the stack height before step t (and after the last)
+        t = torch.arange(L, dtype=torch.int32)
+        draws = torch.rand(B, L, generator=generator)  # a coin (u < 1/2) and a type (from 2u mod 1) per step
+        coins = draws < 0.5
+        walk = torch.nn.functional.pad((2 * coins - 1).int().cumsum(-1, dtype=torch.int32), (1, 0))
+        folded = D - ((walk % (2 * D)) - D).abs()  # (B, L + 1): the stack height before step t, folded from S
         height, up = folded[:, :-1], folded[:, 1:] > folded[:, :-1]  # (B, L): height before step t; open?
-        forced = (lengths[:, None] - t == height).long().cummax(-1).values.bool()  # from here on: close all
-        first = forced.long().argmax(-1, keepdim=True)  # (B, 1): the first forced step
+        first = (lengths[:, None] - t == height).to(torch.uint8).argmax(-1, keepdim=True)  # (B, 1): the first forced step
+        forced = t >= first  # from here on: close all
         height = torch.where(forced, height.gather(1, first) - (t - first), height)
         up = up & ~forced
-        level = torch.where(up, height, height - 1).masked_fill(~valid_mask(lengths, L), L + 1)
-        order = (level * (L + 2) + t).argsort(-1)  # events of one level alternate open, close
-        opener = torch.cat([order[:, :1], order[:, :-1]], 1)  # the open before each close, in that order
-        partner = torch.empty_like(order).scatter_(1, order, opener)
-        kinds = torch.randint(0, self.types, (B, L), generator=generator)
+        level = (height - 1 + up).masked_fill(~valid_mask(lengths, L), L + 1)
+        partner = previous_in_level(level)  # events of one level alternate open, close: a close's open
+        kinds = ((2 * draws - (~coins).float()) * self.types).long().clamp_(max=self.types - 1)  # 2u mod 1: independent of the coin
         kind = torch.where(up, kinds, kinds.gather(1, partner))
-        x = self.corrupt(torch.where(up, kind, self.types + kind), height, lengths, generator)
-        return x, dyck_labels(x, lengths, self.types)
+        x = kind + self.types * ~up
+        y = (height + 2 * up - 1 == 0).long()  # valid: balanced where the height after is 0
+        rows = (torch.rand(B, generator=generator) < 0.5).nonzero()[:, 0]  # the samples to corrupt
+        x[rows] = self.shuffle_suffix(x[rows], height[rows], lengths[rows], generator)
+        y[rows] = dyck_labels(x[rows], lengths[rows], self.types)
+        return x, y
 
-    def corrupt(self, x, height, lengths, generator):
-        """Half the samples: the suffix after a random balanced prefix end e (height 0 before
-        step e, e < l) is shuffled in place."""
+    def shuffle_suffix(self, x, height, lengths, generator):
+        """x with its suffix after a random balanced prefix end e (height 0 before step e, e < l)
+        shuffled in place."""
         B, L = x.shape
         t = torch.arange(L)
         ends = (height == 0) & valid_mask(lengths, L)
         e = (torch.rand(B, L, generator=generator) * ends).argmax(-1, keepdim=True)  # (B, 1), uniform over ends
-        shuffle = (torch.rand(B, 1, generator=generator) < 0.5) & (t >= e) & valid_mask(lengths, L)
+        shuffle = (t >= e) & valid_mask(lengths, L)
         spread = torch.rand(B, L, generator=generator, dtype=torch.float64) * (lengths[:, None] - e)
         keys = torch.where(shuffle, e + spread, t.double())
-        return x.gather(1, keys.argsort(-1))
+        return x.gather(1, torch.from_numpy(np.argsort(keys.numpy(), axis=-1)))

@@ -13,11 +13,25 @@ is the id of the token it names, so usually n_tokens), and implement
 length lengths[b] in its first lengths[b] positions (what follows is overwritten by the padding).
 """
 
+import numpy as np
 import torch
 
 from src.dataloaders.base import SyntheticDataset
 from src.tasks.metrics import IGNORE_INDEX
 from src.utils.errors import ConfigError
+
+
+def stable_argsort(keys):
+    """(B, n) integer keys -> (B, n): each row's positions sorted by key, ties in position order.
+    numpy's stable sort is a radix sort for 16-bit keys, several times torch's CPU sort."""
+    small = keys.min() >= torch.iinfo(torch.int16).min and keys.max() <= torch.iinfo(torch.int16).max
+    keys = (keys.short() if small else keys).numpy(force=True)
+    return torch.from_numpy(np.argsort(keys, axis=-1, kind="stable"))
+
+
+def random_permutations(batch_size, n, generator):
+    """(B, n): a uniform random permutation of 0..n-1 per row (the order of random keys)."""
+    return torch.from_numpy(np.argsort(torch.rand(batch_size, n, generator=generator).numpy(), axis=-1))
 
 
 class TokenDataset(SyntheticDataset):
