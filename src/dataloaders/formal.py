@@ -31,7 +31,7 @@ factor is 0, else 2^(sum of the factors' discrete logs base 2) (2 generates the 
 import numpy as np
 import torch
 
-from src.dataloaders.tokens import TokenDataset, stable_argsort
+from src.dataloaders.tokens import TokenDataset, random_below, random_bits, stable_argsort
 from src.tasks.metrics import IGNORE_INDEX
 from src.utils.errors import ConfigError, check_choice
 
@@ -146,7 +146,7 @@ class ModularArithmetic(TokenDataset):
 def previous_in_level(level):
     """(B, L): for each position, the position before it among those of its level (itself for the
     first of the lowest level)."""
-    order = stable_argsort(level)
+    order = stable_argsort(level, bound=level.shape[1] + 1)  # levels are in -L..L+1
     before = torch.cat([order[:, :1], order[:, :-1]], 1)
     return torch.empty_like(order).scatter_(1, order, before)
 
@@ -185,8 +185,7 @@ class Dyck(TokenDataset):
     def tokens(self, lengths, generator):
         B, L, D = len(lengths), self.L, self.depth
         t = torch.arange(L, dtype=torch.int32)
-        draws = torch.rand(B, L, generator=generator)  # a coin (u < 1/2) and a type (from 2u mod 1) per step
-        coins = draws < 0.5
+        coins = random_bits(B, L, generator)  # the free walk's steps
         walk = torch.nn.functional.pad((2 * coins - 1).int().cumsum(-1, dtype=torch.int32), (1, 0))
         folded = D - ((walk % (2 * D)) - D).abs()  # (B, L + 1): the stack height before step t, folded from S
         height, up = folded[:, :-1], folded[:, 1:] > folded[:, :-1]  # (B, L): height before step t; open?
@@ -196,11 +195,11 @@ class Dyck(TokenDataset):
         up = up & ~forced
         level = (height - 1 + up).masked_fill(~valid_mask(lengths, L), L + 1)
         partner = previous_in_level(level)  # events of one level alternate open, close: a close's open
-        kinds = ((2 * draws - (~coins).float()) * self.types).long().clamp_(max=self.types - 1)  # 2u mod 1: independent of the coin
+        kinds = random_below(self.types, (B, L), generator)
         kind = torch.where(up, kinds, kinds.gather(1, partner))
         x = kind + self.types * ~up
         y = (height + 2 * up - 1 == 0).long()  # valid: balanced where the height after is 0
-        rows = (torch.rand(B, generator=generator) < 0.5).nonzero()[:, 0]  # the samples to corrupt
+        rows = random_bits(B, 1, generator)[:, 0].nonzero()[:, 0]  # the samples to corrupt
         x[rows] = self.shuffle_suffix(x[rows], height[rows], lengths[rows], generator)
         y[rows] = dyck_labels(x[rows], lengths[rows], self.types)
         return x, y
@@ -211,7 +210,9 @@ class Dyck(TokenDataset):
         B, L = x.shape
         t = torch.arange(L)
         ends = (height == 0) & valid_mask(lengths, L)
-        e = (torch.rand(B, L, generator=generator) * ends).argmax(-1, keepdim=True)  # (B, 1), uniform over ends
+        counted = ends.cumsum(-1)
+        k = random_below(counted[:, -1:], (B, 1), generator)  # (B, 1): the k-th end (0-indexed), uniform
+        e = (ends & (counted == k + 1)).to(torch.uint8).argmax(-1, keepdim=True)  # (B, 1)
         shuffle = (t >= e) & valid_mask(lengths, L)
         spread = torch.rand(B, L, generator=generator, dtype=torch.float64) * (lengths[:, None] - e)
         keys = torch.where(shuffle, e + spread, t.double())
