@@ -57,7 +57,8 @@ def eval_passes(config):
         raise ConfigError(f"train.eval_passes={passes!r} must be a positive integer")
     if passes > 1 and config.model.get("pos_aug", "none") == "none":
         raise ConfigError(f"train.eval_passes={passes} re-draws the position augmentation at evaluation, but "
-                          "model.pos_aug=none: every pass would be the same; set model.pos_aug=shift|randomized or 1 pass")
+                          "model.pos_aug=none: every pass would be the same; set model.pos_aug=shift|randomized "
+                          "or 1 pass")
     return passes
 
 
@@ -171,7 +172,8 @@ class SequenceLightningModule(L.LightningModule):
             path = path / curve / f"epoch={self.current_epoch:03d}.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
             axis, first = ("length", 1) if curve == "accuracy_by_length" else ("position", 0)
-            rows = [f"{t + first},{v:.6g},{n}" for t, (v, n) in enumerate(zip(values.tolist(), counts.tolist())) if n > 0]
+            rows = [f"{t + first},{v:.6g},{n}"
+                    for t, (v, n) in enumerate(zip(values.tolist(), counts.tolist())) if n > 0]
             path.write_text(f"{axis},value,count\n" + "".join(row + "\n" for row in rows))
 
     def on_validation_epoch_end(self):

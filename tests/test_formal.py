@@ -51,7 +51,7 @@ def test_token_ids_follow_the_spec():
 def test_parity_one_means_odd():
     x, y = Parity(L=4).tokens(torch.tensor([4]), torch.Generator().manual_seed(0))
     assert (y == x.cumsum(-1) % 2).all()
-    assert reference.labels("parity", [0, 0, 1, 0, 1, 0, 0]) == [0, 0, 1, 1, 0, 0, 0]  # the modern-RNNs README's example
+    assert reference.labels("parity", [0, 0, 1, 0, 1, 0, 0]) == [0, 0, 1, 1, 0, 0, 0]  # modern RNNs' README example
     assert all(sum(tokens) == 5 for tokens, _ in samples("parity", num_ones=5, L=24, L_min=8))
 
 

@@ -86,3 +86,32 @@ def test_eval_passes_without_augmentation_are_refused():
         _module(["train.eval_passes=3"])
     with pytest.raises(ConfigError, match="train.eval_passes=0 must be a positive integer"):
         _module(["train.eval_passes=0"])
+
+
+def length_commands():
+    """The `python -m train` lines of the README section on length generalisation."""
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Length generalisation")
+    section = text[start : text.index("\n## ", start + 1)]
+    return [line for line in section.splitlines() if line.startswith("python -m train")]
+
+
+COMMANDS = length_commands()
+TINY = ["trainer.accelerator=cpu", "loader.num_workers=0", "trainer.enable_progress_bar=false",
+        "callbacks.rich_model_summary=null", "dataset.samples_per_epoch=256", "dataset.val_split=0.25",
+        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.max_epochs=1"]
+
+
+def test_the_readme_has_a_command_for_each_claim():
+    assert len(COMMANDS) == 5 and {c.split("experiment=")[1].split()[0] for c in COMMANDS} == {
+        "counting-count_mod", "modern-rnns-parity", "chomsky-even_pairs"}
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: f"cmd{COMMANDS.index(c)}")
+def test_the_readme_commands_run(command, run_dir):
+    from conftest import command_overrides
+
+    metrics = train_in_process([*command_overrides(command), *TINY], run_dir)
+    assert any(k.endswith(("unseen_accuracy", "chomsky_score")) for k in metrics), sorted(metrics)

@@ -43,7 +43,8 @@ class Counting(TokenDataset):
         self.n_tokens = self.d_output = max_count + symbols + 3
         super().__init__(L, L_min, samples_per_epoch, val_split, seed, num_train_examples)
         if self.bos and L_min < 2:
-            raise ConfigError(f"dataset.L_min={L_min}: with dataset.bos=true a sample needs <bos> and a symbol (L_min >= 2)")
+            raise ConfigError(f"dataset.L_min={L_min}: with dataset.bos=true a sample needs <bos> and a symbol "
+                              "(L_min >= 2)")
 
     def symbol_tokens(self, B, generator):  # (B, L): [<bos>] then symbols
         if self.symbols == 1:
@@ -143,9 +144,11 @@ class CountSelective(TokenDataset):
         super().__init__(L, L_min, samples_per_epoch, val_split, seed, num_train_examples)
         c = L - self.bos
         if cap is not None and c > items * cap:
-            raise ConfigError(f"dataset.L={L}: {c} tokens cannot hold {items} items at most dataset.cap={cap} times each")
+            raise ConfigError(f"dataset.L={L}: {c} tokens cannot hold {items} items at most dataset.cap={cap} "
+                              "times each")
         if cap is None and not 0 < modulus <= V:
-            raise ConfigError(f"dataset.cap=null needs dataset.modulus in 1..items={items} (the counts must be ids < {V})")
+            raise ConfigError(f"dataset.cap=null needs dataset.modulus in 1..items={items} (the counts must be "
+                              f"ids < {V})")
         if modulus > V:
             raise ConfigError(f"dataset.modulus={modulus} must be <= max(items, cap)={V} (the labels are ids < {V})")
         if self.bos and self.L_min < 2:

@@ -20,7 +20,8 @@ height h as a walk on 0..depth that always steps up at 0, down at depth, and up 
 coin in between: the free +-1 walk S folded by the triangle wave h = D - |(S mod 2D) - D|. It is
 followed until the first t where l - t = h_t, then everything closes. Types: each open draws one,
 each close copies the open it matches; matching brackets are the consecutive events of one level
-(an open from h to h+1 and a close from h+1 to h are both at level h) in order of position.
+(an open from h to h+1 and a close from h+1 to h are both at level h) in order of position, found
+by one stable sort of the positions by level (`previous_in_level`).
 With probability 1/2 a sample is corrupted: its suffix after a random balanced prefix end
 (0 included) is shuffled, and its labels are recomputed from its tokens (`dyck_labels`).
 
@@ -51,9 +52,6 @@ class Bits(TokenDataset):
     """Bits 0, 1 then <pad>; the label is computed from the bits by `labels`."""
 
     n_tokens = d_output = 3
-
-    def __init__(self, L, L_min, samples_per_epoch, val_split, seed, num_train_examples):
-        super().__init__(L, L_min, samples_per_epoch, val_split, seed, num_train_examples)
 
     def bits(self, lengths, generator):
         return torch.randint(0, 2, (len(lengths), self.L), generator=generator)
@@ -189,7 +187,7 @@ class Dyck(TokenDataset):
         walk = torch.nn.functional.pad((2 * coins - 1).int().cumsum(-1, dtype=torch.int32), (1, 0))
         folded = D - ((walk % (2 * D)) - D).abs()  # (B, L + 1): the stack height before step t, folded from S
         height, up = folded[:, :-1], folded[:, 1:] > folded[:, :-1]  # (B, L): height before step t; open?
-        first = (lengths[:, None] - t == height).to(torch.uint8).argmax(-1, keepdim=True)  # (B, 1): the first forced step
+        first = (lengths[:, None] - t == height).to(torch.uint8).argmax(-1, keepdim=True)  # (B, 1): 1st forced step
         forced = t >= first  # from here on: close all
         height = torch.where(forced, height.gather(1, first) - (t - first), height)
         up = up & ~forced

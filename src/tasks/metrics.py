@@ -275,7 +275,8 @@ class SplitMetrics(torch.nn.Module):
             {name: build_metric(name, d_output, length, seen) for name in names if name in SCALARS}, prefix=prefix
         )
         self.grouped = torch.nn.ModuleDict({name: GroupedAccuracy(groups) for name, groups in dict(categories).items()})
-        self.curves = torch.nn.ModuleDict({name: build_metric(name, d_output, length) for name in names if name in CURVES})
+        self.curves = torch.nn.ModuleDict({name: build_metric(name, d_output, length)
+                                           for name in names if name in CURVES})
 
     def update(self, preds, target, loss, extra):
         self.loss.update(loss, weight=scored(preds, target).to(loss))
