@@ -1,7 +1,7 @@
 """The counting tasks (src/dataloaders/counting.py) against their per-sample definitions."""
 
 import pytest
-from token_checks import check_eval_sets_unseen, check_labels, samples
+from token_checks import check_eval_sets_unseen, check_labels, check_sample_is_the_datasets_batch, samples
 
 from src.dataloaders import counting_reference as reference
 from src.dataloaders.counting import CountMod, CountSame, CountSelective, CountShifted
@@ -65,8 +65,9 @@ def test_variable_lengths_cover_the_range():
 
 
 @pytest.mark.parametrize("task", ["count_same", "count_mod", "count_shifted", "count_selective"])
-def test_the_default_eval_sets_are_unseen_lengths(task):
+def test_eval_sets_are_unseen_lengths_and_sample_is_the_datasets_batch(task):
     check_eval_sets_unseen(task)
+    check_sample_is_the_datasets_batch(task)
 
 
 @pytest.mark.parametrize("make, message", [

@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 import torch
-from token_checks import check_eval_sets_unseen, check_labels, samples
+from token_checks import check_eval_sets_unseen, check_labels, check_sample_is_the_datasets_batch, samples
 
 from src.dataloaders import formal_reference as reference
 from src.dataloaders.formal import Dyck, ModularArithmetic, Parity, dyck_labels
@@ -93,8 +93,9 @@ def test_dyck_sampler_matches_the_spec_sampler():
 
 
 @pytest.mark.parametrize("task", ["parity", "majority", "dyck", "even_pairs", "cycle_navigation", "modular_arithmetic"])
-def test_the_default_eval_sets_are_unseen_lengths(task):
+def test_eval_sets_are_unseen_lengths_and_sample_is_the_datasets_batch(task):
     check_eval_sets_unseen(task)
+    check_sample_is_the_datasets_batch(task)
 
 
 @pytest.mark.parametrize("make, message", [

@@ -6,6 +6,7 @@ import torch
 from omegaconf import OmegaConf
 
 from src.dataloaders import synthetic
+from src.dataloaders.base import batch_seed
 from src.dataloaders.synthetic import dataset_class
 from src.module import build_datasets
 
@@ -34,6 +35,14 @@ def check_labels(task, reference, batch_size=64, **params):
     for tokens, labels in batch:
         assert labels == reference.labels(task, tokens, **options), (task, params, tokens)
     return batch
+
+
+def check_sample_is_the_datasets_batch(task):
+    """synthetic.sample(task) draws the batch the dataset draws from the same generator."""
+    seed = batch_seed(3, "train", 0, 0)
+    x, y = synthetic.sample(task, 4, torch.Generator().manual_seed(seed))
+    x2, y2 = dataset_class(task)(seed=3).batch("train", 0, 0, range(4))
+    assert torch.equal(x, x2) and torch.equal(y, y2), task
 
 
 def check_eval_sets_unseen(task):
