@@ -24,7 +24,8 @@ FIXTURES = json.loads((ROOT / "tests" / "fixtures" / "dlr_readme_configs.json").
 NEUTRAL = {"model.state_mixer": "none", "model.mlp_expand": 4, "model.mlp_activation": "gelu",
            "model.embedding_dropout": 0.0, "model.tie_embeddings": False, "model.init": "default",
            "dataset.num_train_examples": None, "dataset.eval_sets": None, "model.layers": None,
-           "train.resume": False, "train.eval_only": False}  # (sequence1d only; and dataset.eval_sets: null)
+           "train.resume": False, "train.eval_only": False,
+           "train.eval_passes": 1}  # (sequence1d only; and dataset.eval_sets: null)
 
 
 def flat(tree, prefix=""):
