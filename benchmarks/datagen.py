@@ -1,24 +1,29 @@
-"""Task-generation throughput: samples/s of the DLR atomic tasks (src.dataloaders.synthetic.sample), one process.
+"""Task-generation throughput: samples/s of the synthetic tasks (src.dataloaders.synthetic.sample), one process.
 
-    python -m benchmarks.datagen [--L 4096] [--batch 16] [--tasks shift sort ...] [--seconds 2]
-    python -m benchmarks.datagen --mqar [--rounds 5]
+    python -m benchmarks.datagen [--families dlr counting formal mqar] [--L L] [--batch B] [--tasks shift dyck ...]
+                                 [--seconds 2] [--rounds 5] [--threads 1]
 
-Beside each batched generator, where one is written here, a per-sample baseline in the style of
-the DLR repo's loader (one sample at a time, numpy) measured in the same run, and the speedup.
-
---mqar: MQAR at V 8192, (L, N) in {(64, 4), (256, 16), (512, 64)}: ours (4 batches of 1024) against
-zoology's semantics one example at a time, with one legacy `numpy.random.choice` each for the keys,
-the values and the query slots (as zoology's `multiquery_ar` does per row). Each round times the
-baseline, then ours; the table gives the median rates and the median ratio with its range.
+Each task family registers its rows in FAMILIES: {family: (rows(L, batch) -> {task: (batched, per_sample)},
+default L, default batch)}, where batched(i) and per_sample(i) each make batch i (per_sample may be None).
+Beside each batched generator, a per-sample baseline, interleaved with it over several rounds in
+this process, and the median speedup with its range over the rounds:
+  dlr               the DLR repo's loader style (one sample at a time, numpy); L 4096, batch 16
+  counting, formal  the per-sample Python definitions the tests check against
+                    (src/dataloaders/{counting,formal}_reference.py), stacked into tensors; L 512, batch 64
+  mqar              zoology's semantics one example at a time, with one legacy numpy.random.choice
+                    each for the keys, the values and the query slots (as its multiquery_ar does per
+                    row); V 8192, (L, N) in {(64, 4), (256, 16), (512, 64)} whatever --L, batch 1024
 """
 
 import argparse
+import random
 import statistics
 import time
 
 import numpy as np
 import torch
 
+from src.dataloaders import counting_reference, formal_reference
 from src.dataloaders.sequence1d import TASKS, solve_size
 from src.dataloaders.synthetic import sample
 
@@ -58,15 +63,50 @@ def one_solve(rng, L):
 PER_SAMPLE = {"shift": one_shift, "sort": one_sort, "solve": one_solve}
 
 
-def rate(make_batch, batch, seconds):
-    make_batch(0)  # warm-up
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        make_batch(n)
-        n += 1
-    return n * batch / (time.perf_counter() - start)
+def dlr_rows(L, batch):
+    rows = {}
+    for task in TASKS:
+        one, rng = PER_SAMPLE.get(task), np.random.default_rng(0)
+        rows[task] = (lambda i, task=task: sample(task, batch, torch.Generator().manual_seed(i), L=L),
+                      one and (lambda i, one=one, rng=rng: [one(rng, L) for _ in range(batch)]))
+    return rows
 
 
+def token_rows(reference, params):
+    """Rows of the token tasks {task: params at L}: the batched generator at fixed length L beside
+    the per-sample definition, whose lists are stacked into (B, L) tensors."""
+
+    def rows(L, batch):
+        out = {}
+        for task, make in params.items():
+            kwargs, rng = make(L), random.Random(0)
+            options = {k: v for k, v in kwargs.items() if k not in ("L", "L_min")}
+
+            def per_sample(i, task=task, options=options, rng=rng, length=kwargs["L"]):
+                pairs = [reference.sample(task, rng, length, **options) for _ in range(batch)]
+                return torch.tensor([x for x, _ in pairs]), torch.tensor([y for _, y in pairs])
+
+            out[task] = (lambda i, task=task, kwargs=kwargs: sample(task, batch, torch.Generator().manual_seed(i),
+                                                                    **kwargs), per_sample)
+        return out
+
+    return rows
+
+
+COUNTING = {  # each at length L (max_count and cap large enough to count that far)
+    "count_same": lambda L: dict(L=L, L_min=L, max_count=L),
+    "count_mod": lambda L: dict(L=L, L_min=L),
+    "count_shifted": lambda L: dict(L=L, L_min=L, max_count=2 * L),
+    "count_selective": lambda L: dict(L=L, items=10, cap=-(-L // 10)),
+}
+FORMAL = {
+    "parity": lambda L: dict(L=L, L_min=L),
+    "majority": lambda L: dict(L=L, L_min=L),
+    "dyck": lambda L: dict(L=L - L % 2, L_min=L - L % 2),
+    "even_pairs": lambda L: dict(L=L, L_min=L),
+    "cycle_navigation": lambda L: dict(L=L, L_min=L),
+    "modular_arithmetic": lambda L: dict(L=L - 1 + L % 2, L_min=L - 1 + L % 2),
+}
 def zoology_mqar(rng, V, L, N, power_a=0.01):
     """One MQAR example as zoology's multiquery_ar builds each row (numpy RandomState choice calls)."""
     keys = rng.choice(np.arange(1, V // 2), size=N, replace=False)
@@ -79,57 +119,75 @@ def zoology_mqar(rng, V, L, N, power_a=0.01):
     x[2 * N + 2 * gaps] = keys
     y = np.full(L, -100, dtype=np.int64)
     y[2 * N + 2 * gaps] = values
-    return x, y
+    return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def mqar_rows(rounds):
+def mqar_rows(L, batch):
     from src.dataloaders.recall import MQAR
 
-    print(f"MQAR, V 8192, torch threads {torch.get_num_threads()}, {rounds} interleaved rounds")
-    print("| (L, N) | ours /s | zoology per example /s | ratio (range) |")
-    print("|---|---|---|---|")
+    rows = {}
     for L, N in [(64, 4), (256, 16), (512, 64)]:
-        data = MQAR(vocab_size=8192, L=L, num_kv_pairs=N)
-        rng = np.random.RandomState(0)
-        ours, theirs = [], []
-        for r in range(rounds):
-            start = time.perf_counter()
-            for _ in range(256):
-                zoology_mqar(rng, 8192, L, N)
-            theirs.append(256 / (time.perf_counter() - start))
-            start = time.perf_counter()  # 4 batches: both sides timed over ~0.1 s (the machine stalls)
-            for i in range(4):
-                data.generate(1024, torch.Generator().manual_seed(4 * r + i))
-            ours.append(4096 / (time.perf_counter() - start))
-        ratios = sorted(a / b for a, b in zip(ours, theirs))
-        print(f"| ({L}, {N}) | {statistics.median(ours):,.0f} | {statistics.median(theirs):,.0f} | "
-              f"{statistics.median(ratios):.0f}x ({ratios[0]:.0f}-{ratios[-1]:.0f}) |", flush=True)
+        data, rng = MQAR(vocab_size=8192, L=L, num_kv_pairs=N), np.random.RandomState(0)
+        rows[f"mqar L{L} N{N}"] = (
+            lambda i, data=data: data.generate(batch, torch.Generator().manual_seed(i)),
+            lambda i, rng=rng, L=L, N=N: [torch.stack(t) for t in zip(*(zoology_mqar(rng, 8192, L, N) for _ in range(batch)))])
+    return rows
+
+
+FAMILIES = {
+    "dlr": (dlr_rows, 4096, 16),
+    "mqar": (mqar_rows, None, 1024),
+    "counting": (token_rows(counting_reference, COUNTING), 512, 64),
+    "formal": (token_rows(formal_reference, FORMAL), 512, 64),
+}
+
+
+def rate(make_batch, batch, seconds):
+    make_batch(0)  # warm-up
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        make_batch(n)
+        n += 1
+    return n * batch / (time.perf_counter() - start)
+
+
+def interleaved(batched, per_sample, batch, seconds, rounds):
+    """Median samples/s of each over `rounds` alternating rounds, and the median and range of the
+    per-round ratios (the machine's load changes between rounds more than within one)."""
+    fast, slow = [], []
+    for _ in range(rounds):
+        fast.append(rate(batched, batch, seconds / rounds))
+        slow.append(rate(per_sample, batch, seconds / rounds))
+    ratios = sorted(f / s for f, s in zip(fast, slow))
+    return statistics.median(fast), statistics.median(slow), statistics.median(ratios), ratios[0], ratios[-1]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mqar", action="store_true", help="the MQAR table instead of the atomic tasks")
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    parser.add_argument("--L", type=int, default=None, help="default: the family's")
+    parser.add_argument("--batch", type=int, default=None, help="default: the family's")
+    parser.add_argument("--tasks", nargs="+", default=None, help="default: every task of the families")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per task and generator, over all rounds")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--L", type=int, default=4096)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
-    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the baselines use one core)")
     args = parser.parse_args()
-    if args.mqar:
-        return mqar_rows(args.rounds)
+    torch.set_num_threads(args.threads)
 
-    print(f"L={args.L}, batch={args.batch}, torch threads={torch.get_num_threads()}")
-    print(f"{'task':<22}{'batched /s':>12}{'per-sample /s':>15}{'speedup':>9}")
-    for task in args.tasks:
-        batched = rate(lambda i: sample(task, args.batch, torch.Generator().manual_seed(i), L=args.L), args.batch,
-                       args.seconds)
-        row = f"{task:<22}{batched:>12.0f}"
-        one = PER_SAMPLE.get(task)
-        if one:
-            rng = np.random.default_rng(0)
-            loop = rate(lambda i: [one(rng, args.L) for _ in range(args.batch)], args.batch, args.seconds)
-            row += f"{loop:>15.0f}{batched / loop:>8.1f}x"
-        print(row, flush=True)
+    print(f"torch threads={torch.get_num_threads()}, {args.rounds} interleaved rounds, {args.seconds} s per generator")
+    for family in args.families:
+        make_rows, L, batch = FAMILIES[family]
+        L, batch = args.L or L, args.batch or batch
+        print(f"\n{family}: L={L}, batch={batch}")
+        print(f"{'task':<22}{'batched /s':>12}{'per-sample /s':>15}{'speedup (range)':>22}")
+        for task, (batched, per_sample) in make_rows(L, batch).items():
+            if args.tasks and task not in args.tasks:
+                continue
+            if per_sample is None:
+                print(f"{task:<22}{rate(batched, batch, args.seconds):>12.0f}", flush=True)
+                continue
+            fast, slow, ratio, low, high = interleaved(batched, per_sample, batch, args.seconds, args.rounds)
+            print(f"{task:<22}{fast:>12.0f}{slow:>15.0f}{ratio:>9.1f}x ({low:.1f}-{high:.1f}x)", flush=True)
 
 
 if __name__ == "__main__":

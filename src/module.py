@@ -7,21 +7,24 @@ other input.
 
 Eval sets (`dataset.eval_sets={NAME: {key: value, ...}}`): each is the dataset built with those
 overrides (same seed unless it sets one), giving its own validation and test dataloader after the
-main one; its metrics are logged as `val/NAME/<metric>` and `test/NAME/<metric>`. With
-`dataset.segments` the training set is a mixture of segments (src/dataloaders/mixture.py).
+main one; its metrics are logged as `val/NAME/<metric>` and `test/NAME/<metric>`. A set given as
+null is dropped (an experiment removes a set of its dataset's defaults: `eval_sets: {L64: null}`).
+With `dataset.segments` the training set is a mixture of segments (src/dataloaders/mixture.py).
 """
 
 import re
 from pathlib import Path
 
 import lightning as L
+import torch
 from omegaconf import OmegaConf
 from torch import nn
 
 from src.dataloaders import mixture
+from src.dataloaders.base import batch_seed
 from src.models.sequence.backbone import SequenceModel
 from src.models.sequence.kernel_cache import accumulation_window
-from src.tasks.metrics import CURVES, SplitMetrics, build_loss
+from src.tasks.metrics import CURVES, EVAL_SET_ONLY, SplitMetrics, build_loss
 from src.utils import registry
 from src.utils.errors import ConfigError
 from src.utils.notice import notice
@@ -33,7 +36,7 @@ SPLITS = ("train", "val", "test")
 def build_datasets(config):
     """The main dataset and {name: dataset} for each eval set of `config` (the dataset config)."""
     config = OmegaConf.to_container(config, resolve=True)
-    eval_sets = config.pop("eval_sets", None) or {}
+    eval_sets = {k: v for k, v in (config.pop("eval_sets", None) or {}).items() if v is not None}
     segments = config.pop("segments", None)
     cls = registry.resolve(registry.dataset, config["_name_"], "dataset._name_")
     datasets = {}
@@ -47,6 +50,19 @@ def build_datasets(config):
                               f"dataset ({cls.__name__})")
         datasets[name] = mixture.build(cls, kwargs, segments) if name is None and segments else cls(**kwargs)
     return datasets.pop(None), datasets
+
+
+def eval_passes(config):
+    """train.eval_passes: evaluation passes, each re-drawing model.pos_aug's positions (the
+    counting paper's test protocol; 1: one pass with positions 0..L-1)."""
+    passes = config.train.get("eval_passes", 1)
+    if not isinstance(passes, int) or isinstance(passes, bool) or passes < 1:
+        raise ConfigError(f"train.eval_passes={passes!r} must be a positive integer")
+    if passes > 1 and config.model.get("pos_aug", "none") == "none":
+        raise ConfigError(f"train.eval_passes={passes} re-draws the position augmentation at evaluation, but "
+                          "model.pos_aug=none: every pass would be the same; set model.pos_aug=shift|randomized "
+                          "or 1 pass")
+    return passes
 
 
 def longest_input(datasets):
@@ -76,6 +92,8 @@ class SequenceLightningModule(L.LightningModule):
         if longest is not None:
             self.sizes["state_size"] = float(self.model.state_size(longest))
         self.loss = build_loss(config.task.loss)
+        self.eval_passes = eval_passes(config)
+        self.model.positions.eval_aug = self.eval_passes > 1
         # Metrics of each split and eval set ("train" is an nn.Module attribute: keys end in "_").
         # Datasets with categories (e.g. ListOps sub-tree height and operator) get accuracy by
         # category; their batches then carry a third element {category: (B, L) ids}.
@@ -83,9 +101,11 @@ class SequenceLightningModule(L.LightningModule):
         for split in SPLITS:
             for name, dataset in {None: data, **(self.eval_sets if split != "train" else {})}.items():
                 names = [m for m in config.task.metrics if split != "train" or m not in CURVES]
+                names = [m for m in names if name is not None or m not in EVAL_SET_ONLY]
                 self.metrics[self._key(split, name)] = SplitMetrics(
                     names, data.d_output, self._prefix(split, name),
                     getattr(dataset, "categories", {}) if split != "train" else {}, getattr(dataset, "L_input", None),
+                    getattr(data, "L_input", None),
                 )
 
     @staticmethod
@@ -127,11 +147,24 @@ class SequenceLightningModule(L.LightningModule):
         with accumulation_window(self.trainer.global_step, last):
             return self._step(batch, "train")[0]
 
+    def _eval_step(self, batch, split, batch_idx, dataloader_idx):
+        """One evaluation batch, `train.eval_passes` times: each pass re-draws the position
+        augmentation from a generator seeded by (seed, split, batch, set, pass), and updates the
+        metrics, so they average over the passes. -> the last pass's predictions."""
+        if self.eval_passes == 1:
+            return self._step(batch, split, dataloader_idx)[1]
+        devices = [self.device] if self.device.type == "cuda" else []
+        for p in range(self.eval_passes):
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(batch_seed(self.config.train.seed, split, p, batch_idx, dataloader_idx))
+                preds = self._step(batch, split, dataloader_idx)[1]
+        return preds
+
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
-        return {"preds": self._step(batch, "val", dataloader_idx)[1]}
+        return {"preds": self._eval_step(batch, "val", batch_idx, dataloader_idx)}
 
     def test_step(self, batch, batch_idx, dataloader_idx=0):
-        self._step(batch, "test", dataloader_idx)
+        self._eval_step(batch, "test", batch_idx, dataloader_idx)
 
     def _epoch_end(self, split):
         """Log per-category accuracies and write the curves of every set of `split`."""
@@ -143,13 +176,15 @@ class SequenceLightningModule(L.LightningModule):
                 self._write_curves(split, name, curves)
 
     def _write_curves(self, split, name, curves):
-        """<run dir>/curves/<split>[-<set>]/<curve>/epoch=<e>.csv: position, value, count."""
+        """<run dir>/curves/<split>[-<set>]/<curve>/epoch=<e>.csv: position (or length), value, count."""
         for curve, (values, counts) in curves.items():
             path = Path(self.trainer.default_root_dir) / "curves" / (split if name is None else f"{split}-{name}")
             path = path / curve / f"epoch={self.current_epoch:03d}.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
-            rows = [f"{t},{v:.6g},{n}" for t, (v, n) in enumerate(zip(values.tolist(), counts.tolist())) if n > 0]
-            path.write_text("position,value,count\n" + "".join(row + "\n" for row in rows))
+            axis, first = ("length", 1) if curve == "accuracy_by_length" else ("position", 0)
+            rows = [f"{t + first},{v:.6g},{n}"
+                    for t, (v, n) in enumerate(zip(values.tolist(), counts.tolist())) if n > 0]
+            path.write_text(f"{axis},value,count\n" + "".join(row + "\n" for row in rows))
 
     def on_validation_epoch_end(self):
         self._epoch_end("val")

@@ -26,6 +26,10 @@ BUILD = ["wandb=null", "model.d_model=8", "model.n_layers=1"]
 SIZES = {e: sizes for e, (sizes, _) in FILE_SIZES.items()} | {"s4-lra-imdb": TEXT_TINY, "s4-lra-aan": TEXT_TINY,
                                                               "s4-lra-cifar": []} | MQAR_SIZES
 SYNTHETIC = ["dataset.L=32", "dataset.samples_per_epoch=8", "dataset.val_split=0.5"]
+TOKENS = ["dataset.samples_per_epoch=8", "dataset.val_split=0.5"]  # the token tasks keep their own lengths
+SIZES |= {e: TOKENS for e in EXPERIMENTS if e.startswith(("counting-", "modern-rnns-"))}
+SIZES |= {e: [*TOKENS, f"dataset.eval_sets.ood.L={99 if 'modular' in e else 100}"]  # 41..100: the quick variant
+          for e in EXPERIMENTS if e.startswith("chomsky-")}
 
 
 @pytest.fixture(scope="module")

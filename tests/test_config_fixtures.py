@@ -26,7 +26,8 @@ NEUTRAL = {"model.state_mixer": "none", "model.mlp_expand": 4, "model.mlp_activa
            "model.embedding_dropout": 0.0, "model.tie_embeddings": False, "model.init": "default",
            "dataset.num_train_examples": None, "dataset.eval_sets": None, "model.layers": None,
            "train.resume": False, "train.eval_only": False,
-           "results.best_over": [], "results.by": [], "results.plots": []}  # (sequence1d only; and dataset.eval_sets: null)
+           "results.best_over": [], "results.by": [], "results.plots": [],
+           "train.eval_passes": 1}  # (sequence1d only; and dataset.eval_sets: null)
 
 
 def flat(tree, prefix=""):

@@ -21,6 +21,16 @@ TASKS = {name: "src.dataloaders.sequence1d.Sequence1D" for name in sequence1d.TA
 TASKS["mqar"] = "src.dataloaders.recall.MQAR"
 TASKS["mqar_forgetting"] = "src.dataloaders.recall.MQARForgetting"
 TASKS["mqar_compositional"] = "src.dataloaders.recall.MQARCompositional"
+TASKS["count_same"] = "src.dataloaders.counting.CountSame"
+TASKS["count_shifted"] = "src.dataloaders.counting.CountShifted"
+TASKS["count_mod"] = "src.dataloaders.counting.CountMod"
+TASKS["count_selective"] = "src.dataloaders.counting.CountSelective"
+TASKS["parity"] = "src.dataloaders.formal.Parity"
+TASKS["majority"] = "src.dataloaders.formal.Majority"
+TASKS["dyck"] = "src.dataloaders.formal.Dyck"
+TASKS["even_pairs"] = "src.dataloaders.formal.EvenPairs"
+TASKS["cycle_navigation"] = "src.dataloaders.formal.CycleNavigation"
+TASKS["modular_arithmetic"] = "src.dataloaders.formal.ModularArithmetic"
 
 
 def dataset_class(task):

@@ -13,6 +13,13 @@ integer targets (B, L) or (B,), where the target -100 marks an unlabelled positi
     sequence_accuracy  the fraction of examples (with a label) whose every labelled position is right
     accuracy_by_position  a curve: accuracy at each position t over the set, written as CSV
                        (position, accuracy, count) with each evaluation, not logged as a scalar
+    accuracy_by_length a curve: accuracy over the labelled positions of the examples of each
+                       length (an example's length: its last labelled position + 1, the input
+                       length of every token task here), written as CSV (length, accuracy, count)
+    unseen_accuracy    accuracy over labelled positions t >= the longest training input (0-indexed;
+                       the counting paper's "unseen length accuracy"); eval sets only
+    chomsky_score      the mean over example lengths of the accuracy at that length (the
+                       Chomsky-hierarchy score; a task counts as solved at >= 0.9)
 All are accumulated over the epoch (the DLR repo averaged per-batch F1 scores instead), and are
 exact under DDP: their states are sums, reduced over ranks. `SplitMetrics` holds one split's
 (or one eval set's) loss, metrics, per-category accuracies and curves.
@@ -165,12 +172,69 @@ class AccuracyByPosition(Metric):
         return self.correct / self.count, self.count
 
 
-SCALARS = ("mse", "r2", "accuracy", "f1_macro", "accuracy_balanced", "example_accuracy", "sequence_accuracy")
-CURVES = ("accuracy_by_position",)
+class AccuracyByLength(AccuracyByPosition):
+    """Accuracy over the labelled positions of the examples of each length n = 1..length (index
+    n - 1), an example's length being its last labelled position + 1: compute() -> (accuracy,
+    count), NaN where no example had that length."""
+
+    def update(self, preds, target):  # preds (B, T, C), target (B, T), T <= length
+        labelled = target != IGNORE_INDEX
+        t = torch.arange(target.shape[1], device=target.device)
+        last = torch.where(labelled, t, -1).amax(-1)  # (B,): -1 for an example without labels
+        hit = ((preds.argmax(-1) == target) & labelled).sum(-1)
+        keep = last >= 0
+        self.count.index_add_(0, last[keep], labelled.sum(-1)[keep])
+        self.correct.index_add_(0, last[keep], hit[keep])
 
 
-def build_metric(name, d_output):
+class ChomskyScore(AccuracyByLength):
+    """The mean over the example lengths present of the accuracy at that length."""
+
+    def compute(self):
+        accuracy, count = super().compute()
+        return accuracy[count > 0].float().mean()
+
+
+class UnseenAccuracy(Metric):
+    """Accuracy over labelled positions t >= `seen` (the longest training input)."""
+
+    full_state_update = False
+
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+        self.add_state("correct", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds, target):  # preds (B, T, C), target (B, T)
+        labelled = (target != IGNORE_INDEX) & (torch.arange(target.shape[1], device=target.device) >= self.seen)
+        self.count += labelled.sum()
+        self.correct += ((preds.argmax(-1) == target) & labelled).sum()
+
+    def compute(self):
+        return self.correct / self.count
+
+
+SCALARS = ("mse", "r2", "accuracy", "f1_macro", "accuracy_balanced", "example_accuracy", "sequence_accuracy",
+           "unseen_accuracy", "chomsky_score")
+CURVES = ("accuracy_by_position", "accuracy_by_length")
+EVAL_SET_ONLY = ("unseen_accuracy",)  # needs positions beyond the training length
+
+
+def build_metric(name, d_output, length=None, seen=None):
     check_choice("task.metrics", name, sorted(SCALARS + CURVES))
+    if name in ("chomsky_score", *CURVES) and not length:
+        raise ConfigError(f"task.metrics={name} needs a dataset with a known input length")
+    if name == "unseen_accuracy":
+        if not seen:
+            raise ConfigError("task.metrics=unseen_accuracy needs a training dataset with a known input length")
+        return UnseenAccuracy(seen)
+    if name == "chomsky_score":
+        return ChomskyScore(length)
+    if name == "accuracy_by_length":
+        return AccuracyByLength(length)
+    if name == "accuracy_by_position":
+        return AccuracyByPosition(length)
     if name in ("example_accuracy", "sequence_accuracy"):
         return ExampleAccuracy(whole=name == "sequence_accuracy")
     if name == "mse":
@@ -200,19 +264,19 @@ class SplitMetrics(torch.nn.Module):
     and the number of ranks (exact for mse and cross_entropy; class_weighted_cross_entropy
     depends on the batches by definition)."""
 
-    def __init__(self, names, d_output, prefix, categories=(), length=None):
+    def __init__(self, names, d_output, prefix, categories=(), length=None, seen=None):
+        """length: this set's longest input; seen: the training set's (for unseen_accuracy)."""
         super().__init__()
         for name in names:
             check_choice("task.metrics", name, sorted(SCALARS + CURVES))
         self.prefix = prefix
         self.loss = torchmetrics.MeanMetric()
         self.scalars = torchmetrics.MetricCollection(
-            {name: build_metric(name, d_output) for name in names if name in SCALARS}, prefix=prefix
+            {name: build_metric(name, d_output, length, seen) for name in names if name in SCALARS}, prefix=prefix
         )
         self.grouped = torch.nn.ModuleDict({name: GroupedAccuracy(groups) for name, groups in dict(categories).items()})
-        self.curves = torch.nn.ModuleDict({name: AccuracyByPosition(length) for name in names if name in CURVES})
-        if self.curves and not length:
-            raise ConfigError("task.metrics=accuracy_by_position needs a dataset with a known input length")
+        self.curves = torch.nn.ModuleDict({name: build_metric(name, d_output, length)
+                                           for name in names if name in CURVES})
 
     def update(self, preds, target, loss, extra):
         self.loss.update(loss, weight=scored(preds, target).to(loss))

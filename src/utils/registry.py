@@ -63,6 +63,16 @@ dataset = {
     "mqar": "src.dataloaders.recall.MQAR",
     "mqar_forgetting": "src.dataloaders.recall.MQARForgetting",
     "mqar_compositional": "src.dataloaders.recall.MQARCompositional",
+    "count_same": "src.dataloaders.counting.CountSame",
+    "count_shifted": "src.dataloaders.counting.CountShifted",
+    "count_mod": "src.dataloaders.counting.CountMod",
+    "count_selective": "src.dataloaders.counting.CountSelective",
+    "parity": "src.dataloaders.formal.Parity",
+    "majority": "src.dataloaders.formal.Majority",
+    "dyck": "src.dataloaders.formal.Dyck",
+    "even_pairs": "src.dataloaders.formal.EvenPairs",
+    "cycle_navigation": "src.dataloaders.formal.CycleNavigation",
+    "modular_arithmetic": "src.dataloaders.formal.ModularArithmetic",
 }
 
 optimizer = {

@@ -8,7 +8,7 @@ pos_emb:
     rope         rotary positions inside the attention layers (queries and keys of head pair
                  (2m, 2m+1) rotated by p w_m), for the layers that take `rope`
     scaler       the channel p_i / pos_max_len appended to d_model - 1 encoder features
-pos_aug (training only; evaluation always uses p_i = i):
+pos_aug (training only; evaluation uses p_i = i, unless `eval_aug` is set: train.eval_passes > 1):
     none         p_i = i
     shift        p_i = i + o, o uniform in [0, pos_max_len - L], one offset per sequence
     randomized   p = a sorted uniform random subset of L of {0, .., pos_max_len - 1}, per sequence
@@ -85,10 +85,11 @@ class Positions(nn.Module):
             else:
                 self.embedding = nn.Parameter(init)
         self.d_input = input_width(d_model, pos_emb)
+        self.eval_aug = False  # draw augmented positions in evaluation too (train.eval_passes > 1)
 
     def positions(self, x):
         B, L = x.shape[:2]
-        aug = self.pos_aug if self.training else "none"
+        aug = self.pos_aug if self.training or self.eval_aug else "none"
         positions = sample_positions(B, L, aug, self.max_len, x.device)
         if self.pos_emb in ("learned", "scaler") and positions.max() >= self.max_len:
             raise ConfigError(f"position {positions.max().item()} is beyond model.pos_max_len={self.max_len}")

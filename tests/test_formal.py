@@ -1,0 +1,111 @@
+"""The formal-language tasks (src/dataloaders/formal.py) against their per-sample definitions."""
+
+import random
+import statistics
+
+import pytest
+import torch
+from token_checks import check_eval_sets_unseen, check_labels, check_sample_is_the_datasets_batch, samples
+
+from src.dataloaders import formal_reference as reference
+from src.dataloaders.formal import Dyck, ModularArithmetic, Parity, dyck_labels
+from src.utils.errors import ConfigError
+
+OPTIONS = [  # (task, params): every option of the spec
+    ("parity", {}),
+    ("parity", {"L": 40, "L_min": 1}),
+    ("parity", {"label_at": "last", "L": 40, "L_min": 1}),
+    ("parity", {"num_ones": 5, "L": 24, "L_min": 8}),
+    ("parity", {"num_ones": 7, "label_at": "last"}),
+    ("majority", {}),
+    ("majority", {"L": 41, "L_min": 41}),
+    ("even_pairs", {}),
+    ("cycle_navigation", {}),
+    ("modular_arithmetic", {}),
+    ("modular_arithmetic", {"L": 99, "L_min": 41}),
+    ("dyck", {}),
+    ("dyck", {"types": 1, "depth": 2, "L": 64, "L_min": 2}),
+    ("dyck", {"types": 5, "depth": 12, "L": 128}),
+]
+
+
+@pytest.mark.parametrize("task, params", OPTIONS, ids=[f"{t}-{i}" for i, (t, _) in enumerate(OPTIONS)])
+def test_every_label_is_recomputed_from_the_tokens(task, params):
+    batch = check_labels(task, reference, 128, **params)
+    if task in ("parity", "majority", "even_pairs", "cycle_navigation", "modular_arithmetic") and (
+            task != "parity" or params.get("label_at") == "last"):
+        assert all(labels[:-1] == [-100] * (len(labels) - 1) for _, labels in batch)  # the last position only
+
+
+def test_token_ids_follow_the_spec():
+    assert {t for tokens, _ in samples("parity") for t in tokens} == {0, 1} and Parity().pad_id == 2
+    assert {t for tokens, _ in samples("cycle_navigation") for t in tokens} == {0, 1, 2}
+    batch = samples("modular_arithmetic", L=21, L_min=21)
+    assert {t for tokens, _ in batch for t in tokens[0::2]} == set(range(5)) and ModularArithmetic().pad_id == 8
+    assert {t for tokens, _ in batch for t in tokens[1::2]} == {5, 6, 7}
+    assert {t for tokens, _ in samples("dyck", types=3) for t in tokens} == set(range(6)) and Dyck().pad_id == 6
+    labels = [y for _, labels in samples("cycle_navigation", 256) for y in labels if y != -100]
+    assert set(labels) == set(range(5))
+
+
+def test_parity_one_means_odd():
+    x, y = Parity(L=4).tokens(torch.tensor([4]), torch.Generator().manual_seed(0))
+    assert (y == x.cumsum(-1) % 2).all()
+    assert reference.labels("parity", [0, 0, 1, 0, 1, 0, 0]) == [0, 0, 1, 1, 0, 0, 0]  # modern RNNs' README example
+    assert all(sum(tokens) == 5 for tokens, _ in samples("parity", num_ones=5, L=24, L_min=8))
+
+
+def test_modular_arithmetic_multiplies_first():
+    assert reference.modular_value([2, 5, 3, 7, 4]) == (2 + 12) % 5
+    assert reference.modular_value([2, 6, 3, 7, 4, 7, 2]) == (2 - 24) % 5
+
+
+def test_dyck_labels_by_hand():
+    # ( [ ] ) ( ]   with types 2: ( = 0, [ = 1, ) = 2, ] = 3
+    x = torch.tensor([[0, 1, 3, 2, 0, 3, 2, 2]])
+    assert dyck_labels(x, torch.tensor([8]), 2).tolist() == [[0, 0, 0, 1, 0, 0, 0, 0]]
+    assert reference.labels("dyck", [0, 1, 3, 2, 0, 3, 2, 2], types=2) == [0, 0, 0, 1, 0, 0, 0, 0]
+    assert dyck_labels(torch.tensor([[2, 0, 2, 6]]), torch.tensor([3]), 2).tolist() == [[0, 0, 0, -100]]
+
+
+def dyck_statistics(batch, types):
+    """Fraction of valid samples, mean positive labels, mean maximum depth of the valid ones."""
+    valid = [tokens for tokens, labels in batch if labels[-1] == 1]
+    depth = [max(torch.tensor([1 if t < types else -1 for t in tokens]).cumsum(0).tolist()) for tokens in valid]
+    return len(valid) / len(batch), statistics.mean(sum(labels) for _, labels in batch), statistics.mean(depth)
+
+
+def test_dyck_sampler_matches_the_spec_sampler():
+    """The vectorised sampler draws from the spec's stack sampler's distribution: the same
+    statistics within sampling error (4000 samples each), valid samples never deeper than `depth`."""
+    batch = samples("dyck", 4000, L=32, L_min=4, depth=4)
+    rng = random.Random(0)
+    spec = []
+    for _ in range(4000):
+        tokens, labels = reference.sample("dyck", rng, 2 * rng.randint(2, 16), depth=4)
+        spec.append((tokens, labels))
+    fast, slow = dyck_statistics(batch, 3), dyck_statistics(spec, 3)
+    for a, b, tolerance in zip(fast, slow, (0.035, 0.12, 0.08)):  # ~4 standard errors at 4000 samples
+        assert a == pytest.approx(b, abs=tolerance), (fast, slow)
+    assert 0.5 < fast[0] < 0.7  # half are never corrupted; a shuffle stays valid sometimes
+    assert all(max(torch.tensor([1 if t < 3 else -1 for t in tokens]).cumsum(0).tolist()) <= 4
+               for tokens, labels in batch if labels[-1] == 1)
+
+
+@pytest.mark.parametrize("task", ["parity", "majority", "dyck", "even_pairs", "cycle_navigation", "modular_arithmetic"])
+def test_eval_sets_are_unseen_lengths_and_sample_is_the_datasets_batch(task):
+    check_eval_sets_unseen(task)
+    check_sample_is_the_datasets_batch(task)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Parity(label_at="first"), "dataset.label_at='first' is not valid; choose one of: 'all', 'last'"),
+    (lambda: Parity(num_ones=40), "dataset.num_ones=40 must be null or an integer in 0..L_min=32"),
+    (lambda: Dyck(L=33), "dataset.L=33: dyck needs an even length"),
+    (lambda: Dyck(L=32, L_min=3), "must differ by a multiple of 2"),
+    (lambda: Dyck(types=0), "dataset.types=0 must be a positive integer"),
+    (lambda: ModularArithmetic(L=40), "modular_arithmetic needs odd lengths"),
+])
+def test_bad_parameters_are_named(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
