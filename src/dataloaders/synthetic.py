@@ -15,22 +15,13 @@ TASKS maps each task name to its dataset class; the DLR atomic tasks (sequence1d
 import importlib
 
 from src.dataloaders import sequence1d
+from src.utils import registry
 from src.utils.errors import check_choice
 
 TASKS = {name: "src.dataloaders.sequence1d.Sequence1D" for name in sequence1d.TASKS}
-TASKS["mqar"] = "src.dataloaders.recall.MQAR"
-TASKS["mqar_forgetting"] = "src.dataloaders.recall.MQARForgetting"
-TASKS["mqar_compositional"] = "src.dataloaders.recall.MQARCompositional"
-TASKS["count_same"] = "src.dataloaders.counting.CountSame"
-TASKS["count_shifted"] = "src.dataloaders.counting.CountShifted"
-TASKS["count_mod"] = "src.dataloaders.counting.CountMod"
-TASKS["count_selective"] = "src.dataloaders.counting.CountSelective"
-TASKS["parity"] = "src.dataloaders.formal.Parity"
-TASKS["majority"] = "src.dataloaders.formal.Majority"
-TASKS["dyck"] = "src.dataloaders.formal.Dyck"
-TASKS["even_pairs"] = "src.dataloaders.formal.EvenPairs"
-TASKS["cycle_navigation"] = "src.dataloaders.formal.CycleNavigation"
-TASKS["modular_arithmetic"] = "src.dataloaders.formal.ModularArithmetic"
+# The token tasks: every dataset registered from these modules (src/utils/registry.py).
+TOKEN_MODULES = ("src.dataloaders.recall", "src.dataloaders.counting", "src.dataloaders.formal")
+TASKS |= {name: path for name, path in registry.dataset.items() if path.rsplit(".", 1)[0] in TOKEN_MODULES}
 
 
 def dataset_class(task):
