@@ -78,16 +78,16 @@ class SequenceLightningModule(L.LightningModule):
         self.config = config = OmegaConf.create(config)
         self.dataset, self.eval_sets = build_datasets(config.dataset)
         data = self.dataset
+        longest = longest_input([data, *self.eval_sets.values()])
         model = {k: v for k, v in OmegaConf.to_container(config.model).items() if k != "_name_"}
         self.model = SequenceModel(
             **model, encoder=config.encoder, decoder=OmegaConf.to_container(config.decoder), d_input=data.d_input,
             n_tokens=data.n_tokens, d_output=data.d_output, l_output=data.l_output,
-            max_length=longest_input([data, *self.eval_sets.values()]), notice=notice,
+            max_length=longest, notice=notice,
         )
         # Logged with every validation, so that results tables and recall-against-state figures
         # (zoology, DSF) read them as metrics: parameters, and the floats of state the model keeps per
         # sequence at the longest evaluation length (SequenceModel.state_size).
-        longest = longest_input([data, *self.eval_sets.values()])
         self.sizes = {"num_parameters": float(sum(p.numel() for p in self.model.parameters()))}
         if longest is not None:
             self.sizes["state_size"] = float(self.model.state_size(longest))
