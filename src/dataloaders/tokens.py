@@ -21,26 +21,12 @@ from src.tasks.metrics import IGNORE_INDEX
 from src.utils.errors import ConfigError
 
 
-def stable_argsort(keys, bound=None):
+def stable_argsort(keys):
     """(B, n) integer keys -> (B, n): each row's positions sorted by key, ties in position order.
-    numpy's stable sort is a radix sort for 16-bit keys, several times torch's CPU sort.
-    bound: a known bound on |key| (skips finding the range)."""
-    if bound is None:
-        bound = max(-keys.min().item(), keys.max().item())
+    numpy's stable sort is a radix sort for 16-bit keys, several times torch's CPU sort."""
+    bound = max(-keys.min().item(), keys.max().item())
     keys = (keys.short() if bound <= torch.iinfo(torch.int16).max else keys.long()).numpy(force=True)
     return torch.from_numpy(np.argsort(keys, axis=-1, kind="stable"))
-
-
-def random_below(n, shape, generator):
-    """Integers uniform in 0..n-1 (to 2^-32: floor(r n / 2^32) of 32-bit r); torch's generator
-    draws these several times faster than uniform floats."""
-    return (torch.randint(0, 2**32, shape, generator=generator) * n) >> 32
-
-
-def random_bits(batch_size, n, generator):
-    """(B, n) fair coins, unpacked from 32-bit random words."""
-    words = torch.randint(0, 2**32, (batch_size, -(-n // 32)), generator=generator)
-    return ((words[:, :, None] >> torch.arange(32)) & 1).flatten(1)[:, :n].bool()
 
 
 def random_permutations(batch_size, n, generator):
