@@ -72,6 +72,13 @@ def test_delta_rule_cpu_loop_matches_the_loop(shape, gated, dtype, tol):
     compare(call_delta(cpu.delta_rule), call_delta(reference.delta_rule), inputs(*shape, gated, dtype), tol)
 
 
+@pytest.mark.parametrize("gated", [False, True])
+def test_delta_rule_cpu_loop_splits_heads_over_threads_within_a_batch_row(gated, two_threads):
+    """6 heads (B 3, H 2) over 2 threads: the second thread starts at head 1 of batch row 1."""
+    assert cpu._ranges(6, 1, 3 * 48 * 2 * 16 * 16) == [(0, 3), (3, 6)]
+    compare(call_delta(cpu.delta_rule), call_delta(reference.delta_rule), inputs(3, 48, 2, 16, 16, gated), F64)
+
+
 def test_auto_takes_the_c_loop_on_cpu():
     x = inputs(2, 9, 2, 4, 4, True)
     assert DISPATCH["delta_rule"].resolve("auto", torch.device("cpu"), x[:5]) == "cpu"

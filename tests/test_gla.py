@@ -62,6 +62,14 @@ def test_cpu_loop_matches_the_loop(shape, gate, bonus, dtype, tol):
     compare(call(cpu.gla), call(reference.gla), inputs(*shape, gate, bonus, dtype), tol)
 
 
+@pytest.mark.parametrize("bonus", [False, True])
+def test_cpu_loop_splits_heads_over_threads_within_a_batch_row(bonus, two_threads):
+    """6 heads (B 3, H 2) over 2 threads: the second thread starts at head 1 of batch row 1, so
+    each thread advances a partial row of heads together (above cpu's PARALLEL_FROM work)."""
+    assert cpu._ranges(6, 1, 3 * 48 * 2 * 16 * 16) == [(0, 3), (3, 6)]
+    compare(call(cpu.gla), call(reference.gla), inputs(3, 48, 2, 16, 16, "key", bonus), F64)
+
+
 def test_the_public_function_runs_the_c_loop_on_cpu():
     x = inputs(2, 70, 2, 8, 4, "key", True)
     torch.testing.assert_close(gla(*x[:5], initial_state=x[5], output_final_state=True),

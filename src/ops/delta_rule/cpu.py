@@ -2,7 +2,8 @@
 
 fla's delta_rule_recurrence runs ~10 torch ops over the whole (B, H, K, V) state per step; the
 chunked UT form does ~2 GFLOP of small matmuls at (B 4, T 2048, H 4, K = V = 64). The C loop
-keeps each head's (K, V) state in the L1 cache and makes two vectorised passes over it per step,
+steps the heads of a batch row together (the inputs stream in order) and makes two vectorised
+passes over each head's (K, V) state per step,
 3 K V multiply-adds a position. The backward recomputes each segment of CHECKPOINT steps from
 the state saved at its start and walks it back (~12 multiply-adds per state element and step).
 float32 or float64, the inputs' layout, heads split over torch's threads. Compiled on first use

@@ -6,10 +6,11 @@
        o_t = S_t^T q~_t
    (S <- d S, then u = beta (v - S^T k), S <- S + k u^T, as reference.py). Layouts as the op's:
    q, k (B, T, H, K), v, o (B, T, H, V), beta, g (B, T, H), states (B, H, K, V); a call does heads
-   [h0, h1) of the B H heads (threads take disjoint ranges). The (K, V) state of a head stays in
-   the L1 cache as S = c X, the decays in the scalar c (see forward); a step is two vectorised
-   passes over X (w, then the update fused with the output), four rows at a time so that w and o
-   are loaded and stored once per four rows.
+   [h0, h1) of the B H heads (threads take disjoint ranges). The forward steps the heads of a
+   batch row together (their inputs are then read in order); a head's (K, V) state is kept as
+   S = c X, the decays in the scalar c (see forward); a step is two vectorised passes over X (w,
+   then the update fused with the output), four rows at a time so that w and o are loaded and
+   stored once per four rows.
    exp: ../scan/exp_float.h in float32, libm in float64. The file includes itself once per dtype. */
 
 #ifndef T
@@ -89,31 +90,37 @@ void NAME(forward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64_
                    T scale, const T *q, const T *k, const T *v, const T *beta, const T *g, const T *S0, T *o,
                    T *S_end, T *ckpt) {
     const int64_t nseg = (L + C - 1) / C;
-    T qs[K];
-    for (int64_t bh = h0; bh < h1; bh++) {
-        const int64_t b = bh / H, h = bh % H;
-        T *X = S_end + bh * K * V, c = 1;
-        if (S0) memcpy(X, S0 + bh * K * V, K * V * sizeof(T));
-        else memset(X, 0, K * V * sizeof(T));
-        for (int64_t t = 0; t < L; t++) {
-            const int64_t hd = (b * L + t) * H + h;
-            if (ckpt && t % C == 0)
-                for (int64_t i = 0; i < K * V; i++) ckpt[(bh * nseg + t / C) * K * V + i] = c * X[i];
-            for (int64_t i = 0; i < K; i++) qs[i] = scale * q[hd * K + i];
-            if (g) {
-                c *= EXP(g[hd]);
-                if (!(c >= TINY)) {
-                    for (int64_t i = 0; i < K * V; i++) X[i] *= c;
-                    c = 1;
-                }
-            }
-            if (K == 64 && V == 64) /* constant sizes: w and o stay in registers */
-                NAME(step)(64, 64, c, beta[hd], k + hd * K, qs, v + hd * V, X, o + hd * V);
-            else
-                NAME(step)(K, V, c, beta[hd], k + hd * K, qs, v + hd * V, X, o + hd * V);
+    T qs[K], *c = malloc(H * sizeof(T));
+    for (int64_t b = h0 / H; b * H < h1; b++) { /* the heads of a batch row step together (../gla/gla.c) */
+        const int64_t lo = h0 > b * H ? h0 : b * H, hi = h1 < (b + 1) * H ? h1 : (b + 1) * H;
+        for (int64_t bh = lo; bh < hi; bh++) {
+            if (S0) memcpy(S_end + bh * K * V, S0 + bh * K * V, K * V * sizeof(T));
+            else memset(S_end + bh * K * V, 0, K * V * sizeof(T));
+            c[bh - lo] = 1;
         }
-        for (int64_t i = 0; i < K * V; i++) X[i] *= c;
+        for (int64_t t = 0; t < L; t++)
+            for (int64_t bh = lo; bh < hi; bh++) {
+                const int64_t hd = (b * L + t) * H + bh % H;
+                T *X = S_end + bh * K * V, *ch = c + (bh - lo);
+                if (ckpt && t % C == 0)
+                    for (int64_t i = 0; i < K * V; i++) ckpt[(bh * nseg + t / C) * K * V + i] = *ch * X[i];
+                for (int64_t i = 0; i < K; i++) qs[i] = scale * q[hd * K + i];
+                if (g) {
+                    *ch *= EXP(g[hd]);
+                    if (!(*ch >= TINY)) {
+                        for (int64_t i = 0; i < K * V; i++) X[i] *= *ch;
+                        *ch = 1;
+                    }
+                }
+                if (K == 64 && V == 64) /* constant sizes: w and o stay in registers */
+                    NAME(step)(64, 64, *ch, beta[hd], k + hd * K, qs, v + hd * V, X, o + hd * V);
+                else
+                    NAME(step)(K, V, *ch, beta[hd], k + hd * K, qs, v + hd * V, X, o + hd * V);
+            }
+        for (int64_t bh = lo; bh < hi; bh++)
+            for (int64_t i = 0; i < K * V; i++) S_end[bh * K * V + i] *= c[bh - lo];
     }
+    free(c);
 }
 
 /* The backward, per head, against time in segments of C steps: the segment's states S_{t-1}

@@ -2,7 +2,8 @@
 
 fla's naive loop runs ~6 torch ops over the whole (B, H, K, V) state per step; the chunked
 path does ~1 GFLOP of small matmuls and T K log(C) exponentials at (B 4, T 2048, H 4, K = V = 64).
-The C loop keeps each head's (K, V) state in the L1 cache: without u, 2 K V multiply-adds per
+The C loop steps the heads of a batch row together, so that the inputs stream in order, each
+head's (K, V) state in L1 while it is stepped: without u, 2 K V multiply-adds per
 position (the decays in row scales), 8 steps per pass over the state; with u, 3, a pass a step.
 The backward recomputes each segment of CHECKPOINT steps from the state saved at its start and
 walks it back, ~7 multiply-adds per state element and step. float32 or float64, the inputs'
