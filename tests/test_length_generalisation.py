@@ -105,7 +105,7 @@ TINY = ["trainer.accelerator=cpu", "loader.num_workers=0", "trainer.enable_progr
 
 
 def test_the_readme_has_a_command_for_each_claim():
-    assert len(COMMANDS) == 8 and {c.split("experiment=")[1].split()[0] for c in COMMANDS} == {
+    assert len(COMMANDS) == 9 and {c.split("experiment=")[1].split()[0] for c in COMMANDS} == {
         "counting-count_mod", "modern-rnns-parity", "chomsky-even_pairs"}
 
 
