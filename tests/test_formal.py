@@ -11,6 +11,7 @@ import torch
 from token_checks import check_eval_sets_unseen, check_labels, check_sample_is_the_datasets_batch, samples
 
 from src.dataloaders import formal_reference as reference
+from src.dataloaders import synthetic
 from src.dataloaders.formal import Dyck, ModularArithmetic, Parity, dyck_labels, shuffle_suffix
 from src.utils.errors import ConfigError
 
@@ -112,6 +113,48 @@ def test_eval_sets_are_unseen_lengths_and_sample_is_the_datasets_batch(task):
 def test_bad_parameters_are_named(make, message):
     with pytest.raises(ConfigError, match=message):
         make()
+
+
+def spec_dyck_law(length, types, depth):
+    """{sequence: probability} of the spec's sampler (formal_reference.dyck_sample), exactly: the
+    stack walk, then with probability 1/2 a uniform shuffle of the suffix after a uniform balanced
+    prefix end."""
+    valid = collections.Counter()
+
+    def walk(x, stack, p):
+        if len(x) == length:
+            valid[tuple(x)] += p
+        elif length - len(x) == len(stack) or len(stack) == depth:
+            walk(x + [types + stack[-1]], stack[:-1], p)
+        else:
+            if stack:
+                walk(x + [types + stack[-1]], stack[:-1], p / 2)
+            for kind in range(types):
+                walk(x + [kind], stack + [kind], p / (2 if stack else 1) / types)
+
+    walk([], [], 1.0)
+    law = collections.Counter()
+    for x, p in valid.items():
+        law[x] += p / 2
+        heights = itertools.accumulate((1 if t < types else -1 for t in x[:-1]), initial=0)
+        ends = [t for t, h in enumerate(heights) if h == 0]
+        for e in ends:
+            orders = list(itertools.permutations(x[e:]))
+            for order in orders:
+                law[x[:e] + order] += p / 2 / len(ends) / len(orders)
+    return law
+
+
+@pytest.mark.parametrize("types, depth, L", [(2, 2, 6), (1, 3, 8)])
+def test_dyck_sampler_draws_the_spec_samplers_law(types, depth, L):
+    """Every sequence of the vectorised sampler is as frequent as under the spec's sampler, computed
+    exactly: total variation < 0.025 over 160,000 samples (400 sequences at (2, 2, 6): ~0.015
+    expected, as the spec sampler's own draws give; 0.009 at 400,000)."""
+    law, n = spec_dyck_law(L, types, depth), 160000
+    x, _ = synthetic.sample("dyck", n, torch.Generator().manual_seed(0), L=L, types=types, depth=depth)
+    counts = collections.Counter(map(tuple, x.tolist()))
+    assert set(counts) <= set(law)
+    assert sum(abs(counts[x] / n - p) for x, p in law.items()) / 2 < 0.025
 
 
 def test_dyck_suffix_shuffle_is_uniform():
