@@ -11,7 +11,7 @@
 #                                        (the wheels into a fresh target with --no-index, the gpu
 #                                        tests collected and skipped with their reasons, every
 #                                        model's run composed, the extension's sources compiled)
-#   --budget SECONDS                     the whole run's bound (default 540); each step is bounded
+#   --budget SECONDS                     the whole run's bound (default 480, --quick 300); each step is bounded
 #                                        by its own limit and by what is left; a step that fails or
 #                                        runs out is recorded and the next one runs
 #
@@ -22,7 +22,7 @@ set -uo pipefail   # no -e: a failing step is recorded and the run goes on
 cd "$(dirname "$0")/../.."
 
 MODE=full
-BUDGET=540
+BUDGET=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) MODE=quick ;;
@@ -36,6 +36,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+[ -z "$BUDGET" ] && { [ "$MODE" = quick ] && BUDGET=300 || BUDGET=480; }
 
 PY=${PYTHON:-python3}
 WHEELS=${WHEELS:-.whl}
@@ -46,6 +47,9 @@ mkdir -p "$OUT" "$STEPS_DIR"
 : > "$OUT/check.log"; : > "$OUT/steps.tsv"; rm -f "$OUT/pytest.xml" "$OUT/train.jsonl" "$OUT/summary.md"
 export PYTHONPATH="$TMP/site:$TMP/ext:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 export TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 TORCH_EXTENSIONS_DIR=$TMP/torch_extensions
+if [ -z "${CUDA_HOME:-}" ] && command -v nvcc > /dev/null; then  # torch's cpp_extension looks for it
+  CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")"); export CUDA_HOME
+fi
 START=$(date +%s)
 FAILED=0
 
@@ -62,7 +66,8 @@ step() {
   echo "== $name (limit ${limit}s): $*" >> "$OUT/check.log"
   local t0 rc status note=""
   t0=$(date +%s.%N)
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$STEPS_DIR/$name.out" >> "$OUT/check.log"
+  # through bash: COMMAND may be one of the functions below (exported); timeout ends its whole group
+  timeout --kill-after=10 "$limit" bash -c '"$@"' "$name" "$@" 2>&1 | tee "$STEPS_DIR/$name.out" >> "$OUT/check.log"
   rc=${PIPESTATUS[0]}
   local seconds
   seconds=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
@@ -91,10 +96,17 @@ check_wheels() {  # dry run: the wheel set installs into fresh targets with --no
   "$PY" -m pip install -q --no-index --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --target "$TMP/site312" "$WHEELS"/*.whl || return 1
   echo "pip (--python-version 3.12 --platform manylinux_2_28_x86_64): $(ls "$WHEELS"/*.whl | wc -l) wheels into a fresh target"
-  local py312=${PYTHON312:-$(command -v python3.12 || PYENV_VERSION=$(pyenv versions --bare 2>/dev/null | grep '^3\.12' | tail -n 1) pyenv which python3.12 2>/dev/null)}
-  if [ -n "$py312" ] && "$py312" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
+  local py312="" candidate
+  for candidate in "${PYTHON312:-}" python3.12 "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12; do
+    if [ -n "$candidate" ] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2> /dev/null; then
+      py312=$candidate; break
+    fi
+  done
+  if [ -n "$py312" ]; then
     "$py312" -m pip install -q --no-index --no-deps --no-compile --target "$TMP/site" "$WHEELS"/*.whl || return 1
-    PYTHONPATH="$TMP/site" "$py312" -c 'import hydra, omegaconf, antlr4; print("python", __import__("sys").version.split()[0], "imports hydra", hydra.__version__, "omegaconf", omegaconf.__version__)' || return 1
+    PYTHONPATH="$TMP/site" "$py312" -c 'import sys, hydra, omegaconf, antlr4
+print(f"{sys.executable} {sys.version.split()[0]}: installed with --no-index; imports hydra",
+      hydra.__version__, "omegaconf", omegaconf.__version__, "antlr4")' || return 1
   else
     echo "no Python 3.12 here (set PYTHON312): the real install is left to the GPU machine"
     "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$TMP/site" "$WHEELS"/*.whl || return 1
@@ -127,20 +139,21 @@ print(" ".join("-I" + p for p in include_paths() + [sysconfig.get_paths()["inclu
   g++ -std=c++20 -fsyntax-only $flags extensions/kernels/kernels.cpp || return 1
   echo "kernels.cpp: g++ -std=c++20 -fsyntax-only passes"
   if ! command -v nvcc > /dev/null; then echo "no nvcc here: the .cu files are left to the build on the GPU machine"; return 0; fi
-  # a CPU build of torch lacks one generated CUDA header; its content in CUDA builds is this define
+  # a CPU build of torch lacks one generated CUDA header (a CUDA build's own comes first in the
+  # search order); its content in CUDA builds is this define
   mkdir -p "$TMP/include/c10/cuda/impl"
   printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' > "$TMP/include/c10/cuda/impl/cuda_cmake_macros.h"
   local nvcc_flags f pids=() rc=0
   nvcc_flags=$("$PY" -c 'from torch.utils.cpp_extension import COMMON_NVCC_FLAGS; print(" ".join(COMMON_NVCC_FLAGS))')
   for f in vandermonde cauchy; do  # both at once: each takes minutes on a small CPU
     nvcc -std=c++20 -O3 -gencode=arch=compute_90,code=sm_90 $nvcc_flags -DTORCH_EXTENSION_NAME=structured_kernels \
-      $flags -idirafter "$TMP/include" -c "extensions/kernels/$f.cu" -o "$TMP/$f.o" > "$TMP/$f.nvcc.log" 2>&1 &
+      $flags -I"$TMP/include" -c "extensions/kernels/$f.cu" -o "$TMP/$f.o" > "$TMP/$f.nvcc.log" 2>&1 &
     pids+=($!)
   done
   for f in 0 1; do wait "${pids[$f]}" || rc=1; done
   for f in vandermonde cauchy; do
     if [ -s "$TMP/$f.o" ]; then echo "$f.cu: nvcc $(nvcc --version | tail -n 1 | cut -d, -f2) compiles it for sm_90"
-    else grep -E "error" "$TMP/$f.nvcc.log" | head -n 5; echo "$f.cu: nvcc failed"; fi
+    else grep -iE "error|fatal" "$TMP/$f.nvcc.log" | head -n 5; echo "$f.cu: nvcc failed"; fi
   done
   return $rc
 }
@@ -159,6 +172,8 @@ bench_flags() {  # dry run: every benchmark the full run calls takes --device
   done
 }
 
+export -f have_wheels install_wheels check_wheels build_extension check_sources gpu_tests bench_flags
+export PY WHEELS OUT TMP
 echo "GPU check, mode $MODE, budget ${BUDGET}s, output $OUT"
 if [ "$MODE" = dry-run ]; then
   step wheels 120 check_wheels
@@ -174,13 +189,13 @@ else
   step wheels 60 install_wheels
   step versions 30 "$PY" -m benchmarks.gpu.summary versions
   step build 150 build_extension
-  step build-warp 120 "$PY" -c 'import accelerated_scan.warp; print("accelerated_scan.warp built")'
+  step build-warp 90 "$PY" -c 'import accelerated_scan.warp; print("accelerated_scan.warp built")'
   step tests 180 gpu_tests
   if [ "$MODE" = full ]; then
-    step train 150 "$PY" -m benchmarks.gpu.train_models --device cuda --steps 20 --per-model 40 --out "$OUT/train.jsonl"
-    step kernels 60 "$PY" -m benchmarks.kernels --device cuda --cuda --reps 5
+    step train 120 "$PY" -m benchmarks.gpu.train_models --device cuda --steps 20 --per-model 40 --out "$OUT/train.jsonl"
+    step kernels 75 "$PY" -m benchmarks.kernels --device cuda --cuda --cases dlr dss cauchy --reps 5
     step scan 45 "$PY" -m benchmarks.scan --device cuda --repeats 5
-    step layers 90 "$PY" -m benchmarks.layers --device cuda --B 16 --L 4096 --D 128 --repeats 5
+    step layers 90 "$PY" -m benchmarks.layers --device cuda --B 16 --L 4096 --D 128 --repeats 3
     step kernels-keops 60 "$PY" -m benchmarks.kernels --device cuda --keops --backends keops --cases dlr dss cauchy --reps 5
   fi
 fi

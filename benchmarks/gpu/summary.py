@@ -64,7 +64,8 @@ def read_tests(xml_path):
             child = case.find(tag)
             if child is not None:
                 outcome = {"failure": "fail", "error": "error", "skipped": "skip"}[tag]
-                message = (child.get("message") or "").strip().splitlines()[0] if (child.get("message") or "").strip() else ""
+                text = (child.get("message") or "").strip()
+                message = text.splitlines()[0] if text else ""
                 break
         cases.append((nodeid, outcome, message))
     return cases
