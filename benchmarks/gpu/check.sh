@@ -104,26 +104,37 @@ check_wheels() {  # dry run: the wheel set installs into fresh targets with --no
   done
   if [ -n "$py312" ]; then
     "$py312" -m pip install -q --no-index --no-deps --no-compile --target "$TMP/site" "$WHEELS"/*.whl || return 1
-    PYTHONPATH="$TMP/site" "$py312" -c 'import sys, hydra, omegaconf, antlr4
-print(f"{sys.executable} {sys.version.split()[0]}: installed with --no-index; imports hydra",
-      hydra.__version__, "omegaconf", omegaconf.__version__, "antlr4")' || return 1
+    echo "$py312: the wheels install with --no-index"
+    PYTHONPATH="$TMP/site" "$py312" - <<'EOF' || return 1
+import importlib
+for name in ["antlr4", "omegaconf", "hydra"]:
+    try:
+        importlib.import_module(name)
+        print(f"python 3.12 imports {name} from the wheels")
+    except ModuleNotFoundError as e:  # the GPU image has PyYAML and packaging; a bare interpreter may not
+        if e.name not in ("yaml", "packaging"):
+            raise
+        print(f"python 3.12: {name} needs {e.name}, which this interpreter lacks (the GPU image has it)")
+EOF
   else
     echo "no Python 3.12 here (set PYTHON312): the real install is left to the GPU machine"
     "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$TMP/site" "$WHEELS"/*.whl || return 1
   fi
-  # the modules the GPU paths import, where they import without a GPU (they need triton)
+  # the wheels' modules that the code imports, with this Python (the GPU ones need triton, not a GPU)
   "$PY" - <<'EOF'
 import importlib, importlib.util
+names = ["hydra", "omegaconf"]
 if importlib.util.find_spec("triton") is None:
     print("triton is not installed here: the GPU modules' imports are left to the GPU machine")
 else:
     from src.ops.scan import gpu
     gpu._mamba_ssm()
-    for name in ["mamba_ssm.ops.triton.ssd_combined", "accelerated_scan.scalar", "fla.ops.gla", "fla.ops.simple_gla",
-                 "fla.ops.rwkv6", "fla.ops.delta_rule", "fla.ops.gated_delta_rule", "fla.ops.generalized_delta_rule",
-                 "pykeops"]:
-        importlib.import_module(name)
-        print(f"imports {name}")
+    names += ["mamba_ssm.ops.triton.ssd_combined", "accelerated_scan.scalar", "pykeops"]
+    names += [f"fla.ops.{op}" for op in ("gla", "simple_gla", "rwkv6", "delta_rule", "gated_delta_rule",
+                                         "generalized_delta_rule")]
+for name in names:
+    module = importlib.import_module(name)
+    print(f"imports {name} from {module.__file__}")
 EOF
 }
 
