@@ -471,5 +471,42 @@ def test_gpu_causal_conv1d_matches_reference(L):
             lambda x, w, b: reference.causal_conv1d(x, w, b, "silu"), [x, w, b], dict(rtol=1e-3, atol=1e-3))
 
 
+def test_mamba_ssm_triton_kernels_import_without_its_cuda_extension(tmp_path, monkeypatch):
+    """A MAMBA_SKIP_CUDA_BUILD install: mamba_ssm/__init__.py fails on selective_scan_cuda, and
+    gpu._mamba_ssm() still makes mamba_ssm.ops.triton.* importable (a stand-in package here)."""
+    import sys
+
+    from src.ops.scan import gpu
+
+    triton_dir = tmp_path / "mamba_ssm" / "ops" / "triton"
+    triton_dir.mkdir(parents=True)
+    (tmp_path / "mamba_ssm" / "__init__.py").write_text("import selective_scan_cuda_not_built\n")
+    (tmp_path / "mamba_ssm" / "ops" / "__init__.py").write_text("")
+    (triton_dir / "__init__.py").write_text("")
+    (triton_dir / "ssd_combined.py").write_text("def mamba_chunk_scan_combined():\n    return 'ssd'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m.split(".")[0] == "mamba_ssm"]:
+        monkeypatch.delitem(sys.modules, name)
+    try:
+        with pytest.raises(ImportError, match="selective_scan_cuda_not_built"):
+            __import__("mamba_ssm")
+        gpu._mamba_ssm()
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+        assert mamba_chunk_scan_combined() == "ssd"
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0] == "mamba_ssm"]:
+            del sys.modules[name]
+
+
+def test_without_mamba_ssm_the_ssd_kernel_says_how_to_install_it(monkeypatch):
+    from src.ops.scan import gpu
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    monkeypatch.delitem(__import__("sys").modules, "mamba_ssm", raising=False)
+    with pytest.raises(ImportError, match="mamba-ssm is not installed"):
+        gpu._mamba_ssm()
+
+
 def test_chunk_length_is_about_the_square_root():
     assert [chunked._chunk_length(L) for L in (1, 2, 70, 4096)] == [1, 1, 8, 64] and math.isqrt(4096) == 64
