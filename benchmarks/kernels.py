@@ -199,6 +199,7 @@ def main():
     print(f"device={args.device}, torch threads={torch.get_num_threads()}, reps={args.reps} (median)")
     print(f"{'op':8} {'backend':9} {'H':>4} {'N':>5} {'L':>7} {'fwd ms':>9} {'fwd+bwd ms':>11} "
           f"{'peak MB':>8} {'GFLOP/s':>8} {'vs dense':>9} {'vs orig':>8}")
+    failed = 0
     for case in args.cases:
         base = {}
         for backend in BACKENDS[case]:
@@ -211,6 +212,7 @@ def main():
                                   env={**os.environ, "PYTHONWARNINGS": "ignore"})
             if proc.returncode != 0:
                 print(f"{case:8} {backend:9} failed: {proc.stderr.strip().splitlines()[-1]}")
+                failed += 1
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             base.setdefault(backend, r["fwd_bwd"])
@@ -221,6 +223,8 @@ def main():
             print(f"{case:8} {backend:9} {H:4d} {N:5d} {L:7d} {1e3 * r['fwd']:9.1f} {1e3 * r['fwd_bwd']:11.1f} "
                   f"{r['peak_mb']:8.0f} {gflops(case, r['fwd_bwd'], False):>8} {vs_dense:>9} {vs_orig:>8}",
                   flush=True)
+    if failed:  # the table above names each; the exit status says so too (benchmarks/gpu/check.sh)
+        sys.exit(f"{failed} case(s) failed")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Forward + backward time of every layer config, one layer, on CPU (float32).
+"""Forward + backward time of every layer config, one layer, on CPU (float32; `--device cuda`: on the GPU).
 
     python -m benchmarks.layers [--B 8] [--L 1024] [--D 128] [--repeats 3] [--layers s4 mha gla:torch ...]
+                                [--device cuda]
 
 Each layer is built from configs/model/layer/<name>.yaml (as `python -m train model/layer=<name>`
 composes it, with dataset.L = L), and timed on x (B, L, D): y, _ = layer(x); y.square().mean().backward().
@@ -8,6 +9,8 @@ One warm-up, then the median of `repeats` runs, all layers in one process, inter
 round so that load from other processes hits them alike. Prints a markdown table: the median,
 the ratio to the fastest layer, parameters and state_size(L). `name:backend` sets the layer's
 model.layer.backend (e.g. `gla gla:torch`: the default backend and the torch path side by side).
+On cuda each run is synchronised before the clock is read; a layer that fails to build or run
+there is listed with its error and left out of the table.
 """
 
 import argparse
@@ -43,10 +46,17 @@ def layer_name(text):
 
 def fwd_bwd(layer, x):
     layer.zero_grad(set_to_none=True)
+    sync(x.device)
     start = time.perf_counter()
     y, _ = layer(x)
     y.square().mean().backward()
+    sync(x.device)
     return time.perf_counter() - start
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main():
@@ -56,21 +66,29 @@ def main():
     parser.add_argument("--D", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--layers", nargs="+", default=ALL, type=layer_name)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.manual_seed(0)
-    layers = {name: build_layer(layer_config(name, args.L), args.D, notice=lambda line: None, max_length=args.L)
-              for name in args.layers}
-    x = torch.randn(args.B, args.L, args.D)
-    for layer in layers.values():
-        fwd_bwd(layer, x)  # warm-up
+    x = torch.randn(args.B, args.L, args.D).to(device)
+    layers = {}
+    for name in args.layers:
+        try:
+            layers[name] = build_layer(layer_config(name, args.L), args.D, notice=lambda line: None,
+                                       max_length=args.L).to(device)
+            fwd_bwd(layers[name], x)  # warm-up
+        except Exception as e:  # noqa: BLE001 - reported, and the other layers are timed
+            layers.pop(name, None)
+            print(f"{name}: failed on {device.type} ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})",
+                  flush=True)
     times = {name: [] for name in layers}
     for _ in range(args.repeats):
         for name, layer in layers.items():
             times[name].append(fwd_bwd(layer, x))
     median = {name: statistics.median(t) for name, t in times.items()}
     fastest = min(median.values())
-    print(f"forward+backward, B={args.B} L={args.L} D={args.D}, float32, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats}")
+    where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    print(f"forward+backward, B={args.B} L={args.L} D={args.D}, float32, {where}, median of {args.repeats}")
     print("| layer | ms | x fastest | parameters | state_size(L) |")
     print("|---|---:|---:|---:|---:|")
     for name in sorted(median, key=median.get):

@@ -1,7 +1,7 @@
 """CPU scans against loop baselines, measured side by side in one run (ratios, not absolute times,
 are what survive a shared machine).
 
-    python -m benchmarks.scan [--repeats 3] [--threads N] [--quick]
+    python -m benchmarks.scan [--repeats 3] [--threads N] [--quick] [--device cuda]
 
 Rows:
   selective scan, forward, (B=4, D=256, N=16, L=2048): src.ops.scan.selective_scan with backend
@@ -16,7 +16,10 @@ Rows:
       (one step per time step)
   SSD, forward + backward, (B=4, L=1024, H=8, P=32, N=16): ssd_scan (chunked, 64) vs its loop reference
 Each time is the median of `repeats` runs after one warm-up (runs over 5 s: one run, no warm-up
-for the forward loop of mamba's reference).
+for the forward loop of mamba's reference). With `--device cuda` the same rows run on the GPU
+(synchronised around each run) for the GPU backends: mamba-ssm's CUDA selective scan and Triton
+SSD, accelerated-scan's warp and Triton linear scans, and the torch paths; a backend that is not
+usable there is named with the reason and left out.
 """
 
 import argparse
@@ -48,14 +51,31 @@ def mamba_selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     return out if z is None else out * F.silu(z)
 
 
+BACKENDS = {  # device type: {op: [(backend, row label)]}
+    "cpu": {"selective_scan": [("cpu", "C loop"), ("torch", "blocked")],
+            "linear_scan": [("cpu", "C loop"), ("torch", "blocked")], "ssd_scan": [("torch", "chunked")]},
+    "cuda": {"selective_scan": [("cuda", "mamba CUDA"), ("torch", "blocked")],
+             "linear_scan": [("cuda", "warp CUDA"), ("triton", "Triton"), ("torch", "blocked")],
+             "ssd_scan": [("triton", "mamba Triton"), ("torch", "chunked")]},
+}
+DEVICE = torch.device("cpu")  # set by --device
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def timed(fn, repeats, warmup=True):
     """Median of `repeats` runs; a run over 5 s is not repeated (the slow loops)."""
     if warmup:
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
         if times[-1] > 5:
             break
@@ -66,7 +86,7 @@ def selective_inputs(B, D, N, L, grad):
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
     tensors = [r(B, D, L), r(B, D, L) - 2.0, -torch.exp(r(D, N) * 0.5), r(B, N, L), r(B, N, L), r(D), r(B, D, L), r(D)]
-    return [t.requires_grad_(grad) for t in tensors]
+    return [t.to(DEVICE).requires_grad_(grad) for t in tensors]
 
 
 def run_selective(fn, inputs, backward):
@@ -79,7 +99,8 @@ def run_selective(fn, inputs, backward):
 
 def linear_inputs(B, D, L, grad):
     g = torch.Generator().manual_seed(0)
-    return [torch.rand(B, D, L, generator=g).requires_grad_(grad), torch.randn(B, D, L, generator=g).requires_grad_(grad)]
+    return [torch.rand(B, D, L, generator=g).to(DEVICE).requires_grad_(grad),
+            torch.randn(B, D, L, generator=g).to(DEVICE).requires_grad_(grad)]
 
 
 def run_linear(fn, inputs, backward):
@@ -92,8 +113,8 @@ def run_linear(fn, inputs, backward):
 def ssd_inputs(B, L, H, P, N):
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    return [t.requires_grad_() for t in (r(B, L, H, P), r(B, L, H) - 2.0, -torch.exp(r(H) * 0.5), r(B, L, 1, N),
-                                         r(B, L, 1, N))]
+    return [t.to(DEVICE).requires_grad_() for t in (r(B, L, H, P), r(B, L, H) - 2.0, -torch.exp(r(H) * 0.5),
+                                                    r(B, L, 1, N), r(B, L, 1, N))]
 
 
 def run_ssd(fn, inputs):
@@ -102,8 +123,8 @@ def run_ssd(fn, inputs):
 
 
 def usable(backend, op):
-    """True for torch; for the C loops, whether they compile here (printing why not)."""
-    why = None if backend == "torch" else scan.DISPATCH[op].why_unusable(backend, torch.device("cpu"))
+    """True for torch; for the kernels, whether they load and run on the device (printing why not)."""
+    why = None if backend == "torch" else scan.DISPATCH[op].why_unusable(backend, DEVICE)
     if why:
         print(f"{op}, backend {backend}: not usable here ({why})")
     return why is None
@@ -114,7 +135,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, to check the script runs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     k = 8 if args.quick else 1
@@ -124,7 +148,7 @@ def main():
         rows.append((name, ours, baseline))
         print(f"{name:<62} {ours * 1e3:10.1f} {baseline * 1e3:12.1f} {baseline / ours:8.1f}x", flush=True)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {DEVICE.type}")
     print(f"{'':<62} {'ours (ms)':>10} {'baseline (ms)':>12} {'speedup':>8}")
     L = 2048 // k
     x = selective_inputs(4, 256, 16, L, False)
@@ -132,7 +156,7 @@ def main():
         loop = timed(lambda: run_selective(mamba_selective_scan_ref, x, False), args.repeats, warmup=False)
     x_grad = selective_inputs(4, 256, 16, 256 // k, True)
     loop_grad = timed(lambda: run_selective(mamba_selective_scan_ref, x_grad, True), args.repeats)
-    for backend, name in (("cpu", "C loop"), ("torch", "blocked")):
+    for backend, name in BACKENDS[DEVICE.type]["selective_scan"]:
         if not usable(backend, "selective_scan"):
             continue
         fast = lambda *a, backend=backend, **kw: scan.selective_scan(*a, **kw, backend=backend)  # noqa: E731
@@ -144,7 +168,7 @@ def main():
         row(f"selective scan fwd+bwd B=4 D=256 N=16 L={256 // k} {name} vs mamba ref",
             timed(lambda: run_selective(fast, x_grad, True), args.repeats), loop_grad)
 
-    for backend, name in (("cpu", "C loop"), ("torch", "blocked")):
+    for backend, name in BACKENDS[DEVICE.type]["linear_scan"]:
         if not usable(backend, "linear_scan"):
             continue
         ours = lambda a, b, backend=backend: scan.linear_scan(a, b, backend=backend)  # noqa: E731
@@ -162,10 +186,13 @@ def main():
 
     L = 1024 // k
     x = ssd_inputs(4, L, 8, 32, 16)
-    row(f"SSD fwd+bwd            B=4 L={L} H=8 P=32 N=16 vs loop",
-        timed(lambda: run_ssd(lambda *a: scan.ssd_scan(*a, chunk_size=64, dt_softplus=True, backend="torch"), x),
-              args.repeats),
-        timed(lambda: run_ssd(lambda *a: reference.ssd_scan(*a, dt_softplus=True), x), args.repeats))
+    loop = timed(lambda: run_ssd(lambda *a: reference.ssd_scan(*a, dt_softplus=True), x), args.repeats)
+    for backend, name in BACKENDS[DEVICE.type]["ssd_scan"]:
+        if not usable(backend, "ssd_scan"):
+            continue
+        ours = lambda *a, backend=backend: scan.ssd_scan(*a, chunk_size=64, dt_softplus=True, backend=backend)  # noqa: E731
+        row(f"SSD fwd+bwd            B=4 L={L} H=8 P=32 N=16 {name} vs loop", timed(lambda: run_ssd(ours, x), args.repeats),
+            loop)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,19 @@
     ssd_scan / triton        mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined
     causal_conv1d / cuda     causal_conv1d.causal_conv1d_fn
     linear_scan / cuda       accelerated_scan.warp.scan      (h_t = gates_t h_{t-1} + tokens_t)
-    linear_scan / triton     accelerated_scan.triton.scan
+    linear_scan / triton     accelerated_scan.scalar.scan    (accelerated-scan 0.3: Triton, any length)
 
 Each entry is `(run, unsupported)`: `run` has the torch path's signature; `unsupported(...)`
 returns why a particular call cannot use the kernel (None if it can), e.g. complex inputs or an
 initial state the kernel has no argument for. Install: see requirements-gpu.txt.
+
+mamba-ssm installed with MAMBA_SKIP_CUDA_BUILD=TRUE (its Triton kernels alone, as
+benchmarks/gpu/ carries it) cannot run its own `mamba_ssm/__init__.py`, which imports the CUDA
+extension selective_scan_cuda; `_mamba_ssm()` makes its submodules importable without it.
 """
+
+import importlib.util
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +47,25 @@ def mamba_selective_scan_unsupported(u, delta, A, B, C, D=None, z=None, delta_bi
     return _cuda_float(u, delta, A, B, C, D, z, delta_bias)
 
 
+def _mamba_ssm():
+    """Registers the package mamba_ssm without running its __init__.py (which needs the CUDA
+    extension selective_scan_cuda), so that mamba_ssm.ops.triton.* import where only the Triton
+    kernels are installed. Where the full package imports, it is used as it is."""
+    if "mamba_ssm" in sys.modules:
+        return
+    spec = importlib.util.find_spec("mamba_ssm")
+    if spec is None:
+        raise ImportError("mamba-ssm is not installed (see requirements-gpu.txt)")
+    try:
+        importlib.import_module("mamba_ssm")
+    except ImportError:  # a MAMBA_SKIP_CUDA_BUILD install: the package without its __init__
+        sys.modules["mamba_ssm"] = importlib.util.module_from_spec(spec)
+
+
 # SSD (mamba-ssm Triton kernels)
 def mamba_ssd_scan(x, dt, A, B, C, chunk_size=64, D=None, z=None, dt_bias=None, dt_softplus=False,
                    initial_states=None, return_final_states=False):
+    _mamba_ssm()
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
     return mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=D, z=z, dt_bias=dt_bias,
@@ -77,7 +100,7 @@ def _accelerated(a, b, h0, reverse, kind):
     if kind == "warp":
         from accelerated_scan.warp import scan
     else:
-        from accelerated_scan.triton import scan
+        from accelerated_scan.scalar import scan
     dtype = torch.promote_types(a.dtype, b.dtype)
     a, b = torch.broadcast_tensors(a.to(dtype), b.to(dtype))
     shape, L = b.shape, b.shape[-1]
