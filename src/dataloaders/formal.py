@@ -232,7 +232,7 @@ class Dyck(TokenDataset):
         # a level's events alternate open, close: sorted by (level, t), a close follows its open
         s = packed_sort([(level, width(D)), (t, width(L - 1)), (up, 1)])
         up_s, t_s = (s & 1).astype(bool), torch.from_numpy(unpack(s, 1, width(L - 1)).astype(np.int64))
-        kinds = rng.integers(0, K, (B, L), dtype=np.int32)  # one per slot: opens draw theirs, closes copy the slot before
+        kinds = rng.integers(0, K, (B, L), dtype=np.int32)  # a slot's: an open's own, a close copies the one before
         kind_s = np.where(up_s, kinds, np.concatenate([kinds[:, :1], kinds[:, :-1]], 1))
         x = torch.empty(B, L, dtype=torch.long).scatter_(1, t_s, torch.from_numpy(kind_s + K * ~up_s))
         y = torch.from_numpy((height + 2 * up - 1 == 0).astype(np.int64))  # balanced where the height after is 0
