@@ -39,13 +39,15 @@
 
 #else
 
+#include "../scan/rank1.h"
+
 /* one step of X (K, V) in place, the state S = c X with c > 0: w = X^T kt, u = beta (vt - c w),
    X += kt (u / c)^T, o_out = X^T (c qs) = S^T qs; kt, qs (K), vt (V) */
 static inline void NAME(step)(int64_t K, int64_t V, T c, T beta, const T *restrict kt, const T *restrict qs,
                               const T *restrict vt, T *restrict X, T *restrict o_out) {
-    T w[V], o[V];
+    T w[V];
     int64_t i = 0;
-    for (int64_t j = 0; j < V; j++) w[j] = o[j] = 0;
+    for (int64_t j = 0; j < V; j++) w[j] = 0;
     for (; i + 4 <= K; i += 4) {
         const T *restrict r0 = X + i * V, *restrict r1 = r0 + V, *restrict r2 = r1 + V, *restrict r3 = r2 + V;
 #pragma omp simd
@@ -58,28 +60,7 @@ static inline void NAME(step)(int64_t K, int64_t V, T c, T beta, const T *restri
     }
 #pragma omp simd
     for (int64_t j = 0; j < V; j++) w[j] = beta * (vt[j] - c * w[j]) / c; /* now u_t / c */
-    for (i = 0; i + 4 <= K; i += 4) {
-        T *restrict r0 = X + i * V, *restrict r1 = r0 + V, *restrict r2 = r1 + V, *restrict r3 = r2 + V;
-        const T q0 = c * qs[i], q1 = c * qs[i + 1], q2 = c * qs[i + 2], q3 = c * qs[i + 3];
-#pragma omp simd
-        for (int64_t j = 0; j < V; j++) {
-            r0[j] += kt[i] * w[j];
-            r1[j] += kt[i + 1] * w[j];
-            r2[j] += kt[i + 2] * w[j];
-            r3[j] += kt[i + 3] * w[j];
-            o[j] += q0 * r0[j] + q1 * r1[j] + q2 * r2[j] + q3 * r3[j];
-        }
-    }
-    for (; i < K; i++) {
-        T *restrict row = X + i * V;
-        const T qi = c * qs[i];
-#pragma omp simd
-        for (int64_t j = 0; j < V; j++) {
-            row[j] += kt[i] * w[j];
-            o[j] += qi * row[j];
-        }
-    }
-    memcpy(o_out, o, V * sizeof(T));
+    NAME(rank1_update_read)(K, V, c, kt, w, qs, X, o_out);
 }
 
 /* The decays go into the scale c (S = c X): a step is three multiply-adds per state element

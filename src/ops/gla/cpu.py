@@ -15,7 +15,7 @@ import pathlib
 
 import torch
 
-from src.ops.scan.cpu import _int64, _parallel, _pointers, _ranges, library
+from src.ops.scan.cpu import _int64, _on_cpu, _parallel, _pointers, _ranges, library
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 CHECKPOINT = 32  # steps between saved states: C + 1 states of a head (~0.5 MB at K = V = 64) stay in L2
@@ -73,9 +73,5 @@ def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_st
 
 def unsupported(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False):
     """Why the C loop cannot take this call (None if it can)."""
-    tensors = [x for x in (q, k, v, g, u, initial_state) if x is not None]
-    if any(x.device.type != "cpu" for x in tensors):
-        return "inputs are not on the CPU"
-    if q.dtype not in DTYPES:
-        return f"dtype {q.dtype} (the C loop takes float32, float64)"
-    return None
+    dtype = None if q.dtype in DTYPES else f"dtype {q.dtype} (the C loop takes float32, float64)"
+    return _on_cpu(q, k, v, g, u, initial_state) or dtype

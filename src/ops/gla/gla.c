@@ -51,6 +51,8 @@
 
 #else
 
+#include "../scan/rank1.h"
+
 /* the decays d (K) and the scaled query qs (K) of one step */
 static inline void NAME(prepare)(int64_t K, int gmode, T scale, const T *q, const T *g, int64_t qk,
                                  int64_t hd, T *d, T *qs) {
@@ -106,35 +108,6 @@ static inline void NAME(step)(int64_t K, int64_t V, const T *restrict d, const T
         }
     }
     if (o_out) memcpy(o_out, o, V * sizeof(T));
-}
-
-/* S += kt vt^T, o_out = S^T qs (no decay, no u): two multiply-adds per state element, four rows
-   a pass (the forward's scaled form below) */
-static inline void NAME(step_undecayed)(int64_t K, int64_t V, const T *restrict qs, const T *restrict kt,
-                                        const T *restrict vt, T *restrict S, T *restrict o_out) {
-    T o[V];
-    for (int64_t j = 0; j < V; j++) o[j] = 0;
-    int64_t i = 0;
-    for (; i + 4 <= K; i += 4) {
-        T *restrict r0 = S + i * V, *restrict r1 = r0 + V, *restrict r2 = r1 + V, *restrict r3 = r2 + V;
-#pragma omp simd
-        for (int64_t j = 0; j < V; j++) {
-            r0[j] += kt[i] * vt[j];
-            r1[j] += kt[i + 1] * vt[j];
-            r2[j] += kt[i + 2] * vt[j];
-            r3[j] += kt[i + 3] * vt[j];
-            o[j] += qs[i] * r0[j] + qs[i + 1] * r1[j] + qs[i + 2] * r2[j] + qs[i + 3] * r3[j];
-        }
-    }
-    for (; i < K; i++) {
-        T *restrict row = S + i * V;
-#pragma omp simd
-        for (int64_t j = 0; j < V; j++) {
-            row[j] += kt[i] * vt[j];
-            o[j] += qs[i] * row[j];
-        }
-    }
-    memcpy(o_out, o, V * sizeof(T));
 }
 
 static inline T NAME(bonus)(int64_t K, const T *qs, const T *u, const T *kt) {
@@ -250,9 +223,9 @@ static void NAME(advance)(int64_t b, int64_t h, int64_t t, int64_t n, int64_t L,
             qs[i] *= P[i];
         }
         if (K == 64 && V == 64)
-            NAME(step_undecayed)(64, 64, qs, kk, v + hd * V, S, o + hd * V);
+            NAME(rank1_update_read)(64, 64, 1, kk, v + hd * V, qs, S, o + hd * V);
         else
-            NAME(step_undecayed)(K, V, qs, kk, v + hd * V, S, o + hd * V);
+            NAME(rank1_update_read)(K, V, 1, kk, v + hd * V, qs, S, o + hd * V);
     }
 }
 
