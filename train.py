@@ -6,7 +6,7 @@ A ConfigError (a bad key, name or value, checked before anything is written) is 
 line, `error: ...`, with exit status 2, and the run leaves nothing on disk. A RunError (a run
 stopped by SIGTERM / SIGINT, a non-finite loss or a failed write) is printed as one line with its
 status (143, 130, 1). An unknown key is reported the same way with or without Hydra's `+`: one
-given without it is passed on as `+key` so that src/utils/validate.py names it.
+given without it is passed on as `+key` so that src/config.py names it.
 
 In a multirun (`-m`) each job goes through src/utils/sweep.py: a failing job is recorded and the
 others run, finished jobs are skipped, and the exit status is 1 if one failed.
@@ -30,7 +30,7 @@ from hydra.types import RunMode
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before anything imports torch
 
 from src.utils import devices, sweep  # noqa: F401 - devices registers ${local_jobs:}
-from src.utils.config import prepare
+from src.config import prepare
 from src.utils.errors import ConfigError, RunError
 from src.utils.run_dir import remove_created
 

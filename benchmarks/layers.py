@@ -22,7 +22,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from src.models.sequence.backbone import build_layer
-from src.utils.config import prepare
+from src.config import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = sorted(p.stem for p in (ROOT / "configs" / "model" / "layer").glob("*.yaml"))

@@ -83,7 +83,7 @@ class SequenceLightningModule(L.LightningModule):
         self.model = SequenceModel(
             **model, encoder=config.encoder, decoder=OmegaConf.to_container(config.decoder), d_input=data.d_input,
             n_tokens=data.n_tokens, d_output=data.d_output, l_output=data.l_output,
-            max_length=longest, notice=notice,
+            max_length=longest,
         )
         # Logged with every validation, so that results tables and recall-against-state figures
         # (zoology, DSF) read them as metrics: parameters, and the floats of state the model keeps per

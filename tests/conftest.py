@@ -24,7 +24,7 @@ CPU_OVERRIDES = [
 
 def compose_config(overrides):
     """The config `python -m train *overrides` would run, after legacy translation."""
-    from src.utils.config import prepare
+    from src.config import prepare
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         config = compose("config", overrides=list(overrides))
@@ -52,22 +52,112 @@ def command_overrides(command):
     return words[words.index("train") + 1 :]
 
 
-def assert_every_parameter_gets_a_gradient(layer, x):
-    """Fails on a parameter left out of the graph of `layer(x)` (or whose gradient is all zero)."""
-    y, _ = layer(x)
-    (y**2).sum().backward()
-    for name, p in layer.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+# --- tiny layers: one table for every test -----------------------------------------------------
+
+LAYER_CONFIGS = sorted(p.stem for p in (ROOT / "configs" / "model" / "layer").glob("*.yaml"))
+D_TINY = 16
+# Options over configs/model/layer/<stem>.yaml that make each layer tiny at d_model D_TINY (the
+# defaults are relative to d_model where the originals allow; these are the absolute ones).
+TINY = {
+    "dlr": dict(d_state=12), "dss": dict(d_state=6), "s4": dict(d_state=8), "s4d": dict(d_state=8),
+    "sgconv": dict(d_state=4), "h3": dict(d_state=4, head_dim=2), "mamba": dict(d_state=5),
+    "mamba2": dict(d_state=6, headdim=4, chunk_size=4), "s6": dict(d_state=5), "dsf_ssd": dict(d_state=5),
+    "qlstm": dict(d_state=12), "lru": dict(d_state=7), "retnet": dict(n_heads=2), "rwkv7": dict(head_dim=8),
+    "based": dict(n_heads=4, feature_dim=4), "gated_deltanet": dict(n_heads=2), "attn": dict(n_heads=2),
+    "mha": dict(n_heads=2), "transformer": dict(n_heads=2), "linear_attn": dict(n_heads=2),
+    "norm_attn": dict(n_heads=2), "lstm": dict(d_hidden=4), "gru": dict(d_hidden=4), "rnn": dict(d_hidden=4),
+}
+# Option variants whose contract may differ from the default's (another recurrence, non-causal,
+# truncated, another discretisation): name -> (layer config stem, options over TINY[stem]).
+VARIANTS = {
+    **{f"dlr-{v or 'default'}-{r}": ("dlr", dict(version=v, kernel_to_real=r))
+       for v in ["", "Lambda_imag", "Lambda_imag_W_real", "Lambda_real_W_real"]
+       for r in ["real", "imag", "sum", "prod", "real-prod"]
+       if v != "Lambda_real_W_real" or r in ("real", "sum")},  # a real kernel: the others are refused
+    **{f"dss-{v}": ("dss", dict(version=v))
+       for v in ["softmax", "exp-re-im", "exp-no-scale", "exp-no-scale-real", "clip", "clip-no-scale"]},
+    **{f"dss-{i}": ("dss", dict(Lambda_init=i)) for i in ["lin", "randn"]},
+    "dss-sep-dt": ("dss", dict(sep_dt_re_im=True)),
+    "dlr-bidirectional-glu": ("dlr", dict(bidirectional=True, postact="glu", channels=2)),
+    "dlr-truncated": ("dlr", dict(max_kernel_length=3)),
+    "s4-legt": ("s4", dict(measure="legt", rank=2)),
+    "s4-fourier": ("s4", dict(measure="fourier")),
+    "s4-rank3": ("s4", dict(d_state=6, rank=3)),
+    **{f"s4d-{i}-{d}": ("s4d", dict(init=i, disc=d))
+       for i in ["legs", "lin", "inv"] for d in ["zoh", "bilinear", "dss"]},
+    "s4-bidirectional": ("s4", dict(bidirectional=True, channels=2)),
+    "s4d-bidirectional-glu": ("s4d", dict(bidirectional=True, postact="glu")),
+    "attn-bidirectional": ("attn", dict(bidirectional=True)),
+    "attn-local": ("attn", dict(chunk_size=4)),
+    "attn-local-bidirectional": ("attn", dict(chunk_size=4, bidirectional=True)),
+    "attn-ff": ("attn", dict(attn_ff=2)),
+    "mha-dqk": ("mha", dict(d_qk=4)),
+    "mha-rope": ("mha", dict(d_qk=12, rope=True)),
+    "mha-window": ("mha", dict(window=3)),
+    "mha-window-rope": ("mha", dict(window=4, rope=True)),
+    "mha-bidirectional": ("mha", dict(causal=False)),
+    "mha-bidirectional-window": ("mha", dict(causal=False, window=2)),
+    "linear_attn-identity": ("linear_attn", dict(feature_map="identity", normalizer="none")),
+    "linear_attn-bidirectional": ("linear_attn", dict(d_qk=6, causal=False)),
+    "norm_attn-dqk": ("norm_attn", dict(n_heads=4, d_qk=4)),
+    "norm_attn-softplus": ("norm_attn", dict(normalizer="softplus")),
+    "transformer-window-rope": ("transformer", dict(window=3, rope=True, expand=2)),
+    "transformer-bidirectional": ("transformer", dict(causal=False)),
+    "mamba-conv2-rank3": ("mamba", dict(d_state=3, d_conv=2, dt_rank=3, dt_init="constant")),
+    "mamba2-groups": ("mamba2", dict(d_state=3, headdim=2, ngroups=2, chunk_size=8)),
+    "mamba2-options": ("mamba2", dict(d_state=4, D_has_hdim=True, rmsnorm=False, dt_limit=[0.01, 0.05])),
+    "mamba2-norm-first": ("mamba2", dict(d_state=4, ngroups=2, chunk_size=8, norm_before_gate=True)),
+    "qlstm-reversed": ("qlstm", dict(d_state=None, expand=1, forget_gate="reversed_sigmoid", d_conv=3)),
+    "lru-ring": ("lru", dict(r_min=0.4, r_max=0.99, max_phase=3.14)),
+    "deltanet-neg-gate-noconv": ("deltanet", dict(allow_neg_eigval=True, use_gate=True, use_short_conv=False)),
+    "deltanet-relu": ("deltanet", dict(qk_activation="relu", expand_v=2.0, n_heads=2)),
+    "gated_deltanet-sigmoid": ("gated_deltanet", dict(n_heads=1, head_dim=4, expand_v=1.0,
+                                                      output_gate_activation="sigmoid", allow_neg_eigval=True)),
+    "gla-conv-nogate": ("gla", dict(use_short_conv=True, use_output_gate=False, clamp_min=-0.05)),
+    "hgrn2-ratio": ("hgrn2", dict(expand_ratio=4)),
+    "hgrn2-conv": ("hgrn2", dict(n_heads=2, use_short_conv=True)),
+    "rwkv6-time-only": ("rwkv6", dict(channel_mixing=False, n_heads=2)),
+    "rwkv7-time-only": ("rwkv7", dict(head_dim=4, channel_mixing=False)),
+    "base_conv-long-implicit": ("base_conv", dict(kernel_size=-1)),
+    "base_conv-long-explicit": ("base_conv", dict(kernel_size=-1, implicit_long_conv=False)),
+    "rwkv4-channel-mix": ("rwkv4", dict(channel_mix=True)),
+    "lstm-glu": ("lstm", dict(postact="glu")),
+}
+CASES = {**{stem: (stem, {}) for stem in LAYER_CONFIGS}, **VARIANTS}
 
 
-def assert_forward_continues_from_its_state(layer, x, split):
-    """forward(x[:, :split]) then forward(x[:, split:], state) equals forward(x) (float64)."""
-    import torch
+def layer_options(stem, **options):
+    """configs/model/layer/<stem>.yaml resolved (model.bidirectional false, no dropout), with
+    TINY[stem] and `options` over it: a `model.layer` config."""
+    from omegaconf import OmegaConf
 
-    y, _ = layer(x)
-    y1, state = layer(x[:, :split])
-    y2, _ = layer(x[:, split:], state)
-    torch.testing.assert_close(torch.cat((y1, y2), 1), y, rtol=1e-10, atol=1e-10)
+    import src.config  # noqa: F401 - registers the configs' resolvers (${not:...})
+
+    node = OmegaConf.create({"bidirectional": False, "dropout": 0.0,
+                             "layer": OmegaConf.load(ROOT / "configs" / "model" / "layer" / f"{stem}.yaml")})
+    return {**OmegaConf.to_container(node, resolve=True)["layer"], **TINY.get(stem, {}), **options}
+
+
+def tiny_layer(case, d_model=D_TINY, max_length=128, dtype=torch.float32, seed=0, **options):
+    """The layer of CASES[case] (a layer config stem, or a variant) at d_model, built as the
+    backbone builds it (block 1 of 2), in `dtype`."""
+    from src.models.sequence.backbone import build_layer
+
+    stem, variant = CASES[case]
+    torch.manual_seed(seed)
+    config = layer_options(stem, **variant, **options)
+    return build_layer(config, d_model, max_length=max_length, layer_idx=1, n_layers=2).to(dtype)
+
+
+def tiny(model, d_model=D_TINY, n_layers=2):
+    """Overrides that shrink `python -m train model=<model>` to a tiny model: the backbone's width
+    and depth, and TINY's options for the model's layer config (configs/model/<model>.yaml)."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(ROOT / "configs" / "model" / f"{model}.yaml")
+    layer = next((str(d["override layer"]) for d in config.get("defaults", []) if "override layer" in d), model)
+    return [f"model.d_model={d_model}", f"model.n_layers={n_layers}",
+            *(f"model.layer.{k}={v}" for k, v in TINY.get(layer, {}).items())]
 
 
 def run_steps(layer, x, state):

@@ -55,7 +55,7 @@ def test_every_model_builds_or_says_why_not(experiment, monkeypatch, data_path):
     monkeypatch.setenv("DATA_PATH", str(data_path))  # the text datasets read their vocabulary at construction
     from hydra import compose, initialize_config_dir
 
-    from src.utils.config import prepare
+    from src.config import prepare
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         configs = {m: prepare(compose("config", overrides=[*overrides(experiment, m), *BUILD])) for m in MODELS}

@@ -52,7 +52,7 @@ def test_dsf_mqar_sweeps_each_models_state_expansion(model, key):
 
 def test_an_unread_experiment_variable_gets_a_notice(monkeypatch):
     lines = []
-    monkeypatch.setattr("src.utils.validate.notice", lines.append)
+    monkeypatch.setattr("src.config.notice", lines.append)
     compose_config(["experiment=dsf-mqar", "model=lstm"])
     assert lines == ["notice: vars.state_expansion=64 is read by nothing with model.layer._name_=rnn"]
     compose_config(["experiment=dsf-mqar", "model=s6"])
@@ -129,7 +129,7 @@ def test_the_readme_recall_commands_compose():
     """Each command's config (every job of a multirun: its grid's first values) passes the checks."""
     from hydra import compose, initialize_config_dir
 
-    from src.utils.config import prepare
+    from src.config import prepare
 
     commands = readme_recall_commands()
     assert len(commands) == 9

@@ -43,7 +43,7 @@ def compose(args):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from src.utils.config import prepare
+    from src.config import prepare
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         return prepare(hydra_compose("config", overrides=args))

@@ -1,8 +1,16 @@
-"""Translation of the Lightning 1.x trainer keys that the DLR / S4 commands use.
+"""Translation of the legacy keys that the DLR / S4 commands and older configs use.
 
 Each key that is set is moved to its Lightning 2.x (or this repo's) place with a one-line
 notice; none is dropped silently. Runs on the composed config before anything is built.
 
+Layers (model.layer, and each entry of model.layers):
+    kernel_type=K (the DLR repo: `model=dlr model.layer.kernel_type=attn`)
+        -> the layer K (configs/model/layer/K.yaml), keeping the options K declares; the
+           notice lists the ones K does not take. kernel_type equal to the layer's own name is
+           dropped.
+    _name_=ssd                        -> _name_=dsf_ssd (its name before the rename)
+    model=lstm|gru|rnn (layer rnn)    -> cell=...
+Trainer:
     trainer.gpus=N                    -> trainer.devices=N (accelerator gpu unless set)
     trainer.resume_from_checkpoint=P  -> train.ckpt=P
     trainer.find_unused_parameters=B  -> trainer.strategy=ddp_find_unused_parameters_{b}
@@ -13,9 +21,15 @@ notice; none is dropped silently. Runs on the composed config before anything is
     trainer.track_grad_norm=p         -> callbacks.grad_norm.norm_type=p (-1: off)
 """
 
+from pathlib import Path
+
 from omegaconf import OmegaConf, open_dict
 
 from src.utils.errors import ConfigError, check_choice
+from src.utils.notice import notice
+
+LAYER_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model" / "layer"
+RENAMED_LAYERS = {"ssd": "dsf_ssd"}
 
 LEGACY_KEYS = (
     "gpus",
@@ -28,9 +42,14 @@ LEGACY_KEYS = (
 )
 
 
-def translate(config, notice=print):
-    """Rewrite the legacy trainer keys of `config` in place; `notice(line)` reports each move."""
+def translate(config):
+    """Rewrite the legacy keys of `config` in place, with a notice for each move."""
     with open_dict(config):
+        model = config.get("model") or {}
+        if model.get("layer") is not None:
+            model.layer = _translate_layer(model.layer, "model.layer")
+        for i, entry in enumerate(model.get("layers") or []):
+            model.layers[i] = _translate_layer(entry, f"model.layers[{i}]")
         trainer = config.trainer
         for key in LEGACY_KEYS:
             value = trainer.pop(key, None)
@@ -38,6 +57,30 @@ def translate(config, notice=print):
                 continue
             moved = _translate_one(config, key, value)
             notice(f"notice: trainer.{key}={value} is a Lightning 1.x key; using {moved}")
+
+
+def _translate_layer(layer, where):
+    """A layer config with its legacy keys translated (see the module docstring)."""
+    name = layer.get("_name_")
+    if name in RENAMED_LAYERS:
+        notice(f"notice: {where}._name_={name} is now {RENAMED_LAYERS[name]}; using {RENAMED_LAYERS[name]}")
+        layer._name_ = name = RENAMED_LAYERS[name]
+    if name == "rnn" and "model" in layer:
+        notice(f"notice: {where}.model={layer.model} is now {where}.cell; using cell={layer.model}")
+        layer.cell = layer.pop("model")
+    kernel = layer.pop("kernel_type", None)
+    if kernel is None or kernel == name:
+        return layer
+    path = LAYER_CONFIGS / f"{kernel}.yaml"
+    if not path.exists():
+        valid = sorted(p.stem for p in LAYER_CONFIGS.glob("*.yaml"))
+        raise ConfigError(f"{where}.kernel_type={kernel!r} is not a layer; choose one of: {', '.join(valid)}")
+    new = OmegaConf.load(path)
+    kept = {k: v for k, v in layer.items_ex(resolve=False) if k in new and k != "_name_"}
+    unused = sorted(k for k in layer if k not in new)
+    notice(f"notice: {where}.kernel_type={kernel} is a DLR-repo key; building layer '{kernel}'"
+           + (f"; not used: {', '.join(unused)}" if unused else ""))
+    return OmegaConf.merge(new, kept)
 
 
 def _translate_one(config, key, value):

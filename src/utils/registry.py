@@ -11,21 +11,20 @@ from src.utils.errors import ConfigError
 
 # Sequence layers: (B, L, D) -> ((B, L, D), state). See DESIGN.md, "Layer".
 layer = {
-    "dlr": "src.models.sequence.layers.conv.LongConv",
-    "dss": "src.models.sequence.layers.conv.LongConv",
-    "sgconv": "src.models.sequence.layers.conv.LongConv",
+    "dlr": "src.models.sequence.layers.dlr.DLR",
+    "dss": "src.models.sequence.layers.dlr.DSS",
+    "sgconv": "src.models.sequence.layers.sgconv.SGConv",
     "attn": "src.models.sequence.layers.attention.AttentionBlock",
-    "s4": "src.models.sequence.layers.conv.LongConv",
-    "s4d": "src.models.sequence.layers.conv.LongConv",
+    "s4": "src.models.sequence.layers.s4.S4",
+    "s4d": "src.models.sequence.layers.s4.S4D",
     "rnn": "src.models.sequence.layers.rnn.RNN",
     "mha": "src.models.sequence.layers.mha.MultiHeadAttention",
     "linear_attn": "src.models.sequence.layers.linear_attention.LinearAttention",
-    "norm_attn": "src.models.sequence.layers.linear_attention.LinearAttention",
     "transformer": "src.models.sequence.layers.transformer.TransformerBlock",
     "mamba": "src.models.sequence.layers.mamba.Mamba",
     "mamba2": "src.models.sequence.layers.mamba.Mamba2",
     "s6": "src.models.sequence.layers.mamba.S6",
-    "ssd": "src.models.sequence.layers.mamba.SSD",
+    "dsf_ssd": "src.models.sequence.layers.mamba.DSFSSD",
     "qlstm": "src.models.sequence.layers.qlstm.QLSTM",
     "lru": "src.models.sequence.layers.lru.LRU",
     "deltanet": "src.models.sequence.layers.deltanet.DeltaNet",
@@ -40,15 +39,6 @@ layer = {
     "hyena": "src.models.sequence.layers.hyena.Hyena",
     "h3": "src.models.sequence.layers.h3.H3",
     "rwkv4": "src.models.sequence.layers.rwkv4.RWKV4",
-}
-
-# Convolution kernels used by LongConv (`model.layer.kernel_type`): (L) -> (C, H, L).
-kernel = {
-    "dlr": "src.models.sequence.layers.dlr.DLRKernel",
-    "dss": "src.models.sequence.layers.dlr.DSSKernel",
-    "sgconv": "src.models.sequence.layers.sgconv.SGConvKernel",
-    "s4": "src.models.sequence.layers.s4.S4Kernel",
-    "s4d": "src.models.sequence.layers.s4.S4DKernel",
 }
 
 dataset = {

@@ -34,31 +34,22 @@ from src.utils import registry
 from src.utils.errors import ConfigError, check_choice
 
 
-def build_layer(config, d_model, notice=print, rope=False, bidirectional=False, max_length=None, layer_idx=0,
-                n_layers=1):
-    """The layer of `config` (`model.layer`). `kernel_type=attn` on a convolution layer
-    (the DLR repo's `model=dlr model.layer.kernel_type=attn`) builds the `attn` layer from the
-    options it shares with the convolution config; the kernel options are reported as unused.
-    rope: pass rope=True to the layer (`model.pos_emb=rope`). bidirectional: the model is
-    non-causal, which the layer must be able to be. max_length: the longest input, which fills
-    a layer's `l_max: null` and bounds a set one. layer_idx, n_layers: the block's depth, given
-    to layers whose initialisation depends on it (they take `layer_idx`, e.g. rwkv4)."""
+def build_layer(config, d_model, rope=False, bidirectional=False, max_length=None, layer_idx=0, n_layers=1):
+    """The layer of `config` (`model.layer`), its options checked against the layer's own
+    (SequenceLayer.check_options). rope: pass rope=True to the layer (`model.pos_emb=rope`).
+    bidirectional: the model is non-causal, which the layer must be able to be. max_length: the
+    longest input, which fills a layer's `l_max: null` and bounds a set one. layer_idx, n_layers:
+    the block's depth, given to layers whose initialisation depends on it (rwkv4)."""
     config = dict(config)
-    if config.get("kernel_type") == "attn":
-        cls = registry.resolve(registry.layer, "attn")
-        accepted = set(inspect.signature(cls).parameters) - {"d_model"}
-        unused = sorted(k for k in config if k not in accepted and k not in ("_name_", "kernel_type"))
-        notice(f"notice: model.layer.kernel_type=attn: building layer 'attn'; not used: {', '.join(unused)}")
-        config = {"_name_": "attn", **{k: v for k, v in config.items() if k in accepted}}
     name = config.pop("_name_")
     cls = registry.resolve(registry.layer, name, "model.layer._name_")
-    params = inspect.signature(cls).parameters
+    options = cls.option_parameters()
     if rope:
-        if "rope" not in params:
+        if "rope" not in options:
             raise ConfigError(f"model.pos_emb=rope rotates queries and keys: model.layer._name_={name} "
                               "has none; use a layer with `rope` (mha, transformer) or another pos_emb")
         config["rope"] = True
-    if bidirectional and "bidirectional" not in params and "causal" not in params:
+    if bidirectional and "bidirectional" not in options and "causal" not in options:
         raise ConfigError(f"model.bidirectional=true: model.layer._name_={name} has no bidirectional form; "
                           f"use one of: {', '.join(bidirectional_layers())}, or model.bidirectional=false")
     if "l_max" in config and max_length:
@@ -67,10 +58,8 @@ def build_layer(config, d_model, notice=print, rope=False, bidirectional=False, 
         elif config["l_max"] < max_length:
             raise ConfigError(f"model.layer.l_max={config['l_max']} is shorter than the longest input, {max_length} "
                               f"(eval sets included): set model.layer.l_max={max_length} or null")
-    if "layer_idx" in params:
-        config.update(layer_idx=layer_idx, n_layers=n_layers)
-    registry.check_kwargs(cls, config, f"model.layer ({cls.__name__})")
-    return cls(d_model, **config)
+    context = {"layer_idx": layer_idx, "n_layers": n_layers} if "layer_idx" in inspect.signature(cls).parameters else {}
+    return cls(d_model, **cls.check_options(config), **context)
 
 
 def pattern_entry(entry):
@@ -81,7 +70,7 @@ def pattern_entry(entry):
         raise ConfigError(f"model.layers: each entry needs a _name_ (a layer: {', '.join(sorted(registry.layer))}); "
                           f"got {entry}")
     cls = registry.resolve(registry.layer, entry["_name_"], "model.layers[]._name_")
-    if "l_max" in inspect.signature(cls).parameters:
+    if "l_max" in cls.option_parameters():
         entry.setdefault("l_max", None)
     return entry
 
@@ -90,8 +79,8 @@ def bidirectional_layers():
     """The registered layers that take `bidirectional` or `causal`."""
     names = []
     for name in sorted(registry.layer):
-        params = inspect.signature(registry.resolve(registry.layer, name)).parameters
-        if "bidirectional" in params or "causal" in params:
+        options = registry.resolve(registry.layer, name).option_parameters()
+        if "bidirectional" in options or "causal" in options:
             names.append(name)
     return names
 
@@ -113,7 +102,6 @@ class ResidualBlock(nn.Module):
     def __init__(self, d_model, layer, prenorm, norm, dropout, mixer=None):
         super().__init__()
         self.layer = layer
-        self.takes_positions = "positions" in inspect.signature(layer.forward).parameters
         self.prenorm = prenorm
         self.norm = nn.LayerNorm(d_model) if norm == "layer" else nn.Identity()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -132,8 +120,7 @@ class ResidualBlock(nn.Module):
         return self._residual(lambda u: (self.mixer(u), None), self.mixer_norm, x)[0]
 
     def forward(self, x, state=None, positions=None):  # x: (B, L, D), positions: (B, L)
-        extra = {"positions": positions} if self.takes_positions else {}
-        x, state = self._residual(lambda u: self.layer(u, state=state, **extra), self.norm, x)
+        x, state = self._residual(lambda u: self.layer(u, state=state, positions=positions), self.norm, x)
         return self._mix(x), state
 
     def step(self, x_t, state):  # x_t: (B, D)
@@ -146,7 +133,7 @@ class SequenceModel(nn.Module):
                  bidirectional=False, state_mixer="none", mlp_expand=4, mlp_activation="gelu", embedding_dropout=0.0,
                  tie_embeddings=False, init="default", pos_emb="none", pos_aug="none", pos_max_len=None,
                  pos_init="random", pos_frozen=False, layers=None, encoder=None, decoder=None, d_input=None,
-                 n_tokens=None, d_output=None, l_output=None, max_length=None, notice=print):
+                 n_tokens=None, d_output=None, l_output=None, max_length=None):
         """encoder: None | linear | embedding (of d_input features / n_tokens tokens); decoder: None or
         the sequence decoder's options (src/tasks/decoders.py) for d_output outputs at l_output
         positions; max_length: the longest input (sizes positions and `l_max`); final_norm: None
@@ -172,9 +159,8 @@ class SequenceModel(nn.Module):
             raise ConfigError(f"model.layers={layers!r} must be null or a non-empty list of layer configs")
         pattern = [layer] if layers is None else [pattern_entry(entry) for entry in layers]
         self.blocks = nn.ModuleList()
-        for i in range(n_layers):  # the first block of each config reports notices, the others share it
-            quiet = notice if i < len(pattern) else (lambda line: None)
-            layer_module = build_layer(pattern[i % len(pattern)], d_model, quiet, pos_emb == "rope", bidirectional,
+        for i in range(n_layers):
+            layer_module = build_layer(pattern[i % len(pattern)], d_model, pos_emb == "rope", bidirectional,
                                        max_length, i, n_layers)
             mixer = MLP(d_model, mlp_expand, mlp_activation) if state_mixer == "mlp" else None
             self.blocks.append(ResidualBlock(d_model, layer_module, prenorm, norm, dropout, mixer))
@@ -237,8 +223,7 @@ class SequenceModel(nn.Module):
     def default_state(self, batch_size, device=None):
         """{"position": 0, "layers": every layer's default_state}."""
         for block in self.blocks:
-            if not hasattr(block.layer, "step"):
-                raise ConfigError(f"{type(block.layer).__name__} has no step(): it has no recurrent form here")
+            block.layer.check_step()
         return {"position": 0, "layers": [block.layer.default_state(batch_size, device) for block in self.blocks]}
 
     def step(self, x_t, state):  # x_t: (B, d_input) or (B,) tokens -> (B, d_output) or (B, D), state

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.activation import Activation, OutputLinear
 from src.utils.errors import ConfigError
 
@@ -55,9 +56,9 @@ def local_attention(q, k, v, chunk, causal):
     return rearrange(o, "b n w c d -> b n (w c) d")[..., :L, :]
 
 
-class AttentionBlock(nn.Module):
-    def __init__(self, d_model, n_heads=4, bidirectional=False, chunk_size=None, attn_ff=0, activation="gelu",
-                 postact=None, dropout=0.0):
+class AttentionBlock(SequenceLayer):
+    def __init__(self, d_model, n_heads=4, bidirectional=False, chunk_size: int | None = None, attn_ff=0, activation="gelu",
+                 postact: str | None = None, dropout=0.0):
         super().__init__()
         if d_model % n_heads or (d_model // n_heads) % 2:
             raise ConfigError(f"model.d_model={d_model} must split into n_heads={n_heads} heads of even size")
@@ -74,7 +75,8 @@ class AttentionBlock(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.output_linear = OutputLinear(d_model, d_model, postact)
 
-    def forward(self, x, state=None):  # x: (B, L, D)
+    def forward(self, x, state=None, positions=None):  # x: (B, L, D)
+        self.refuse_state(state)
         q, k, v = rearrange(self.qkv(x), "b l (three n d) -> three b n l d", three=3, n=self.n_heads)
         q, k = rope(q) * self.scale, rope(k)
         if self.chunk_size:

@@ -20,19 +20,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.implicit_filter import ImplicitFilter, check_length
 from src.models.sequence.layers.short_conv import ShortConv
 from src.ops.fftconv import fftconv
 from src.utils.errors import ConfigError
 
 
-class BaseConv(nn.Module):
-    def __init__(self, d_model, l_max=None, kernel_size=3, implicit_long_conv=True, use_act=False, d_emb=3,
+class BaseConv(SequenceLayer):
+    def __init__(self, d_model, l_max: int | None = None, kernel_size=3, implicit_long_conv=True, use_act=False, d_emb=3,
                  d_hidden=16, backend="auto"):
         super().__init__()
         if not isinstance(kernel_size, int) or not (kernel_size > 0 or kernel_size == -1):
             raise ConfigError(f"model.layer.kernel_size={kernel_size!r} must be a positive width or -1 (a long filter)")
         self.d_model, self.kernel_size, self.use_act, self.l_max = d_model, kernel_size, use_act, l_max
+        self.recurrent = kernel_size > 0  # a short filter steps; a long one does not
         self.projection = nn.Linear(d_model, d_model)
         if kernel_size > 0:
             self.conv = ShortConv(d_model, kernel_size, backend=backend)
@@ -55,25 +57,24 @@ class BaseConv(nn.Module):
             conv, proj = F.silu(conv), F.silu(proj)
         return conv * proj + u
 
-    def forward(self, x, state=None):  # x: (B, L, D)
+    def forward(self, x, state=None, positions=None):  # x: (B, L, D)
         u = x.transpose(1, 2)  # (B, D, L)
         if self.kernel_size > 0:
             conv, state = self.conv(u, state)
         else:
+            self.refuse_state(state)
             conv = fftconv(u, self.long_filter(u.shape[-1])[None])[:, 0] + u  # (B, D, L)
         return self._gate(x, conv.transpose(1, 2)), state
 
-    def _short(self):
-        if self.kernel_size < 0:
-            raise ConfigError("this layer has no step(): a long filter (kernel_size=-1) is not a finite-state "
-                              "recurrence")
-        return self.conv
+    def why_no_step(self):
+        return "a long filter (kernel_size=-1) is not a finite-state recurrence" if not self.recurrent else None
 
     def default_state(self, batch_size, device=None):
-        return self._short().default_state(batch_size, device)
+        self.check_step()
+        return self.conv.default_state(batch_size, device)
 
     def step(self, x_t, state):  # x_t: (B, D), state (B, D, K-1)
-        conv, state = self._short().step(x_t, state)
+        conv, state = self.conv.step(x_t, state)
         return self._gate(x_t, conv), state
 
     def state_size(self, L):

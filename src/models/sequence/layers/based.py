@@ -23,7 +23,7 @@ def taylor(x):  # (..., d) -> (..., 1 + d + d^2)
     return torch.cat((torch.ones_like(x[..., :1]), x / d**0.25, outer / (2**0.5 * d**0.5)), dim=-1)
 
 
-class Based(OneTokenStep, nn.Module):
+class Based(OneTokenStep):
     def __init__(self, d_model, n_heads=12, feature_dim=16, eps=1e-12, backend="auto"):
         super().__init__()
         self.backend = DISPATCH.check(backend)
@@ -34,7 +34,7 @@ class Based(OneTokenStep, nn.Module):
         self.v_proj = nn.Linear(d_model, d_model, bias=False)
         self.o_proj = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, x, state=None):  # x (B, L, d_model)
+    def forward(self, x, state=None, positions=None):  # x (B, L, d_model)
         q, k = (taylor(heads(p(x), self.feature_dim)) for p in (self.q_proj, self.k_proj))  # (B, L, H, F)
         v = heads(self.v_proj(x), self.d_v)
         v = torch.cat((v, torch.ones_like(v[..., :1])), dim=-1)  # the last column sums phi(q) . phi(k)

@@ -8,7 +8,8 @@ which lets the layer track parity), and the log decay g_t:
     y = W_o [RMSNorm(o_t) (* swish(W_g x_t) with use_gate)]                  (per head, then concatenated)
 deltanet:        g = 0; n_heads = 4, d_k = expand_k d_model / n_heads, d_v = expand_v d_model / n_heads.
 gated_deltanet:  g_t = -exp(A_log) softplus(W_a x_t + dt_bias) per head (Mamba-2's gate; A ~ U(0, 16),
-                 dt_bias as Mamba's dt init), head_dim = d_k, d_v = expand_v head_dim, use_gate true.
+                 dt_bias as Mamba's dt init), head_dim = d_k (null: d_model / n_heads; fla's 6 heads of
+                 256 at d_model 2048: n_heads=6 head_dim=256), d_v = expand_v head_dim, use_gate true.
 State: the conv windows and S (n_heads, d_k, d_v). A_log and dt_bias carry weight_decay 0.
 """
 
@@ -25,7 +26,7 @@ from src.utils.errors import check_choice
 QK_ACTIVATIONS = {"silu": F.silu, "relu": F.relu, "elu": lambda x: F.elu(x) + 1, "identity": lambda x: x}
 
 
-class _DeltaRuleLayer(OneTokenStep, nn.Module):
+class _DeltaRuleLayer(OneTokenStep):
     def _build(self, d_model, d_k, d_v, n_heads, use_beta, use_gate, use_short_conv, conv_size, conv_bias,
                allow_neg_eigval, qk_activation, norm_eps, gate_activation, backend):
         check_choice("model.layer.qk_activation", qk_activation, list(QK_ACTIVATIONS))
@@ -47,7 +48,7 @@ class _DeltaRuleLayer(OneTokenStep, nn.Module):
     def _log_decay(self, x):
         return None
 
-    def forward(self, x, state=None):  # x (B, L, d_model)
+    def forward(self, x, state=None, positions=None):  # x (B, L, d_model)
         conv_state, S = (None, None) if state is None else state
         (q, k, v), conv_state = self.convs([self.q_proj(x), self.k_proj(x), self.v_proj(x)], conv_state)
         if self.convs.convs is None:  # the convs apply SiLU to v (and to q, k for qk_activation=silu)
@@ -81,11 +82,12 @@ class DeltaNet(_DeltaRuleLayer):
 
 
 class GatedDeltaNet(_DeltaRuleLayer):
-    def __init__(self, d_model, n_heads=6, head_dim=256, expand_v=2.0, use_gate=True, use_short_conv=True,
+    def __init__(self, d_model, n_heads=4, head_dim: int | None = None, expand_v=2.0, use_gate=True, use_short_conv=True,
                  conv_size=4, conv_bias=False, allow_neg_eigval=False, norm_eps=1e-5, output_gate_activation="swish",
                  backend="auto"):
         super().__init__()
         check_choice("model.layer.output_gate_activation", output_gate_activation, ["swish", "silu", "sigmoid"])
+        head_dim = head_dim or split(d_model, n_heads, "model.d_model")
         self._build(d_model, head_dim, width(head_dim, expand_v, "expand_v"), n_heads, True, use_gate,
                     use_short_conv, conv_size, conv_bias, allow_neg_eigval, "silu", norm_eps, output_gate_activation,
                     backend)

@@ -1,4 +1,5 @@
-"""DLR and DSS convolution kernels: diagonal linear recurrences seen as Vandermonde kernels.
+"""DLR and DSS (`model=dlr`, `model=dss`): convolution layers (conv.LongConv) whose kernels are
+diagonal linear recurrences seen as Vandermonde kernels.
 
 Both describe, per channel c and feature h, the recurrence with a diagonal complex state s
     s_t = exp(x_n) s_{t-1} + u_t,      y_t = sum_n W[c, h, n] s_t[n]
@@ -26,10 +27,13 @@ Complex parameters are stored as real pairs (..., 2) so that Adam's moments are 
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from src.models.sequence.layers.base import group
+from src.models.sequence.layers.conv import LongConv
 from src.models.sequence.layers.optim import register
 from src.ops.vandermonde import BACKENDS, vandermonde
 from src.utils.errors import ConfigError, check_choice
@@ -65,6 +69,8 @@ class VandermondeKernel(nn.Module):
         s_t = exp(x) s_{t-1} + u_t   (B, H, N) complex,   y_t = to_real(sum_n W s_t)   (B, C, H)
     """
 
+    recurrent = True
+
     def vandermonde_params(self, L=None):
         raise NotImplementedError
 
@@ -92,12 +98,27 @@ class VandermondeKernel(nn.Module):
         return 2 * W.shape[-2] * W.shape[-1]
 
 
+@dataclass
+class DLRTrainable:
+    Lambda: bool = True
+    W: bool = True
+
+
+@dataclass
+class DLRLr:
+    Lambda: float | None = 1e-4  # the imaginary part (and the real part unless Lambda_re is set)
+    Lambda_re: float | None = None  # the real part; None: Lambda's
+    W: float | None = 1e-4
+
+
 class DLRKernel(VandermondeKernel):
     VERSIONS = ["", "Lambda_imag", "Lambda_imag_W_real", "Lambda_real_W_real"]
 
-    def __init__(self, H, N=4096, channels=1, dt_min=1e-4, dt_max=1e-1, trainable=None, lr=None, version="",
-                 Lambda_init="omega", W_scale=None, wd=0.0, kernel_to_real="real", backend="auto"):
+    def __init__(self, H, d_state=4096, channels=1, dt_min=1e-4, dt_max=1e-1, trainable: DLRTrainable | None = None,
+                 lr: DLRLr | None = None, version="", Lambda_init="omega", W_scale: float | None = None, wd=0.0,
+                 kernel_to_real="real", backend="auto"):
         super().__init__()
+        N = d_state
         self.version = check_choice("model.layer.version", version, self.VERSIONS)
         check_choice("model.layer.Lambda_init", Lambda_init, ["omega", "randn"])
         self.kernel_to_real = check_choice("model.layer.kernel_to_real", kernel_to_real, KERNEL_TO_REAL)
@@ -107,19 +128,18 @@ class DLRKernel(VandermondeKernel):
                 f"model.layer.version=Lambda_real_W_real gives a real kernel: kernel_to_real={kernel_to_real} "
                 "would make it zero; choose one of: 'real', 'sum'"
             )
-        trainable = {"Lambda": True, "W": True, **(trainable or {})}
-        lr = {"Lambda": 1e-4, "Lambda_re": None, "W": 1e-4, **(lr or {})}
-        lr_re = lr["Lambda"] if lr["Lambda_re"] is None else lr["Lambda_re"]
+        trainable, lr = group(DLRTrainable, trainable), group(DLRLr, lr)
+        lr_re = lr.Lambda if lr.Lambda_re is None else lr.Lambda_re
 
         dt = log_uniform(N, dt_min, dt_max)  # [N]
         theta = 2 * math.pi * torch.arange(N) / N if Lambda_init == "omega" else torch.randn(N)
         if "Lambda_real" not in version:
-            register(self, "Lambda_im", theta % (2 * math.pi), trainable["Lambda"], lr["Lambda"], 0.0)  # [N]
+            register(self, "Lambda_im", theta % (2 * math.pi), trainable.Lambda, lr.Lambda, 0.0)  # [N]
         if "Lambda_imag" not in version:
-            register(self, "Lambda_re_sqrt", (0.5 * dt).sqrt(), trainable["Lambda"], lr_re, 0.0)  # [N]: Re = -r^2
+            register(self, "Lambda_re_sqrt", (0.5 * dt).sqrt(), trainable.Lambda, lr_re, 0.0)  # [N]: Re = -r^2
         W_shape = (channels, H, N) if "W_real" in version else (channels, H, N, 2)
         W_scale = 1 / N if W_scale is None else W_scale
-        register(self, "W", torch.randn(W_shape) * W_scale, trainable["W"], lr["W"], wd)
+        register(self, "W", torch.randn(W_shape) * W_scale, trainable.W, lr.W, wd)
 
     def vandermonde_params(self, L=None):
         """(W (C, H, N) complex, Lambda (N,) complex)."""
@@ -150,13 +170,28 @@ def reciprocal(x, epsilon=1e-7, clamp=False):
     return x.conj() / (norm_sq.clamp(min=epsilon) if clamp else norm_sq + epsilon)
 
 
+@dataclass
+class DSSTrainable:
+    log_dt: bool = True
+    Lambda: bool = True
+    W: bool = True
+
+
+@dataclass
+class DSSLr:
+    log_dt: float | None = 1e-3
+    Lambda: float | None = 1e-3
+    W: float | None = 1e-3
+
+
 class DSSKernel(VandermondeKernel):
     VERSIONS = ["exp", "softmax", "exp-re-im", "exp-no-scale", "exp-no-scale-real", "clip", "clip-no-scale"]
 
-    def __init__(self, H, N=64, channels=1, dt_min=1e-3, dt_max=1e-1, trainable=None, lr=None, sep_dt_re_im=False,
-                 Lambda_init="hippo_skew_pos_imag", version="exp", wd=0.0, max_real_Lambda=1e-4,
-                 kernel_to_real="real", epsilon=1e-7, backend="auto"):
+    def __init__(self, H, d_state=64, channels=1, dt_min=1e-3, dt_max=1e-1, trainable: DSSTrainable | None = None,
+                 lr: DSSLr | None = None, sep_dt_re_im=False, Lambda_init="hippo_skew_pos_imag", version="exp", wd=0.0,
+                 max_real_Lambda=1e-4, kernel_to_real="real", epsilon=1e-7, backend="auto"):
         super().__init__()
+        N = d_state
         self.version = check_choice("model.layer.version", version, self.VERSIONS)
         check_choice("model.layer.Lambda_init", Lambda_init, ["hippo_skew_pos_imag", "lin", "randn"])
         self.kernel_to_real = check_choice("model.layer.kernel_to_real", kernel_to_real, KERNEL_TO_REAL)
@@ -167,8 +202,7 @@ class DSSKernel(VandermondeKernel):
                 f"model.layer.version=exp-re-im parametrises Im(Lambda) = exp(b), which needs Im(Lambda) > 0: "
                 f"model.layer.Lambda_init={Lambda_init} has Im(Lambda) <= 0; use hippo_skew_pos_imag"
             )
-        trainable = {"log_dt": True, "Lambda": True, "W": True, **(trainable or {})}
-        lr = {"log_dt": 1e-3, "Lambda": 1e-3, "W": 1e-3, **(lr or {})}
+        trainable, lr = group(DSSTrainable, trainable), group(DSSLr, lr)
 
         if Lambda_init == "hippo_skew_pos_imag":
             im = hippo_skew_imag(2 * N).float()
@@ -180,15 +214,15 @@ class DSSKernel(VandermondeKernel):
         log_dt = torch.log(log_uniform(H, dt_min, dt_max))  # [H]
         if sep_dt_re_im:
             log_dt = log_dt[:, None].repeat(1, 2)  # [H, 2]: dt of the real and of the imaginary part
-        register(self, "log_dt", log_dt, trainable["log_dt"], lr["log_dt"], 0.0)
+        register(self, "log_dt", log_dt, trainable.log_dt, lr.log_dt, 0.0)
         if "exp" in version:
-            register(self, "Lambda_log_neg_re", torch.log(-re), trainable["Lambda"], lr["Lambda"], 0.0)
+            register(self, "Lambda_log_neg_re", torch.log(-re), trainable.Lambda, lr.Lambda, 0.0)
             if "real" not in version:
                 name, value = ("Lambda_log_im", torch.log(im)) if "im" in version else ("Lambda_im", im)
-                register(self, name, value, trainable["Lambda"], lr["Lambda"], 0.0)
+                register(self, name, value, trainable.Lambda, lr.Lambda, 0.0)
         else:
-            register(self, "Lambda", torch.stack((re, im), dim=-1), trainable["Lambda"], lr["Lambda"], 0.0)  # [N, 2]
-        register(self, "W", torch.randn(channels, H, N, 2), trainable["W"], lr["W"], wd)
+            register(self, "Lambda", torch.stack((re, im), dim=-1), trainable.Lambda, lr.Lambda, 0.0)  # [N, 2]
+        register(self, "W", torch.randn(channels, H, N, 2), trainable.W, lr.W, wd)
 
     def Lambda_(self):
         """Lambda (N,) complex, from the version's parametrisation."""
@@ -239,3 +273,11 @@ class DSSKernel(VandermondeKernel):
         K = vandermonde(W * ~positive, x_neg, L, self.backend)
         K = K + vandermonde(W * positive, x_neg, L, self.backend).flip(-1)
         return to_real(K, self.kernel_to_real)
+
+
+class DLR(LongConv):
+    Kernel = DLRKernel
+
+
+class DSS(LongConv):
+    Kernel = DSSKernel

@@ -10,7 +10,8 @@ retnet:  g_h = log(1 - 2^(-5-h)) per head, fixed (gamma_h = 1 - 2^(-5-h)); RoPE 
          absolute position (the state carries the position reached); d_v = expand_v d_model / n_heads,
          output as gla.
 hgrn2:   q = swish(W_q x), g = logsigmoid(W_f x) per key, k = 1 - exp(g) (the input gate tied to the
-         forget gate), v = W_i x; n_heads = d_model / expand_ratio (or n_heads), d_k = expand_ratio,
+         forget gate), v = W_i x; d_k = expand_ratio = d_model / n_heads (n_heads 4), or n_heads =
+         d_model // expand_ratio when expand_ratio is set (fla's default 128: 16 heads at d_model 2048),
          y = W_o RMSNorm(concat_h o_t).
 Optional short convs (use_short_conv) on q, k, v as fla. State: conv windows, S (n_heads, d_k, d_v)
 (retnet: also the position, an integer per sequence).
@@ -27,7 +28,7 @@ from src.ops.gla import DISPATCH, gla
 from src.utils.errors import ConfigError
 
 
-class _GLALayer(OneTokenStep, nn.Module):
+class _GLALayer(OneTokenStep):
     """q, k, v projections (+ optional convs), the gla op, the gated output norm."""
 
     def _build(self, d_model, n_heads, d_k, d_v, use_short_conv, conv_size, conv_bias, use_output_gate,
@@ -59,7 +60,7 @@ class _GLALayer(OneTokenStep, nn.Module):
 class GLA(_GLALayer):
     def __init__(self, d_model, n_heads=4, expand_k=0.5, expand_v=1.0, use_short_conv=False, conv_size=4,
                  conv_bias=False, use_output_gate=True, gate_logit_normalizer=16, gate_low_rank_dim=16,
-                 clamp_min=None, elementwise_affine=True, norm_eps=1e-5, backend="auto"):
+                 clamp_min: float | None = None, elementwise_affine=True, norm_eps=1e-5, backend="auto"):
         super().__init__()
         d_k = split(width(d_model, expand_k, "expand_k"), n_heads, "key width")
         d_v = split(width(d_model, expand_v, "expand_v"), n_heads, "value width")
@@ -69,7 +70,7 @@ class GLA(_GLALayer):
                                      nn.Linear(gate_low_rank_dim, n_heads * d_k))
         self.gate_logit_normalizer, self.clamp_min = gate_logit_normalizer, clamp_min
 
-    def forward(self, x, state=None):  # x (B, L, d_model)
+    def forward(self, x, state=None, positions=None):  # x (B, L, d_model)
         conv_state, S = (None, None) if state is None else state
         q, k, v, conv_state = self._qkv(x, conv_state)
         g = F.logsigmoid(heads(self.gk_proj(x), self.d_k)) / self.gate_logit_normalizer
@@ -94,7 +95,7 @@ class RetNet(_GLALayer):
                     elementwise_affine, norm_eps, backend)
         self.register_buffer("log_gamma", torch.log1p(-(2.0 ** (-5.0 - torch.arange(n_heads, dtype=torch.float64)))).float())
 
-    def forward(self, x, state=None):  # x (B, L, d_model)
+    def forward(self, x, state=None, positions=None):  # x (B, L, d_model)
         B, L, _ = x.shape
         conv_state, S, start = (None, None, x.new_zeros(B, dtype=torch.long)) if state is None else state
         q, k, v, conv_state = self._qkv(x, conv_state)
@@ -111,8 +112,8 @@ class RetNet(_GLALayer):
 
 
 class HGRN2(_GLALayer):
-    def __init__(self, d_model, n_heads=None, expand_ratio=128, use_short_conv=False, conv_size=4, conv_bias=False,
-                 elementwise_affine=True, norm_eps=1e-5, backend="auto"):
+    def __init__(self, d_model, n_heads: int | None = 4, expand_ratio: int | None = None, use_short_conv=False,
+                 conv_size=4, conv_bias=False, elementwise_affine=True, norm_eps=1e-5, backend="auto"):
         super().__init__()
         if expand_ratio is None and n_heads is None:
             raise ConfigError("model.layer: HGRN-2 needs expand_ratio or n_heads")
@@ -127,7 +128,7 @@ class HGRN2(_GLALayer):
                     elementwise_affine, norm_eps, backend, conv_activation=None)
         self.norm = GatedRMSNorm(d_model, norm_eps, elementwise_affine)  # over the concatenated heads
 
-    def forward(self, x, state=None):  # x (B, L, d_model)
+    def forward(self, x, state=None, positions=None):  # x (B, L, d_model)
         conv_state, S = (None, None) if state is None else state
         q, f, i, conv_state = self._qkv(x, conv_state)  # q, forget logits, input
         g = F.logsigmoid(f)

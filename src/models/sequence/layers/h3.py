@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.optim import register
 from src.models.sequence.layers.s4 import S4DKernel
 from src.ops.fftconv import fftconv
@@ -50,8 +51,10 @@ class ShiftSSM(nn.Module):
         return (self.C * state).sum(-1), state
 
 
-class H3(nn.Module):
-    def __init__(self, d_model, d_state=64, head_dim=1, dt_min=0.001, dt_max=0.1, init="lin", kernel_lr=None,
+class H3(SequenceLayer):
+    recurrent = True
+
+    def __init__(self, d_model, d_state=64, head_dim=1, dt_min=0.001, dt_max=0.1, init="lin", kernel_lr: float | None = None,
                  backend="auto"):
         super().__init__()
         if d_model % head_dim:
@@ -74,7 +77,8 @@ class H3(nn.Module):
         q = rearrange(q, "b (h i) ... -> b i 1 h ...", i=self.head_dim)
         return rearrange((q * y).sum(1), "b j h ... -> b (j h) ...")
 
-    def forward(self, x, state=None):  # x: (B, L, D)
+    def forward(self, x, state=None, positions=None):  # x: (B, L, D)
+        self.refuse_state(state)
         q, k, v = (proj(x).transpose(1, 2) for proj in (self.q_proj, self.k_proj, self.v_proj))  # (B, D, L)
         L = x.shape[1]
         k = fftconv(k, self.shift.kernel(L)[None])[:, 0] + self.shift_D[:, None] * k

@@ -22,6 +22,7 @@ import math
 import torch
 from torch import nn
 
+from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.implicit_filter import check_length, positional_features
 from src.models.sequence.layers.optim import register
 from src.models.sequence.layers.short_conv import ShortConv
@@ -67,8 +68,8 @@ class HyenaFilter(nn.Module):
         return h.T  # (D, L)
 
 
-class Hyena(nn.Module):
-    def __init__(self, d_model, l_max=None, filter_order=64, short_filter_order=3, dropout=0.0, d_emb=3,
+class Hyena(SequenceLayer):
+    def __init__(self, d_model, l_max: int | None = None, filter_order=64, short_filter_order=3, dropout=0.0, d_emb=3,
                  num_inner_mlps=2, w=1.0, filter_lr=1e-3, filter_wd=0.0, lr_pos_emb=1e-5, fast_decay_pct=0.3,
                  slow_decay_pct=1.5, target=1e-2, shift=0.0, modulate=True, backend="auto"):
         super().__init__()
@@ -83,21 +84,16 @@ class Hyena(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x, state=None):  # x: (B, L, D)
+    def forward(self, x, state=None, positions=None):  # x: (B, L, D)
+        self.refuse_state(state)
         u, _ = self.short_filter(self.in_proj(x).transpose(1, 2))  # (B, 3D, L)
         x1, x2, v = u.split(self.d_model, dim=1)  # (B, D, L) each
         v = self.dropout(v * x1)
         z = fftconv(v, self.filter(v.shape[-1])[None])[:, 0] + self.bias[:, None] * v  # (B, D, L)
         return self.out_proj((x2 * z).transpose(1, 2)), None
 
-    def _no_recurrence(self):
-        raise ConfigError("this layer has no step(): the implicit long filter is not a finite-state recurrence")
-
-    def step(self, x_t, state):
-        self._no_recurrence()
-
-    def default_state(self, batch_size, device=None):
-        self._no_recurrence()
+    def why_no_step(self):
+        return "the implicit long filter is not a finite-state recurrence"
 
     def state_size(self, L):
         return self.d_model * L

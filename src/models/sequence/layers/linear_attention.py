@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.mha import split_heads
 from src.utils.errors import ConfigError, check_choice
 
@@ -33,8 +34,10 @@ FEATURE_MAPS = {"elu+1": lambda a: F.elu(a) + 1, "identity": lambda a: a}
 NORMALIZERS = ["sum", "exp", "softplus", "none"]
 
 
-class LinearAttention(nn.Module):
-    def __init__(self, d_model, n_heads=4, d_qk=None, feature_map="elu+1", normalizer="sum", causal=True,
+class LinearAttention(SequenceLayer):
+    recurrent = True
+
+    def __init__(self, d_model, n_heads=4, d_qk: int | None = None, feature_map="elu+1", normalizer="sum", causal=True,
                  dropout=0.0):
         super().__init__()
         d_qk = d_qk or d_model
@@ -63,7 +66,8 @@ class LinearAttention(nn.Module):
         eta = self.eta(x).transpose(1, 2)
         return torch.exp(eta) if self.normalizer == "exp" else F.softplus(eta) + 1e-4
 
-    def forward(self, x, state=None):  # x: (B, L, D)
+    def forward(self, x, state=None, positions=None):  # x: (B, L, D)
+        self.refuse_state(state)
         q, k, v = self._features(x)
         weights = q @ k.transpose(-1, -2)  # (B, n, L, L)
         if self.causal:
@@ -78,8 +82,7 @@ class LinearAttention(nn.Module):
 
     def default_state(self, batch_size, device=None):
         """(S (B, n, d_k, d_v), z (B, n, d_k) for normalizer=sum, else None)."""
-        if not self.causal:
-            raise ConfigError("this layer has no step(): a non-causal (causal=false) attention reads the future")
+        self.check_step()
         w = self.q.weight
         d_k, d_v = self.d_qk // self.n_heads, self.v.out_features // self.n_heads
         z = w.new_zeros(batch_size, self.n_heads, d_k, device=device) if self.normalizer == "sum" else None

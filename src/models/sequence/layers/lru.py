@@ -15,14 +15,17 @@ import math
 import torch
 from torch import nn
 
+from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.activation import Activation, OutputLinear
 from src.models.sequence.layers.optim import register
 from src.ops.scan import backend_of, linear_scan
 from src.utils.errors import ConfigError
 
 
-class LRU(nn.Module):
-    def __init__(self, d_model, d_state=64, r_min=0.0, r_max=1.0, max_phase=2 * math.pi, lr=None,
+class LRU(SequenceLayer):
+    recurrent = True
+
+    def __init__(self, d_model, d_state=64, r_min=0.0, r_max=1.0, max_phase=2 * math.pi, lr: float | None = None,
                  activation="gelu", postact="glu", dropout=0.0, backend="auto"):
         super().__init__()
         if not 0 <= r_min < r_max <= 1:
@@ -53,7 +56,7 @@ class LRU(nn.Module):
         y = (h @ C.T).real + self.D * x
         return self.output_linear(self.dropout(self.activation(y)))
 
-    def forward(self, x, state=None):  # x (B, L, d_model)
+    def forward(self, x, state=None, positions=None):  # x (B, L, d_model)
         Lambda, B, C = self._params()
         bu = x.to(B.dtype) @ B.T  # (B, L, N)
         h = linear_scan(Lambda[:, None], bu.transpose(1, 2), state, backend=self.backend).transpose(1, 2)

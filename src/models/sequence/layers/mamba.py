@@ -19,7 +19,7 @@ mamba2: in_proj -> (z, xBC, dt); xBC <- silu(conv(xBC)); x, B, C = split(xBC);
         y * silu(z) without rmsnorm); out_proj.
                                                 state: conv (conv_dim, d_conv-1) + ssm (nheads, headdim, d_state)
 s6:     the selective scan alone on u = x (no in_proj, conv or gate), out_proj. state (d_model, d_state)
-ssd:    as s6 with A = -exp(a) one scalar for all channels and states, and delta rank 1: one
+dsf_ssd: as s6 with A = -exp(a) one scalar for all channels and states, and delta rank 1: one
         dt_t from x_t repeated on every channel, plus a per-channel bias. state (d_model, d_state)
 A_log, D (and mamba2's dt_bias) carry weight_decay 0, like mamba-ssm's _no_weight_decay.
 """
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.optim import register
 from src.models.sequence.layers.short_conv import ShortConv
 from src.ops.scan import backend_of, selective_scan, ssd_scan
@@ -99,8 +100,10 @@ def _dt_rank(dt_rank, d_model):
     return dt_rank
 
 
-class Mamba(nn.Module):
-    def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank="auto", dt_min=0.001, dt_max=0.1,
+class Mamba(SequenceLayer):
+    recurrent = True
+
+    def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank: int | str = "auto", dt_min=0.001, dt_max=0.1,
                  dt_init="random", dt_scale=1.0, dt_init_floor=1e-4, conv_bias=True, bias=False, backend="auto"):
         super().__init__()
         self.d_inner, self.d_state, self.d_conv = int(expand * d_model), d_state, d_conv
@@ -110,7 +113,7 @@ class Mamba(nn.Module):
                                 dt_init_floor, scalar_A=False, backend=backend)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 
-    def forward(self, x, state=None):  # x (B, L, d_model)
+    def forward(self, x, state=None, positions=None):  # x (B, L, d_model)
         conv_state, h0 = (None, None) if state is None else state
         u, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # (B, E, L) each
         u, conv_state = self.conv1d(u, conv_state)
@@ -134,12 +137,13 @@ class Mamba(nn.Module):
         return self.d_inner * (self.d_conv - 1 + self.d_state)
 
 
-class S6(nn.Module):
+class S6(SequenceLayer):
     """DSF's S6 (scalar_A=False) and "SSD" (scalar_A=True): the selective scan alone."""
 
+    recurrent = True
     scalar_A = False
 
-    def __init__(self, d_model, d_state=16, dt_rank="auto", dt_min=0.001, dt_max=0.1, dt_init="random",
+    def __init__(self, d_model, d_state=16, dt_rank: int | str = "auto", dt_min=0.001, dt_max=0.1, dt_init="random",
                  dt_scale=1.0, dt_init_floor=1e-4, bias=False, backend="auto"):
         super().__init__()
         self.d_model, self.d_state = d_model, d_state
@@ -148,7 +152,7 @@ class S6(nn.Module):
                                 scalar_A=self.scalar_A, backend=backend)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
-    def forward(self, x, state=None):
+    def forward(self, x, state=None, positions=None):  # x (B, L, d_model)
         y, h = self.ssm(x.transpose(1, 2), h0=state)
         return self.out_proj(y.transpose(1, 2)), h
 
@@ -165,14 +169,16 @@ class S6(nn.Module):
         return self.d_model * self.d_state
 
 
-class SSD(S6):
+class DSFSSD(S6):
     """DSF's "SSD": scalar A = -exp(a), rank-1 delta repeated across channels plus a per-channel bias
     (dt_rank and dt_init/dt_scale do not apply)."""
 
     scalar_A = True
 
 
-class Mamba2(nn.Module):
+class Mamba2(SequenceLayer):
+    recurrent = True
+
     def __init__(self, d_model, d_state=128, d_conv=4, expand=2, headdim=64, ngroups=1, A_init_range=(1, 16),
                  D_has_hdim=False, rmsnorm=True, norm_before_gate=False, dt_min=0.001, dt_max=0.1,
                  dt_init_floor=1e-4, dt_limit=(0.0, float("inf")), chunk_size=256, conv_bias=True, bias=False,
@@ -222,7 +228,7 @@ class Mamba2(nn.Module):
         return (x.unflatten(-1, (self.nheads, self.headdim)), B.unflatten(-1, (self.ngroups, self.d_state)),
                 C.unflatten(-1, (self.ngroups, self.d_state)))
 
-    def forward(self, x, state=None):  # x (B, L, d_model)
+    def forward(self, x, state=None, positions=None):  # x (B, L, d_model)
         conv_state, h0 = (None, None) if state is None else state
         z, xBC, dt = self._split(self.in_proj(x))
         xBC, conv_state = self.conv1d(xBC.transpose(1, 2), conv_state)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.short_conv import ShortConv
 from src.utils.errors import ConfigError
 
@@ -41,9 +42,11 @@ def states(state):
     return [t for s in state for t in states(s)]
 
 
-class OneTokenStep:
-    """step(x_t, state) is forward on the one token x_t from `state`; state_size counts the floats
-    of default_state."""
+class OneTokenStep(SequenceLayer):
+    """A layer whose forward continues from a state: step(x_t, state) is forward on the one token
+    x_t from `state`; state_size counts the floats of default_state."""
+
+    recurrent = True
 
     def step(self, x_t, state):  # x_t (B, D)
         y, state = self(x_t[:, None], state)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.positions import rotary
 from src.utils.errors import ConfigError
 
@@ -36,8 +37,10 @@ def attention_mask(L, causal, window, device=None):
     return allowed
 
 
-class MultiHeadAttention(nn.Module):
-    def __init__(self, d_model, n_heads=4, d_qk=None, causal=True, window=None, rope=False, dropout=0.0, attn_dropout=0.0):
+class MultiHeadAttention(SequenceLayer):
+    recurrent = True
+
+    def __init__(self, d_model, n_heads=4, d_qk: int | None = None, causal=True, window: int | None = None, rope=False, dropout=0.0, attn_dropout=0.0):
         super().__init__()
         d_qk = d_qk or d_model
         if d_model % n_heads or d_qk % n_heads:
@@ -59,6 +62,7 @@ class MultiHeadAttention(nn.Module):
         return q, k, v
 
     def forward(self, x, state=None, positions=None):  # x: (B, L, D)
+        self.refuse_state(state)
         B, L, _ = x.shape
         if positions is None:
             positions = torch.arange(L, device=x.device)
@@ -68,20 +72,15 @@ class MultiHeadAttention(nn.Module):
                                            dropout_p=self.attn_dropout if self.training else 0.0)
         return self.dropout(self.out(rearrange(o, "b n l d -> b l (n d)"))), None
 
-    def _check_causal(self):
-        if not self.causal:
-            raise ConfigError("this layer has no step(): a non-causal (causal=false) attention reads the future")
-
     def default_state(self, batch_size, device=None):
         """(keys (B, n, 0, d_qk/n), values (B, n, 0, d_model/n), position 0)."""
-        self._check_causal()
+        self.check_step()
         w = self.q.weight
         keys = w.new_zeros(batch_size, self.n_heads, 0, self.d_qk // self.n_heads, device=device)
         values = w.new_zeros(batch_size, self.n_heads, 0, self.v.out_features // self.n_heads, device=device)
         return keys, values, 0
 
     def step(self, x_t, state):  # x_t: (B, D)
-        self._check_causal()
         keys, values, t = state
         q, k, v = self._qkv(x_t[:, None], torch.tensor([t], device=x_t.device))  # (B, n, 1, d)
         keys, values = torch.cat((keys, k), dim=2), torch.cat((values, v), dim=2)

@@ -16,15 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.short_conv import ShortConv
 from src.ops.scan import backend_of, linear_scan
 from src.utils.errors import check_choice
 
 
-class QLSTM(nn.Module):
+class QLSTM(SequenceLayer):
+    recurrent = True
+
     FORGET_GATES = ["sigmoid", "reversed_sigmoid"]
 
-    def __init__(self, d_model, d_state=None, expand=2, d_conv=4, forget_gate="sigmoid", backend="auto"):
+    def __init__(self, d_model, d_state: int | None = None, expand=2, d_conv=4, forget_gate="sigmoid", backend="auto"):
         super().__init__()
         self.forget_gate = check_choice("model.layer.forget_gate", forget_gate, self.FORGET_GATES)
         self.backend = backend_of("linear_scan", backend)
@@ -49,7 +52,7 @@ class QLSTM(nn.Module):
             a = torch.exp(F.relu(self.alpha) * F.logsigmoid(-f))
         return a, torch.sigmoid(i) * u, torch.sigmoid(o)
 
-    def forward(self, x, state=None):  # x (B, L, d_model)
+    def forward(self, x, state=None, positions=None):  # x (B, L, d_model)
         conv_state, h0 = (None, None) if state is None else state
         g, u = self.input(x).chunk(2, dim=-1)
         u, conv_state = self.conv(u.transpose(1, 2), conv_state)

@@ -1,4 +1,5 @@
-"""Classic recurrent layers: `model=lstm|gru|rnn` (one recurrent layer per backbone block).
+"""Classic recurrent layers: `model=lstm|gru|rnn`, the layer `rnn` with `cell` lstm | gru | rnn
+(one recurrent layer per backbone block).
 
     RNN:   h_t = tanh(W_x x_t + W_h h_{t-1} + b)
     GRU:   r, z = sigmoid(.),  n = tanh(W_n x_t + r * (U_n h_{t-1}) + b),  h_t = (1 - z) n + z h_{t-1}
@@ -13,40 +14,43 @@ h (B, d_hidden), and c for the LSTM; state_size = d_hidden floats (2 d_hidden fo
 import torch
 from torch import nn
 
+from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.activation import OutputLinear
 from src.utils.errors import check_choice
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
-class RNN(nn.Module):
-    def __init__(self, d_model, model="lstm", d_hidden=None, postact=None, dropout=0.0):
+class RNN(SequenceLayer):
+    recurrent = True
+
+    def __init__(self, d_model, cell="lstm", d_hidden: int | None = None, postact: str | None = None, dropout=0.0):
         super().__init__()
-        self.model = check_choice("model.layer.model", model, list(CELLS))
+        self.cell = check_choice("model.layer.cell", cell, list(CELLS))
         self.d_hidden = d_hidden or d_model
-        self.rnn = CELLS[model](d_model, self.d_hidden, batch_first=True)
+        self.rnn = CELLS[cell](d_model, self.d_hidden, batch_first=True)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.output_linear = OutputLinear(self.d_hidden, d_model, postact)
 
     def _to_torch(self, state):  # ours (B, d) tensors -> torch's (1, B, d)
         if state is None:
             return None
-        return tuple(s[None] for s in state) if self.model == "lstm" else state[None]
+        return tuple(s[None] for s in state) if self.cell == "lstm" else state[None]
 
     def _from_torch(self, state):
-        return tuple(s[0] for s in state) if self.model == "lstm" else state[0]
+        return tuple(s[0] for s in state) if self.cell == "lstm" else state[0]
 
-    def forward(self, x, state=None):  # x: (B, L, D) -> (B, L, D), final state
+    def forward(self, x, state=None, positions=None):  # x: (B, L, D) -> (B, L, D), final state
         h, state = self.rnn(x, self._to_torch(state))
         return self.output_linear(self.dropout(h)), self._from_torch(state)
 
     def default_state(self, batch_size, device=None):
         zeros = torch.zeros(batch_size, self.d_hidden, device=device, dtype=self.rnn.weight_hh_l0.dtype)
-        return (zeros, zeros.clone()) if self.model == "lstm" else zeros
+        return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
 
     def step(self, x_t, state):  # x_t: (B, D) -> (B, D), state
         y, state = self.forward(x_t[:, None], state)
         return y[:, 0], state
 
     def state_size(self, L):
-        return self.d_hidden * (2 if self.model == "lstm" else 1)
+        return self.d_hidden * (2 if self.cell == "lstm" else 1)

@@ -55,10 +55,10 @@ def _round32(n):
     return 32 * ((n + 31) // 32)
 
 
-class _RWKVBlock(OneTokenStep, nn.Module):
+class _RWKVBlock(OneTokenStep):
     """a = time_mix(x); y = a + channel_mix(LN(x + a)); subclasses define both mixes."""
 
-    def forward(self, x, state=None):  # x (B, L, d_model)
+    def forward(self, x, state=None, positions=None):  # x (B, L, d_model)
         t_last, S, c_last = (None, None, None) if state is None else state
         a, t_last, S = self.time_mix(x, t_last, S)
         if self.channel_mixing:
@@ -126,7 +126,7 @@ class RWKV6(_RWKVBlock):
 
 
 class RWKV7(_RWKVBlock):
-    def __init__(self, d_model, head_dim=64, decay_low_rank_dim=None, gate_low_rank_dim=None, a_low_rank_dim=None,
+    def __init__(self, d_model, head_dim=64, decay_low_rank_dim: int | None = None, gate_low_rank_dim: int | None = None, a_low_rank_dim: int | None = None,
                  elementwise_affine=True, norm_eps=1e-5, channel_mixing=True, hidden_ratio=4.0, backend="auto"):
         super().__init__()
         self.backend = DELTA_DISPATCH["dplr_delta_rule"].check(backend)

@@ -21,6 +21,7 @@ import math
 import torch
 from torch import nn
 
+from src.models.sequence.layers.base import SequenceLayer
 from src.ops.wkv import wkv
 from src.ops.wkv.reference import default_state as wkv_state
 from src.ops.wkv.reference import wkv_step
@@ -49,7 +50,9 @@ class ChannelMix(nn.Module):
         return torch.sigmoid(self.receptance(mix(h, h_prev, self.mu_r))) * self.value(k)
 
 
-class RWKV4(nn.Module):
+class RWKV4(SequenceLayer):
+    recurrent = True
+
     def __init__(self, d_model, channel_mix=False, layer_idx=0, n_layers=1, backend="auto"):
         super().__init__()
         r = layer_idx / (n_layers - 1) if n_layers > 1 else 0.0
@@ -69,7 +72,8 @@ class RWKV4(nn.Module):
         return (self.key(mix(x, x_prev, self.mu_k)), self.value(mix(x, x_prev, self.mu_v)),
                 torch.sigmoid(self.receptance(mix(x, x_prev, self.mu_r))))
 
-    def forward(self, x, state=None):  # x: (B, L, D)
+    def forward(self, x, state=None, positions=None):  # x: (B, L, D)
+        self.refuse_state(state)
         k, v, r = self._projections(x, shift(x))
         y = self.output(r * wkv(-torch.exp(self.time_decay), self.time_first, k, v, backend=self.backend))
         if self.channel_mix is not None:

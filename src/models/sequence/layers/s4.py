@@ -1,4 +1,4 @@
-"""S4 and S4D convolution kernels (`model=s4`, `model=s4d`; the block around them is conv.LongConv).
+"""S4 and S4D (`model=s4`, `model=s4d`): convolution layers (conv.LongConv) around these kernels.
 
 Both discretise, per feature h, the continuous state space x' = A x + B u, y = C x of real
 dimension N = d_state, kept as N/2 complex modes whose complex conjugates are implied: every
@@ -45,10 +45,13 @@ either is N/2 complex numbers per feature: state_size = H N floats.
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from src.models.sequence.layers.base import group
+from src.models.sequence.layers.conv import LongConv
 from src.models.sequence.layers.dlr import VandermondeKernel, log_uniform, reciprocal
 from src.models.sequence.layers.optim import register
 from src.ops import cauchy as cauchy_op
@@ -122,20 +125,45 @@ def _check_N(N):
         raise ConfigError(f"model.layer.d_state={N} must be even: S4/S4D keep N/2 complex modes and their conjugates")
 
 
+@dataclass
+class S4DTrainable:
+    dt: bool = True
+    A: bool = True
+    B: bool = True
+
+
+@dataclass
+class S4DLr:
+    dt: float | None = 1e-3
+    A: float | None = 1e-3
+    B: float | None = 1e-3
+
+
+@dataclass
+class S4Trainable(S4DTrainable):
+    P: bool = True
+
+
+@dataclass
+class S4Lr(S4DLr):
+    P: float | None = 1e-3
+
+
 class S4DKernel(VandermondeKernel):
     INITS = ["legs", "lin", "inv"]
     DISCRETIZATIONS = ["zoh", "bilinear", "dss"]
 
-    def __init__(self, H, N=64, channels=1, init="legs", disc="zoh", dt_min=1e-3, dt_max=1e-1, b_clip=2.0,
-                 trainable=None, lr=None, backend="auto"):
+    def __init__(self, H, d_state=64, channels=1, init="legs", disc="zoh", dt_min=1e-3, dt_max=1e-1,
+                 b_clip: float | None = 2.0, trainable: S4DTrainable | None = None, lr: S4DLr | None = None,
+                 backend="auto"):
         super().__init__()
+        N = d_state
         _check_N(N)
         check_choice("model.layer.init", init, self.INITS)
         self.disc = check_choice("model.layer.disc", disc, self.DISCRETIZATIONS)
         self.backend = check_choice("model.layer.backend", backend, ["auto", *vandermonde_op.BACKENDS])
         self.kernel_to_real = "real"
-        trainable = {"dt": True, "A": True, "B": True, **(trainable or {})}
-        lr = {"dt": 1e-3, "A": 1e-3, "B": 1e-3, **(lr or {})}
+        trainable, lr = group(S4DTrainable, trainable), group(S4DLr, lr)
         n = torch.arange(N // 2, dtype=torch.float64)
         if init == "legs":
             Lambda, _, B = nplr("legs", N)
@@ -143,10 +171,10 @@ class S4DKernel(VandermondeKernel):
             im = math.pi * n if init == "lin" else N / math.pi * (N / (2 * n + 1) - 1)
             Lambda, B = torch.complex(torch.full_like(n, -0.5), im), torch.ones(N // 2, dtype=torch.complex128)
         B = clip_imag(B, b_clip)  # legs only: B = 1 has no imaginary part
-        register(self, "log_dt", torch.log(log_uniform(H, dt_min, dt_max)), trainable["dt"], lr["dt"], 0.0)  # (H,)
-        register(self, "A_log_neg_re", torch.log(-Lambda.real).float().repeat(H, 1), trainable["A"], lr["A"], 0.0)
-        register(self, "A_im", Lambda.imag.float().repeat(H, 1), trainable["A"], lr["A"], 0.0)  # (H, N/2)
-        register(self, "B", complex_pairs(B).repeat(H, 1, 1), trainable["B"], lr["B"], 0.0)  # (H, N/2, 2)
+        register(self, "log_dt", torch.log(log_uniform(H, dt_min, dt_max)), trainable.dt, lr.dt, 0.0)  # (H,)
+        register(self, "A_log_neg_re", torch.log(-Lambda.real).float().repeat(H, 1), trainable.A, lr.A, 0.0)
+        register(self, "A_im", Lambda.imag.float().repeat(H, 1), trainable.A, lr.A, 0.0)  # (H, N/2)
+        register(self, "B", complex_pairs(B).repeat(H, 1, 1), trainable.B, lr.B, 0.0)  # (H, N/2, 2)
         self.C = nn.Parameter(complex_pairs(torch.randn(channels, H, N // 2, dtype=torch.cfloat)))  # (C, H, N/2, 2)
 
     def no_recurrence(self):
@@ -180,27 +208,29 @@ def conj_full(v):
 
 class S4Kernel(nn.Module):
     MEASURES = list(MEASURE_RANK)
+    recurrent = True
 
-    def __init__(self, H, N=64, channels=1, measure="legs", rank=1, dt_min=1e-3, dt_max=1e-1, b_clip=2.0,
-                 trainable=None, lr=None, backend="auto"):
+    def __init__(self, H, d_state=64, channels=1, measure="legs", rank=1, dt_min=1e-3, dt_max=1e-1,
+                 b_clip: float | None = 2.0, trainable: S4Trainable | None = None, lr: S4Lr | None = None,
+                 backend="auto"):
         super().__init__()
+        N = d_state
         _check_N(N)
         check_choice("model.layer.measure", measure, self.MEASURES)
         if rank < MEASURE_RANK[measure]:
             raise ConfigError(f"model.layer.rank={rank} is too small: measure={measure} needs rank >= {MEASURE_RANK[measure]}")
         self.backend = check_choice("model.layer.backend", backend, ["auto", *cauchy_op.BACKENDS])
-        trainable = {"dt": True, "A": True, "P": True, "B": True, **(trainable or {})}
-        lr = {"dt": 1e-3, "A": 1e-3, "P": 1e-3, "B": 1e-3, **(lr or {})}
+        trainable, lr = group(S4Trainable, trainable), group(S4Lr, lr)
         Lambda, P, B = nplr(measure, N)
         B = clip_imag(B, b_clip)
         extra = rank - P.shape[0]
         P = torch.cat((P, 1e-3 * torch.randn(extra, N // 2, dtype=torch.complex128)))  # (r, N/2)
         re = Lambda.real.clamp(max=-1e-4)
-        register(self, "log_dt", torch.log(log_uniform(H, dt_min, dt_max)), trainable["dt"], lr["dt"], 0.0)  # (H,)
-        register(self, "A_log_neg_re", torch.log(-re).float().repeat(H, 1), trainable["A"], lr["A"], 0.0)  # (H, N/2)
-        register(self, "A_im", Lambda.imag.float().repeat(H, 1), trainable["A"], lr["A"], 0.0)  # (H, N/2)
-        register(self, "P", complex_pairs(P)[:, None].repeat(1, H, 1, 1), trainable["P"], lr["P"], 0.0)  # (r, H, N/2, 2)
-        register(self, "B", complex_pairs(B).repeat(H, 1, 1), trainable["B"], lr["B"], 0.0)  # (H, N/2, 2)
+        register(self, "log_dt", torch.log(log_uniform(H, dt_min, dt_max)), trainable.dt, lr.dt, 0.0)  # (H,)
+        register(self, "A_log_neg_re", torch.log(-re).float().repeat(H, 1), trainable.A, lr.A, 0.0)  # (H, N/2)
+        register(self, "A_im", Lambda.imag.float().repeat(H, 1), trainable.A, lr.A, 0.0)  # (H, N/2)
+        register(self, "P", complex_pairs(P)[:, None].repeat(1, H, 1, 1), trainable.P, lr.P, 0.0)  # (r, H, N/2, 2)
+        register(self, "B", complex_pairs(B).repeat(H, 1, 1), trainable.B, lr.B, 0.0)  # (H, N/2, 2)
         self.C = nn.Parameter(complex_pairs(torch.randn(channels, H, N // 2, dtype=torch.cfloat)))  # (C, H, N/2, 2)
 
     def ssm(self):
@@ -261,3 +291,11 @@ class S4Kernel(nn.Module):
 
     def state_size(self):
         return 2 * self.A_im.numel()  # H N/2 complex numbers
+
+
+class S4(LongConv):
+    Kernel = S4Kernel
+
+
+class S4D(LongConv):
+    Kernel = S4DKernel

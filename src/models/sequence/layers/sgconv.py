@@ -1,5 +1,5 @@
-"""SGConv kernel (Li et al. 2022, "What makes convolutional models great on long sequence
-modeling?"): a multi-scale kernel of n_scales pieces, each a length-N weight vector linearly
+"""SGConv (`model=sgconv`): a convolution layer (conv.LongConv) around the SGConv kernel (Li et
+al. 2022, "What makes convolutional models great on long sequence modeling?"): a multi-scale kernel of n_scales pieces, each a length-N weight vector linearly
 interpolated to a length that doubles per scale and damped by alpha^i:
 
     k = concat_i( interp(w_i, N * 2^max(0, i-1)) * alpha^i ),   i = 0 .. n_scales-1
@@ -18,12 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.models.sequence.layers.conv import LongConv
 from src.utils.errors import ConfigError
 
 
 class SGConvKernel(nn.Module):
-    def __init__(self, H, N=8, channels=1, n_scales=None, l_max=None, alpha_min=0.3, alpha_max=1.0, w_scale=None):
+    recurrent = False  # its kernel is not a finite-state recurrence
+
+    def __init__(self, H, d_state=8, channels=1, n_scales: int | None = None, l_max: int | None = None, alpha_min=0.3,
+                 alpha_max=1.0, w_scale: float | None = None):
         super().__init__()
+        N = d_state
         if l_max:
             n_scales = 1 + math.ceil(math.log2(max(l_max / N, 1)))
         if not n_scales:
@@ -50,3 +55,7 @@ class SGConvKernel(nn.Module):
                 f"the SGConv kernel has length {k.shape[-1]} < L={L}: set model.layer.l_max={L} (or more n_scales)"
             )
         return (k / self.k_norm)[..., :L]
+
+
+class SGConv(LongConv):
+    Kernel = SGConvKernel

@@ -9,14 +9,18 @@ Recurrent view (causal): the attention's KV cache; the MLP is per position. stat
 
 from torch import nn
 
+from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.activation import Activation
 from src.models.sequence.layers.mha import MultiHeadAttention
 
 
-class TransformerBlock(nn.Module):
-    def __init__(self, d_model, n_heads=4, d_qk=None, causal=True, window=None, rope=False, expand=4,
+class TransformerBlock(SequenceLayer):
+    recurrent = True
+
+    def __init__(self, d_model, n_heads=4, d_qk: int | None = None, causal=True, window: int | None = None, rope=False, expand=4,
                  activation="gelu", dropout=0.0):
         super().__init__()
+        self.causal = causal
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.attention = MultiHeadAttention(d_model, n_heads, d_qk, causal, window, rope, dropout)
         self.mlp = nn.Sequential(nn.Linear(d_model, expand * d_model), Activation(activation),
@@ -27,10 +31,12 @@ class TransformerBlock(nn.Module):
         return a + self.dropout(self.mlp(self.norm2(x + a)))
 
     def forward(self, x, state=None, positions=None):  # x: (B, L, D)
+        self.refuse_state(state)
         a, _ = self.attention(self.norm1(x), positions=positions)
         return self._mlp(x, a), None
 
     def default_state(self, batch_size, device=None):
+        self.check_step()
         return self.attention.default_state(batch_size, device)
 
     def step(self, x_t, state):  # x_t: (B, D)

@@ -1,8 +1,10 @@
-"""The checks a composed config passes before anything is built or written.
+"""A composed config, from Hydra to building: legacy keys translated, interpolations resolved,
+and every key, type and value checked before anything is built or written (`prepare`).
 
-Keys. A key is known when the component that consumes it takes it: the signature of the class
-or function its section's `_name_` selects in src/utils/registry.py (dataset, model.layer and the
-kernel its `kernel_type` names, optimizer, scheduler, callbacks.*), of `lightning.Trainer`
+Keys. A key is known when the component that consumes it takes it. model.layer (and each entry
+of model.layers): the layer's typed options (SequenceLayer.check_options, OmegaConf's structured
+merge, nested keys included). Elsewhere, the signature of the class or function its section's
+`_name_` selects in src/utils/registry.py (dataset, optimizer, scheduler, callbacks.*), of `lightning.Trainer`
 (trainer.*, minus the arguments the run sets itself), of `SequenceModel` (model.*), of the
 dataset's `train_dataloader` (loader.*), of `SequenceDecoder` (decoder.*) and of `WandbLogger`
 and `wandb.init` (wandb.*); the `train` and `task` keys are those the config files declare
@@ -29,11 +31,31 @@ from omegaconf import OmegaConf
 
 from src.utils import registry
 from src.utils.errors import ConfigError
+from src.utils.legacy import translate
 from src.utils.notice import notice
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+# `${not:${..bidirectional}}`: the attention layers' `causal` follows `model.bidirectional`.
+OmegaConf.register_new_resolver("not", lambda value: not value, replace=True)
+# `${batch_by_length:${dataset.L},512,128}`: base at L <= L0, halved per doubling of L beyond it
+# (zoology's MQAR batch sizes: 512 up to L 128, 256 at 256, 128 at 512).
+OmegaConf.register_new_resolver("batch_by_length", lambda L, base, L0: max(1, base * L0 // max(L, L0)), replace=True)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # Trainer arguments that src/training.py sets itself.
 SET_BY_THE_RUN = {"default_root_dir", "logger", "callbacks", "use_distributed_sampler", "plugins"}
+
+
+def prepare(config):
+    """Translate the legacy keys, resolve interpolations, check required values and then every key,
+    type and value."""
+    translate(config)
+    missing = sorted(OmegaConf.missing_keys(config))
+    if missing:
+        raise ConfigError(f"these config values must be set: {', '.join(missing)}")
+    notice_unread_vars(config)
+    OmegaConf.resolve(config)
+    check(config)
+    return config
 
 
 def check(config):
@@ -83,10 +105,12 @@ def notice_unread_vars(config):
 def _check_section(name, node, params_of):
     params = params_of(node)
     if name == "model":
-        layer = node.get("layer")
-        if isinstance(layer, dict):
-            owner = registry.resolve(registry.layer, layer.get("_name_"), "model.layer._name_").__name__
-            _check_keys("model.layer", layer, _layer_params(layer), owner)
+        entries = [("model.layer", node.get("layer"))]
+        entries += [(f"model.layers[{i}]", e) for i, e in enumerate(node.get("layers") or [])]
+        for prefix, layer in entries:
+            if isinstance(layer, dict):
+                cls = registry.resolve(registry.layer, layer.get("_name_"), f"{prefix}._name_")
+                cls.check_options({k: v for k, v in layer.items() if k != "_name_"}, prefix)
         params = {k: p for k, p in params.items() if k != "layer"}
         node = {k: v for k, v in node.items() if k != "layer"}
     _check_keys(name, node, params, node.get("_name_") if name in ("dataset", "optimizer", "scheduler") else None)
@@ -162,35 +186,8 @@ def _model_params(node):
     from src.models.sequence.backbone import SequenceModel
 
     # src/module.py passes the encoder, decoder and sizes from the dataset and the top-level config
-    return _params(SequenceModel, skip={"notice", "encoder", "decoder", "d_input", "n_tokens", "d_output", "l_output",
+    return _params(SequenceModel, skip={"encoder", "decoder", "d_input", "n_tokens", "d_output", "l_output",
                                         "max_length"})
-
-
-def _layer_params(layer):
-    """A layer's options; a layer taking **kwargs (LongConv) passes them to the kernel its
-    `kernel_type` names (src/models/sequence/layers/conv.py), and `kernel_type=attn` builds the
-    attention layer from the options it shares (src/models/sequence/backbone.py, build_layer)."""
-    cls = registry.resolve(registry.layer, layer.get("_name_"), "model.layer._name_")
-    signature = inspect.signature(cls).parameters
-    params = {k: p for k, p in signature.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    params.pop("d_model", None)
-    params["_name_"] = inspect.Parameter("_name_", inspect.Parameter.KEYWORD_ONLY)
-    if "kernel_type" in params:
-        kernel_type = layer.get("kernel_type", params["kernel_type"].default)
-        if kernel_type == "attn":  # the options of the layer's own kernel are reported as unused
-            params.update(_params(registry.resolve(registry.layer, "attn"), skip={"d_model"}))
-            kernel_type = layer.get("_name_") if layer.get("_name_") in registry.kernel else None
-        if kernel_type is not None and any(p.kind == p.VAR_KEYWORD for p in signature.values()):
-            from src.models.sequence.layers.conv import kernel_class
-
-            kernel = kernel_class(kernel_type)
-            kernel_params = _params(kernel, skip={"d_model", "d_state", "channels"})
-            if kernel_params is None:
-                return None
-            params.update(kernel_params)
-    elif any(p.kind == p.VAR_KEYWORD for p in signature.values()):
-        return None
-    return params
 
 
 # --- the checks -----------------------------------------------------------------------------

@@ -1,0 +1,118 @@
+"""The layer contract (src/models/sequence/layers/base.py), checked for every registered layer.
+
+Cases: every configs/model/layer/*.yaml at a tiny size (conftest.TINY), and the option variants
+whose contract may differ (conftest.VARIANTS). A new layer is covered by adding its config: no
+edit here. Parameters are moved off their init before the checks (zero-initialised projections,
+as RWKV-7's, would hide most of a layer from them). Float64 checks use 1e-10: the same ops in
+another order (a chunked scan against its step loop), not another precision.
+"""
+
+import dataclasses
+import re
+
+import pytest
+import torch
+
+from conftest import CASES, D_TINY, LAYER_CONFIGS, layer_options, tiny_layer
+from src.models.sequence.layers.base import SequenceLayer
+from src.utils import registry
+from src.utils.errors import ConfigError
+
+B = 2
+L_STEP, SPLIT = 70, 33  # past a 64-position chunk of the chunked ops, split off a chunk boundary
+
+
+def make(case, dtype=torch.float64):
+    layer = tiny_layer(case, dtype=dtype, max_length=L_STEP)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return layer
+
+
+def inputs(L, dtype=torch.float64, seed=1):
+    return torch.randn(B, L, D_TINY, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def test_every_registered_layer_has_a_config():
+    names = {layer_options(stem)["_name_"] for stem in LAYER_CONFIGS}
+    assert set(registry.layer) == names, set(registry.layer) ^ names
+
+
+@pytest.mark.parametrize("name", sorted(registry.layer))
+def test_every_layer_is_a_sequence_layer_with_typed_options(name):
+    cls = registry.resolve(registry.layer, name)
+    assert issubclass(cls, SequenceLayer)
+    fields = {f.name for f in dataclasses.fields(cls.options())}
+    assert fields == set(cls.option_parameters()) and "d_model" not in fields
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("L", [1, 7, 40])
+def test_shapes(case, L):
+    layer = tiny_layer(case, max_length=40)
+    y, _ = layer(inputs(L, torch.float32))
+    assert y.shape == (B, L, D_TINY) and torch.isfinite(y).all()
+    size = layer.state_size(L)
+    assert isinstance(size, int) and size > 0
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_parameter_gets_a_gradient(case):
+    layer = make(case)  # at its longest input: every scale of a multiscale kernel is read
+    y, _ = layer(inputs(L_STEP))
+    (y**2).sum().backward()
+    missing = [n for n, p in layer.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_causal_layers_do_not_read_the_future(case):
+    """Changing x_t leaves y_{<t} unchanged; a non-causal layer's y_{<t} changes."""
+    layer, t = make(case), 5
+    x = inputs(12)
+    x2 = x.clone()
+    x2[:, t:] += inputs(12 - t, seed=2)  # not a constant: a LayerNorm in front would cancel that
+    y, y2 = layer(x)[0], layer(x2)[0]
+    if layer.causal:
+        torch.testing.assert_close(y2[:, :t], y[:, :t], rtol=1e-10, atol=1e-10)
+    else:
+        assert not torch.allclose(y2[:, :t], y[:, :t])
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_step_equals_forward_or_refuses_with_the_reason(case):
+    layer = make(case)
+    x = inputs(L_STEP)
+    why = layer.why_no_step()
+    if why is not None:
+        with pytest.raises(ConfigError, match=r"has no step\(\): " + re.escape(why)):
+            layer.default_state(B)  # the only source of a state for step
+        if type(layer).step is SequenceLayer.step:
+            with pytest.raises(ConfigError, match=r"has no step\(\): " + re.escape(why)):
+                layer.step(x[:, 0], None)
+        return
+    assert layer.recurrent and layer.causal
+    y, _ = layer(x)
+    state, steps = layer.default_state(B), []
+    for t in range(L_STEP):
+        y_t, state = layer.step(x[:, t], state)
+        steps.append(y_t)
+    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_forward_continues_from_its_state_or_refuses_one(case):
+    """A forward that returns a state continues from it; one that returns None refuses one."""
+    layer = make(case)
+    x = inputs(L_STEP)
+    y, state = layer(x)
+    y1, state1 = layer(x[:, :SPLIT])
+    if state is None:
+        assert state1 is None
+        given = layer.default_state(B) if layer.why_no_step() is None else torch.zeros(B, D_TINY)
+        with pytest.raises(ConfigError, match="does not continue from a state"):
+            layer(x[:, SPLIT:], given)
+        return
+    y2, _ = layer(x[:, SPLIT:], state1)
+    torch.testing.assert_close(torch.cat((y1, y2), 1), y, rtol=1e-10, atol=1e-10)
