@@ -1,77 +1,22 @@
-"""Softmax (full, sliding-window, d_qk), linear and normalised attention, transformer block:
-against naive loops, step == forward, causality, gradients, options."""
+"""Softmax (full, sliding-window, d_qk), linear and normalised attention, transformer block: against
+naive loops and the DSF code's formulas, state sizes, options (the contract checks of every layer
+are in test_layer_contract.py)."""
 
 import math
 
 import pytest
 import torch
 
-from conftest import assert_every_parameter_gets_a_gradient, run_steps
-
+from conftest import tiny_layer
 from src.models.sequence.layers.linear_attention import FEATURE_MAPS, LinearAttention
 from src.models.sequence.layers.mha import MultiHeadAttention
-from src.models.sequence.layers.transformer import TransformerBlock
 from src.utils.errors import ConfigError
 
 D = 8
-LAYERS = {
-    "mha": (MultiHeadAttention, dict(n_heads=2)),
-    "mha-dqk": (MultiHeadAttention, dict(n_heads=2, d_qk=4)),
-    "mha-rope": (MultiHeadAttention, dict(n_heads=2, d_qk=12, rope=True)),
-    "mha-window": (MultiHeadAttention, dict(n_heads=2, window=3)),
-    "mha-window-rope": (MultiHeadAttention, dict(n_heads=2, window=4, rope=True)),
-    "mha-bidirectional": (MultiHeadAttention, dict(n_heads=2, causal=False)),
-    "mha-bidirectional-window": (MultiHeadAttention, dict(n_heads=2, causal=False, window=2)),
-    "linear-elu": (LinearAttention, dict(n_heads=2)),
-    "linear-identity": (LinearAttention, dict(n_heads=2, feature_map="identity", normalizer="none")),
-    "linear-bidirectional": (LinearAttention, dict(n_heads=2, d_qk=6, causal=False)),
-    "norm-attn": (LinearAttention, dict(n_heads=2, feature_map="identity", normalizer="exp")),
-    "norm-attn-dqk": (LinearAttention, dict(n_heads=4, d_qk=4, feature_map="identity", normalizer="exp")),
-    "norm-attn-softplus": (LinearAttention, dict(n_heads=2, feature_map="identity", normalizer="softplus")),
-    "transformer": (TransformerBlock, dict(n_heads=2)),
-    "transformer-window-rope": (TransformerBlock, dict(n_heads=2, window=3, rope=True, expand=2)),
-    "transformer-bidirectional": (TransformerBlock, dict(n_heads=2, causal=False)),
-}
-CAUSAL = [n for n in LAYERS if "bidirectional" not in n]
 
 
-def make(name):
-    torch.manual_seed(0)
-    cls, kwargs = LAYERS[name]
-    return cls(D, **kwargs)
-
-
-@pytest.mark.parametrize("name", list(LAYERS))
-@pytest.mark.parametrize("L", [1, 7])
-def test_shapes(name, L):
-    y, state = make(name)(torch.randn(3, L, D))
-    assert y.shape == (3, L, D) and torch.isfinite(y).all() and state is None
-
-
-@pytest.mark.parametrize("name", list(LAYERS))
-def test_every_parameter_gets_a_gradient(name):
-    layer = make(name).double()
-    assert_every_parameter_gets_a_gradient(layer, torch.randn(2, 7, D, dtype=torch.float64))
-
-
-@pytest.mark.parametrize("name", CAUSAL)
-def test_step_equals_forward(name):
-    layer = make(name).double()
-    x = torch.randn(2, 10, D, dtype=torch.float64)
-    y, _ = layer(x)
-    steps, state = run_steps(layer, x, layer.default_state(2))
-    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-10, atol=1e-10)  # float64: rounding only
-
-
-@pytest.mark.parametrize("name", CAUSAL)
-def test_causal_layers_do_not_read_the_future(name):
-    layer = make(name).double()
-    x = torch.randn(2, 12, D, dtype=torch.float64)
-    x2 = x.clone()
-    x2[:, 7:] = torch.randn(2, 5, D, dtype=torch.float64)
-    y, y2 = layer(x)[0], layer(x2)[0]
-    torch.testing.assert_close(y[:, :7], y2[:, :7], rtol=1e-12, atol=1e-12)
-    assert not torch.allclose(y[:, 7:], y2[:, 7:])
+def make(case):
+    return tiny_layer(case, d_model=D)
 
 
 def by_loops(layer, x, weights):
@@ -185,7 +130,7 @@ def test_rope_scores_depend_on_relative_position_only():
 @pytest.mark.parametrize(
     "name, L, size",
     [("mha", 10, 10 * 16), ("mha-dqk", 10, 10 * 12), ("mha-window", 10, 3 * 16), ("mha-window", 2, 2 * 16),
-     ("linear-elu", 10, 2 * 4 * 5), ("norm-attn", 10, 2 * 4 * 4), ("transformer", 7, 7 * 16),
+     ("linear_attn", 10, 2 * 4 * 5), ("norm_attn", 10, 2 * 4 * 4), ("transformer", 7, 7 * 16),
      ("mha-bidirectional-window", 10, 10 * 16)],
 )
 def test_state_size(name, L, size):
@@ -206,9 +151,3 @@ def test_state_size(name, L, size):
 def test_bad_options_raise_one_clear_error(cls, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         cls(D, **kwargs)
-
-
-@pytest.mark.parametrize("name", ["mha-bidirectional", "linear-bidirectional", "transformer-bidirectional"])
-def test_non_causal_layers_refuse_step(name):
-    with pytest.raises(ConfigError, match="no step"):
-        make(name).default_state(1)

@@ -30,6 +30,29 @@ def make(case, dtype=torch.float64):
     return layer
 
 
+def floats(state):
+    """Floats in a (nested) state: complex numbers count 2, integers (a position) none."""
+    if isinstance(state, torch.Tensor):
+        return state[0].numel() * (2 if state.is_complex() else 1) if state.is_floating_point() or state.is_complex() else 0
+    if isinstance(state, dict):
+        return sum(floats(s) for s in state.values())
+    return sum(floats(s) for s in state if s is not None) if isinstance(state, (tuple, list)) else 0
+
+
+def same_state(a, b):
+    """Nested states equal to float64 rounding."""
+    if isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    elif isinstance(a, dict):
+        for key in a:
+            same_state(a[key], b[key])
+    elif isinstance(a, (tuple, list)):
+        for x, y in zip(a, b, strict=True):
+            same_state(x, y)
+    else:
+        assert a == b
+
+
 def inputs(L, dtype=torch.float64, seed=1):
     return torch.randn(B, L, D_TINY, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
@@ -93,12 +116,14 @@ def test_step_equals_forward_or_refuses_with_the_reason(case):
                 layer.step(x[:, 0], None)
         return
     assert layer.recurrent and layer.causal
-    y, _ = layer(x)
+    y, final = layer(x)
     state, steps = layer.default_state(B), []
     for t in range(L_STEP):
         y_t, state = layer.step(x[:, t], state)
         steps.append(y_t)
     torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-10, atol=1e-10)
+    if final is not None:  # stepping ends in the state the forward returns
+        same_state(state, final)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -114,5 +139,7 @@ def test_forward_continues_from_its_state_or_refuses_one(case):
         with pytest.raises(ConfigError, match="does not continue from a state"):
             layer(x[:, SPLIT:], given)
         return
-    y2, _ = layer(x[:, SPLIT:], state1)
+    y2, state2 = layer(x[:, SPLIT:], state1)
     torch.testing.assert_close(torch.cat((y1, y2), 1), y, rtol=1e-10, atol=1e-10)
+    same_state(state2, state)
+    assert floats(state) == layer.state_size(L_STEP)  # what state_size reports is what it keeps

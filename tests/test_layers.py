@@ -1,101 +1,30 @@
-"""Sequence layers: shapes, gradients, optimizer hooks, recurrence == convolution, causality."""
-
-import itertools
+"""DLR, DSS, SGConv and the DLR repo's attention: values against their formulas (the shapes,
+gradients, causality, step and state checks of every layer are in test_layer_contract.py)."""
 
 import pytest
 import torch
 
-from conftest import run_steps
-
-from src.models.sequence.backbone import build_layer
+from conftest import tiny_layer
 from src.models.sequence.layers.attention import AttentionBlock
-from src.models.sequence.layers.conv import LongConv
-from src.models.sequence.layers.dlr import DLRKernel, DSSKernel
+from src.models.sequence.layers.dlr import DLR, DSS, DLRKernel, DSSKernel
+from src.models.sequence.layers.sgconv import SGConv
 from src.utils.errors import ConfigError
 
 D = 8
 
-LAYERS = {
-    **{f"dlr-{v or 'default'}-{r}": dict(kernel_type="dlr", d_state=12, version=v, kernel_to_real=r)
-       for v, r in itertools.product(DLRKernel.VERSIONS, ["real", "imag", "sum", "prod", "real-prod"])
-       if v != "Lambda_real_W_real" or r in ("real", "sum")},  # a real kernel: the others are rejected
-    **{f"dss-{v}": dict(kernel_type="dss", d_state=6, version=v) for v in DSSKernel.VERSIONS},
-    **{f"dss-{i}": dict(kernel_type="dss", d_state=6, Lambda_init=i) for i in ["lin", "randn"]},
-    "dss-sep-dt": dict(kernel_type="dss", d_state=6, sep_dt_re_im=True),
-    "dlr-bidirectional-glu": dict(kernel_type="dlr", d_state=12, bidirectional=True, postact="glu", channels=2),
-    "dlr-truncated": dict(kernel_type="dlr", d_state=12, max_kernel_length=3),
-    "sgconv": dict(kernel_type="sgconv", d_state=4, l_max=40),
-}
-ATTENTION = {
-    "attn-causal": dict(),
-    "attn-bidirectional": dict(bidirectional=True),
-    "attn-local": dict(chunk_size=4),
-    "attn-local-bidirectional": dict(chunk_size=4, bidirectional=True),
-    "attn-ff": dict(attn_ff=2),
-}
-
-
-def make(name):
-    torch.manual_seed(0)
-    if name in ATTENTION:
-        return AttentionBlock(D, n_heads=2, **ATTENTION[name])
-    return LongConv(D, **LAYERS[name])
-
-
-ALL = [*LAYERS, *ATTENTION]
-
-
-@pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("L", [1, 7, 40])
-def test_shapes(name, L):
-    y, state = make(name)(torch.randn(3, L, D))
-    assert y.shape == (3, L, D) and torch.isfinite(y).all() and state is None
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_every_parameter_gets_a_gradient(name):
-    layer = make(name).double()
-    y, _ = layer(torch.randn(2, 40, D, dtype=torch.float64))  # L = SGConv's l_max: every scale is used
-    (y**2).sum().backward()
-    for pname, p in layer.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, pname
-
 
 def test_optimizer_hooks_and_lambda_re_lr():
-    layer = LongConv(D, d_state=4, kernel_type="dlr", lr={"Lambda": 1e-3, "Lambda_re": 5e-5, "W": 2e-3}, wd=0.1)
+    layer = DLR(D, d_state=4, lr={"Lambda": 1e-3, "Lambda_re": 5e-5, "W": 2e-3}, wd=0.1)
     hp = {n: getattr(p, "_optim", None) for n, p in layer.named_parameters()}
     assert hp["kernel.Lambda_im"] == {"lr": 1e-3, "weight_decay": 0.0}
     assert hp["kernel.Lambda_re_sqrt"] == {"lr": 5e-5, "weight_decay": 0.0}
     assert hp["kernel.W"] == {"lr": 2e-3, "weight_decay": 0.1}
     assert hp["D"] is None
-    default = LongConv(D, d_state=4, kernel_type="dlr", lr={"Lambda": 1e-3, "Lambda_re": None, "W": 2e-3})
+    default = DLR(D, d_state=4, lr={"Lambda": 1e-3, "Lambda_re": None, "W": 2e-3})
     assert default.kernel.Lambda_re_sqrt._optim["lr"] == 1e-3  # Lambda_re defaults to Lambda
-    dss = LongConv(D, d_state=4, kernel_type="dss", lr={"log_dt": 1e-2, "Lambda": 1e-3, "W": 1e-4},
+    dss = DSS(D, d_state=4, lr={"log_dt": 1e-2, "Lambda": 1e-3, "W": 1e-4},
                    trainable={"log_dt": False})
     assert "kernel.log_dt" in dict(dss.named_buffers()) and dss.kernel.W._optim["lr"] == 1e-4
-
-
-RECURRENT = [n for n in LAYERS if n.startswith(("dlr-", "dss-")) and n not in ("dss-softmax",)
-             and n.split("-")[-1] not in ("prod",) and "real-prod" not in n
-             and n not in ("dlr-bidirectional-glu", "dlr-truncated")]
-
-
-@pytest.mark.parametrize("name", RECURRENT)
-@pytest.mark.parametrize("channels", [1, 2])
-def test_step_equals_convolution(name, channels):
-    torch.manual_seed(0)
-    layer = LongConv(D, channels=channels, **LAYERS[name]).double()
-    x = torch.randn(2, 13, D, dtype=torch.float64)
-    y, _ = layer(x)
-    state = layer.default_state(2)
-    steps, state = run_steps(layer, x, state)
-    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-9, atol=1e-9)
-
-
-@pytest.mark.parametrize("name", ["dlr-default-prod", "dss-softmax", "dlr-bidirectional-glu", "dlr-truncated", "sgconv"])
-def test_step_refuses_layers_without_a_recurrence(name):
-    with pytest.raises(ConfigError, match="no step"):
-        make(name).default_state(1)
 
 
 @pytest.mark.parametrize("kernel", ["dlr", "dss"])
@@ -152,19 +81,8 @@ def test_dlr_omega_init_and_versions():
     assert torch.all(Lambda.imag == 0) and torch.all(W.imag == 0)
 
 
-@pytest.mark.parametrize("name", ["attn-causal", "attn-local", "attn-ff", "dlr-default-real", "dss-exp"])
-def test_causal_layers_do_not_read_the_future(name):
-    layer = make(name).double()
-    x = torch.randn(2, 19, D, dtype=torch.float64)
-    x2 = x.clone()
-    x2[:, 11:] = torch.randn(2, 8, D, dtype=torch.float64)
-    y, y2 = layer(x)[0], layer(x2)[0]
-    torch.testing.assert_close(y[:, :11], y2[:, :11], rtol=1e-12, atol=1e-12)
-    assert not torch.allclose(y[:, 11:], y2[:, 11:])
-
-
 def test_local_attention_sees_only_the_previous_window():
-    layer = make("attn-local").double()  # windows of 4
+    layer = tiny_layer("attn-local", d_model=D, dtype=torch.float64)  # windows of 4
     x = torch.randn(1, 16, D, dtype=torch.float64)
     x2 = x.clone()
     x2[:, :4] += 1.0  # window 0
@@ -182,35 +100,24 @@ def test_local_attention_with_one_window_is_full_attention():
     torch.testing.assert_close(local(x)[0], full(x)[0])
 
 
-def test_attention_kernel_type_builds_the_attention_layer():
-    lines = []
-    config = {"_name_": "dlr", "kernel_type": "attn", "d_state": 64, "chunk_size": 4, "attn_ff": 0,
-              "bidirectional": False, "dropout": 0.0, "activation": "gelu", "postact": None, "dt_min": 1e-3}
-    layer = build_layer(config, D, notice=lines.append)
-    assert isinstance(layer, AttentionBlock) and layer.chunk_size == 4
-    assert lines == ["notice: model.layer.kernel_type=attn: building layer 'attn'; not used: d_state, dt_min"]
-
-
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "cls, options, message",
     [
-        (dict(kernel_type="ssm"), r"model.layer.kernel_type='ssm' is not registered; choose one of: attn, dlr, dss, "),
-        (dict(kernel_type="dlr", version="v2"), r"model.layer.version='v2' is not valid; choose one of: '', 'Lambda_imag'"),
-        (dict(kernel_type="dss", version="v2"), r"model.layer.version='v2' is not valid; choose one of: 'exp'"),
-        (dict(kernel_type="dlr", Lambda_init="zeros"), r"model.layer.Lambda_init='zeros' is not valid; choose one of: 'omega', 'randn'"),
-        (dict(kernel_type="dss", Lambda_init="zeros"), r"model.layer.Lambda_init='zeros' is not valid; choose one of: 'hippo_skew_pos_imag'"),
-        (dict(kernel_type="dlr", kernel_to_real="abs"), r"model.layer.kernel_to_real='abs' is not valid"),
-        (dict(kernel_type="dlr", activation="swishy"), r"model.layer.activation='swishy' is not valid"),
-        (dict(kernel_type="dlr", chunk_size=4), r"apply to kernel_type=attn only"),
-        (dict(kernel_type="sgconv"), r"SGConv needs model.layer.l_max"),
-        (dict(kernel_type="dlr", version="Lambda_real_W_real", kernel_to_real="imag"), r"would make it zero"),
-        (dict(kernel_type="dss", version="exp-re-im", Lambda_init="lin"), r"needs Im\(Lambda\) > 0"),
-        (dict(kernel_type="dlr", backend="triton"), r"model.layer.backend='triton' is not valid; choose one of: 'auto', 'torch', 'dense'"),
+        (DLR, dict(version="v2"), r"model.layer.version='v2' is not valid; choose one of: '', 'Lambda_imag'"),
+        (DSS, dict(version="v2"), r"model.layer.version='v2' is not valid; choose one of: 'exp'"),
+        (DLR, dict(Lambda_init="zeros"), r"model.layer.Lambda_init='zeros' is not valid; choose one of: 'omega', 'randn'"),
+        (DSS, dict(Lambda_init="zeros"), r"model.layer.Lambda_init='zeros' is not valid; choose one of: 'hippo_skew_pos_imag'"),
+        (DLR, dict(kernel_to_real="abs"), r"model.layer.kernel_to_real='abs' is not valid"),
+        (DLR, dict(activation="swishy"), r"model.layer.activation='swishy' is not valid"),
+        (SGConv, dict(), r"SGConv needs model.layer.l_max"),
+        (DLR, dict(version="Lambda_real_W_real", kernel_to_real="imag"), r"would make it zero"),
+        (DSS, dict(version="exp-re-im", Lambda_init="lin"), r"needs Im\(Lambda\) > 0"),
+        (DLR, dict(backend="triton"), r"model.layer.backend='triton' is not valid; choose one of: 'auto', 'torch', 'dense'"),
     ],
 )
-def test_bad_options_raise_one_clear_error(kwargs, message):
+def test_bad_options_raise_one_clear_error(cls, options, message):
     with pytest.raises(ConfigError, match=message):
-        LongConv(D, **kwargs)
+        cls(D, **options)
 
 
 @pytest.mark.parametrize("N, l_max", [(8, 24), (8, 17), (8, 8), (8, 3), (4, 64)])
@@ -223,4 +130,4 @@ def test_sgconv_kernel_covers_l_max(N, l_max):
 
 def test_sgconv_kernel_too_short_for_the_input():
     with pytest.raises(ConfigError, match=r"set model.layer.l_max=64"):
-        LongConv(D, kernel_type="sgconv", d_state=4, l_max=16)(torch.randn(1, 64, D))
+        SGConv(D, d_state=4, l_max=16)(torch.randn(1, 64, D))

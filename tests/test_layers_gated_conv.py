@@ -1,6 +1,6 @@
 """Gated convolutions and RWKV (base_conv, hyena, h3, rwkv4) against naive references in float64:
 the long convolutions against a direct O(L^2) causal sum, h3 against its explicit recurrence,
-rwkv4 against the wkv loop; every parameter gets a gradient; the layers that cannot step say so."""
+rwkv4 against the wkv loop (the contract checks of every layer are in test_layer_contract.py)."""
 
 import pytest
 import torch
@@ -135,32 +135,6 @@ def test_rwkv4_init_follows_the_depth():
     first, last = RWKV4(16, layer_idx=0, n_layers=4), RWKV4(16, layer_idx=3, n_layers=4)
     assert first.time_decay[0] == -5 and first.time_decay[-1] == 3  # -5 + 8 (c / (D-1))^(0.7 + 1.3 r)
     assert torch.isclose(last.mu_v[0], torch.tensor(0.3)) and first.mu_v[0] == 0
-
-
-LAYERS = {
-    "base_conv": lambda: BaseConv(D, kernel_size=3),
-    "base_conv long implicit": lambda: BaseConv(D, l_max=L, kernel_size=-1),
-    "base_conv long explicit": lambda: BaseConv(D, l_max=L, kernel_size=-1, implicit_long_conv=False),
-    "hyena": lambda: Hyena(D, l_max=L),
-    "h3": lambda: H3(D, d_state=4, head_dim=2),
-    "rwkv4": lambda: RWKV4(D, layer_idx=1, n_layers=2),
-    "rwkv4 channel mix": lambda: RWKV4(D, channel_mix=True),
-}
-
-
-@pytest.mark.parametrize("name", LAYERS)
-def test_every_parameter_gets_a_gradient(name):
-    torch.manual_seed(0)
-    layer = LAYERS[name]().double()
-    layer(x_input())[0].square().sum().backward()
-    missing = [n for n, p in layer.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing, missing
-
-
-def test_layers_with_long_filters_say_why_they_do_not_step():
-    for layer in (BaseConv(D, l_max=L, kernel_size=-1), Hyena(D, l_max=L)):
-        with pytest.raises(ConfigError, match="no step\\(\\): .*not a finite-state recurrence"):
-            layer.default_state(2)
 
 
 def test_bad_options_and_too_long_inputs_fail_in_one_line():

@@ -1,51 +1,46 @@
-"""LSTM, GRU, RNN layers: shapes, gradients, explicit state, step == forward."""
+"""LSTM, GRU, RNN layers (`rnn` with `cell`): each is its textbook recurrence, written out from the
+cell's weights (the contract checks of every layer are in test_layer_contract.py)."""
 
 import pytest
 import torch
 
-from conftest import assert_every_parameter_gets_a_gradient, run_steps
-
 from src.models.sequence.layers.rnn import RNN
 from src.utils.errors import ConfigError
 
-D = 6
-CELLS = ["lstm", "gru", "rnn"]
+D, H = 6, 5
 
 
-def make(cell, **kwargs):
+def recurrence(cell, rnn, x):
+    """h_t of the cell by its definition (torch's gate order: i, f, g, o and r, z, n)."""
+    W, U, b, c = rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0
+    h = x.new_zeros(x.shape[0], H)
+    c_t, out = h.clone(), []
+    for t in range(x.shape[1]):
+        a, r = x[:, t] @ W.T + b, h @ U.T + c
+        if cell == "rnn":
+            h = torch.tanh(a + r)
+        elif cell == "gru":
+            (ar, az, an), (rr, rz, rn) = a.chunk(3, -1), r.chunk(3, -1)
+            reset, update = torch.sigmoid(ar + rr), torch.sigmoid(az + rz)
+            h = (1 - update) * torch.tanh(an + reset * rn) + update * h
+        else:
+            i, f, g, o = (a + r).chunk(4, -1)
+            c_t = torch.sigmoid(f) * c_t + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c_t)
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_each_cell_is_its_recurrence(cell):
     torch.manual_seed(0)
-    return RNN(D, model=cell, **kwargs)
-
-
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("L", [1, 7])
-def test_shapes(cell, L):
-    y, state = make(cell, d_hidden=5)(torch.randn(3, L, D))
-    assert y.shape == (3, L, D) and torch.isfinite(y).all()
-    for s in state if cell == "lstm" else [state]:
-        assert s.shape == (3, 5)
-
-
-@pytest.mark.parametrize("cell", CELLS)
-def test_every_parameter_gets_a_gradient(cell):
-    layer = make(cell, postact="glu").double()
-    assert_every_parameter_gets_a_gradient(layer, torch.randn(2, 7, D, dtype=torch.float64))
-
-
-@pytest.mark.parametrize("cell", CELLS)
-def test_step_equals_forward_and_state_carries_over(cell):
-    layer = make(cell, d_hidden=4).double()
+    layer = RNN(D, cell=cell, d_hidden=H).double()
     x = torch.randn(2, 9, D, dtype=torch.float64)
-    y, final = layer(x)
-    steps, state = run_steps(layer, x, layer.default_state(2))
-    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-12, atol=1e-12)  # float64, same ops
-    # the forward continues from an explicit state: two halves == the whole
-    y1, s1 = layer(x[:, :4])
-    y2, _ = layer(x[:, 4:], s1)
-    torch.testing.assert_close(torch.cat((y1, y2), 1), y, rtol=1e-12, atol=1e-12)
-    assert layer.state_size(9) == 4 * (2 if cell == "lstm" else 1)
+    want = layer.output_linear(recurrence(cell, layer.rnn, x))
+    torch.testing.assert_close(layer(x)[0], want, rtol=1e-12, atol=1e-12)
+    assert layer.state_size(9) == H * (2 if cell == "lstm" else 1)
 
 
 def test_bad_cell_name():
-    with pytest.raises(ConfigError, match=r"model.layer.model='lstn' is not valid; choose one of: 'lstm', 'gru', 'rnn'"):
-        RNN(D, model="lstn")
+    with pytest.raises(ConfigError, match=r"model.layer.cell='lstn' is not valid; choose one of: 'lstm', 'gru', 'rnn'"):
+        RNN(D, cell="lstn")

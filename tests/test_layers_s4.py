@@ -1,4 +1,5 @@
-"""S4 and S4D: kernels equal the discretised state space, step == convolution, init, options."""
+"""S4 and S4D: kernels equal the discretised state space, inits, state size, options (the contract
+checks of every layer, step == convolution included, are in test_layer_contract.py)."""
 
 import cmath
 import math
@@ -6,29 +7,10 @@ import math
 import pytest
 import torch
 
-from conftest import assert_every_parameter_gets_a_gradient, run_steps
-
-from src.models.sequence.layers.conv import LongConv
-from src.models.sequence.layers.s4 import S4DKernel, S4Kernel, hippo, nplr
+from src.models.sequence.layers.s4 import S4, S4D, S4DKernel, S4Kernel, hippo, nplr
 from src.utils.errors import ConfigError
 
 D = 6
-S4_CONFIGS = {
-    "s4-legs": dict(kernel_type="s4", d_state=8),
-    "s4-legt": dict(kernel_type="s4", d_state=8, measure="legt", rank=2),
-    "s4-fourier": dict(kernel_type="s4", d_state=8, measure="fourier"),
-    "s4-rank3": dict(kernel_type="s4", d_state=6, rank=3),
-    **{f"s4d-{i}-{d}": dict(kernel_type="s4d", d_state=8, init=i, disc=d)
-       for i in S4DKernel.INITS for d in S4DKernel.DISCRETIZATIONS},
-    "s4-bidirectional": dict(kernel_type="s4", d_state=8, bidirectional=True, channels=2),
-    "s4d-bidirectional-glu": dict(kernel_type="s4d", d_state=8, bidirectional=True, postact="glu"),
-}
-RECURRENT = [n for n in S4_CONFIGS if "bidirectional" not in n and not n.endswith("-dss")]
-
-
-def make(name, **extra):
-    torch.manual_seed(0)
-    return LongConv(D, **S4_CONFIGS[name], **extra)
 
 
 def direct_kernel(dA, dB, C, L):
@@ -146,63 +128,41 @@ def test_nplr_is_the_hippo_spectrum(measure, N):
     torch.testing.assert_close((P_.abs() ** 2).sum() * 2, (P**2).sum(), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", list(S4_CONFIGS))
-@pytest.mark.parametrize("L", [1, 7])
-def test_shapes(name, L):
-    y, state = make(name)(torch.randn(3, L, D))
-    assert y.shape == (3, L, D) and torch.isfinite(y).all() and state is None
-
-
-@pytest.mark.parametrize("name", list(S4_CONFIGS))
-def test_every_parameter_gets_a_gradient(name):
-    layer = make(name).double()
-    assert_every_parameter_gets_a_gradient(layer, torch.randn(2, 9, D, dtype=torch.float64))
-
-
-@pytest.mark.parametrize("name", RECURRENT)
-@pytest.mark.parametrize("channels", [1, 2])
-def test_step_equals_convolution(name, channels):
-    layer = make(name, channels=channels).double()
-    x = torch.randn(2, 11, D, dtype=torch.float64)
-    y, _ = layer(x)
-    steps, state = run_steps(layer, x, layer.default_state(2))
-    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-10, atol=1e-10)  # float64: rounding only
-    assert layer.state_size(11) == D * S4_CONFIGS[name]["d_state"]  # N/2 complex per feature
-
-
-@pytest.mark.parametrize("name", ["s4d-legs-dss", "s4-bidirectional"])
-def test_step_refuses_layers_without_a_recurrence(name):
-    with pytest.raises(ConfigError, match="no step"):
-        make(name).default_state(1)
+@pytest.mark.parametrize("cls, options", [(S4, {}), (S4, dict(measure="legt", rank=2)), (S4D, dict(init="lin"))])
+def test_state_size_is_the_kept_modes(cls, options):
+    """N/2 complex modes per feature: N floats, at every length."""
+    layer = cls(D, d_state=8, **options)
+    assert layer.state_size(1) == layer.state_size(500) == D * 8
+    assert layer.state_size(3) == sum(2 * t[0].numel() for t in [layer.default_state(1)])
 
 
 def test_optim_groups_and_trainable():
-    layer = LongConv(D, kernel_type="s4", d_state=4, lr={"dt": 1e-2, "A": 2e-3, "P": 3e-3, "B": 4e-3},
-                     trainable={"B": False})
+    layer = S4(D, d_state=4, lr={"dt": 1e-2, "A": 2e-3, "P": 3e-3, "B": 4e-3},
+               trainable={"B": False})
     hp = {n: getattr(p, "_optim", None) for n, p in layer.named_parameters()}
     assert hp["kernel.log_dt"] == {"lr": 1e-2, "weight_decay": 0.0}
     assert hp["kernel.A_log_neg_re"] == hp["kernel.A_im"] == {"lr": 2e-3, "weight_decay": 0.0}
     assert hp["kernel.P"] == {"lr": 3e-3, "weight_decay": 0.0}
     assert hp["kernel.C"] is None and "kernel.B" in dict(layer.named_buffers())
-    s4d = LongConv(D, kernel_type="s4d", d_state=4, lr={"dt": 1e-2, "A": 2e-3, "B": 4e-3}, trainable={"dt": False})
+    s4d = S4D(D, d_state=4, lr={"dt": 1e-2, "A": 2e-3, "B": 4e-3}, trainable={"dt": False})
     assert s4d.kernel.B._optim["lr"] == 4e-3 and "kernel.log_dt" in dict(s4d.named_buffers())
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "cls, options, message",
     [
-        (dict(kernel_type="s4", d_state=7), r"model.layer.d_state=7 must be even"),
-        (dict(kernel_type="s4", measure="lagt"), r"model.layer.measure='lagt' is not valid; choose one of: 'legs', 'legt', 'fourier'"),
-        (dict(kernel_type="s4", measure="legt", rank=1), r"model.layer.rank=1 is too small: measure=legt needs rank >= 2"),
-        (dict(kernel_type="s4d", init="hippo"), r"model.layer.init='hippo' is not valid; choose one of: 'legs', 'lin', 'inv'"),
-        (dict(kernel_type="s4", b_clip=0), r"model.layer.b_clip=0 must be > 0, or null for no clip"),
-        (dict(kernel_type="s4d", init="lin", b_clip=-1.0), r"model.layer.b_clip=-1.0 must be > 0"),
-        (dict(kernel_type="s4d", disc="euler"), r"model.layer.disc='euler' is not valid; choose one of: 'zoh', 'bilinear', 'dss'"),
+        (S4, dict(d_state=7), r"model.layer.d_state=7 must be even"),
+        (S4, dict(measure="lagt"), r"model.layer.measure='lagt' is not valid; choose one of: 'legs', 'legt', 'fourier'"),
+        (S4, dict(measure="legt", rank=1), r"model.layer.rank=1 is too small: measure=legt needs rank >= 2"),
+        (S4D, dict(init="hippo"), r"model.layer.init='hippo' is not valid; choose one of: 'legs', 'lin', 'inv'"),
+        (S4, dict(b_clip=0), r"model.layer.b_clip=0 must be > 0, or null for no clip"),
+        (S4D, dict(init="lin", b_clip=-1.0), r"model.layer.b_clip=-1.0 must be > 0"),
+        (S4D, dict(disc="euler"), r"model.layer.disc='euler' is not valid; choose one of: 'zoh', 'bilinear', 'dss'"),
     ],
 )
-def test_bad_options_raise_one_clear_error(kwargs, message):
+def test_bad_options_raise_one_clear_error(cls, options, message):
     with pytest.raises(ConfigError, match=message):
-        LongConv(D, **kwargs)
+        cls(D, **options)
 
 
 def test_s4d_inits():

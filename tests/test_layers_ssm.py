@@ -1,92 +1,26 @@
-"""Selective SSMs and gated RNNs (mamba, mamba2, s6, ssd, qlstm, lru): shapes, step == forward,
-state carry-over, gradients reach every parameter, optimizer groups, state sizes, causality."""
+"""Selective SSMs and gated RNNs (mamba, mamba2, s6, dsf_ssd, qlstm, lru): inits, optimizer groups,
+options, the C loops against the torch path, mamba-ssm's defaults (the contract checks of every
+layer are in test_layer_contract.py)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import (assert_every_parameter_gets_a_gradient, assert_forward_continues_from_its_state, need_c_loop,
-                      run_steps)
-
+from conftest import need_c_loop, tiny_layer
 from src.models.sequence.backbone import build_layer
 from src.utils.errors import ConfigError
 
 D = 8
-LAYERS = {
-    "mamba": dict(_name_="mamba", d_state=5, expand=2),
-    "mamba-conv2-rank3": dict(_name_="mamba", d_state=3, d_conv=2, dt_rank=3, dt_init="constant"),
-    "mamba2": dict(_name_="mamba2", d_state=6, headdim=4, chunk_size=4),
-    "mamba2-groups": dict(_name_="mamba2", d_state=3, headdim=2, ngroups=2, chunk_size=8),
-    "mamba2-options": dict(_name_="mamba2", d_state=4, headdim=4, chunk_size=4, D_has_hdim=True, rmsnorm=False,
-                           dt_limit=(0.01, 0.05)),
-    "mamba2-norm-first": dict(_name_="mamba2", d_state=4, headdim=4, ngroups=2, chunk_size=8, norm_before_gate=True),
-    "s6": dict(_name_="s6", d_state=5),
-    "ssd": dict(_name_="ssd", d_state=5),
-    "qlstm": dict(_name_="qlstm", d_state=12),
-    "qlstm-reversed": dict(_name_="qlstm", expand=1, forget_gate="reversed_sigmoid", d_conv=3),
-    "lru": dict(_name_="lru", d_state=7, r_min=0.4, r_max=0.99, max_phase=3.14),
-}
 
 
-def make(name, dtype=torch.float32):
-    torch.manual_seed(0)
-    return build_layer(LAYERS[name], D).to(dtype)
-
-
-def numel(state):
-    """Floats per sequence in a state (complex counts 2)."""
-    if isinstance(state, tuple):
-        return sum(numel(s) for s in state)
-    return state[0].numel() * (2 if state.is_complex() else 1)
-
-
-@pytest.mark.parametrize("name", LAYERS)
-@pytest.mark.parametrize("L", [1, 7, 40])
-def test_shapes(name, L):
-    y, state = make(name)(torch.randn(3, L, D))
-    assert y.shape == (3, L, D) and torch.isfinite(y).all()
-    assert numel(state) == make(name).state_size(L)
-
-
-@pytest.mark.parametrize("name", LAYERS)
-def test_step_equals_forward(name):
-    layer = make(name, torch.float64)
-    x = torch.randn(2, 13, D, dtype=torch.float64)
-    y, final = layer(x)
-    state = layer.default_state(2)
-    assert numel(state) == layer.state_size(13)
-    steps, state = run_steps(layer, x, state)
-    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-10, atol=1e-10)  # float64: rounding only
-    for s, f in zip(state if isinstance(state, tuple) else (state,), final if isinstance(final, tuple) else (final,)):
-        torch.testing.assert_close(s, f, rtol=1e-10, atol=1e-10)
-
-
-@pytest.mark.parametrize("name", LAYERS)
-def test_forward_from_a_state_continues_the_sequence(name):
-    assert_forward_continues_from_its_state(make(name, torch.float64), torch.randn(2, 11, D, dtype=torch.float64), 4)
-
-
-@pytest.mark.parametrize("name", LAYERS)
-def test_every_parameter_gets_a_gradient(name):
-    layer = make(name, torch.float64)
-    assert_every_parameter_gets_a_gradient(layer, torch.randn(2, 9, D, dtype=torch.float64))
-
-
-@pytest.mark.parametrize("name", LAYERS)
-def test_causal(name):
-    layer = make(name, torch.float64)
-    x = torch.randn(2, 15, D, dtype=torch.float64)
-    x2 = x.clone()
-    x2[:, 9:] = torch.randn(2, 6, D, dtype=torch.float64)
-    y, y2 = layer(x)[0], layer(x2)[0]
-    torch.testing.assert_close(y[:, :9], y2[:, :9], rtol=1e-12, atol=1e-12)
-    assert not torch.allclose(y[:, 9:], y2[:, 9:])
+def make(name, **options):
+    return tiny_layer(name, d_model=D, **options)
 
 
 @pytest.mark.parametrize("name, no_decay", [
     ("mamba", {"ssm.A_log", "ssm.D"}),
     ("s6", {"ssm.A_log", "ssm.D"}),
-    ("ssd", {"ssm.A_log", "ssm.D"}),
+    ("dsf_ssd", {"ssm.A_log", "ssm.D"}),
     ("mamba2", {"A_log", "D", "dt_bias"}),
     ("lru", {"nu_log", "theta_log", "gamma_log"}),
     ("qlstm", set()),
@@ -131,7 +65,7 @@ def test_bad_config_values(config, message):
         build_layer(config, D)
 
 
-@pytest.mark.parametrize("name", ["mamba", "s6", "ssd", "qlstm", "lru"])
+@pytest.mark.parametrize("name", ["mamba", "s6", "dsf_ssd", "qlstm", "lru"])
 @pytest.mark.parametrize("backend", ["auto", "cpu"])
 def test_the_c_loops_train_like_the_torch_path(name, backend):
     """On CPU, `auto` and `cpu` run these layers' scans in C (a convolution in front runs in
@@ -140,8 +74,7 @@ def test_the_c_loops_train_like_the_torch_path(name, backend):
     need_c_loop("linear_scan" if name in ("qlstm", "lru") else "selective_scan")
     layers = []
     for b in ("torch", backend):
-        torch.manual_seed(0)
-        layers.append(build_layer({**LAYERS[name], "backend": b}, D).double())
+        layers.append(make(name, backend=b).double())
     x = torch.randn(3, 33, D, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     results = []
     for layer in layers:
@@ -162,7 +95,7 @@ def test_the_c_loops_train_like_the_torch_path(name, backend):
 ])
 def test_one_backend_key_serves_the_scan_and_the_convolution(name, backend, ops):
     """model.layer.backend names a kernel family; each op takes its own kernel of that family."""
-    layer = build_layer({**LAYERS[name], "backend": backend}, D)
+    layer = make(name, backend=backend)
     conv = layer.conv1d if hasattr(layer, "conv1d") else layer.conv
     scan_backend = layer.backend if name != "mamba" else layer.ssm.backend
     assert {op: (conv.backend if op == "causal_conv1d" else scan_backend) for op in ops} == ops
