@@ -23,7 +23,7 @@ def _smoke(fn, device):
     fn(v, z, w).abs().sum().backward()
 
 
-dispatcher = Dispatcher(
+DISPATCH = Dispatcher(
     "cauchy",
     {
         "torch": lazy("src.ops.cauchy.blocked.cauchy"),
@@ -34,9 +34,9 @@ dispatcher = Dispatcher(
     {"cuda": ["cuda", "keops", "torch"], "default": ["torch"]},
     _smoke,
 )
-BACKENDS = tuple(dispatcher.loaders)
 
 
 def cauchy(v, z, w, backend="auto"):
     """K[..., l] = sum_n v[..., n] / (z[l] - w[..., n]) (see the module docstring)."""
-    return dispatcher.function(backend, z.device)(v, z, w)
+    args = (v, z, w)
+    return DISPATCH.function(backend, z.device, args)(*args)

@@ -23,7 +23,7 @@ def _smoke(fn, device):
     fn(v, x, 5).abs().sum().backward()
 
 
-dispatcher = Dispatcher(
+DISPATCH = Dispatcher(
     "vandermonde",
     {
         "torch": lazy("src.ops.vandermonde.blocked.vandermonde"),
@@ -34,9 +34,9 @@ dispatcher = Dispatcher(
     {"cuda": ["cuda", "keops", "torch"], "default": ["torch"]},
     _smoke,
 )
-BACKENDS = tuple(dispatcher.loaders)
 
 
 def vandermonde(v, x, L, backend="auto"):
     """K[..., l] = sum_n v[..., n] exp(x[..., n] l) for l = 0 .. L-1 (see the module docstring)."""
-    return dispatcher.function(backend, x.device)(v, x, L)
+    args = (v, x, L)
+    return DISPATCH.function(backend, x.device, args)(*args)

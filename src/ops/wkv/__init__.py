@@ -15,9 +15,6 @@ import torch
 from src.ops.dispatch import Dispatcher, lazy
 from src.ops.wkv import cpu, reference
 
-BACKENDS = ["torch", "cpu"]
-
-
 def _smoke(fn, device):
     """Runs forward and backward on a tiny input and agrees with the loop."""
     g = torch.Generator().manual_seed(0)
@@ -36,4 +33,5 @@ DISPATCH = Dispatcher("wkv", {"cpu": lazy("src.ops.wkv.cpu.wkv"), "torch": lazy(
 
 def wkv(w, u, k, v, backend="auto"):
     """See the module doc; backend: auto | torch | cpu."""
-    return DISPATCH.function(backend, k.device, (w, u, k, v))(w, u, k, v)
+    args = (w, u, k, v)
+    return DISPATCH.function(backend, k.device, args)(*args)

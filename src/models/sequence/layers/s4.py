@@ -132,7 +132,7 @@ class S4DKernel(VandermondeKernel):
         _check_N(N)
         check_choice("model.layer.init", init, self.INITS)
         self.disc = check_choice("model.layer.disc", disc, self.DISCRETIZATIONS)
-        self.backend = check_choice("model.layer.backend", backend, ["auto", *vandermonde_op.BACKENDS])
+        self.backend = vandermonde_op.DISPATCH.check(backend)
         self.kernel_to_real = "real"
         trainable = {"dt": True, "A": True, "B": True, **(trainable or {})}
         lr = {"dt": 1e-3, "A": 1e-3, "B": 1e-3, **(lr or {})}
@@ -188,7 +188,7 @@ class S4Kernel(nn.Module):
         check_choice("model.layer.measure", measure, self.MEASURES)
         if rank < MEASURE_RANK[measure]:
             raise ConfigError(f"model.layer.rank={rank} is too small: measure={measure} needs rank >= {MEASURE_RANK[measure]}")
-        self.backend = check_choice("model.layer.backend", backend, ["auto", *cauchy_op.BACKENDS])
+        self.backend = cauchy_op.DISPATCH.check(backend)
         trainable = {"dt": True, "A": True, "P": True, "B": True, **(trainable or {})}
         lr = {"dt": 1e-3, "A": 1e-3, "P": 1e-3, "B": 1e-3, **(lr or {})}
         Lambda, P, B = nplr(measure, N)
