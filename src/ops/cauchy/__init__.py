@@ -16,11 +16,16 @@ import torch
 from src.ops.dispatch import Dispatcher, lazy
 
 
-def _smoke(fn, device):
+def smoke_inputs(device):
     v = torch.randn(2, 3, dtype=torch.complex64, device=device, requires_grad=True)
     w = torch.complex(-torch.rand(3, device=device), torch.randn(3, device=device)).requires_grad_()
     z = torch.complex(torch.zeros(5, device=device), torch.linspace(0, 3, 5, device=device))
-    fn(v, z, w).abs().sum().backward()
+    return v, z, w
+
+
+def _smoke(fn, device):
+    """Runs forward and backward."""
+    fn(*smoke_inputs(device)).abs().sum().backward()
 
 
 DISPATCH = Dispatcher(

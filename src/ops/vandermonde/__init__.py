@@ -17,10 +17,15 @@ import torch
 from src.ops.dispatch import Dispatcher, lazy
 
 
-def _smoke(fn, device):
+def smoke_inputs(device):
     v = torch.randn(2, 3, dtype=torch.complex64, device=device, requires_grad=True)
     x = torch.complex(-torch.rand(3, device=device), torch.randn(3, device=device)).requires_grad_()
-    fn(v, x, 5).abs().sum().backward()
+    return v, x, 5
+
+
+def _smoke(fn, device):
+    """Runs forward and backward."""
+    fn(*smoke_inputs(device)).abs().sum().backward()
 
 
 DISPATCH = Dispatcher(
