@@ -90,7 +90,7 @@ def ours(op, backend="auto"):
 
 def resolved(op, backend, x):
     """The backend `backend` runs for these inputs (a gradient is needed where they require one)."""
-    dispatch = DELTA_DISPATCH["delta_rule"] if op == "delta_rule" else GLA_DISPATCH
+    dispatch = DELTA_DISPATCH if op == "delta_rule" else GLA_DISPATCH
     return dispatch.resolve(backend, x[0].device, x)
 
 

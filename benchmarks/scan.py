@@ -4,7 +4,7 @@ are what survive a shared machine).
     python -m benchmarks.scan [--repeats 3] [--threads N] [--quick] [--device cuda]
 
 Rows:
-  selective scan, forward, (B=4, D=256, N=16, L=2048): src.ops.scan.selective_scan with backend
+  selective scan, forward, (B=4, D=256, N=16, L=2048): src.ops.selective_scan with backend
       `cpu` (the C loop) and `torch` (blocked; no stored states without gradients) vs `mamba_selective_scan_ref`
       below: mamba-ssm's published `selective_scan_ref` loop (precomputed exp(delta A) and
       delta B u, one einsum per step), re-implemented here from its semantics for time-varying
@@ -12,7 +12,7 @@ Rows:
   selective scan, forward + backward, L = 256 (the loop's backward grows ~quadratically in L),
       both backends
   linear scan, forward (B=8, D=256, L=4096) and forward + backward (L=512): linear_scan with
-      backend `cpu` (the C loop) and `torch` (blocked) vs src.ops.scan.reference.linear_scan
+      backend `cpu` (the C loop) and `torch` (blocked) vs src.ops.linear_scan.reference.linear_scan
       (one step per time step)
   SSD, forward + backward, (B=4, L=1024, H=8, P=32, N=16): ssd_scan (chunked, 64) vs its loop reference
 Each time is the median of `repeats` runs after one warm-up (runs over 5 s: one run, no warm-up
@@ -29,8 +29,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from src.ops import scan
-from src.ops.scan import reference
+from src.ops import linear_scan, selective_scan, ssd_scan
+from src.ops.linear_scan import reference as linear_reference
+from src.ops.ssd_scan import reference as ssd_reference
 
 
 def mamba_selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
@@ -51,6 +52,7 @@ def mamba_selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     return out if z is None else out * F.silu(z)
 
 
+OPS = {"linear_scan": linear_scan, "selective_scan": selective_scan, "ssd_scan": ssd_scan}
 BACKENDS = {  # device type: {op: [(backend, row label)]}
     "cpu": {"selective_scan": [("cpu", "C loop"), ("torch", "blocked")],
             "linear_scan": [("cpu", "C loop"), ("torch", "blocked")], "ssd_scan": [("torch", "chunked")]},
@@ -124,7 +126,7 @@ def run_ssd(fn, inputs):
 
 def usable(backend, op):
     """True for torch; for the kernels, whether they load and run on the device (printing why not)."""
-    why = None if backend == "torch" else scan.DISPATCH[op].why_unusable(backend, DEVICE)
+    why = None if backend == "torch" else OPS[op].DISPATCH.why_unusable(backend, DEVICE)
     if why:
         print(f"{op}, backend {backend}: not usable here ({why})")
     return why is None
@@ -159,7 +161,7 @@ def main():
     for backend, name in BACKENDS[DEVICE.type]["selective_scan"]:
         if not usable(backend, "selective_scan"):
             continue
-        fast = lambda *a, backend=backend, **kw: scan.selective_scan(*a, **kw, backend=backend)  # noqa: E731
+        fast = lambda *a, backend=backend, **kw: selective_scan.selective_scan(*a, **kw, backend=backend)  # noqa: E731
         with torch.no_grad():
             torch.testing.assert_close(run_selective(fast, x, False), run_selective(mamba_selective_scan_ref, x, False),
                                        rtol=1e-3, atol=1e-3)
@@ -171,26 +173,27 @@ def main():
     for backend, name in BACKENDS[DEVICE.type]["linear_scan"]:
         if not usable(backend, "linear_scan"):
             continue
-        ours = lambda a, b, backend=backend: scan.linear_scan(a, b, backend=backend)  # noqa: E731
+        ours = lambda a, b, backend=backend: linear_scan.linear_scan(a, b, backend=backend)  # noqa: E731
         L = 4096 // k
         x = linear_inputs(8, 256, L, False)
         with torch.no_grad():
             row(f"linear scan fwd        B=8 D=256 L={L} {name} vs loop",
                 timed(lambda: run_linear(ours, x, False), args.repeats),
-                timed(lambda: run_linear(reference.linear_scan, x, False), args.repeats))
+                timed(lambda: run_linear(linear_reference.linear_scan, x, False), args.repeats))
         L = 512 // k  # the loop's backward re-zeroes a (B, D, L) gradient per step: O(L^2)
         x = linear_inputs(8, 256, L, True)
         row(f"linear scan fwd+bwd    B=8 D=256 L={L} {name} vs loop",
             timed(lambda: run_linear(ours, x, True), args.repeats),
-            timed(lambda: run_linear(reference.linear_scan, x, True), args.repeats))
+            timed(lambda: run_linear(linear_reference.linear_scan, x, True), args.repeats))
 
     L = 1024 // k
     x = ssd_inputs(4, L, 8, 32, 16)
-    loop = timed(lambda: run_ssd(lambda *a: reference.ssd_scan(*a, dt_softplus=True), x), args.repeats)
+    loop = timed(lambda: run_ssd(lambda *a: ssd_reference.ssd_scan(*a, dt_softplus=True), x), args.repeats)
     for backend, name in BACKENDS[DEVICE.type]["ssd_scan"]:
         if not usable(backend, "ssd_scan"):
             continue
-        ours = lambda *a, backend=backend: scan.ssd_scan(*a, chunk_size=64, dt_softplus=True, backend=backend)  # noqa: E731
+        ours = lambda *a, backend=backend: ssd_scan.ssd_scan(  # noqa: E731
+            *a, chunk_size=64, dt_softplus=True, backend=backend)
         row(f"SSD fwd+bwd            B=4 L={L} H=8 P=32 N=16 {name} vs loop", timed(lambda: run_ssd(ours, x), args.repeats),
             loop)
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from op_backends import backend_params, device_for
 
-from src.ops.cauchy import BACKENDS, blocked, cauchy, reference
+from src.ops.cauchy import DISPATCH, blocked, cauchy, reference
 
-ALL = backend_params(BACKENDS)
+ALL = backend_params(DISPATCH.loaders)
 SHAPES = [  # (v shape, w shape, L): w shared, per row, broadcast; awkward sizes
     ((1, 1), (1, 1), 1),
     ((3, 5), (3, 5), 7),

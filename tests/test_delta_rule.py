@@ -1,5 +1,6 @@
-"""src/ops/delta_rule: the chunked UT-form paths against reference.py (forward, final state, every
-input gradient), the C loop (cpu.py) against it (the same), against fla's naive loops (when fla-core is installed), and the identities.
+"""src/ops/delta_rule and src/ops/dplr_delta_rule (its generalisation): the chunked UT-form paths
+against reference.py (forward, final state, every input gradient), the C loop (cpu.py) against it
+(the same), against fla's naive loops (when fla-core is installed), and the identities.
 
 Tolerances: float64 chunked vs the float64 loop agree to rounding (1e-10; the triangular solve
 reorders the sums). float32 chunked vs the float64 loop: float32 rounding over <= 80 steps with
@@ -14,9 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from conftest import fla_naive
-from test_scan import compare
+from op_backends import compare
 
-from src.ops.delta_rule import DISPATCH, chunked, cpu, delta_rule, dplr_delta_rule, reference
+from src.ops import _cpu
+from src.ops.delta_rule import DISPATCH, chunked, cpu, delta_rule, reference
+from src.ops.dplr_delta_rule import chunked as dplr_chunked
+from src.ops.dplr_delta_rule import dplr_delta_rule
+from src.ops.dplr_delta_rule import reference as dplr_reference
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 F32 = dict(rtol=1e-4, atol=1e-4)
@@ -75,14 +80,14 @@ def test_delta_rule_cpu_loop_matches_the_loop(shape, gated, dtype, tol):
 @pytest.mark.parametrize("gated", [False, True])
 def test_delta_rule_cpu_loop_splits_heads_over_threads_within_a_batch_row(gated, two_threads):
     """6 heads (B 3, H 2) over 2 threads: the second thread starts at head 1 of batch row 1."""
-    assert cpu._ranges(6, 1, 3 * 48 * 2 * 16 * 16) == [(0, 3), (3, 6)]
+    assert _cpu.ranges(6, 1, 3 * 48 * 2 * 16 * 16) == [(0, 3), (3, 6)]
     compare(call_delta(cpu.delta_rule), call_delta(reference.delta_rule), inputs(3, 48, 2, 16, 16, gated), F64)
 
 
 def test_auto_takes_the_c_loop_on_cpu():
     x = inputs(2, 9, 2, 4, 4, True)
-    assert DISPATCH["delta_rule"].resolve("auto", torch.device("cpu"), x[:5]) == "cpu"
-    assert DISPATCH["delta_rule"].resolve("auto", torch.device("cpu"), [t.half() for t in x[:5]]) == "torch"  # float16
+    assert DISPATCH.resolve("auto", torch.device("cpu"), x[:5]) == "cpu"
+    assert DISPATCH.resolve("auto", torch.device("cpu"), [t.half() for t in x[:5]]) == "torch"  # float16
     torch.testing.assert_close(delta_rule(*x[:5]), reference.delta_rule(*x[:5]), **F64)
 
 
@@ -100,7 +105,7 @@ def test_delta_rule_with_beta_near_2(gated, fn):
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
 def test_dplr_chunked_matches_the_loop(shape, per_key, dtype, tol):
     *dims, chunk = shape
-    compare(call_dplr(chunked.dplr_delta_rule, chunk), call_dplr(reference.dplr_delta_rule),
+    compare(call_dplr(dplr_chunked.dplr_delta_rule, chunk), call_dplr(dplr_reference.dplr_delta_rule),
             dplr_inputs(*dims, per_key, dtype), tol)
 
 
@@ -116,7 +121,7 @@ def test_dplr_runs_the_delta_rule():
     q, k, v, beta, g, S0 = inputs(2, 40, 2, 4, 3, True)
     want = reference.delta_rule(q, k, v, beta, g, None, S0, True)
     b = -(beta * g.exp())[..., None] * k
-    got = chunked.dplr_delta_rule(q, beta[..., None] * k, v, k, b, g, None, S0, True, chunk=16)
+    got = dplr_chunked.dplr_delta_rule(q, beta[..., None] * k, v, k, b, g, None, S0, True, chunk=16)
     torch.testing.assert_close(got, want, **F64)
 
 
@@ -124,8 +129,8 @@ def test_dplr_runs_the_delta_rule():
 def test_splitting_the_sequence_passes_the_state_on(op):
     if op == "dplr":
         q, k, v, a, b, g, S0 = dplr_inputs(2, 45, 2, 4, 3, True)
-        run = lambda s, S: chunked.dplr_delta_rule(q[:, s], k[:, s], v[:, s], a[:, s], b[:, s], g[:, s],  # noqa: E731
-                                                  None, S, True, chunk=16)
+        run = lambda s, S: dplr_chunked.dplr_delta_rule(  # noqa: E731
+            q[:, s], k[:, s], v[:, s], a[:, s], b[:, s], g[:, s], None, S, True, chunk=16)
     else:
         q, k, v, beta, g, S0 = inputs(2, 45, 2, 4, 3, op == "gated")
         run = lambda s, S: chunked.delta_rule(q[:, s], k[:, s], v[:, s], beta[:, s],  # noqa: E731
@@ -146,8 +151,8 @@ def test_a_reset_is_two_independent_calls(op, dtype, tol):
     if op == "dplr":
         q, k, v, a, b, g, S0 = dplr_inputs(2, 50, 2, 4, 3, True, dtype)
         b[:, p] = 0
-        run = lambda s, g, S: chunked.dplr_delta_rule(q[:, s], k[:, s], v[:, s], a[:, s], b[:, s], g[:, s],  # noqa: E731
-                                                     None, S, True, chunk=16)
+        run = lambda s, g, S: dplr_chunked.dplr_delta_rule(  # noqa: E731
+            q[:, s], k[:, s], v[:, s], a[:, s], b[:, s], g[:, s], None, S, True, chunk=16)
     else:
         q, k, v, beta, g, S0 = inputs(2, 50, 2, 4, 3, True, dtype)
         fn = cpu.delta_rule if op == "gated-cpu" else lambda *a: chunked.delta_rule(*a, chunk=16)
@@ -174,8 +179,8 @@ def test_the_public_functions_run_the_torch_path_on_cpu():
     torch.testing.assert_close(delta_rule(*x[:5], initial_state=x[5], output_final_state=True),
                                reference.delta_rule(*x[:5], initial_state=x[5], output_final_state=True), **F64)
     y = dplr_inputs(2, 70, 2, 8, 4, True)
-    torch.testing.assert_close(dplr_delta_rule(*y[:6], initial_state=y[6], output_final_state=True),
-                               reference.dplr_delta_rule(*y[:6], initial_state=y[6], output_final_state=True), **F64)
+    kw = dict(initial_state=y[6], output_final_state=True)
+    torch.testing.assert_close(dplr_delta_rule(*y[:6], **kw), dplr_reference.dplr_delta_rule(*y[:6], **kw), **F64)
 
 
 def test_against_fla_delta_rule_recurrence():
@@ -230,7 +235,7 @@ def test_fla_kernels_match_the_loop_on_cuda(op):
     if op == "dplr":
         x = [t.cuda() for t in dplr_inputs(2, 130, 2, 32, 16, True, torch.float32)]
         compare(lambda *a: dplr_delta_rule(*a[:6], initial_state=a[6], output_final_state=True, backend="triton"),
-                call_dplr(reference.dplr_delta_rule), x, tol)
+                call_dplr(dplr_reference.dplr_delta_rule), x, tol)
     else:
         x = [None if t is None else t.cuda() for t in inputs(2, 130, 2, 32, 16, op == "gated", torch.float32)]
         compare(lambda *a: delta_rule(*a[:5], initial_state=a[5], output_final_state=True, backend="triton"),
@@ -257,16 +262,14 @@ def test_the_c_loop_folds_strong_decays():
 
 
 def test_without_a_compiler_auto_takes_the_torch_path(monkeypatch, tmp_path):
-    from src.ops.scan.cpu import library
-
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("SCAN_CPU_CACHE", str(tmp_path))
-    library.cache_clear()
-    DISPATCH["delta_rule"].reset()
+    _cpu.library.cache_clear()
+    DISPATCH.reset()
     try:
         x = inputs(2, 9, 2, 4, 3, True)
-        assert DISPATCH["delta_rule"].resolve("auto", torch.device("cpu"), x[:5]) == "torch"
+        assert DISPATCH.resolve("auto", torch.device("cpu"), x[:5]) == "torch"
         torch.testing.assert_close(delta_rule(*x[:5]), reference.delta_rule(*x[:5]), **F64)
     finally:
-        library.cache_clear()
-        DISPATCH["delta_rule"].reset()
+        _cpu.library.cache_clear()
+        DISPATCH.reset()

@@ -1,4 +1,5 @@
-"""src/ops/dispatch.py: auto skips backends that import but fail at run time, logs once."""
+"""src/ops/dispatch.py: auto skips backends that import but fail at run time, logs once; one layer key
+serves several ops."""
 
 import logging
 
@@ -56,3 +57,14 @@ def test_first_use_under_no_grad_still_finds_the_backends():
     d = D("demo", {"torch": lambda: (lambda v: 2 * v)}, {"default": ["torch"]}, smoke)
     with torch.no_grad():
         assert d.resolve("auto", torch.device("cpu")) == "torch"
+
+
+def test_a_layer_backend_maps_to_each_ops_kernel_of_that_family():
+    from src.ops import causal_conv1d, linear_scan, ssd_scan
+
+    assert [ssd_scan.DISPATCH.backend_of(b) for b in ("auto", "torch", "cuda", "triton", "cpu")] == \
+        ["auto", "torch", "triton", "triton", "torch"]
+    assert [causal_conv1d.DISPATCH.backend_of(b) for b in ("cuda", "triton", "cpu")] == ["cuda", "cuda", "torch"]
+    assert [linear_scan.DISPATCH.backend_of(b) for b in ("cuda", "triton", "cpu")] == ["cuda", "triton", "cpu"]
+    with pytest.raises(ConfigError, match="model.layer.backend='keops' is not valid; choose one of: 'auto', 'torch'"):
+        causal_conv1d.DISPATCH.backend_of("keops")

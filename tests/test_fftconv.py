@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from src.ops.fftconv import fftconv, reference
-from src.ops.fftconv.fft import fast_length
+from src.ops.fftconv.blocked import fast_length
 
 CASES = [  # (B, C, H, L, Lk)
     (1, 1, 1, 1, 1),
@@ -23,7 +23,7 @@ def test_float64_matches_direct_sum(bidirectional, budget, B, C, H, L, Lk):
     g = torch.Generator().manual_seed(0)
     u = torch.randn(B, H, L, dtype=torch.float64, generator=g, requires_grad=True)
     k = torch.randn((2 if bidirectional else 1) * C, H, Lk, dtype=torch.float64, generator=g, requires_grad=True)
-    from src.ops.fftconv.fft import fftconv as fft_path
+    from src.ops.fftconv.blocked import fftconv as fft_path
 
     y, ref = fft_path(u, k, bidirectional, budget=budget), reference.fftconv(u, k, bidirectional)
     # float64 FFTs: rounding ~1e-16 * log(n) * sqrt(Lk) per output

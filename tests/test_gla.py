@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import fla_naive
-from test_scan import compare
+from op_backends import compare
 
+from src.ops import _cpu
 from src.ops.gla import DISPATCH, chunked, cpu, gla, reference
 from src.utils.errors import ConfigError
 
@@ -66,7 +67,7 @@ def test_cpu_loop_matches_the_loop(shape, gate, bonus, dtype, tol):
 def test_cpu_loop_splits_heads_over_threads_within_a_batch_row(bonus, two_threads):
     """6 heads (B 3, H 2) over 2 threads: the second thread starts at head 1 of batch row 1, so
     each thread advances a partial row of heads together (above cpu's PARALLEL_FROM work)."""
-    assert cpu._ranges(6, 1, 3 * 48 * 2 * 16 * 16) == [(0, 3), (3, 6)]
+    assert _cpu.ranges(6, 1, 3 * 48 * 2 * 16 * 16) == [(0, 3), (3, 6)]
     compare(call(cpu.gla), call(reference.gla), inputs(3, 48, 2, 16, 16, "key", bonus), F64)
 
 
@@ -195,11 +196,9 @@ def test_fla_kernels_match_the_torch_path_on_cuda(gate, bonus):
 
 
 def test_without_a_compiler_auto_takes_the_torch_path(monkeypatch, tmp_path):
-    from src.ops.scan.cpu import library
-
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("SCAN_CPU_CACHE", str(tmp_path))
-    library.cache_clear()
+    _cpu.library.cache_clear()
     DISPATCH.reset()
     try:
         x = inputs(2, 9, 2, 4, 3, "key", False)
@@ -208,5 +207,5 @@ def test_without_a_compiler_auto_takes_the_torch_path(monkeypatch, tmp_path):
         with pytest.raises(ConfigError, match=r"backend='cpu' does not run on cpu here \(RuntimeError: no C compiler"):
             gla(*x[:4], backend="cpu")
     finally:
-        library.cache_clear()
+        _cpu.library.cache_clear()
         DISPATCH.reset()

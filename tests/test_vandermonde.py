@@ -6,7 +6,7 @@ import pytest
 import torch
 from op_backends import backend_params, device_for
 
-from src.ops.vandermonde import BACKENDS, blocked, reference, vandermonde
+from src.ops.vandermonde import DISPATCH, blocked, reference, vandermonde
 from src.utils.errors import ConfigError
 
 SHAPES = [  # (v shape, x shape, L): shared x, per-feature x, x broadcast in the middle, awkward sizes
@@ -17,7 +17,7 @@ SHAPES = [  # (v shape, x shape, L): shared x, per-feature x, x broadcast in the
     ((2, 3, 5), (2, 1, 5), 100),
     ((7,), (7,), 301),
 ]
-ALL = backend_params(BACKENDS)
+ALL = backend_params(DISPATCH.loaders)
 
 
 def inputs(v_shape, x_shape, dtype=torch.complex128, seed=0, device="cpu"):
@@ -110,6 +110,4 @@ def test_unknown_backend_lists_the_valid_ones():
 
 
 def test_auto_is_the_blocked_path_on_cpu():
-    from src.ops.vandermonde import dispatcher
-
-    assert dispatcher.resolve("auto", torch.device("cpu")) == "torch"
+    assert DISPATCH.resolve("auto", torch.device("cpu")) == "torch"

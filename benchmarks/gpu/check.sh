@@ -127,7 +127,7 @@ names = ["hydra", "omegaconf"]
 if importlib.util.find_spec("triton") is None:
     print("triton is not installed here: the GPU modules' imports are left to the GPU machine")
 else:
-    from src.ops.scan import gpu
+    from src.ops.ssd_scan import gpu
     gpu._mamba_ssm()
     names += ["mamba_ssm.ops.triton.ssd_combined", "accelerated_scan.scalar", "pykeops"]
     names += [f"fla.ops.{op}" for op in ("gla", "simple_gla", "rwkv6", "delta_rule", "gated_delta_rule",

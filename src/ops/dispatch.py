@@ -13,6 +13,13 @@ why it cannot run this call (None if it can); it is asked on every call.
 from the benchmarks) that is usable and supports the call, and logs its choice once. An explicit
 backend that cannot run raises ConfigError with the reason; an unknown name raises ConfigError
 with the choices.
+
+Every op folder uses it the same way: its `__init__.py` defines one module-level
+`DISPATCH = Dispatcher(...)` (loaders `lazy("src.ops.<op>.<file>.<function>")`, the preference
+per device type, a smoke check, the kernels' `unsupported` hooks), and the public function runs
+`DISPATCH.function(backend, device, args)(*args)`. Layers check their `backend` key with
+`DISPATCH.check(backend)`, or with `DISPATCH.backend_of(backend)` where one key serves several
+ops of the layer (a scan and its causal convolution).
 """
 
 import importlib
@@ -23,6 +30,31 @@ import torch
 from src.utils.errors import ConfigError, check_choice
 
 log = logging.getLogger(__name__)
+LAYER_BACKENDS = ["auto", "torch", "cuda", "triton", "cpu"]  # a key that serves several ops: see backend_of
+
+
+def agrees_with(torch_path, smoke_inputs, tol=1e-3):
+    """A `smoke(fn, device)` for a kernel: fn(*args, **kwargs) on `smoke_inputs(device)` -> (args,
+    kwargs) runs there and agrees with `torch_path` on the same call within `tol`."""
+    def smoke(fn, device):
+        args, kwargs = smoke_inputs(device)
+        got, want = fn(*args, **kwargs), torch_path(*args, **kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if not torch.allclose(got.float(), want.float(), rtol=tol, atol=tol):
+            raise RuntimeError(f"its smoke call differs from the torch path by {(got - want).abs().max().item():.3g}")
+    return smoke
+
+
+def real_on_cuda(*tensors):
+    """None if every tensor given (None skipped) is a real CUDA tensor, else why not: the
+    `unsupported` answer of the field's GPU kernels (mamba-ssm, causal-conv1d, accelerated-scan)."""
+    for t in tensors:
+        if t is not None and not t.is_cuda:
+            return "inputs are not on a CUDA device"
+        if t is not None and t.is_complex():
+            return "complex inputs"
+    return None
 
 
 def lazy(path):
@@ -46,6 +78,17 @@ class Dispatcher:
     def check(self, backend):
         """ConfigError unless `backend` is 'auto' or a backend name of this op."""
         return check_choice("model.layer.backend", backend, self.choices)
+
+    def backend_of(self, backend):
+        """The backend this op runs when a layer's one `backend` key (one of LAYER_BACKENDS) serves
+        several ops: the same name where this op has it; else its kernel of the other GPU family
+        (cuda <-> triton: mamba-ssm's SSD is Triton, causal-conv1d is CUDA); else torch (`cpu`
+        means the C loops where the op has them)."""
+        check_choice("model.layer.backend", backend, LAYER_BACKENDS)
+        if backend in self.choices:
+            return backend
+        other = {"cuda": "triton", "triton": "cuda"}.get(backend)
+        return other if other in self.choices else "torch"
 
     def why_unusable(self, name, device):
         """None if backend `name` loads and runs on `device`, else the reason (a string)."""

@@ -16,14 +16,19 @@ import torch
 from src.ops.dispatch import Dispatcher, lazy
 
 
-def _smoke(fn, device):
+def smoke_inputs(device):
     v = torch.randn(2, 3, dtype=torch.complex64, device=device, requires_grad=True)
     w = torch.complex(-torch.rand(3, device=device), torch.randn(3, device=device)).requires_grad_()
     z = torch.complex(torch.zeros(5, device=device), torch.linspace(0, 3, 5, device=device))
-    fn(v, z, w).abs().sum().backward()
+    return v, z, w
 
 
-dispatcher = Dispatcher(
+def _smoke(fn, device):
+    """Runs forward and backward."""
+    fn(*smoke_inputs(device)).abs().sum().backward()
+
+
+DISPATCH = Dispatcher(
     "cauchy",
     {
         "torch": lazy("src.ops.cauchy.blocked.cauchy"),
@@ -34,9 +39,9 @@ dispatcher = Dispatcher(
     {"cuda": ["cuda", "keops", "torch"], "default": ["torch"]},
     _smoke,
 )
-BACKENDS = tuple(dispatcher.loaders)
 
 
 def cauchy(v, z, w, backend="auto"):
     """K[..., l] = sum_n v[..., n] / (z[l] - w[..., n]) (see the module docstring)."""
-    return dispatcher.function(backend, z.device)(v, z, w)
+    args = (v, z, w)
+    return DISPATCH.function(backend, z.device, args)(*args)

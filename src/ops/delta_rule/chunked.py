@@ -1,6 +1,6 @@
-"""The delta rule and DPLR in chunks (the UT/WY form), in torch, for every device.
+"""The delta rule in chunks (the UT/WY form), in torch, for every device.
 
-delta_rule. In a chunk of C positions with S_0 at its start, b_i = sum_{s <= i} g_s (log decay
+In a chunk of C positions with S_0 at its start, b_i = sum_{s <= i} g_s (log decay
 from the start) and Gamma_ij = exp(b_i - b_j) for j <= i (else 0), the update vectors u_i
 satisfy u_i = beta_i (v_i - exp(b_i) S_0^T k_i - sum_{j < i} Gamma_ij (k_i . k_j) u_j), i.e.
     (I + A) U = diag(beta) V - diag(beta exp(b)) K S_0,    A_ij = beta_i Gamma_ij k_i . k_j (j < i).
@@ -8,23 +8,16 @@ With the unit lower-triangular inverse T = (I + A)^-1 (the UT transform):
     U = T diag(beta) V - W S_0,   W = T diag(beta exp(b)) K
     o_i = scale (exp(b_i) q_i^T S_0 + sum_{j <= i} Gamma_ij (q_i . k_j) u_j)
     S_C = exp(b_C) S_0 + sum_j exp(b_C - b_j) k_j u_j^T.
-dplr_delta_rule. With per-key log decays c_i (cumulative, c_{i-1} before step i) and the rows
-w_i = a_i^T S_{i-1} of the low-rank update S_i = diag(exp(g_i)) S_{i-1} + b_i w_i + k_i v_i^T:
-    (I - M_ab) W = M_ak V + (a * exp(c_{i-1})) S_0,     M_xy[i, j] = sum_k x_ik y_jk exp(c_{i-1,k} - c_jk), j < i
-    o_i = scale ((q_i * exp(c_i))^T S_0 + sum_{j <= i} N_qb[i, j] w_j + N_qk[i, j] v_j),  N: exponents c_i - c_j
-    S_C = diag(exp(c_C)) S_0 + sum_j exp(c_C - c_j) * (b_j w_j + k_j v_j^T).
-All in-chunk matrices are computed for every chunk at once (the per-key ones by
-src/ops/gla/chunked.decayed_scores, every exponent <= 0); a loop over the T / C chunks passes
+All in-chunk matrices are computed for every chunk at once; a loop over the T / C chunks passes
 the state on. g = -inf (a reset) is floored as in the GLA op.
 """
 
 import torch
-import torch.nn.functional as F
 
-from src.ops.gla.chunked import chunk_size, chunks, decayed_scores, log_decay, unchunk
+from src.ops.gla.chunked import chunk_size, chunks, log_decay, unchunk
 
 
-def _solve(A, rhs):
+def ut_solve(A, rhs):
     """(I + strictly-lower(A))^-1 rhs, A (..., C, C), C a power of two. The inverse is built by
     doubling the diagonal blocks, all blocks of one size at once (batched matmuls only; torch's
     batched triangular solve is slow on CPU, its backward more so):
@@ -54,7 +47,7 @@ def delta_rule(q, k, v, beta, g=None, scale=None, initial_state=None, output_fin
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
     Gamma = torch.exp((b - b.transpose(-1, -2)).masked_fill(~causal, float("-inf"))).to(q.dtype)  # (B, H, N, C, C)
     A = beta * Gamma * (kc @ kc.transpose(-1, -2))  # its strictly lower part is used
-    U, W = _solve(A, torch.cat((beta * vc, beta * torch.exp(b).to(q.dtype) * kc), dim=-1)).split([v.shape[-1], K], -1)
+    U, W = ut_solve(A, torch.cat((beta * vc, beta * torch.exp(b).to(q.dtype) * kc), dim=-1)).split([v.shape[-1], K], -1)
     QK = (qc @ kc.transpose(-1, -2)) * Gamma
     qd = qc * torch.exp(b).to(q.dtype)
     kd = (kc * torch.exp(b[..., -1:, :] - b).to(q.dtype)).transpose(-1, -2)  # (B, H, N, K, C)
@@ -65,31 +58,4 @@ def delta_rule(q, k, v, beta, g=None, scale=None, initial_state=None, output_fin
         u = U[:, :, n] - W[:, :, n] @ S
         out.append(qd[:, :, n] @ S + QK[:, :, n] @ u)
         S = decay[:, :, n] * S + kd[:, :, n] @ u
-    return unchunk(torch.stack(out, dim=2), T), (S if output_final_state else None)
-
-
-def dplr_delta_rule(q, k, v, a, b, g, scale=None, initial_state=None, output_final_state=False, chunk=64):
-    """Same arguments and result as reference.dplr_delta_rule."""
-    B, T, H, K = q.shape
-    scale = K**-0.5 if scale is None else scale
-    C = chunk_size(T, chunk)
-    qc, kc, vc, ac, bc = (chunks(t, C).contiguous() for t in (q * scale, k, v, a, b))
-    c = log_decay(g, q, C)  # (B, H, N, C, K or 1)
-    before = F.pad(c[..., :-1, :], (0, 0, 1, 0))  # c_{i-1}
-    M_ab, M_ak = (decayed_scores(ac, y, before, c, diagonal=False) for y in (bc, kc))
-    N_qb, N_qk = (decayed_scores(qc, y, c, c, diagonal=True) for y in (bc, kc))
-    Wv, Ws = _solve(-M_ab, torch.cat((M_ak @ vc, ac * torch.exp(before).to(q.dtype)), dim=-1)).split(
-        [v.shape[-1], K], -1)  # (B, H, N, C, V), (B, H, N, C, K)
-    o_v = N_qk @ vc
-    qd = qc * torch.exp(c).to(q.dtype)
-    to_end = torch.exp(c[..., -1:, :] - c).to(q.dtype)
-    bd, kd = ((t * to_end).transpose(-1, -2) for t in (bc, kc))  # (B, H, N, K, C)
-    kv = kd @ vc  # (B, H, N, K, V)
-    decay = torch.exp(c[..., -1, :]).to(q.dtype)[..., None]  # (B, H, N, K or 1, 1)
-    S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state.to(q.dtype)
-    out = []
-    for n in range(qc.shape[2]):
-        w = Wv[:, :, n] + Ws[:, :, n] @ S
-        out.append(qd[:, :, n] @ S + N_qb[:, :, n] @ w + o_v[:, :, n])
-        S = decay[:, :, n] * S + bd[:, :, n] @ w + kv[:, :, n]
     return unchunk(torch.stack(out, dim=2), T), (S if output_final_state else None)

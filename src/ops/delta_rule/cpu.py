@@ -7,7 +7,7 @@ passes over each head's (K, V) state per step,
 3 K V multiply-adds a position. The backward recomputes each segment of CHECKPOINT steps from
 the state saved at its start and walks it back (~12 multiply-adds per state element and step).
 float32 or float64, the inputs' layout, heads split over torch's threads. Compiled on first use
-by src/ops/scan/cpu.py's `library`.
+by src/ops/_cpu's `library`.
 """
 
 import ctypes
@@ -15,7 +15,7 @@ import pathlib
 
 import torch
 
-from src.ops.scan.cpu import _int64, _on_cpu, _parallel, _pointers, _ranges, library
+from src.ops import _cpu
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 CHECKPOINT = 32  # steps between saved states: C + 2 states of a head (~0.5 MB at K = V = 64) stay in L2
@@ -23,15 +23,15 @@ CHECKPOINT = 32  # steps between saved states: C + 2 states of a head (~0.5 MB a
 
 def _call(which, dtype, shape, scale, tensors):
     """delta_rule_<dtype>_<which>(B, T, H, K, V, h0, h1, C, scale, *pointers), heads over threads."""
-    fn = getattr(library("delta_rule", pathlib.Path(__file__).parent), f"delta_rule_{DTYPES[dtype]}_{which}")
+    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("delta_rule.c")), f"delta_rule_{DTYPES[dtype]}_{which}")
     B, T, H, K, V = shape
     c_scale = (ctypes.c_float if dtype == torch.float32 else ctypes.c_double)(scale)
-    pointers = _pointers(*tensors)
+    pointers = _cpu.pointers(*tensors)
 
     def call(i, h0, h1):
-        fn(*_int64(B, T, H, K, V, h0, h1, CHECKPOINT), c_scale, *pointers)
+        fn(*_cpu.int64(B, T, H, K, V, h0, h1, CHECKPOINT), c_scale, *pointers)
 
-    _parallel(call, _ranges(B * H, 1, B * T * H * K * V))
+    _cpu.parallel(call, _cpu.ranges(B * H, 1, B * T * H * K * V))
 
 
 class _DeltaRule(torch.autograd.Function):
@@ -69,4 +69,4 @@ def delta_rule(q, k, v, beta, g=None, scale=None, initial_state=None, output_fin
 def unsupported(q, k, v, beta, g=None, scale=None, initial_state=None, output_final_state=False):
     """Why the C loop cannot take this call (None if it can)."""
     dtype = None if q.dtype in DTYPES else f"dtype {q.dtype} (the C loop takes float32, float64)"
-    return _on_cpu(q, k, v, beta, g, initial_state) or dtype
+    return _cpu.on_cpu(q, k, v, beta, g, initial_state) or dtype

@@ -1,5 +1,5 @@
 /* The delta rule on the CPU, one step at a time, forward and backward, compiled by cpu.py
-   (src/ops/scan/cpu.py's `library`).
+   (src/ops/_cpu's `library`).
 
    Per head, state S (K, V), d_t = exp(g_t) (1 without g), q~_t = scale q_t:
        w_t = S_{t-1}^T k_t,   u_t = beta_t (v_t - d_t w_t),   S_t = d_t S_{t-1} + k_t u_t^T,
@@ -11,7 +11,7 @@
    S = c X, the decays in the scalar c (see forward); a step is two vectorised passes over X (w,
    then the update fused with the output), four rows at a time so that w and o are loaded and
    stored once per four rows.
-   exp: ../scan/exp_float.h in float32, libm in float64. The file includes itself once per dtype. */
+   exp: ../_cpu/exp_float.h in float32, libm in float64. The file includes itself once per dtype. */
 
 #ifndef T
 #include <math.h>
@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../scan/exp_float.h"
+#include "../_cpu/exp_float.h"
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
@@ -39,7 +39,7 @@
 
 #else
 
-#include "../scan/rank1.h"
+#include "../_cpu/rank1.h"
 
 /* one step of X (K, V) in place, the state S = c X with c > 0: w = X^T kt, u = beta (vt - c w),
    X += kt (u / c)^T, o_out = X^T (c qs) = S^T qs; kt, qs (K), vt (V) */

@@ -2,7 +2,6 @@
 
     delta_rule, g None       fla.ops.delta_rule.chunk_delta_rule
     delta_rule, g            fla.ops.gated_delta_rule.chunk_gated_delta_rule
-    dplr_delta_rule          fla.ops.generalized_delta_rule.chunk_dplr_delta_rule   (g per head: broadcast)
 
 Not run on hardware in this repository yet: the dispatcher takes it only where it imports and a
 smoke call agrees with the torch path. Install: see requirements-gpu.txt.
@@ -20,14 +19,6 @@ def delta_rule(q, k, v, beta, g=None, scale=None, initial_state=None, output_fin
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
     return chunk_gated_delta_rule(q, k, v, g, beta, **kwargs)
-
-
-def dplr_delta_rule(q, k, v, a, b, g, scale=None, initial_state=None, output_final_state=False):
-    from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule
-
-    gk = g if g.dim() == 4 else g[..., None].expand_as(k).contiguous()
-    return chunk_dplr_delta_rule(q, k, v, a, b, gk, scale=scale, initial_state=initial_state,
-                                 output_final_state=output_final_state)
 
 
 def unsupported(q, *args, **kwargs):

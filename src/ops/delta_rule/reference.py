@@ -1,14 +1,11 @@
-"""The delta rule and its diagonal-plus-low-rank generalisation, one Python step per time step
-(the oracle for every other path).
+"""The delta rule, one Python step per time step (the oracle for every other path).
 
 delta_rule, per head, state S (K, V), log decay g_t (scalar; 0 for DeltaNet), beta_t in (0, 2):
     S <- exp(g_t) S,    u_t = beta_t (v_t - S^T k_t),    S <- S + k_t u_t^T,    o_t = S^T (scale q_t)
 i.e. S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T: fla's delta_rule_recurrence
 (g = None) and naive_recurrent_gated_delta_rule. Nothing is normalised here (layers l2-normalise
 q and k); beta in (1, 2) gives I - beta k k^T a negative eigenvalue (for |k| = 1).
-dplr_delta_rule, per head, log decay g_t (per key, or per head), a_t, b_t (K,):
-    S_t = (diag(exp(g_t)) + b_t a_t^T) S_{t-1} + k_t v_t^T,    o_t = S_t^T (scale q_t)
-fla's dplr_recurrence (RWKV-7 runs it with a = -kk, b = kk * a). Layout (B, T, H, K) as fla's
+Its diagonal-plus-low-rank generalisation is src/ops/dplr_delta_rule. Layout (B, T, H, K) as fla's
 chunk kernels; states (B, H, K, V). Computes in the inputs' dtype; autograd goes through the loop.
 """
 
@@ -32,20 +29,5 @@ def delta_rule(q, k, v, beta, g=None, scale=None, initial_state=None, output_fin
         k_t = k[:, t, :, :, None]  # (B, H, K, 1)
         u = beta[:, t, :, None] * (v[:, t] - (S * k_t).sum(-2))  # (B, H, V)
         S = S + k_t * u[:, :, None, :]
-        out.append((S * q[:, t, :, :, None] * scale).sum(-2))
-    return torch.stack(out, dim=1), (S if output_final_state else None)
-
-
-def dplr_delta_rule(q, k, v, a, b, g, scale=None, initial_state=None, output_final_state=False):
-    """q, k, a, b (B, T, H, K); v (B, T, H, V); g (B, T, H, K) or (B, T, H); initial_state
-    (B, H, K, V) or None. -> o (B, T, H, V), final state (B, H, K, V) or None."""
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    S = _start(q, v, initial_state)
-    out = []
-    for t in range(q.shape[1]):
-        decay = g[:, t].exp()
-        low_rank = b[:, t, :, :, None] * (a[:, t, :, :, None] * S).sum(-2, keepdim=True)  # b (a^T S)
-        S = S * (decay[..., None] if g.dim() == 4 else decay[..., None, None]) + low_rank \
-            + k[:, t, :, :, None] * v[:, t, :, None, :]
         out.append((S * q[:, t, :, :, None] * scale).sum(-2))
     return torch.stack(out, dim=1), (S if output_final_state else None)

@@ -1,4 +1,4 @@
-"""Long convolution, the obvious way (the oracle for fft.py).
+"""Long convolution, the obvious way (the oracle for blocked.py).
 
     causal:         y[b, c, h, t] = sum_{s=0}^{Lk-1} k[c, h, s] u[b, h, t - s]
     bidirectional:  k = (causal (C, H, Lk), anticausal (C, H, Lk)) stacked on dim 0, and

@@ -7,7 +7,7 @@ head's (K, V) state in L1 while it is stepped: without u, 2 K V multiply-adds pe
 position (the decays in row scales), 8 steps per pass over the state; with u, 3, a pass a step.
 The backward recomputes each segment of CHECKPOINT steps from the state saved at its start and
 walks it back, ~7 multiply-adds per state element and step. float32 or float64, the inputs'
-layout, heads split over torch's threads. Compiled on first use by src/ops/scan/cpu.py's `library`.
+layout, heads split over torch's threads. Compiled on first use by src/ops/_cpu's `library`.
 """
 
 import ctypes
@@ -15,7 +15,7 @@ import pathlib
 
 import torch
 
-from src.ops.scan.cpu import _int64, _on_cpu, _parallel, _pointers, _ranges, library
+from src.ops import _cpu
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 CHECKPOINT = 32  # steps between saved states: C + 1 states of a head (~0.5 MB at K = V = 64) stay in L2
@@ -23,16 +23,16 @@ CHECKPOINT = 32  # steps between saved states: C + 1 states of a head (~0.5 MB a
 
 def _call(which, dtype, shape, options, tensors):
     """gla_<dtype>_<which>(B, T, H, K, V, h0, h1, gmode, C, scale, *pointers), heads over threads."""
-    fn = getattr(library("gla", pathlib.Path(__file__).parent), f"gla_{DTYPES[dtype]}_{which}")
+    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("gla.c")), f"gla_{DTYPES[dtype]}_{which}")
     B, T, H, K, V = shape
     gmode, scale = options
     scalar = (ctypes.c_float if dtype == torch.float32 else ctypes.c_double)(scale)
-    pointers = _pointers(*tensors)
+    pointers = _cpu.pointers(*tensors)
 
     def call(i, h0, h1):
-        fn(*_int64(B, T, H, K, V, h0, h1), ctypes.c_int(gmode), *_int64(CHECKPOINT), scalar, *pointers)
+        fn(*_cpu.int64(B, T, H, K, V, h0, h1), ctypes.c_int(gmode), *_cpu.int64(CHECKPOINT), scalar, *pointers)
 
-    _parallel(call, _ranges(B * H, 1, B * T * H * K * V))
+    _cpu.parallel(call, _cpu.ranges(B * H, 1, B * T * H * K * V))
 
 
 class _GLA(torch.autograd.Function):
@@ -74,4 +74,4 @@ def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_st
 def unsupported(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False):
     """Why the C loop cannot take this call (None if it can)."""
     dtype = None if q.dtype in DTYPES else f"dtype {q.dtype} (the C loop takes float32, float64)"
-    return _on_cpu(q, k, v, g, u, initial_state) or dtype
+    return _cpu.on_cpu(q, k, v, g, u, initial_state) or dtype

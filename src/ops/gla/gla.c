@@ -1,5 +1,5 @@
 /* Gated linear attention on the CPU, one step at a time, forward and backward, compiled by
-   cpu.py (src/ops/scan/cpu.py's `library`).
+   cpu.py (src/ops/_cpu's `library`).
 
    Per head, state S (K, V), d_t = exp(g_t) per key (gmode 2), per head (gmode 1) or 1 (gmode 0),
    q~_t = scale q_t:
@@ -12,7 +12,7 @@
    rows at a time (the output row is loaded and stored once per four rows), the update fused with
    the output; without u the decays live in per-row scales (see forward) and steps go 8 at a time
    where V is a multiple of the vector width (see block). exp:
-   ../scan/exp_float.h in float32, libm in float64; exp(-inf) = 0 (a reset).
+   ../_cpu/exp_float.h in float32, libm in float64; exp(-inf) = 0 (a reset).
 
    The forward also writes the state before steps 0, C, 2C, ... to `ckpt` (B, H, ceil(T / C), K, V)
    when given. The backward walks the segments of C steps from the last: it recomputes the
@@ -31,7 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../scan/exp_float.h"
+#include "../_cpu/exp_float.h"
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
@@ -51,7 +51,7 @@
 
 #else
 
-#include "../scan/rank1.h"
+#include "../_cpu/rank1.h"
 
 /* the decays d (K) and the scaled query qs (K) of one step */
 static inline void NAME(prepare)(int64_t K, int gmode, T scale, const T *q, const T *g, int64_t qk,

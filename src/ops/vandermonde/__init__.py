@@ -17,13 +17,18 @@ import torch
 from src.ops.dispatch import Dispatcher, lazy
 
 
-def _smoke(fn, device):
+def smoke_inputs(device):
     v = torch.randn(2, 3, dtype=torch.complex64, device=device, requires_grad=True)
     x = torch.complex(-torch.rand(3, device=device), torch.randn(3, device=device)).requires_grad_()
-    fn(v, x, 5).abs().sum().backward()
+    return v, x, 5
 
 
-dispatcher = Dispatcher(
+def _smoke(fn, device):
+    """Runs forward and backward."""
+    fn(*smoke_inputs(device)).abs().sum().backward()
+
+
+DISPATCH = Dispatcher(
     "vandermonde",
     {
         "torch": lazy("src.ops.vandermonde.blocked.vandermonde"),
@@ -34,9 +39,9 @@ dispatcher = Dispatcher(
     {"cuda": ["cuda", "keops", "torch"], "default": ["torch"]},
     _smoke,
 )
-BACKENDS = tuple(dispatcher.loaders)
 
 
 def vandermonde(v, x, L, backend="auto"):
     """K[..., l] = sum_n v[..., n] exp(x[..., n] l) for l = 0 .. L-1 (see the module docstring)."""
-    return dispatcher.function(backend, x.device)(v, x, L)
+    args = (v, x, L)
+    return DISPATCH.function(backend, x.device, args)(*args)

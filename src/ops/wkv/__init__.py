@@ -15,14 +15,17 @@ import torch
 from src.ops.dispatch import Dispatcher, lazy
 from src.ops.wkv import cpu, reference
 
-BACKENDS = ["torch", "cpu"]
+
+def smoke_inputs(device):
+    g = torch.Generator().manual_seed(0)
+    w, u = -torch.rand(4, generator=g).to(device), torch.randn(4, generator=g).to(device)
+    k, v = torch.randn(2, 9, 4, generator=g).to(device).requires_grad_(), torch.randn(2, 9, 4, generator=g).to(device)
+    return w, u, k, v
 
 
 def _smoke(fn, device):
     """Runs forward and backward on a tiny input and agrees with the loop."""
-    g = torch.Generator().manual_seed(0)
-    w, u = -torch.rand(4, generator=g).to(device), torch.randn(4, generator=g).to(device)
-    k, v = torch.randn(2, 9, 4, generator=g).to(device).requires_grad_(), torch.randn(2, 9, 4, generator=g).to(device)
+    w, u, k, v = smoke_inputs(device)
     got = fn(w, u, k, v)
     got.sum().backward()
     want = reference.wkv(w, u, k, v)
@@ -36,4 +39,5 @@ DISPATCH = Dispatcher("wkv", {"cpu": lazy("src.ops.wkv.cpu.wkv"), "torch": lazy(
 
 def wkv(w, u, k, v, backend="auto"):
     """See the module doc; backend: auto | torch | cpu."""
-    return DISPATCH.function(backend, k.device, (w, u, k, v))(w, u, k, v)
+    args = (w, u, k, v)
+    return DISPATCH.function(backend, k.device, args)(*args)

@@ -3,26 +3,26 @@
 One pass over (batch, L, D) forward; the backward runs the recurrence again forward (for
 d/du, d/dw and the denominators) and then once backward (d/dk, d/dv), as RWKV's CUDA kernel
 does. float32 or float64. Channels are split over torch's threads (ctypes releases the GIL).
-Compiled on first use by src/ops/scan/cpu.py's `library` (same cache, same compiler rules).
+Compiled on first use by src/ops/_cpu's `library` (same cache, same compiler rules).
 """
 
 import pathlib
 
 import torch
 
-from src.ops.scan.cpu import _int64, _parallel, _pointers, _ranges, library
+from src.ops import _cpu
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
 
 def _call(which, dtype, batch, L, D, tensors):
-    fn = getattr(library("wkv", pathlib.Path(__file__).parent), f"wkv_{DTYPES[dtype]}_{which}")
-    pointers = _pointers(*tensors)
+    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("wkv.c")), f"wkv_{DTYPES[dtype]}_{which}")
+    pointers = _cpu.pointers(*tensors)
 
     def call(i, d0, d1):
-        fn(*_int64(batch, L, D, d0, d1), *pointers)
+        fn(*_cpu.int64(batch, L, D, d0, d1), *pointers)
 
-    _parallel(call, _ranges(D, 8, batch * L * D))
+    _cpu.parallel(call, _cpu.ranges(D, 8, batch * L * D))
 
 
 class _WKV(torch.autograd.Function):
@@ -51,8 +51,8 @@ def wkv(w, u, k, v):
 
 
 def unsupported(w, u, k, v):
-    if any(x.device.type != "cpu" for x in (w, u, k, v)):
-        return "inputs are not on the CPU"
-    if k.dtype not in DTYPES or any(x.dtype != k.dtype for x in (w, u, v)):
-        return f"dtypes {w.dtype}, {u.dtype}, {k.dtype}, {v.dtype} (the C loop takes one of float32, float64)"
-    return None
+    """Why the C loop cannot take this call (None if it can)."""
+    one_dtype = k.dtype in DTYPES and all(x.dtype == k.dtype for x in (w, u, v))
+    dtypes = None if one_dtype else (f"dtypes {w.dtype}, {u.dtype}, {k.dtype}, {v.dtype} "
+                                     "(the C loop takes one of float32, float64)")
+    return _cpu.on_cpu(w, u, k, v) or dtypes

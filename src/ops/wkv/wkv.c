@@ -3,7 +3,7 @@
    k, v, y, gy, gk, gv, logd: (batch, L, D) contiguous; w, u: (D,); gw, gu: (batch, D), one row
    per batch (the caller sums them). A call does channels [d0, d1) of every batch, the time loop
    outside and the channel loop inside (contiguous in memory, vectorised: float32 uses
-   ../scan/exp_float.h, float64 libm). A max and the two exponentials it scales,
+   ../_cpu/exp_float.h, float64 libm). A max and the two exponentials it scales,
    e^{x - max(x, y)} and e^{y - max(x, y)}, cost one exponential: one of them is 1. The running-max form of
    reference.py throughout: every exponential is of a number <= 0.
 
@@ -23,7 +23,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "../scan/exp_float.h"
+#include "../_cpu/exp_float.h"
 
 /* m = max(x, y), *ex = e^{x-m}, *ey = e^{y-m}, with one exponential (x = -inf gives 0, 1). */
 #define PAIR(T, EXP, x, y, m, ex, ey)                                                              \

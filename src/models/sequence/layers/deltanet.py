@@ -30,7 +30,7 @@ class _DeltaRuleLayer(OneTokenStep):
     def _build(self, d_model, d_k, d_v, n_heads, use_beta, use_gate, use_short_conv, conv_size, conv_bias,
                allow_neg_eigval, qk_activation, norm_eps, gate_activation, backend):
         check_choice("model.layer.qk_activation", qk_activation, list(QK_ACTIVATIONS))
-        self.backend = DISPATCH["delta_rule"].check(backend)
+        self.backend = DISPATCH.check(backend)
         self.n_heads, self.d_k, self.d_v = n_heads, d_k, d_v
         self.use_beta, self.use_gate, self.allow_neg_eigval = use_beta, use_gate, allow_neg_eigval
         self.qk_activation = qk_activation

@@ -35,7 +35,7 @@ from torch import nn
 from src.models.sequence.layers.base import group
 from src.models.sequence.layers.conv import LongConv
 from src.models.sequence.layers.optim import register
-from src.ops.vandermonde import BACKENDS, vandermonde
+from src.ops.vandermonde import DISPATCH, vandermonde
 from src.utils.errors import ConfigError, check_choice
 
 KERNEL_TO_REAL = ["real", "imag", "sum", "prod", "real-prod"]
@@ -122,7 +122,7 @@ class DLRKernel(VandermondeKernel):
         self.version = check_choice("model.layer.version", version, self.VERSIONS)
         check_choice("model.layer.Lambda_init", Lambda_init, ["omega", "randn"])
         self.kernel_to_real = check_choice("model.layer.kernel_to_real", kernel_to_real, KERNEL_TO_REAL)
-        self.backend = check_choice("model.layer.backend", backend, ["auto", *BACKENDS])
+        self.backend = DISPATCH.check(backend)
         if version == "Lambda_real_W_real" and kernel_to_real not in ("real", "sum"):
             raise ConfigError(
                 f"model.layer.version=Lambda_real_W_real gives a real kernel: kernel_to_real={kernel_to_real} "
@@ -196,7 +196,7 @@ class DSSKernel(VandermondeKernel):
         check_choice("model.layer.Lambda_init", Lambda_init, ["hippo_skew_pos_imag", "lin", "randn"])
         self.kernel_to_real = check_choice("model.layer.kernel_to_real", kernel_to_real, KERNEL_TO_REAL)
         self.max_real_Lambda, self.epsilon = max_real_Lambda, epsilon
-        self.backend = check_choice("model.layer.backend", backend, ["auto", *BACKENDS])
+        self.backend = DISPATCH.check(backend)
         if version == "exp-re-im" and Lambda_init != "hippo_skew_pos_imag":
             raise ConfigError(
                 f"model.layer.version=exp-re-im parametrises Im(Lambda) = exp(b), which needs Im(Lambda) > 0: "

@@ -18,7 +18,7 @@ from torch import nn
 from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.activation import Activation, OutputLinear
 from src.models.sequence.layers.optim import register
-from src.ops.scan import backend_of, linear_scan
+from src.ops.linear_scan import DISPATCH, linear_scan
 from src.utils.errors import ConfigError
 
 
@@ -30,7 +30,7 @@ class LRU(SequenceLayer):
         super().__init__()
         if not 0 <= r_min < r_max <= 1:
             raise ConfigError(f"model.layer.r_min={r_min}, r_max={r_max}: need 0 <= r_min < r_max <= 1")
-        self.backend = backend_of("linear_scan", backend)
+        self.backend = DISPATCH.backend_of(backend)
         self.d_state = d_state
         u1, u2 = torch.rand(d_state), torch.rand(d_state)
         nu_log = torch.log(-0.5 * torch.log(u1 * (r_max**2 - r_min**2) + r_min**2))

@@ -33,7 +33,10 @@ from torch import nn
 from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.optim import register
 from src.models.sequence.layers.short_conv import ShortConv
-from src.ops.scan import backend_of, selective_scan, ssd_scan
+from src.ops.selective_scan import DISPATCH as SELECTIVE_SCAN_DISPATCH
+from src.ops.selective_scan import selective_scan
+from src.ops.ssd_scan import DISPATCH as SSD_SCAN_DISPATCH
+from src.ops.ssd_scan import ssd_scan
 from src.utils.errors import ConfigError, check_choice
 
 
@@ -51,7 +54,7 @@ class SelectiveSSM(nn.Module):
         super().__init__()
         check_choice("model.layer.dt_init", dt_init, ["random", "constant"])
         self.d_state, self.dt_rank, self.scalar_A = d_state, dt_rank, scalar_A
-        self.backend = backend_of("selective_scan", backend)
+        self.backend = SELECTIVE_SCAN_DISPATCH.backend_of(backend)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
         if scalar_A:  # DSF ssd: delta_t = softplus(dt_t + bias), the same dt_t on every channel
             register(self, "dt_bias", inverse_softplus_dt(d_inner, dt_min, dt_max, dt_init_floor))
@@ -195,7 +198,7 @@ class Mamba2(SequenceLayer):
             raise ConfigError(f"model.layer.dt_limit={list(dt_limit)}: need 0 <= low <= high")
         self.d_state, self.d_conv, self.headdim, self.ngroups = d_state, d_conv, headdim, ngroups
         self.rmsnorm, self.norm_before_gate, self.dt_limit = rmsnorm, norm_before_gate, (low, high)
-        self.chunk_size, self.norm_eps, self.backend = chunk_size, norm_eps, backend_of("ssd_scan", backend)
+        self.chunk_size, self.norm_eps, self.backend = chunk_size, norm_eps, SSD_SCAN_DISPATCH.backend_of(backend)
         self.conv_dim = self.d_inner + 2 * ngroups * d_state
         self.in_proj = nn.Linear(d_model, self.d_inner + self.conv_dim + self.nheads, bias=bias)
         self.conv1d = ShortConv(self.conv_dim, d_conv, conv_bias, "silu", backend)

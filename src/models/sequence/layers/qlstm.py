@@ -18,7 +18,7 @@ from torch import nn
 
 from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.short_conv import ShortConv
-from src.ops.scan import backend_of, linear_scan
+from src.ops.linear_scan import DISPATCH, linear_scan
 from src.utils.errors import check_choice
 
 
@@ -30,7 +30,7 @@ class QLSTM(SequenceLayer):
     def __init__(self, d_model, d_state: int | None = None, expand=2, d_conv=4, forget_gate="sigmoid", backend="auto"):
         super().__init__()
         self.forget_gate = check_choice("model.layer.forget_gate", forget_gate, self.FORGET_GATES)
-        self.backend = backend_of("linear_scan", backend)
+        self.backend = DISPATCH.backend_of(backend)
         self.hidden = hidden = int(d_state or expand * d_model)
         self.d_conv = d_conv
         self.input = nn.Linear(d_model, 2 * hidden, bias=False)

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.models.sequence.layers.matrix_memory import OneTokenStep, heads, split, width
-from src.ops.delta_rule import DISPATCH as DELTA_DISPATCH
-from src.ops.delta_rule import dplr_delta_rule
+from src.ops.dplr_delta_rule import DISPATCH as DPLR_DISPATCH
+from src.ops.dplr_delta_rule import dplr_delta_rule
 from src.ops.gla import DISPATCH as GLA_DISPATCH
 from src.ops.gla import gla
 from src.utils.errors import ConfigError
@@ -129,7 +129,7 @@ class RWKV7(_RWKVBlock):
     def __init__(self, d_model, head_dim=64, decay_low_rank_dim: int | None = None, gate_low_rank_dim: int | None = None, a_low_rank_dim: int | None = None,
                  elementwise_affine=True, norm_eps=1e-5, channel_mixing=True, hidden_ratio=4.0, backend="auto"):
         super().__init__()
-        self.backend = DELTA_DISPATCH["dplr_delta_rule"].check(backend)
+        self.backend = DPLR_DISPATCH.check(backend)
         if d_model % head_dim:
             raise ConfigError(f"model.layer.head_dim={head_dim} does not divide model.d_model={d_model}")
         self.n_heads, self.channel_mixing = d_model // head_dim, channel_mixing

@@ -161,7 +161,7 @@ class S4DKernel(VandermondeKernel):
         _check_N(N)
         check_choice("model.layer.init", init, self.INITS)
         self.disc = check_choice("model.layer.disc", disc, self.DISCRETIZATIONS)
-        self.backend = check_choice("model.layer.backend", backend, ["auto", *vandermonde_op.BACKENDS])
+        self.backend = vandermonde_op.DISPATCH.check(backend)
         self.kernel_to_real = "real"
         trainable, lr = group(S4DTrainable, trainable), group(S4DLr, lr)
         n = torch.arange(N // 2, dtype=torch.float64)
@@ -219,7 +219,7 @@ class S4Kernel(nn.Module):
         check_choice("model.layer.measure", measure, self.MEASURES)
         if rank < MEASURE_RANK[measure]:
             raise ConfigError(f"model.layer.rank={rank} is too small: measure={measure} needs rank >= {MEASURE_RANK[measure]}")
-        self.backend = check_choice("model.layer.backend", backend, ["auto", *cauchy_op.BACKENDS])
+        self.backend = cauchy_op.DISPATCH.check(backend)
         trainable, lr = group(S4Trainable, trainable), group(S4Lr, lr)
         Lambda, P, B = nplr(measure, N)
         B = clip_imag(B, b_clip)

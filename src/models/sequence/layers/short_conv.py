@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.ops.scan import backend_of, causal_conv1d
+from src.ops.causal_conv1d import DISPATCH, causal_conv1d
 
 
 class ShortConv(nn.Module):
     def __init__(self, channels, width, bias=True, activation=None, backend="auto"):
         super().__init__()
         self.conv = nn.Conv1d(channels, channels, width, groups=channels, bias=bias)
-        self.width, self.activation, self.backend = width, activation, backend_of("causal_conv1d", backend)
+        self.width, self.activation, self.backend = width, activation, DISPATCH.backend_of(backend)
 
     def _act(self, y):
         return F.silu(y) if self.activation == "silu" else y

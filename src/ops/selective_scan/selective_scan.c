@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "exp_float.h"
+#include "../_cpu/exp_float.h"
 
 #define DEFINE_SELECTIVE_SCAN(NAME, T, EXP)                                                       \
     /* One channel forward from h (N,), in place; y and/or the states hs (L, N) if not NULL. */   \

@@ -1,4 +1,4 @@
-/* A branch-free float32 exponential for the C loops (selective_scan.c, ../wkv/wkv.c). */
+/* A branch-free float32 exponential for the C loops (selective_scan.c, gla.c, delta_rule.c, wkv.c). */
 
 #include <math.h>
 #include <stdint.h>

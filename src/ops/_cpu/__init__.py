@@ -1,0 +1,105 @@
+"""The runtime of the ops' compiled C loops for CPU tensors (backend `cpu` of linear_scan,
+selective_scan, gla, delta_rule and wkv): build and load a C source, split the work over torch's
+threads, pass tensors to the loops. exp_float.h (a branch-free float32 exponential) and rank1.h
+(the rank-1 update-and-read step of gla and delta_rule) are the headers the sources share; they
+include them as "../_cpu/<name>.h".
+
+Each C source is compiled on first use with the system compiler (`$CC`, default `cc`) into
+`$SCAN_CPU_CACHE` (default ~/.cache/sequence-layers/scan), keyed by the source, the headers, the
+flags, the compiler and the CPU, and written atomically (ranks may compile at once). Without a
+compiler `library` raises RuntimeError: the dispatcher finds the backend unusable, says why once,
+and `auto` takes the torch path.
+"""
+
+import concurrent.futures
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import subprocess
+import tempfile
+
+import torch
+
+# -fcx-limited-range: complex products inline (no NaN/inf recovery calls); -fopenmp-simd: the
+# `omp simd` loops (no OpenMP runtime); -fno-trapping-math: lets the branch-free exp vectorise
+FLAGS = ["-O3", "-march=native", "-fcx-limited-range", "-fopenmp-simd", "-fno-trapping-math", "-std=gnu11",
+         "-shared", "-fPIC"]
+PARALLEL_FROM = 1 << 16  # elements; below this one thread does the whole loop
+
+
+def _cpu_model():
+    try:
+        lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line for line in lines if line.startswith(("flags", "Features"))), "")
+
+
+@functools.lru_cache(maxsize=None)
+def library(source):
+    """The C source `source` (a path to `<name>.c`) compiled and loaded; compiled first if this
+    source, these headers, compiler and CPU have no library in the cache yet. Raises RuntimeError
+    with the compiler's message."""
+    source = pathlib.Path(source)
+    cc = os.environ.get("CC", "cc")
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise RuntimeError(f"no C compiler ({cc}: {error})") from None
+    headers = [h.read_text() for h in sorted(pathlib.Path(__file__).parent.glob("*.h"))]  # what the sources include
+    key = hashlib.sha256("\0".join([source.read_text(), *headers, *FLAGS, version, _cpu_model()]).encode()).hexdigest()[:16]
+    folder = pathlib.Path(os.environ.get("SCAN_CPU_CACHE", pathlib.Path.home() / ".cache/sequence-layers/scan"))
+    path = folder / f"{source.stem}-{key}.so"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            partial = pathlib.Path(tmp) / path.name
+            done = subprocess.run([cc, *FLAGS, str(source), "-o", str(partial)], capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"{cc} could not compile {source.name}: {done.stderr.strip()[:500]}")
+            partial.replace(path)
+    return ctypes.CDLL(str(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(threads):
+    return concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="cpu-op")
+
+
+def promoted_dtype(*tensors):
+    """The promoted dtype of the tensors given (None skipped)."""
+    return functools.reduce(torch.promote_types, [x.dtype for x in tensors if x is not None])
+
+
+def ranges(total, multiple, work):
+    """[0, total) split into one (start, stop) per torch thread, cut at multiples of `multiple`;
+    a single range below PARALLEL_FROM elements of `work`."""
+    threads = min(torch.get_num_threads(), -(-total // multiple)) if work >= PARALLEL_FROM else 1
+    bounds = [min(total, -(-total * i // threads // multiple) * multiple) for i in range(threads)] + [total]
+    return list(zip(bounds, bounds[1:]))
+
+
+def parallel(call, parts):
+    """call(i, start, stop) for each (start, stop) of `parts`, in torch's threads (ctypes calls
+    release the GIL)."""
+    if len(parts) == 1:
+        return call(0, *parts[0])
+    for done in [_pool(len(parts)).submit(call, i, *r) for i, r in enumerate(parts)]:
+        done.result()
+
+
+def pointers(*tensors):
+    """Raw data pointers for the C loops (None: NULL). The caller must hold every tensor until
+    the call ends (a temporary, e.g. `x.contiguous()` of a view, would be freed under the loop)."""
+    return [None if x is None else ctypes.c_void_p(x.data_ptr()) for x in tensors]
+
+
+def int64(*values):
+    return [ctypes.c_int64(v) for v in values]
+
+
+def on_cpu(*tensors):
+    """None if every tensor given (None skipped) is on the CPU, else why not."""
+    return None if all(x is None or x.device.type == "cpu" for x in tensors) else "inputs are not on the CPU"
