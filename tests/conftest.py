@@ -22,6 +22,42 @@ CPU_OVERRIDES = [
 ]
 
 
+# Two optimizer steps of a tiny model on an atomic task (experiment dss-sequence1d).
+TWO_STEPS = [
+    "wandb=null", "experiment=dss-sequence1d", "dataset.L=64", "dataset.samples_per_epoch=8", "dataset.val_split=0.5",
+    "loader.batch_size=4", "trainer.max_epochs=1", "trainer.accelerator=cpu", "loader.num_workers=0",
+    "trainer.enable_progress_bar=false", "callbacks.rich_model_summary=null", "model.d_model=16", "model.n_layers=2",
+]
+# Data sizes for a 2-step fit of each experiment (family prefix -> overrides); the others take
+# SYNTHETIC. The files are conftest.write_listops_and_pathfinder's and write_lra's.
+LISTOPS = ["dataset.l_min=50", "dataset.l_max=256"]
+PATHFINDER = ["dataset.resolution=32"]
+TEXT = ["dataset.l_max=300"]
+MQAR = ["dataset.vocab_size=64", "dataset.L=32", "dataset.num_kv_pairs=2", "dataset.num_train_examples=16",
+        "dataset.num_eval_examples=8", "loader.batch_size=4"]
+BASED = [*MQAR, "dataset.segments=[{L:16,num_kv_pairs:2,num_examples:8},{L:32,num_kv_pairs:4,num_examples:8}]",
+         "dataset.eval_sets=null", "dataset.eval_sets={L64_N8:{L:64,num_kv_pairs:8,num_eval_examples:4}}",
+         "dataset.num_eval_examples=4"]
+SYNTHETIC = ["dataset.L=32", "dataset.samples_per_epoch=8", "dataset.val_split=0.5"]
+TOKENS = ["dataset.samples_per_epoch=8", "dataset.val_split=0.5"]  # the token tasks keep their own lengths
+EXPERIMENT_SIZES = {
+    "dss-listops-subtrees": LISTOPS, "s4-lra-listops": LISTOPS, "dss-pathfinder": PATHFINDER,
+    "s4-lra-pathfinder": PATHFINDER, "s4-lra-pathx": PATHFINDER, "s4-lra-imdb": TEXT, "s4-lra-aan": TEXT,
+    "s4-lra-cifar": [], "zoology-mqar": MQAR, "dsf-mqar": MQAR, "based-mqar": BASED, "counting": TOKENS,
+    "modern-rnns": TOKENS, "chomsky": [*TOKENS, "dataset.eval_sets.ood.L=100"],  # 41..100: the quick variant
+}
+
+
+def experiment_sizes(experiment):
+    """EXPERIMENT_SIZES of the longest family prefix of `experiment` (e.g. counting-count_mod: counting)."""
+    family = max((f for f in EXPERIMENT_SIZES if experiment == f or experiment.startswith(f + "-")), key=len,
+                 default=None)
+    sizes = EXPERIMENT_SIZES[family] if family else SYNTHETIC
+    if family == "chomsky" and "modular" in experiment:  # its eval lengths step by 3 from 41
+        sizes = [*TOKENS, "dataset.eval_sets.ood.L=99"]
+    return sizes
+
+
 def compose_config(overrides):
     """The config `python -m train *overrides` would run, after legacy translation."""
     from src.config import prepare
@@ -160,13 +196,26 @@ def tiny(model, d_model=D_TINY, n_layers=2):
             *(f"model.layer.{k}={v}" for k, v in TINY.get(layer, {}).items())]
 
 
-def run_steps(layer, x, state):
-    """`layer.step` over x (B, L, D) from `state`: the list of L outputs (B, D), and the last state."""
-    steps = []
+def run_steps(module, x):
+    """`module.step` over x (B, L, ...) from its default state: the outputs stacked on dim 1, and
+    the last state (a layer or a whole SequenceModel)."""
+    state, outputs = module.default_state(x.shape[0]), []
     for t in range(x.shape[1]):
-        y_t, state = layer.step(x[:, t], state)
-        steps.append(y_t)
-    return steps, state
+        y_t, state = module.step(x[:, t], state)
+        outputs.append(y_t)
+    return torch.stack(outputs, dim=1), state
+
+
+def floats(state):
+    """Floats per sequence in a (nested) state: a complex number counts 2, an integer (a position)
+    none."""
+    if isinstance(state, torch.Tensor):
+        return state[0].numel() * (2 if state.is_complex() else 1) if state.is_floating_point() or state.is_complex() else 0
+    if isinstance(state, dict):
+        return sum(floats(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(floats(v) for v in state)
+    return 0
 
 
 def readme_commands(title):

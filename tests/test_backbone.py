@@ -5,7 +5,7 @@ import torch
 
 from src.models.sequence.backbone import SequenceModel
 
-LAYER = {"_name_": "dlr", "kernel_type": "dlr", "d_state": 8, "dropout": 0.0}
+LAYER = {"_name_": "dlr", "d_state": 8, "dropout": 0.0}
 
 
 @pytest.mark.parametrize("prenorm", [False, True])

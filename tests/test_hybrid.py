@@ -4,10 +4,7 @@ like its forward; the shipped hybrid and one written on the command line build a
 import pytest
 import torch
 
-from conftest import compose_config, train_in_process
-from test_layer_zoo_training import TWO_STEPS
-from test_model_step import run_steps
-
+from conftest import TWO_STEPS, compose_config, run_steps, train_in_process
 from src.models.sequence.backbone import SequenceModel
 from src.models.sequence.layers.base_conv import BaseConv
 from src.models.sequence.layers.h3 import H3
@@ -23,8 +20,7 @@ PATTERN = [{"_name_": "base_conv"}, {"_name_": "h3", "d_state": 4, "head_dim": 2
 def hybrid(n_layers=5, layers=PATTERN):
     torch.manual_seed(0)
     return SequenceModel(D, n_layers, {"_name_": "dlr"}, layers=layers, prenorm=True, encoder="embedding",
-                         decoder={"_name_": "sequence", "mode": "last"}, n_tokens=V, d_output=V, max_length=L,
-                         notice=lambda line: None).double().eval()
+                         decoder={"_name_": "sequence", "mode": "last"}, n_tokens=V, d_output=V, max_length=L).double().eval()
 
 
 def test_blocks_cycle_through_the_pattern():
@@ -39,7 +35,7 @@ def test_a_hybrid_steps_like_its_forward():
     model = hybrid()
     x = torch.randint(0, V, (3, L))
     with torch.no_grad():
-        torch.testing.assert_close(run_steps(model, x), model(x)[0], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(run_steps(model, x)[0], model(x)[0], rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("layers, match", [([], "must be null or a non-empty list"),

@@ -9,6 +9,7 @@ from conftest import CPU_OVERRIDES, compose_config
 
 from src.models.sequence.kernel_cache import accumulation_window
 from src.models.sequence.layers.conv import LongConv
+from src.models.sequence.layers.dlr import DLR, DSS
 
 
 def count_calls(module):
@@ -17,10 +18,10 @@ def count_calls(module):
     return calls
 
 
-@pytest.mark.parametrize("kwargs", [dict(kernel_type="dlr"), dict(kernel_type="dss", bidirectional=True)])
-def test_one_kernel_per_window_same_gradients(kwargs):
+@pytest.mark.parametrize("cls, kwargs", [(DLR, {}), (DSS, dict(bidirectional=True))])
+def test_one_kernel_per_window_same_gradients(cls, kwargs):
     torch.manual_seed(0)
-    layer = LongConv(4, d_state=6, **kwargs).double()
+    layer = cls(4, d_state=6, **kwargs).double()
     xs = [torch.randn(2, 13, 4, dtype=torch.float64) for _ in range(3)]
     calls = count_calls(layer.kernel)
 
@@ -43,7 +44,7 @@ def test_one_kernel_per_window_same_gradients(kwargs):
 
 
 def test_a_new_step_recomputes_and_eval_never_caches():
-    layer = LongConv(4, d_state=6, kernel_type="dlr")
+    layer = DLR(4, d_state=6)
     calls = count_calls(layer.kernel)
     x = torch.randn(1, 5, 4)
     for step in range(2):

@@ -13,7 +13,7 @@ import re
 import pytest
 import torch
 
-from conftest import CASES, D_TINY, LAYER_CONFIGS, layer_options, tiny_layer
+from conftest import CASES, D_TINY, LAYER_CONFIGS, floats, layer_options, run_steps, tiny_layer
 from src.models.sequence.layers.base import SequenceLayer
 from src.utils import registry
 from src.utils.errors import ConfigError
@@ -28,15 +28,6 @@ def make(case, dtype=torch.float64):
         for p in layer.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return layer
-
-
-def floats(state):
-    """Floats in a (nested) state: complex numbers count 2, integers (a position) none."""
-    if isinstance(state, torch.Tensor):
-        return state[0].numel() * (2 if state.is_complex() else 1) if state.is_floating_point() or state.is_complex() else 0
-    if isinstance(state, dict):
-        return sum(floats(s) for s in state.values())
-    return sum(floats(s) for s in state if s is not None) if isinstance(state, (tuple, list)) else 0
 
 
 def same_state(a, b):
@@ -117,11 +108,8 @@ def test_step_equals_forward_or_refuses_with_the_reason(case):
         return
     assert layer.recurrent and layer.causal
     y, final = layer(x)
-    state, steps = layer.default_state(B), []
-    for t in range(L_STEP):
-        y_t, state = layer.step(x[:, t], state)
-        steps.append(y_t)
-    torch.testing.assert_close(torch.stack(steps, 1), y, rtol=1e-10, atol=1e-10)
+    steps, state = run_steps(layer, x)
+    torch.testing.assert_close(steps, y, rtol=1e-10, atol=1e-10)
     if final is not None:  # stepping ends in the state the forward returns
         same_state(state, final)
 

@@ -5,71 +5,51 @@ Runs over every layer config (configs/model/layer/*.yaml, found by glob), in flo
 import pytest
 import torch
 
-from test_registry import LAYER_CONFIGS, layer_config
-
+from conftest import LAYER_CONFIGS, floats, layer_options, run_steps
 from src.models.sequence.backbone import SequenceModel
 from src.utils.errors import ConfigError
 
 D, L, V = 16, 9, 11
-# Layers with no finite-state step, each with the reason its step() gives.
-NO_STEP = {"attn": "no step", "sgconv": "not a finite-state recurrence", "hyena": "not a finite-state recurrence"}
 
 
 def token_model(stem, **options):
     torch.manual_seed(0)
-    config = layer_config(stem)
-    return SequenceModel(D, 2, config, prenorm=True, state_mixer="mlp", mlp_expand=2, encoder="embedding",
+    return SequenceModel(D, 2, layer_options(stem), prenorm=True, state_mixer="mlp", mlp_expand=2, encoder="embedding",
                          decoder={"_name_": "sequence", "mode": "last"}, n_tokens=V, d_output=V, max_length=L,
-                         notice=lambda line: None, **options).double().eval()
+                         **options).double().eval()
 
 
-def run_steps(model, x):
-    state = model.default_state(x.shape[0])
-    outputs = []
-    for t in range(x.shape[1]):
-        y_t, state = model.step(x[:, t], state)
-        outputs.append(y_t)
-    return torch.stack(outputs, dim=1)
+def why_no_step(model):
+    return model.blocks[0].layer.why_no_step()
 
 
 @pytest.mark.parametrize("stem", LAYER_CONFIGS)
 def test_model_step_equals_forward(stem):
     model = token_model(stem, pos_emb="sinusoidal", tie_embeddings=True)
     x = torch.randint(0, V, (3, L))
-    if stem in NO_STEP:
-        with pytest.raises(ConfigError, match=NO_STEP[stem]):
+    if why_no_step(model):
+        with pytest.raises(ConfigError, match="has no step"):
             run_steps(model, x)
         return
     with torch.no_grad():
-        torch.testing.assert_close(run_steps(model, x), model(x)[0], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(run_steps(model, x)[0], model(x)[0], rtol=1e-9, atol=1e-9)
 
 
 def test_model_step_with_real_inputs_and_learned_positions():
     torch.manual_seed(0)
-    model = SequenceModel(D, 2, layer_config("mamba"), prenorm=False, encoder="linear", d_input=3,
+    model = SequenceModel(D, 2, layer_options("mamba"), prenorm=False, encoder="linear", d_input=3,
                           decoder={"_name_": "sequence", "mode": "last"}, d_output=2, pos_emb="learned",
-                          max_length=L, notice=lambda line: None).double().eval()
+                          max_length=L).double().eval()
     x = torch.randn(2, L, 3, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(run_steps(model, x), model(x)[0], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(run_steps(model, x)[0], model(x)[0], rtol=1e-9, atol=1e-9)
 
 
 def test_a_pooled_decoder_has_no_step():
-    model = SequenceModel(D, 1, layer_config("lstm"), encoder="embedding", n_tokens=V,
+    model = SequenceModel(D, 1, layer_options("lstm"), encoder="embedding", n_tokens=V,
                           decoder={"_name_": "sequence", "mode": "pool"}, d_output=V)
     with pytest.raises(ConfigError, match=r"decoder.mode=pool \(SequenceDecoder\) reads the whole sequence"):
         model.step(torch.zeros(2, dtype=torch.long), model.default_state(2))
-
-
-def floats(state):
-    """Floats in a nested state (a complex number counts 2), one sequence of the batch."""
-    if isinstance(state, torch.Tensor):
-        return state[0].numel() * (2 if state.is_complex() else 1) if state.is_floating_point() or state.is_complex() else 0
-    if isinstance(state, dict):
-        return sum(floats(v) for v in state.values())
-    if isinstance(state, (list, tuple)):
-        return sum(floats(v) for v in state)
-    return 0
 
 
 @pytest.mark.parametrize("stem", LAYER_CONFIGS)
@@ -77,7 +57,7 @@ def test_model_state_size_counts_the_state_after_L_steps(stem):
     """SequenceModel.state_size(L), logged with every run, is the floats its step state holds after L
     tokens (layers with no step: what their docstring counts, positive)."""
     model = token_model(stem)
-    if stem in NO_STEP:
+    if why_no_step(model):
         assert model.state_size(L) > 0
         return
     x = torch.randint(0, V, (2, L))

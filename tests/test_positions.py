@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import train_in_process
+from conftest import TWO_STEPS, train_in_process
 from src.models.sequence.backbone import SequenceModel
 from src.models.sequence.positions import Positions, sample_positions, sinusoids
 from src.utils.errors import ConfigError
@@ -104,8 +104,6 @@ def test_positions_beyond_the_table():
 
 
 def test_scaler_and_augmentation_train_from_the_command_line(tmp_path):
-    from test_layer_zoo_training import TWO_STEPS
-
     metrics = train_in_process([*TWO_STEPS, "model=mha", "model.pos_emb=scaler", "model.pos_aug=shift",
                                 "model.pos_max_len=128"], tmp_path / "run")
     assert metrics["val/loss"] == metrics["val/loss"]

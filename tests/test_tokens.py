@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import layer_options
 from tiny_tasks import RunningMax
 
 from src.dataloaders import synthetic
@@ -71,13 +72,10 @@ def test_padding_is_pad_and_unscored():
 
 @pytest.mark.parametrize("stem", ["mamba", "lstm", "mha", "dlr"])
 def test_padding_leaves_a_causal_models_outputs_before_it_unchanged(stem):
-    from test_registry import layer_config
-
     torch.manual_seed(0)
     data = RunningMax(L=12, L_min=3)
-    model = SequenceModel(16, 2, layer_config(stem), encoder="embedding", n_tokens=data.n_tokens,
-                          decoder={"_name_": "sequence", "mode": "last"}, d_output=data.d_output, max_length=12,
-                          notice=lambda line: None).double().eval()
+    model = SequenceModel(16, 2, layer_options(stem), encoder="embedding", n_tokens=data.n_tokens,
+                          decoder={"_name_": "sequence", "mode": "last"}, d_output=data.d_output, max_length=12).double().eval()
     x, _ = data.generate(8, torch.Generator().manual_seed(1))
     with torch.no_grad():
         padded = model(x)[0]

@@ -1,0 +1,117 @@
+"""`python -m train experiment=E model=M` for every experiment and model config (both by glob).
+
+Default tier: every pair composes and builds, or stops at start with one line saying why (a layer
+with no bidirectional form in a bidirectional experiment); one 2-step fit per pipeline. Slow tier
+(`-m slow`): every pair trains 2 steps on tiny data, and every model trains 2 steps on every
+atomic task of the DLR experiment.
+"""
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import (ROOT, TWO_STEPS, compose_config, experiment_sizes, tiny, train_in_process, train_on_data,
+                      write_listops_and_pathfinder, write_lra)
+from src.dataloaders.sequence1d import TASKS
+from src.models.sequence.backbone import bidirectional_layers
+from src.module import SequenceLightningModule
+from src.utils.errors import ConfigError
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml"))
+PAIRS = [(e, m) for e in EXPERIMENTS for m in MODELS]
+FIT = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "loader.batch_size=4",
+       "trainer.accelerator=cpu", "trainer.devices=1", "loader.num_workers=0", "trainer.enable_progress_bar=false",
+       "callbacks.rich_model_summary=null"]
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory):
+    return write_lra(write_listops_and_pathfinder(tmp_path_factory.mktemp("data")))
+
+
+def overrides(experiment, model, d_model=8, n_layers=1):
+    return ["wandb=null", f"experiment={experiment}", f"model={model}", *experiment_sizes(experiment),
+            *tiny(model, d_model, n_layers)]
+
+
+def refusal(config):
+    """Why this pair cannot run (None if it can)."""
+    names = [entry._name_ for entry in config.model.layers] if config.model.layers else [config.model.layer._name_]
+    if config.model.bidirectional and any(name not in bidirectional_layers() for name in names):
+        return "has no bidirectional form"
+    return None
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_model_builds_or_says_why_not(experiment, monkeypatch, data_path):
+    """All models with one experiment, composed in one Hydra context (compositions are the slow part)."""
+    monkeypatch.setenv("DATA_PATH", str(data_path))  # the text datasets read their vocabulary at construction
+    from hydra import compose, initialize_config_dir
+
+    from src.config import prepare
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        configs = {m: prepare(compose("config", overrides=overrides(experiment, m))) for m in MODELS}
+    for model, config in configs.items():
+        why = refusal(config)
+        config = OmegaConf.to_container(config, resolve=True)
+        if why is None:
+            SequenceLightningModule(config)
+            continue
+        with pytest.raises(ConfigError, match=why) as error:
+            SequenceLightningModule(config)
+        assert "\n" not in str(error.value), model
+
+
+def test_the_bidirectional_experiments_refuse_exactly_the_causal_only_layers():
+    refused = [m for m in MODELS if refusal(compose_config(["experiment=dss-pathfinder-segmentation", f"model={m}"]))]
+    assert refused == ["base_conv", "based", "based_hybrid", "deltanet", "dsf_ssd", "gated_deltanet", "gla", "gru",
+                       "h3", "hgrn2", "hyena", "lru", "lstm", "mamba", "mamba2", "mamba_attn_hybrid", "qlstm",
+                       "retnet", "rnn", "rwkv4", "rwkv6", "rwkv7", "s6", "ssd"]
+
+
+def fit_pair(experiment, model, tmp_path, monkeypatch, data_path):
+    config = compose_config(overrides(experiment, model))
+    if refusal(config):
+        pytest.skip(f"{model} {refusal(config)} ({experiment} is bidirectional): refused at start, as tested above")
+    train_on_data([*overrides(experiment, model, d_model=16, n_layers=2), *FIT], tmp_path, monkeypatch, data_path)
+
+
+def one_per_pipeline():
+    """(experiment, model): the first experiment of each pipeline, with a model that runs it,
+    rotating through the models."""
+    pairs, pipelines, i = [], set(), 0
+    for experiment in EXPERIMENTS:
+        defaults = OmegaConf.load(ROOT / "configs" / "experiment" / f"{experiment}.yaml").get("defaults", [])
+        pipeline = next((d["/pipeline"] for d in defaults if "/pipeline" in d), None)
+        if pipeline is None or pipeline in pipelines:  # an alias (its experiment names the pipeline), or seen
+            continue
+        pipelines.add(pipeline)
+        while refusal(compose_config([f"experiment={experiment}", f"model={MODELS[i % len(MODELS)]}"])):
+            i += 1
+        pairs.append((experiment, MODELS[i % len(MODELS)]))
+        i += 7
+    return pairs
+
+
+PER_PIPELINE = one_per_pipeline()
+
+
+@pytest.mark.parametrize("experiment, model", PER_PIPELINE, ids=[f"{e}-{m}" for e, m in PER_PIPELINE])
+def test_one_fit_per_pipeline(experiment, model, tmp_path, monkeypatch, data_path):
+    fit_pair(experiment, model, tmp_path, monkeypatch, data_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment, model", PAIRS, ids=[f"{e}-{m}" for e, m in PAIRS])
+def test_every_pair_trains_two_steps(experiment, model, tmp_path, monkeypatch, data_path):
+    fit_pair(experiment, model, tmp_path, monkeypatch, data_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains_on_every_atomic_task(model, task, tmp_path):
+    metrics = train_in_process([*TWO_STEPS, f"model={model}", f"dataset.task={task}", *tiny(model)], tmp_path / "run")
+    assert {"val/loss", "val/mse", "val/r2"} <= set(metrics)
+    assert all(v == v for v in metrics.values())  # no NaN
