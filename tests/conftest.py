@@ -59,11 +59,20 @@ def experiment_sizes(experiment):
 
 
 def compose_config(overrides):
-    """The config `python -m train *overrides` would run, after legacy translation."""
-    from src.config import prepare
+    """The config `python -m train *overrides` would run, after legacy translation (an unknown key
+    given without `+` is passed on with it, as train.py does)."""
+    from hydra.errors import ConfigCompositionException
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        config = compose("config", overrides=list(overrides))
+    from src.config import prepare
+    from train import plus_unknown_keys
+
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            config = compose("config", overrides=list(overrides))
+    except ConfigCompositionException:
+        overrides = plus_unknown_keys(overrides)
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            config = compose("config", overrides=overrides)
     return prepare(config)
 
 

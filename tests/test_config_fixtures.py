@@ -11,7 +11,12 @@ Intended differences (also in the README):
   - the reliability work: callbacks.last_checkpoint is this repository's own callback (last.ckpt
     at every epoch end as before, and now also every 10 minutes), so Lightning's save_last /
     save_top_k keys are gone; train.resume and train.eval_only are new, off;
-  - the results block (what `python -m src.results` shows of the run by default): new.
+  - the results block (what `python -m src.results` shows of the run by default): new;
+  - one registry name per layer class: `model.layer.kernel_type` is gone (the layer's name says
+    it), and so are the dlr, dss and sgconv configs' `chunk_size` and `attn_ff`, which only
+    `kernel_type=attn` read. A command with `model.layer.kernel_type=attn` builds the layer `attn`
+    (src/utils/legacy.py) from the options attn's config declares, as before, so its
+    `model.layer` is now attn's config: the old config's values of attn's keys, `n_heads` 4.
 """
 
 import json
@@ -44,9 +49,20 @@ def test_every_readme_command_is_recorded():
     assert len(FIXTURES) == 25 and "python -m train" in FIXTURES
 
 
+def as_now(old):
+    """The recorded config with the layer keys as one name per class resolves them."""
+    kernel = old.pop("model.layer.kernel_type")
+    if kernel == "attn":
+        attn = OmegaConf.load(ROOT / "configs" / "model" / "layer" / "attn.yaml")
+        old = {k: v for k, v in old.items() if not k.startswith("model.layer.") or k.split(".", 2)[2] in attn}
+        return {**old, "model.layer._name_": "attn", "model.layer.n_heads": attn.n_heads}
+    assert kernel == old["model.layer._name_"]
+    return {k: v for k, v in old.items() if k not in ("model.layer.chunk_size", "model.layer.attn_ff")}
+
+
 @pytest.mark.parametrize("command", sorted(FIXTURES), ids=range(len(FIXTURES)))
 def test_command_resolves_as_before(command):
-    old = flat(FIXTURES[command])
+    old = as_now(flat(FIXTURES[command]))
     new = flat(OmegaConf.to_container(compose_config(command_overrides(command)), resolve=True))
     assert old["model.pos_emb"] == "none" and old["model.pos_aug"] == "none"
     old.pop("model.pos_max_len")

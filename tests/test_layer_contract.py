@@ -110,6 +110,7 @@ def test_step_equals_forward_or_refuses_with_the_reason(case):
     y, final = layer(x)
     steps, state = run_steps(layer, x)
     torch.testing.assert_close(steps, y, rtol=1e-10, atol=1e-10)
+    assert floats(state) == layer.state_size(L_STEP)  # the state after L steps is what state_size counts
     if final is not None:  # stepping ends in the state the forward returns
         same_state(state, final)
 

@@ -89,15 +89,16 @@ class H3(SequenceLayer):
 
     def default_state(self, batch_size, device=None):
         ssm = self.ssm.default_state(batch_size * self.head_dim ** 2, device)  # (B hd hd, H, N/2)
-        return self.shift.default_state(batch_size, device), ssm
+        return self.shift.default_state(batch_size, device), ssm.unflatten(0, (batch_size, -1))  # batch first
 
     def step(self, x_t, state):  # x_t: (B, D)
         shift_state, ssm_state = state
         q, k, v = self.q_proj(x_t), self.k_proj(x_t), self.v_proj(x_t)
         shifted, shift_state = self.shift.step(k, shift_state)
         kv = self._kv(shifted + self.shift_D * k, v)  # (B, hd, hd, H)
-        y, ssm_state = self.ssm.step(kv.reshape(-1, self.H), ssm_state)  # (B hd hd, 1, H)
+        y, ssm_state = self.ssm.step(kv.reshape(-1, self.H), ssm_state.flatten(0, 1))  # (B hd hd, 1, H)
         y = y.reshape(kv.shape) + self.D * kv
+        ssm_state = ssm_state.unflatten(0, (x_t.shape[0], -1))  # (B, hd hd, H, N/2)
         return self.output_linear(self._read(q, y)), (shift_state, ssm_state)
 
     def state_size(self, L):
