@@ -21,6 +21,7 @@ imported by the functions that build layers and compose configs.
 
 import argparse
 import ast
+import functools
 import importlib
 import inspect
 import re
@@ -36,8 +37,9 @@ LENGTHS = (256, 1024, 4096)  # the lengths at which a layer's state_size(L) is m
 
 
 # --- Accessors: the only places that know how today's layer classes say what they are. When the
-# --- SequenceLayer base class (src/models/sequence/layers/base.py) lands, switch these four to
-# --- its attributes: `layer.causal`, `layer.state_size(L)` (unchanged), and whether it steps.
+# --- SequenceLayer base class (src/models/sequence/layers/base.py) lands, switch layer_steps and
+# --- layer_causal to its attributes (each docstring says how); layer_state_size and
+# --- documented_class keep working as they are.
 
 def layer_steps(layer, d_model):
     """Whether the layer runs one position at a time. Today: it defines `step` and one step from
@@ -54,11 +56,11 @@ def layer_steps(layer, d_model):
     return True
 
 
-def layer_causal(cls, config):
+def layer_causal(layer, config):
     """'yes', or 'yes; no with ...' where the layer has a non-causal form. Today: the composed
     config's `causal` / `bidirectional` defaults, and whether the class takes either option.
-    With SequenceLayer: `layer.causal`."""
-    params = inspect.signature(cls).parameters
+    With SequenceLayer: `layer.causal`, and the same test of the class's options."""
+    params = inspect.signature(type(layer)).parameters
     causal = bool(config.get("causal", True)) and not config.get("bidirectional", False)
     if "causal" not in params and "bidirectional" not in params:
         return "yes" if causal else "no"
@@ -72,6 +74,22 @@ def documented_class(name, config):
     if config.get("kernel_type") in kernels:
         return registry.resolve(kernels, config["kernel_type"])
     return registry.resolve(registry.layer, name)
+
+
+def layer_state_size(cls, layer):
+    """The class docstring's `state_size:` line, else `layer.state_size(L)` measured at LENGTHS: a
+    constant, a L + b, or the values. (SequenceLayer keeps `state_size(L)`: nothing to switch.)"""
+    own = labelled_line(_class_doc(cls), ["state_size", "state_size(L)"])
+    if own:
+        return own[0]
+    sizes = [int(layer.state_size(L)) for L in LENGTHS]
+    if len(set(sizes)) == 1:
+        return f"{sizes[0]:,}"
+    a = (sizes[1] - sizes[0]) // (LENGTHS[1] - LENGTHS[0])
+    b = sizes[0] - a * LENGTHS[0]
+    if all(a * L + b == s for L, s in zip(LENGTHS, sizes)):
+        return f"{a:,} L" + (f" + {b:,}" if b else "")
+    return ", ".join(f"{s:,} at L={L}" for L, s in zip(LENGTHS, sizes))
 
 
 # --- Reading docstrings.
@@ -129,7 +147,7 @@ def math_line(cls, labels):
     own = labelled_line(doc, ["math"])
     if own:
         return own[0]
-    if doc and "=" in doc.splitlines()[0]:
+    if doc and " = " in doc.splitlines()[0]:
         return _first_sentence(doc)
     doc = _module_doc(cls)
     own = labelled_line(doc, labels)
@@ -158,22 +176,6 @@ def original(cls):
     return _squash("; ".join(cites)) or "-"
 
 
-def state_size(cls, layer):
-    """The class docstring's `state_size:` line, else state_size(L) measured at LENGTHS: a constant,
-    a L + b, or the values."""
-    own = labelled_line(_class_doc(cls), ["state_size", "state_size(L)"])
-    if own:
-        return own[0]
-    sizes = [int(layer.state_size(L)) for L in LENGTHS]
-    if len(set(sizes)) == 1:
-        return f"{sizes[0]:,}"
-    a = (sizes[1] - sizes[0]) // (LENGTHS[1] - LENGTHS[0])
-    b = sizes[0] - a * LENGTHS[0]
-    if all(a * L + b == s for L, s in zip(LENGTHS, sizes)):
-        return f"{a:,} L" + (f" + {b:,}" if b else "")
-    return ", ".join(f"{s:,} at L={L}" for L, s in zip(LENGTHS, sizes))
-
-
 # --- Configs.
 
 def compose(overrides):
@@ -196,6 +198,12 @@ def header(path):
         if not line.startswith("# @package"):
             lines.append(line.lstrip("# "))
     return _first_sentence("\n".join(lines), cap=160)
+
+
+@functools.lru_cache(maxsize=None)
+def experiment_config(experiment):
+    """The prepared config of `python -m train experiment=<experiment>` (read by two tables)."""
+    return compose([f"experiment={experiment}"])
 
 
 def default_width():
@@ -274,8 +282,8 @@ def _layer_row(config_name, config, d_model, label, build_layer):
     layer = build_layer(dict(config), d_model, notice=lambda line: None, max_length=max(LENGTHS))
     source = inspect.getsourcefile(cls).removeprefix(str(ROOT) + "/")
     return (f"| {config_name} | `{name}` | {math_line(cls, [label, name])} "
-            f"| {layer_causal(registry.resolve(registry.layer, name), config)} "
-            f"| {'yes' if layer_steps(layer, d_model) else 'no'} | {state_size(cls, layer)} | {original(cls)} "
+            f"| {layer_causal(layer, config)} "
+            f"| {'yes' if layer_steps(layer, d_model) else 'no'} | {layer_state_size(cls, layer)} | {original(cls)} "
             f"| [{source}](../{source}) |")
 
 
@@ -291,7 +299,7 @@ def _sequence1d_tasks(module):
 def tasks_table():
     trained = {}  # dataset name -> experiments, those without a grid first
     for experiment in sorted(experiments(), key=lambda e: (has_grid(e), e)):
-        dataset = compose([f"experiment={experiment}"]).dataset
+        dataset = experiment_config(experiment).dataset
         trained.setdefault(dataset._name_, []).append(experiment)
     rows = []
     for name, path in registry.dataset.items():
@@ -331,7 +339,7 @@ def experiments_table():
     rows = []
     for experiment in experiments():
         path = ROOT / "configs" / "experiment" / f"{experiment}.yaml"
-        config = compose([f"experiment={experiment}"])
+        config = experiment_config(experiment)
         grid = has_grid(experiment)
         model = default_model(experiment)
         task = config.dataset._name_ + (f" ({config.dataset.task})" if "task" in config.dataset else "")
