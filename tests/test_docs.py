@@ -115,7 +115,8 @@ def dead_references(page):
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_path_link_and_module_named_exists(page):
-    assert dead_references(page) == []
+    dead = dead_references(page)
+    assert not dead, f"{page} names what does not exist: {'; '.join(dead)}"
 
 
 def test_the_check_finds_what_is_dead(tmp_path, monkeypatch):
