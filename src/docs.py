@@ -15,6 +15,10 @@ and kept:
                                       and which experiment trains each task
     experiments  docs/experiments.md  configs/experiment/*.yaml (header comment, defaults, grid)
 
+A layer class's docstring may carry `math: ...`, `state_size: ...` and `original: ...` lines; where
+it does, they fill its row (today's classes mostly have no docstring: the row then reads the
+module docstring, and measures state_size(L)).
+
 Importing this module imports only the standard library and the registry; torch and Hydra are
 imported by the functions that build layers and compose configs.
 """
