@@ -227,11 +227,19 @@ def floats(state):
     return 0
 
 
-def readme_commands(title):
-    """The `CUDA_VISIBLE_DEVICES=... python -m train ...` lines of the README section `## <title>`."""
-    text = (ROOT / "README.md").read_text()
-    start = text.index(f"## {title}")
-    section = text[start : text.index("\n## ", start + 1)]
+def doc_section(page, title):
+    """The section `## <title>` of the manual page `page` (README.md, docs/experiments.md, ...),
+    up to the next `## ` heading."""
+    text = (ROOT / page).read_text()
+    start = text.index(f"\n## {title}\n") + 1
+    end = text.find("\n## ", start)
+    return text[start : end if end >= 0 else len(text)]
+
+
+def readme_commands(page, title):
+    """The `CUDA_VISIBLE_DEVICES=... python -m train ...` lines of the section `## <title>` of the
+    manual page `page` (e.g. `readme_commands("docs/experiments.md", "DLR paper experiments: atomic tasks")`)."""
+    section = doc_section(page, title)
     return [line for line in section.splitlines() if re.match(r"CUDA_VISIBLE_DEVICES=\S+ python -m train", line)]
 
 

@@ -45,7 +45,7 @@ def test_experiment_trains_two_steps(experiment, tmp_path, monkeypatch, data_pat
     assert metric in metrics and "val/loss" in metrics
 
 
-COMMANDS = readme_commands("DLR paper experiments: ListOps and Pathfinder")
+COMMANDS = readme_commands("docs/experiments.md", "DLR paper experiments: ListOps and Pathfinder")
 
 
 def test_readme_has_the_dlr_listops_and_pathfinder_commands():

@@ -165,10 +165,10 @@ def test_lra_listops_dataset(tmp_path):
 
 def test_the_generate_hint_is_the_readme_command():
     """The command a missing-data error prints for ListOpsSubTrees' defaults generates what the
-    README's command does (same options), with the run's output directory."""
+    command of docs/experiments.md does (same options), with the run's output directory."""
     from conftest import ROOT
 
-    readme = next(line for line in (ROOT / "README.md").read_text().splitlines()
+    readme = next(line for line in (ROOT / "docs" / "experiments.md").read_text().splitlines()
                   if line.startswith("python -m src.dataloaders.prepare.listops --task subtrees"))
 
     def options(command):
@@ -177,4 +177,4 @@ def test_the_generate_hint_is_the_readme_command():
                 for i, w in enumerate(words) if w.startswith("--") and w != "--output_dir"}
 
     assert options(ListOpsSubTrees().command()) == options(readme)
-    assert "--max_length 2000" in ListOps().command()  # LRA's generator setting, the README's default
+    assert "--max_length 2000" in ListOps().command()  # LRA's generator setting, the documented default

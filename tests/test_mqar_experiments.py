@@ -111,13 +111,14 @@ def test_the_figure_2_grid_runs_to_completion_at_cpu_size(tmp_path):
 
 
 def readme_recall_commands():
-    """The `python -m train` lines of the README's recall section, its shell variables substituted."""
+    """The `python -m train` lines of the recall section of docs/experiments.md, its shell variables
+    substituted."""
     import re
     import shlex
 
-    text = (ROOT / "README.md").read_text()
-    start = text.index("## Associative recall")
-    section = text[start : text.index("\n## ", start + 1)]
+    from conftest import doc_section
+
+    section = doc_section("docs/experiments.md", "Associative recall: zoology, DSF, Based")
     variables = dict(re.findall(r'^([A-Z]+)="(.*)"$', section, re.M))
     lines = [line.split("  #")[0] for line in section.splitlines() if line.startswith("python -m train")]
     for name, value in variables.items():

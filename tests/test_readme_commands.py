@@ -1,6 +1,6 @@
-"""Every `python -m train` command of the README's DLR-experiment sections runs on CPU.
+"""Every `python -m train` command of the DLR-experiment sections of docs/experiments.md runs on CPU.
 
-The commands are read from README.md (which carries the DLR repo's commands as they are
+The commands are read from docs/experiments.md (which carries the DLR repo's commands as they are
 written), `CUDA_VISIBLE_DEVICES` dropped, `$TASK` / `$L` substituted and CPU-sized overrides
 appended. The default run covers every command once and every task once; `-m slow` runs the
 whole command x task matrix.
@@ -12,7 +12,7 @@ from conftest import CPU_OVERRIDES, command_overrides, readme_commands, train_in
 
 TASKS = ["shift", "cumsum", "cummax", "sort", "reverse", "masked_select_fixed", "masked_select",
          "solve_fixed", "solve", "context_shift"]
-COMMANDS = readme_commands("DLR paper experiments: atomic tasks")
+COMMANDS = readme_commands("docs/experiments.md", "DLR paper experiments: atomic tasks")
 
 
 def overrides_for(command, task):

@@ -1,4 +1,4 @@
-"""The recall tasks (src/dataloaders/recall.py, specs/token-tasks.md "Recall"): every label recomputed
+"""The recall tasks (src/dataloaders/recall.py, docs/tasks.md "Recall"): every label recomputed
 from its example's tokens, the query-slot law, disjoint splits, and mixtures of segments."""
 
 import numpy as np

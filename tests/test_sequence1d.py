@@ -1,4 +1,4 @@
-"""Each atomic task against specs/tasks.md: y recomputed from x sample by sample, in numpy."""
+"""Each atomic task against docs/tasks.md: y recomputed from x sample by sample, in numpy."""
 
 import math
 

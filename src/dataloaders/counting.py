@@ -1,4 +1,4 @@
-"""Counting tasks of the inductive-counting paper (specs/token-tasks.md, "Counting").
+"""Counting tasks of the inductive-counting paper (docs/tasks.md, "Counting").
 
 Ids (count_same, count_shifted, count_mod): the numbers 0..max_count are ids 0..max_count (shared
 by inputs and labels), then the `symbols` symbols (1: 'a'; 26: letters), then <bos>, then <pad>.

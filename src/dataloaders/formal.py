@@ -1,5 +1,5 @@
 """Formal-language tasks: parity, majority, Dyck (modern RNNs) and the Chomsky-hierarchy regular
-tasks (specs/token-tasks.md, "Formal languages"). <pad> is always the last id.
+tasks (docs/tasks.md, "Formal languages"). <pad> is always the last id.
 
     parity              bits x_t ~ Bernoulli(1/2) (or exactly `num_ones` ones); y_t = (x_1 + .. + x_t) mod 2,
                         1 = odd, at every position (label_at=all) or the last (label_at=last)

@@ -1,4 +1,4 @@
-"""Associative recall (specs/token-tasks.md, "Recall"): zoology's multi-query associative recall
+"""Associative recall (docs/tasks.md, "Recall"): zoology's multi-query associative recall
 (`mqar`), its forgetting and compositional variants. Every example is generated for the whole
 batch at once from a torch.Generator.
 

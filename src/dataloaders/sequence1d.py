@@ -1,6 +1,6 @@
 """The atomic tasks of the DLR paper (arxiv.org/abs/2212.00768), generated a batch at a time.
 
-Regression tasks on real sequences; definitions in the project's specs/tasks.md. Notation:
+Regression tasks on real sequences; definitions in docs/tasks.md. Notation:
 inf-normalised x <- x / max|x| over the sequence; pos(x) appends cos(2 pi t/T), sin(2 pi t/T)
 with T the full input length (padding included).
 

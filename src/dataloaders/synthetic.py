@@ -26,7 +26,7 @@ TASKS |= {name: path for name, path in registry.dataset.items() if path.rsplit("
 
 def dataset_class(task):
     if task not in TASKS and any(family in task for family in ("masked_select", "solve")):
-        return sequence1d.Sequence1D  # specs/tasks.md: a name containing one picks that family
+        return sequence1d.Sequence1D  # docs/tasks.md: a name containing one picks that family
     module, name = TASKS[check_choice("task", task, sorted(TASKS))].rsplit(".", 1)
     return getattr(importlib.import_module(module), name)
 

@@ -1,5 +1,5 @@
 """Base of the token tasks (MQAR, counting, parity, Dyck, ...): int64 inputs x (B, L) and labels
-y (B, L), one label per input position, -100 where nothing is scored (specs/token-tasks.md).
+y (B, L), one label per input position, -100 where nothing is scored (docs/tasks.md).
 
 Variable length (`L_min < L`): each sample draws its length l ~ U{L_min, L_min + s, ..., L}
 (s = the task's `length_step`, e.g. 2 for tasks made of pairs), is generated at that length and
