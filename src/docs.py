@@ -8,7 +8,7 @@ and kept:
     ...
     <!-- end -->
 
-    layers       docs/layers.md       src/utils/registry.py `layer` (and `kernel`), configs/model/*.yaml,
+    layers       docs/layers.md       src/utils/registry.py `layer`, configs/model/*.yaml,
                                       the classes' (or their modules') docstrings, and each layer built
                                       from its config at the default width
     tasks        docs/tasks.md        registry `dataset`, sequence1d.TASKS, the dataloaders' docstrings,
@@ -41,43 +41,24 @@ LENGTHS = (256, 1024, 4096)
 LABEL = re.compile(r"^\s*[\w'-]+(?: \([^()]*\))?:\s")  # a docstring line that starts an entry: `name:  ...`  # the lengths at which a layer's state_size(L) is measured
 
 
-# --- Accessors: the only places that know how today's layer classes say what they are. When the
-# --- SequenceLayer base class (src/models/sequence/layers/base.py) lands, switch layer_steps and
-# --- layer_causal to its attributes (each docstring says how); layer_state_size and
-# --- documented_class keep working as they are.
+# --- What a layer says of itself (the SequenceLayer contract, src/models/sequence/layers/base.py).
 
-def layer_steps(layer, d_model):
-    """Whether the layer runs one position at a time. Today: it defines `step` and one step from
-    its `default_state` runs (LongConv defines `step` for every kernel but refuses without a
-    recurrence). With SequenceLayer: whether the class overrides `step`."""
-    import torch
-
-    if not callable(getattr(layer, "step", None)):
-        return False
-    try:
-        layer.step(torch.zeros(1, d_model), layer.default_state(1))
-    except Exception:  # noqa: BLE001 - a refusal (ConfigError, NotImplementedError, ...) means no step
-        return False
-    return True
+def layer_steps(layer):
+    """Whether the layer, as configured, runs one position at a time (SequenceLayer.why_no_step)."""
+    return layer.why_no_step() is None
 
 
-def layer_causal(layer, config):
-    """'yes', or 'yes; no with ...' where the layer has a non-causal form. Today: the composed
-    config's `causal` / `bidirectional` defaults, and whether the class takes either option.
-    With SequenceLayer: `layer.causal`, and the same test of the class's options."""
-    params = inspect.signature(type(layer)).parameters
-    causal = bool(config.get("causal", True)) and not config.get("bidirectional", False)
-    if "causal" not in params and "bidirectional" not in params:
-        return "yes" if causal else "no"
-    return "yes; no with `model.bidirectional=true`" if causal else "no"
+def layer_causal(layer):
+    """'yes', or 'yes; no with ...' where the layer has a non-causal form (an option `causal` or
+    `bidirectional`, which model.bidirectional sets)."""
+    options = type(layer).option_parameters()
+    if "causal" not in options and "bidirectional" not in options:
+        return "yes" if layer.causal else "no"
+    return "yes; no with `model.bidirectional=true`" if layer.causal else "no"
 
 
-def documented_class(name, config):
-    """The class whose docstring describes layer `name`: the convolution kernel for LongConv's
-    `kernel_type` (dlr, dss, s4, ...), else the layer class itself."""
-    kernels = getattr(registry, "kernel", {})
-    if config.get("kernel_type") in kernels:
-        return registry.resolve(kernels, config["kernel_type"])
+def documented_class(name):
+    """The class whose docstring describes layer `name`."""
     return registry.resolve(registry.layer, name)
 
 
@@ -188,7 +169,7 @@ def compose(overrides):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from src.utils.config import prepare
+    from src.config import prepare
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         return prepare(hydra_compose("config", overrides=["wandb=null", *overrides]))
@@ -282,13 +263,13 @@ def _layer_row(config_name, config, d_model, label, build_layer):
     import torch
 
     name = config["_name_"]
-    cls = documented_class(name, config)
+    cls = documented_class(name)
     torch.manual_seed(0)
-    layer = build_layer(dict(config), d_model, notice=lambda line: None, max_length=max(LENGTHS))
+    layer = build_layer(dict(config), d_model, max_length=max(LENGTHS))
     source = inspect.getsourcefile(cls).removeprefix(str(ROOT) + "/")
     return (f"| {config_name} | `{name}` | {math_line(cls, [label, name])} "
-            f"| {layer_causal(layer, config)} "
-            f"| {'yes' if layer_steps(layer, d_model) else 'no'} | {layer_state_size(cls, layer)} | {original(cls)} "
+            f"| {layer_causal(layer)} "
+            f"| {'yes' if layer_steps(layer) else 'no'} | {layer_state_size(cls, layer)} | {original(cls)} "
             f"| [{source}](../{source}) |")
 
 
