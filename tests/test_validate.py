@@ -1,4 +1,4 @@
-"""Bad input stops a run at start with one line naming the key (src/utils/validate.py), before
+"""Bad input stops a run at start with one line naming the key (src/config.py), before
 anything is written; a table of bad inputs, most checked in-process, a few through `python -m train`."""
 
 import os
@@ -20,6 +20,17 @@ BAD = [
     ("+trainer.gpuz=1", "unknown key trainer.gpuz: .*the keys of trainer are: .*accelerator"),
     ("+optimizer.lrr=1", "unknown key optimizer.lrr: .*did you mean optimizer.lr?"),
     ("+model.layer.d_stat=4", "unknown key model.layer.d_stat: .*did you mean model.layer.d_state?"),
+    # the layer's typed options (SequenceLayer.check_options): nested keys and types too
+    ("+model.layer.lr.Lambdaa=1e-3", r"unknown key model.layer.lr.Lambdaa: .*did you mean model.layer.lr.Lambda"),
+    ("+model.layer.trainable.dt=false", r"unknown key model.layer.trainable.dt: nothing reads it; the keys of "
+                                        r"model.layer.trainable \(DLR\) are: Lambda, W"),
+    ("model.layer.lr.W=abc", "model.layer.lr.W='abc' has the wrong type: use a number"),
+    ("model.layer.trainable.W=maybe", "model.layer.trainable.W='maybe' has the wrong type: use true or false"),
+    ("model.layer.d_state=1.5", "model.layer.d_state=1.5 has the wrong type: use an integer"),
+    ("model.layer.lr=3", "model.layer.lr=3 has the wrong type: use a mapping"),
+    ("model.layer.postact=[1]", r"model.layer.postact=\[1\] has the wrong type: use a string"),
+    ("+model.layers=[{_name_: mha, windw: 3}]", r"unknown key model.layers\[0\].windw: .*did you mean "
+                                                r"model.layers\[0\].window"),
     ("+model.n_layer=2", "unknown key model.n_layer: .*did you mean model.n_layers?"),
     ("+loader.batch_sise=4", "unknown key loader.batch_sise: .*did you mean loader.batch_size"),
     ("+decoder.mod=pool", "unknown key decoder.mod: .*did you mean decoder.mode?"),
@@ -97,6 +108,8 @@ CLI = [
     ("trainer.max_epochs=abc", "trainer.max_epochs='abc' has the wrong type"),
     ("loader.batch_size=0", "loader.batch_size=0 must be an integer >= 1"),
     ("hydra.run.dir=/dev/null/run", "hydra.run.dir=/dev/null/run cannot be used: /dev/null is not a directory"),
+    ("model=s4 +model.layer.lr.Lambda=1e-3", "unknown key model.layer.lr.Lambda: nothing reads it; the keys of "
+                                             "model.layer.lr (S4) are: A, B, P, dt"),
 ]
 
 
@@ -104,7 +117,7 @@ def test_cli_refusals_are_one_line_and_leave_nothing(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline"}
     runs = []
     for i, (override, _) in enumerate(CLI):
-        args = [*TINY, f"hydra.run.dir={tmp_path / f'out{i}' / 'run'}", override]
+        args = [*TINY, f"hydra.run.dir={tmp_path / f'out{i}' / 'run'}", *override.split()]
         runs.append(subprocess.Popen([sys.executable, "-m", "train", *args], cwd=ROOT, env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     for run, (override, message) in zip(runs, CLI):

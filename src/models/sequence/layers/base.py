@@ -103,7 +103,7 @@ class SequenceLayer(nn.Module):
             valid = sorted(node.keys()) if OmegaConf.is_dict(node) else []
             close = difflib.get_close_matches(e.key, valid, n=3, cutoff=0.6)
             where = f"{prefix}.{parent}" if parent else prefix
-            hint = (f"did you mean {', '.join(close)}?" if close else
+            hint = (f"did you mean {', '.join(f'{where}.{c}' for c in close)}?" if close else
                     f"the keys of {where} ({cls.__name__}) are: {', '.join(valid)}" if valid else
                     f"{where} ({cls.__name__}) takes no keys")
             raise ConfigError(f"unknown key {key}: nothing reads it; {hint}") from None
