@@ -85,6 +85,11 @@ class SequenceLightningModule(L.LightningModule):
             n_tokens=data.n_tokens, d_output=data.d_output, l_output=data.l_output,
             max_length=longest,
         )
+        if data.causal and not self.model.causal:
+            reading = sorted({type(b.layer).__name__ for b in self.model.blocks if not b.layer.causal})
+            raise ConfigError(f"dataset {config.dataset._name_} labels position t from x_<=t: a non-causal layer "
+                              f"({', '.join(reading)}) would read the answer; use a causal one "
+                              "(model.bidirectional=false, model.layer.causal=true)")
         # Logged with every validation, so that results tables and recall-against-state figures
         # (zoology, DSF) read them as metrics: parameters, and the floats of state the model keeps per
         # sequence at the longest evaluation length (SequenceModel.state_size).

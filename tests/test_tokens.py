@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import layer_options
+from conftest import compose_config, layer_options
 from tiny_tasks import RunningMax
 
 from src.dataloaders import synthetic
@@ -172,3 +172,15 @@ def test_a_token_task_trains_with_its_metrics_curves_and_an_eval_set(tmp_path, m
         rows = list(csv.DictReader(f))
     assert [int(r["position"]) for r in rows] == list(range(24)) and all(0 <= float(r["value"]) <= 1 for r in rows)
     assert sum(int(r["count"]) for r in rows) == 24 * 8  # every position of the 8 validation samples is labelled
+
+
+@pytest.mark.parametrize("overrides", [["model=mha", "model.layer.causal=false"], ["model=dlr", "model.bidirectional=true"]])
+def test_a_token_task_refuses_a_model_that_reads_the_future(overrides):
+    """Token labels at t are read from x_{<=t} (TokenDataset.causal): a non-causal layer would see the answer."""
+    from omegaconf import OmegaConf
+
+    from src.module import SequenceLightningModule
+
+    config = compose_config(["wandb=null", "experiment=zoology-mqar", "model.d_model=16", *overrides])
+    with pytest.raises(ConfigError, match=r"dataset mqar labels position t from x_<=t: a non-causal layer \((DLR|Multi)"):
+        SequenceLightningModule(OmegaConf.to_container(config, resolve=True))

@@ -94,6 +94,7 @@ class BatchDataset(Dataset):
 
     d_input = d_output = l_output = n_tokens = None
     L_input = None  # the input length (the longest, for variable lengths); sizes positions and l_max
+    causal = False  # the label at t is read from x_{<=t}: a model that reads the future would see the answer
     seed = 0
 
     def n_samples(self, split):

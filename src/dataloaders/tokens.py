@@ -36,6 +36,7 @@ def random_permutations(batch_size, n, generator):
 
 class TokenDataset(SyntheticDataset):
     l_output = None  # a prediction at every position
+    causal = True
     length_step = 1
     pads = True
 

@@ -214,6 +214,11 @@ class SequenceModel(nn.Module):
         x = self.final_norm(x)
         return (x if self.decoder is None else self.decoder(x, l_output, lengths)), states
 
+    @property
+    def causal(self):
+        """Whether every layer is causal (y_t reads x_{<=t} only)."""
+        return all(block.layer.causal for block in self.blocks)
+
     def state_size(self, L):
         """Floats the layers keep per sequence to go on after L inputs (each layer's state_size(L):
         the recurrent state, the KV cache, or what a non-recurrent layer reads), summed: what
