@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.activation import Activation, OutputLinear
+from src.models.sequence.layers.base import SequenceLayer
 from src.utils.errors import ConfigError
 
 
@@ -57,7 +57,8 @@ def local_attention(q, k, v, chunk, causal):
 
 
 class AttentionBlock(SequenceLayer):
-    def __init__(self, d_model, n_heads=4, bidirectional=False, chunk_size: int | None = None, attn_ff=0, activation="gelu",
+    def __init__(self, d_model, n_heads=4, bidirectional=False, chunk_size: int | None = None, attn_ff=0,
+                 activation="gelu",
                  postact: str | None = None, dropout=0.0):
         super().__init__()
         if d_model % n_heads or (d_model // n_heads) % 2:

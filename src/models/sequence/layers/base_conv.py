@@ -28,7 +28,8 @@ from src.utils.errors import ConfigError
 
 
 class BaseConv(SequenceLayer):
-    def __init__(self, d_model, l_max: int | None = None, kernel_size=3, implicit_long_conv=True, use_act=False, d_emb=3,
+    def __init__(self, d_model, l_max: int | None = None, kernel_size=3, implicit_long_conv=True, use_act=False,
+                 d_emb=3,
                  d_hidden=16, backend="auto"):
         super().__init__()
         if not isinstance(kernel_size, int) or not (kernel_size > 0 or kernel_size == -1):

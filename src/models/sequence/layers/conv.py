@@ -39,7 +39,8 @@ class LongConv(SequenceLayer):
         block = super().option_parameters()
         return {**{p.name: p for p in kernel if p.name != "channels"}, **block}
 
-    def __init__(self, d_model, channels=1, bidirectional=False, activation="gelu", postact: str | None = None, dropout=0.0,
+    def __init__(self, d_model, channels=1, bidirectional=False, activation="gelu", postact: str | None = None,
+                 dropout=0.0,
                  max_kernel_length: int | None = None, **kernel_options):
         super().__init__()
         self.H, self.C, self.bidirectional = d_model, channels, bidirectional

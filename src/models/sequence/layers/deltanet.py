@@ -82,7 +82,8 @@ class DeltaNet(_DeltaRuleLayer):
 
 
 class GatedDeltaNet(_DeltaRuleLayer):
-    def __init__(self, d_model, n_heads=4, head_dim: int | None = None, expand_v=2.0, use_gate=True, use_short_conv=True,
+    def __init__(self, d_model, n_heads=4, head_dim: int | None = None, expand_v=2.0, use_gate=True,
+                 use_short_conv=True,
                  conv_size=4, conv_bias=False, allow_neg_eigval=False, norm_eps=1e-5, output_gate_activation="swish",
                  backend="auto"):
         super().__init__()

@@ -54,7 +54,8 @@ class ShiftSSM(nn.Module):
 class H3(SequenceLayer):
     recurrent = True
 
-    def __init__(self, d_model, d_state=64, head_dim=1, dt_min=0.001, dt_max=0.1, init="lin", kernel_lr: float | None = None,
+    def __init__(self, d_model, d_state=64, head_dim=1, dt_min=0.001, dt_max=0.1, init="lin",
+                 kernel_lr: float | None = None,
                  backend="auto"):
         super().__init__()
         if d_model % head_dim:

@@ -15,8 +15,8 @@ import math
 import torch
 from torch import nn
 
-from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.activation import Activation, OutputLinear
+from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.optim import register
 from src.ops.linear_scan import DISPATCH, linear_scan
 from src.utils.errors import ConfigError

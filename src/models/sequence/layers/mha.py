@@ -40,7 +40,8 @@ def attention_mask(L, causal, window, device=None):
 class MultiHeadAttention(SequenceLayer):
     recurrent = True
 
-    def __init__(self, d_model, n_heads=4, d_qk: int | None = None, causal=True, window: int | None = None, rope=False, dropout=0.0, attn_dropout=0.0):
+    def __init__(self, d_model, n_heads=4, d_qk: int | None = None, causal=True, window: int | None = None,
+                 rope=False, dropout=0.0, attn_dropout=0.0):
         super().__init__()
         d_qk = d_qk or d_model
         if d_model % n_heads or d_qk % n_heads:

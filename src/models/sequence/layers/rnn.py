@@ -14,8 +14,8 @@ h (B, d_hidden), and c for the LSTM; state_size = d_hidden floats (2 d_hidden fo
 import torch
 from torch import nn
 
-from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.activation import OutputLinear
+from src.models.sequence.layers.base import SequenceLayer
 from src.utils.errors import check_choice
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}

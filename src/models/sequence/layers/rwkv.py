@@ -126,7 +126,8 @@ class RWKV6(_RWKVBlock):
 
 
 class RWKV7(_RWKVBlock):
-    def __init__(self, d_model, head_dim=64, decay_low_rank_dim: int | None = None, gate_low_rank_dim: int | None = None, a_low_rank_dim: int | None = None,
+    def __init__(self, d_model, head_dim=64, decay_low_rank_dim: int | None = None,
+                 gate_low_rank_dim: int | None = None, a_low_rank_dim: int | None = None,
                  elementwise_affine=True, norm_eps=1e-5, channel_mixing=True, hidden_ratio=4.0, backend="auto"):
         super().__init__()
         self.backend = DPLR_DISPATCH.check(backend)

@@ -1,6 +1,7 @@
 """SGConv (`model=sgconv`): a convolution layer (conv.LongConv) around the SGConv kernel (Li et
-al. 2022, "What makes convolutional models great on long sequence modeling?"): a multi-scale kernel of n_scales pieces, each a length-N weight vector linearly
-interpolated to a length that doubles per scale and damped by alpha^i:
+al. 2022, "What makes convolutional models great on long sequence modeling?"): a multi-scale
+kernel of n_scales pieces, each a length-N weight vector linearly interpolated to a length that
+doubles per scale and damped by alpha^i:
 
     k = concat_i( interp(w_i, N * 2^max(0, i-1)) * alpha^i ),   i = 0 .. n_scales-1
     len(k) = N * 2^(n_scales-1),   K = k / ||k_init||  (truncated to L)

@@ -9,15 +9,16 @@ Recurrent view (causal): the attention's KV cache; the MLP is per position. stat
 
 from torch import nn
 
-from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.activation import Activation
+from src.models.sequence.layers.base import SequenceLayer
 from src.models.sequence.layers.mha import MultiHeadAttention
 
 
 class TransformerBlock(SequenceLayer):
     recurrent = True
 
-    def __init__(self, d_model, n_heads=4, d_qk: int | None = None, causal=True, window: int | None = None, rope=False, expand=4,
+    def __init__(self, d_model, n_heads=4, d_qk: int | None = None, causal=True, window: int | None = None,
+                 rope=False, expand=4,
                  activation="gelu", dropout=0.0):
         super().__init__()
         self.causal = causal
