@@ -1,5 +1,5 @@
-"""AttentionBlock: multi-head softmax attention with rotary positions (`kernel_type=attn`,
-registry name `attn`), the attention baseline of the DLR paper.
+"""AttentionBlock (`model=attn`): multi-head softmax attention with rotary positions, the attention
+baseline of the DLR paper (the DLR repo's `kernel_type=attn`).
 
     q, k, v = split_heads(x W_qkv);   q, k <- RoPE(q), RoPE(k);   q <- tau q   (tau learned, d_head^-1/2)
     o = softmax(q k^T + mask) v        causal (keys j <= i) unless bidirectional
@@ -7,7 +7,7 @@ registry name `attn`), the attention baseline of the DLR paper.
                   (and w+1 when bidirectional), padding never attended
     o <- o W_o;  attn_ff > 0: o <- o + FF_1(o), o <- o + FF_2(o), FF = LN -> Linear(d, attn_ff d) -> GELU -> Linear
     y = Linear(d -> d, postact)(x + dropout(activation(o)))
-RoPE rotates each pair (2m, 2m+1) of a head by angle t * 10000^(-2m / d_head).
+RoPE (positions.rotary) rotates each pair (2m, 2m+1) of a head by angle t * 10000^(-2m / d_head).
 state_size(L): no step here (see mha.py for the KV-cache view); what the forward keeps per
 sequence: keys and values (2 d floats each) of all L positions, or of at most the 2 chunk_size
 positions a causal local window reads.
@@ -20,16 +20,8 @@ from torch import nn
 
 from src.models.sequence.layers.activation import Activation, OutputLinear
 from src.models.sequence.layers.base import SequenceLayer
+from src.models.sequence.positions import rotary
 from src.utils.errors import ConfigError
-
-
-def rope(x, theta=10000.0):  # x: (..., L, d), d even
-    L, d = x.shape[-2:]
-    freqs = theta ** (-torch.arange(0, d, 2, device=x.device, dtype=x.dtype) / d)  # (d/2)
-    angle = torch.arange(L, device=x.device, dtype=x.dtype)[:, None] * freqs  # (L, d/2)
-    cos, sin = angle.cos(), angle.sin()
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
 
 def local_attention(q, k, v, chunk, causal):
@@ -79,7 +71,9 @@ class AttentionBlock(SequenceLayer):
     def forward(self, x, state=None, positions=None):  # x: (B, L, D)
         self.refuse_state(state)
         q, k, v = rearrange(self.qkv(x), "b l (three n d) -> three b n l d", three=3, n=self.n_heads)
-        q, k = rope(q) * self.scale, rope(k)
+        if positions is None:
+            positions = torch.arange(x.shape[1], device=x.device)
+        q, k = rotary(q, positions) * self.scale, rotary(k, positions)
         if self.chunk_size:
             o = local_attention(q, k, v, self.chunk_size, self.causal)
         else:
