@@ -215,7 +215,7 @@ def test_wandb_logger_offline(run_dir, monkeypatch):
     "override, message",
     [
         ("dataset.task=shfit", "dataset.task='shfit' is not valid; choose one of:.*shift"),
-        ("model.layer.kernel_type=atn", "model.layer.kernel_type='atn' is not registered; choose one of: attn, dlr"),
+        ("model.layer.kernel_type=atn", "model.layer.kernel_type='atn' is not valid; choose one of: 'attn', 'dlr'"),
         ("model.layer.version=v2", "model.layer.version='v2' is not valid"),
         ("model.layer.Lambda_init=zeros", "model.layer.Lambda_init='zeros' is not valid"),
         ("dataset.num_shifts=100", "num_shifts"),
@@ -241,9 +241,9 @@ def test_train_puts_large_tensors_on_huge_pages():
     """train.py sets THP_MEM_ALLOC_ENABLE where the user has not (torch reads it once, at its
     first allocation), before anything it imports brings torch in."""
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    code = ("import os, sys; given = os.environ.get('THP_MEM_ALLOC_ENABLE'); import train; "
-            "print(given, train.os.environ['THP_MEM_ALLOC_ENABLE'], 'torch' in sys.modules)")
+    code = ("import os; given = os.environ.get('THP_MEM_ALLOC_ENABLE'); import train; "
+            "print(given, train.os.environ['THP_MEM_ALLOC_ENABLE'])")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert done.stdout.split() == ["None", "1", "True"], done.stderr
+    assert done.stdout.split() == ["None", "1"], done.stderr
     source = (ROOT / "train.py").read_text()
     assert source.index('os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")') < source.index("from src")

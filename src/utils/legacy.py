@@ -30,6 +30,7 @@ from src.utils.notice import notice
 
 LAYER_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model" / "layer"
 RENAMED_LAYERS = {"ssd": "dsf_ssd"}
+KERNEL_TYPES = ["attn", "dlr", "dss", "s4", "s4d", "sgconv"]  # the DLR repo's; each is a layer here
 
 LEGACY_KEYS = (
     "gpus",
@@ -71,11 +72,8 @@ def _translate_layer(layer, where):
     kernel = layer.pop("kernel_type", None)
     if kernel is None or kernel == name:
         return layer
-    path = LAYER_CONFIGS / f"{kernel}.yaml"
-    if not path.exists():
-        valid = sorted(p.stem for p in LAYER_CONFIGS.glob("*.yaml"))
-        raise ConfigError(f"{where}.kernel_type={kernel!r} is not a layer; choose one of: {', '.join(valid)}")
-    new = OmegaConf.load(path)
+    check_choice(f"{where}.kernel_type", kernel, KERNEL_TYPES)
+    new = OmegaConf.load(LAYER_CONFIGS / f"{kernel}.yaml")
     kept = {k: v for k, v in layer.items_ex(resolve=False) if k in new and k != "_name_"}
     unused = sorted(k for k in layer if k not in new)
     notice(f"notice: {where}.kernel_type={kernel} is a DLR-repo key; building layer '{kernel}'"
