@@ -73,6 +73,29 @@ def test_experiment_resolves_as_recorded(experiment, model):
     assert resolved([f"experiment={experiment}", f"model={model}"])[0] == RECORDED[experiment][model]
 
 
+FAMILIES = {"counting": "count_mod", "chomsky": "even_pairs", "modern-rnns": "parity"}  # family: its default task
+TASKS = [(f, e[len(f) + 1 :]) for e in RECORDED for f in FAMILIES if e.startswith(f"{f}-")]  # the aliases
+
+
+@pytest.mark.parametrize("family, task", TASKS, ids=[f"{f}-{t}" for f, t in TASKS])
+def test_a_family_with_dataset_is_its_old_per_task_experiment(family, task):
+    """`experiment=counting dataset=count_same` (the group chosen on the command line replaces the
+    experiment's `- /dataset: ...`) resolves as `experiment=counting-count_same` did; so does an
+    alias with another task on the command line."""
+    old = RECORDED[f"{family}-{task}"]
+    (model,) = old
+    assert resolved([f"experiment={family}", f"dataset={task}"])[0] == old[model]
+    other = next(e for e in RECORDED if e.startswith(f"{family}-") and e != f"{family}-{task}")
+    assert resolved([f"experiment={other}", f"dataset={task}"])[0] == old[model]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_family_alone_runs_its_default_task(family):
+    old = RECORDED[f"{family}-{FAMILIES[family]}"]
+    (model,) = old
+    assert resolved([f"experiment={family}"])[0] == old[model]
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
     sys.path.insert(0, str(ROOT))
     FIXTURE.write_text(json.dumps(record(), indent=1, sort_keys=True) + "\n")
