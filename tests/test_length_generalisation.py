@@ -1,5 +1,5 @@
 """Length-generalisation metrics (unseen_accuracy, accuracy_by_length, chomsky_score),
-train.eval_passes, and the figure of a run's curves (python -m src.length_figure)."""
+train.eval_passes, and the figure of a run's curves (python -m src.results.length)."""
 
 import csv
 
@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from conftest import compose_config, train_in_process
 from test_experiment_configs import FAMILIES
-from src.length_figure import main as length_figure
+from src.results.length import main as length_figure
 from src.module import SequenceLightningModule
 from src.tasks.metrics import AccuracyByLength, ChomskyScore, UnseenAccuracy
 from src.utils.errors import ConfigError

@@ -1,4 +1,4 @@
-"""Pictures of a run's saved validation outputs: `python -m src.plot RUN_DIR [--epoch E] [--samples K]`.
+"""Pictures of a run's saved validation outputs: `python -m src.results.predictions RUN_DIR [--epoch E] [--samples K]`.
 
 Reads RUN_DIR/config.yaml (for the dataset) and RUN_DIR/val_outputs/epoch=<E>.pt (the last
 epoch by default; train with `train.save_val_outputs=true` or `=N`), and writes into RUN_DIR/plots/:
@@ -73,7 +73,7 @@ PLOTS = {"pathfinder_segmentation": ("pathfinder", pathfinder), "listops_subtree
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m src.plot", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m src.results.predictions", description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--epoch", type=int, default=None, help="default: the last saved epoch")
     p.add_argument("--samples", type=int, default=4, help="Pathfinder: samples to show")
