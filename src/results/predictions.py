@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from src.dataloaders.listops import HEIGHT_BUCKETS, IGNORE, ListOpsSubTrees  # noqa: E402
+from src.dataloaders.listops import HEIGHT_BUCKETS, ListOpsSubTrees  # noqa: E402
+from src.utils.labels import IGNORE_INDEX  # noqa: E402
 
 MASK_COLOURS = np.array([[0, 0, 0], [70, 130, 230], [250, 170, 30]], dtype=np.uint8)  # 0, 1, 2
 
@@ -47,7 +48,7 @@ def pathfinder(outputs, path, samples):
 
 def listops(outputs, path, samples):
     y, preds = outputs["y"], outputs["preds"]
-    labelled = y != IGNORE
+    labelled = y != IGNORE_INDEX
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     names = {"height": HEIGHT_BUCKETS, "op": ListOpsSubTrees.categories["op"]}
     for ax, (category, groups) in zip(axes, names.items()):
