@@ -4,10 +4,13 @@ families (`counting`, `chomsky`, `modern-rnns`) with `dataset=<task>`, their old
 kept as aliases, and the experiments with the keys that restated a default removed.
 
 Each experiment is recorded with its default model and each model that has a preset for it; the
-record holds the resolved job config and the sweep grid (hydra.sweeper.params). A deliberate
+record holds the resolved job config, the sweep grid (hydra.sweeper.params) and a hash of the
+unresolved config (an interpolation, `${batch_by_length:${dataset.L},512,64}`, is not its value
+at the default length). A deliberate
 change to what an experiment resolves to is recorded again with
 `python tests/test_experiment_configs.py --record`."""
 
+import hashlib
 import json
 import os
 import re
@@ -35,7 +38,7 @@ def preset_models(experiment):
 
 def resolved(overrides):
     """The resolved job config of `python -m train *overrides` (before legacy translation), its
-    sweep grid, and the model chosen."""
+    sweep grid and the hash of the unresolved config; and the model chosen."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
@@ -50,7 +53,9 @@ def resolved(overrides):
     model = config.hydra.runtime.choices.model
     with open_dict(config):
         del config["hydra"]
-    return {"config": OmegaConf.to_container(config, resolve=True), "sweep": sweep}, model
+    unresolved = json.dumps(OmegaConf.to_container(config, resolve=False), sort_keys=True).encode()
+    return {"config": OmegaConf.to_container(config, resolve=True), "sweep": sweep,
+            "unresolved": hashlib.sha256(unresolved).hexdigest()}, model
 
 
 def record():
