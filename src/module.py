@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from src.dataloaders import mixture
-from src.dataloaders.base import batch_seed
+from src.dataloaders.base import SPLITS, batch_seed
 from src.models.sequence.backbone import SequenceModel
 from src.models.sequence.kernel_cache import accumulation_window
 from src.tasks.metrics import CURVES, EVAL_SET_ONLY, SplitMetrics, build_loss
@@ -29,8 +29,6 @@ from src.utils import registry
 from src.utils.errors import ConfigError
 from src.utils.notice import notice
 from src.utils.optim import build_optimizer
-
-SPLITS = ("train", "val", "test")
 
 
 def build_datasets(config):

@@ -1,5 +1,5 @@
 """The ListOps and Pathfinder experiments, and the README's commands for them, train on tiny
-generated data on CPU; `python -m src.plot` draws their saved validation outputs.
+generated data on CPU; `python -m src.results.predictions` draws their saved validation outputs.
 
 The data are generated once per module into a temporary DATA_PATH: ListOpsSubTrees and LRA
 ListOps trees of 50-200 tokens, and 40 Pathfinder pictures at 32x32 (which serve both the
@@ -10,7 +10,7 @@ import re
 import pytest
 
 from conftest import command_overrides, readme_commands, train_on_data, write_listops_and_pathfinder
-from src.plot import main as plot
+from src.results.predictions import main as plot
 
 TINY = [
     "model.layer.d_state=16", "model.d_model=16", "model.n_layers=2", "loader.batch_size=4", "trainer.max_epochs=1",

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from src.dataloaders.base import SPLITS
 from src.dataloaders.listops import VOCAB, ListOps, ListOpsSubTrees, read_tsv, tokenize
 from src.dataloaders.prepare.listops.__main__ import main as generate
 from src.dataloaders.prepare.listops.trees import sample_chunk, to_string
@@ -15,7 +16,6 @@ from src.utils.errors import ConfigError
 OPS = {
     "[MIN": min, "[MAX": max, "[MED": lambda a: int(statistics.median(a)), "[SM": lambda a: sum(a) % 10,
 }
-SPLITS = ("train", "val", "test")
 
 
 def evaluate(words):

@@ -8,7 +8,7 @@ import torch
 from src.dataloaders import synthetic
 from src.dataloaders.mixture import build as build_mixture
 from src.dataloaders.recall import MQAR, MQARCompositional, MQARForgetting, distinct, power_law_slots
-from src.tasks.metrics import IGNORE_INDEX
+from src.utils.labels import IGNORE_INDEX
 from src.utils.errors import ConfigError
 
 

@@ -30,13 +30,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from src.utils.errors import ConfigError
 from src.utils.notice import notice
 
-SPLITS = {"train": 0, "val": 1, "test": 2}
+SPLITS = ("train", "val", "test")  # also the split's number in batch_seed
 CHUNK = 1024  # examples per generator call when a finite training set is drawn
 
 
 def batch_seed(seed, split, epoch, index, *extra):
     """A 63-bit seed mixing (seed, split, epoch, index, *extra) through numpy's SeedSequence."""
-    state = np.random.SeedSequence([seed, SPLITS[split], epoch, index, *extra]).generate_state(1, np.uint64)
+    state = np.random.SeedSequence([seed, SPLITS.index(split), epoch, index, *extra]).generate_state(1, np.uint64)
     return int(state[0] >> np.uint64(1))
 
 

@@ -20,8 +20,8 @@ count_selective's ids: 0..V-1 (V = max(items, cap)) for both the items and the c
 import torch
 
 from src.dataloaders.tokens import TokenDataset, random_permutations, stable_argsort
-from src.tasks.metrics import IGNORE_INDEX
 from src.utils.errors import ConfigError
+from src.utils.labels import IGNORE_INDEX
 
 
 def _positive(key, value, allow_zero=False):
@@ -31,8 +31,6 @@ def _positive(key, value, allow_zero=False):
 
 class Counting(TokenDataset):
     """Numbers 0..max_count, `symbols` symbols, <bos>, <pad>; subclasses write the labels."""
-
-    takes_symbols = True
 
     def __init__(self, L, L_min, max_count, symbols, bos, samples_per_epoch, val_split, seed, num_train_examples):
         _positive("max_count", max_count)

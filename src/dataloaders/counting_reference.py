@@ -6,19 +6,20 @@ tokens x (a list, unpadded); `sample(task, rng, length, **params)` draws one sam
 length with a `random.Random`, one token at a time, and labels it with `labels`.
 """
 
-IGNORE = -100
+from src.utils.labels import IGNORE_INDEX
+
 MODULUS = {"count_mod": 10, "count_selective": 0}  # the default modulus (null) of each task
 
 
 def labels(task, x, max_count=100, symbols=1, bos=False, modulus=None, items=10, cap=10, shift_min=0):
     modulus = MODULUS.get(task) if modulus is None else modulus
     if task == "count_shifted":
-        return [IGNORE] + [x[0] + t for t in range(1, len(x))]
+        return [IGNORE_INDEX] + [x[0] + t for t in range(1, len(x))]
     if task == "count_selective":
         seen, out = {}, []
         for t, token in enumerate(x):
             if bos and t == 0:
-                out.append(IGNORE)
+                out.append(IGNORE_INDEX)
                 continue
             count = seen.get(token, 0)
             seen[token] = count + 1
@@ -27,7 +28,7 @@ def labels(task, x, max_count=100, symbols=1, bos=False, modulus=None, items=10,
     out, k = [], 0
     for t, token in enumerate(x):
         if bos and t == 0:
-            out.append(IGNORE)
+            out.append(IGNORE_INDEX)
             continue
         k += 1
         out.append(k if task == "count_same" else (k - 1) % modulus + 1)

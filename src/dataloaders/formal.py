@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from src.dataloaders.tokens import TokenDataset
-from src.tasks.metrics import IGNORE_INDEX
 from src.utils.errors import ConfigError, check_choice
+from src.utils.labels import IGNORE_INDEX
 
 
 def at_last(values, lengths, L):

@@ -7,12 +7,13 @@ length with a `random.Random`, one token at a time (Dyck: the spec's stack sampl
 it with `labels`.
 """
 
-IGNORE = -100
+from src.utils.labels import IGNORE_INDEX
+
 PLUS, MINUS, TIMES = 5, 6, 7
 
 
 def last(value, length):
-    return [IGNORE] * (length - 1) + [value]
+    return [IGNORE_INDEX] * (length - 1) + [value]
 
 
 def modular_value(x):  # n op n op .. n, x before + and -, mod 5

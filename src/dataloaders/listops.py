@@ -22,11 +22,11 @@ import torch
 from src.dataloaders.files import FileDataset, data_path
 from src.dataloaders.prepare.listops.trees import OPERATORS
 from src.utils.errors import ConfigError
+from src.utils.labels import IGNORE_INDEX
 
 VOCAB = ["<pad>", "<unk>", *OPERATORS, "X", *map(str, range(10))]
 PAD, UNK, OP0, X, DIGIT0 = 0, 1, 2, 6, 7
 HEIGHT_BUCKETS = [str(h) for h in range(1, 10)] + ["10+"]  # subtree heights 1..9, then 10 and above
-IGNORE = -100
 
 
 def _lookup():
@@ -131,7 +131,7 @@ class ListOpsSamples:
             return x, torch.tensor(int(a["targets"][i]))
         lo, hi = a["label_offsets"][i], a["label_offsets"][i + 1]
         where = torch.from_numpy(a["inds"][lo:hi].astype(np.int64))
-        y = torch.full((self.l_max,), IGNORE, dtype=torch.long)
+        y = torch.full((self.l_max,), IGNORE_INDEX, dtype=torch.long)
         y[where] = torch.from_numpy(a["evals"][lo:hi].astype(np.int64))
         height = torch.full((self.l_max,), -1, dtype=torch.long)
         height[where] = torch.from_numpy(np.minimum(a["heights"][lo:hi], len(HEIGHT_BUCKETS)).astype(np.int64) - 1)

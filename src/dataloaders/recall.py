@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from src.dataloaders.tokens import TokenDataset
-from src.tasks.metrics import IGNORE_INDEX
 from src.utils.errors import ConfigError, check_choice
+from src.utils.labels import IGNORE_INDEX
 
 
 def distinct(batch_size, n, low, high, generator):

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from src.dataloaders.base import SyntheticDataset
-from src.tasks.metrics import IGNORE_INDEX
 from src.utils.errors import ConfigError
+from src.utils.labels import IGNORE_INDEX
 
 
 def stable_argsort(keys):

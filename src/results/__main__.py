@@ -5,6 +5,11 @@
     python -m src.results multirun/sweep --best-over optimizer.lr --plot line:x=model.d_model,facet=dataset.L
 
 Options left out come from the runs' `results` config block (an experiment's defaults).
+
+One run's pictures (into RUN_DIR/plots/):
+
+    python -m src.results.length RUN_DIR [--curve accuracy_by_length]   # accuracy against position or length
+    python -m src.results.predictions RUN_DIR [--samples K]              # its saved validation outputs
 """
 
 import argparse

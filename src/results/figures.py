@@ -15,7 +15,6 @@
 Each figure is written to `<figures dir>/<kind>-<metric>[-<keys>].png`.
 """
 
-import csv
 import math
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from src.results.length import curve_files, read_curve  # noqa: E402
 from src.utils.errors import ConfigError  # noqa: E402
 
 KINDS = ("line", "state", "heatmap", "length")
@@ -143,12 +143,9 @@ def heatmap(rows, metric, x, y, facet, path):
 
 
 def last_curve(run_dir, split="val"):
-    """[(position, accuracy)] of the last accuracy_by_position CSV of `split`, or []."""
-    files = sorted((Path(run_dir) / "curves" / split / "accuracy_by_position").glob("epoch=*.csv"))
-    if not files:
-        return []
-    with open(files[-1], newline="") as f:
-        return [(int(r["position"]), float(r["value"])) for r in csv.DictReader(f)]
+    """[(position, accuracy)] of the main set's last accuracy_by_position CSV of `split`, or []."""
+    files = curve_files(Path(run_dir), split, "accuracy_by_position", None)
+    return list(zip(*read_curve(files["main"][1]))) if "main" in files else []
 
 
 def by_length(row, metric, length_key):

@@ -35,8 +35,7 @@ import torchmetrics
 from torchmetrics import Metric
 
 from src.utils.errors import ConfigError, check_choice
-
-IGNORE_INDEX = -100
+from src.utils.labels import IGNORE_INDEX
 
 
 def mse(preds, target):

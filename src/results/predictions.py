@@ -1,4 +1,4 @@
-"""Pictures of a run's saved validation outputs: `python -m src.plot RUN_DIR [--epoch E] [--samples K]`.
+"""Pictures of a run's saved validation outputs: `python -m src.results.predictions RUN_DIR [--epoch E] [--samples K]`.
 
 Reads RUN_DIR/config.yaml (for the dataset) and RUN_DIR/val_outputs/epoch=<E>.pt (the last
 epoch by default; train with `train.save_val_outputs=true` or `=N`), and writes into RUN_DIR/plots/:
@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from src.dataloaders.listops import HEIGHT_BUCKETS, IGNORE, ListOpsSubTrees  # noqa: E402
+from src.dataloaders.listops import HEIGHT_BUCKETS, ListOpsSubTrees  # noqa: E402
+from src.utils.labels import IGNORE_INDEX  # noqa: E402
 
 MASK_COLOURS = np.array([[0, 0, 0], [70, 130, 230], [250, 170, 30]], dtype=np.uint8)  # 0, 1, 2
 
@@ -47,7 +48,7 @@ def pathfinder(outputs, path, samples):
 
 def listops(outputs, path, samples):
     y, preds = outputs["y"], outputs["preds"]
-    labelled = y != IGNORE
+    labelled = y != IGNORE_INDEX
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     names = {"height": HEIGHT_BUCKETS, "op": ListOpsSubTrees.categories["op"]}
     for ax, (category, groups) in zip(axes, names.items()):
@@ -73,7 +74,7 @@ PLOTS = {"pathfinder_segmentation": ("pathfinder", pathfinder), "listops_subtree
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m src.plot", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m src.results.predictions", description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--epoch", type=int, default=None, help="default: the last saved epoch")
     p.add_argument("--samples", type=int, default=4, help="Pathfinder: samples to show")

@@ -1,5 +1,5 @@
-"""Length generalisation of a run, as a picture:
-`python -m src.length_figure RUN_DIR [--curve accuracy_by_position|accuracy_by_length] [--split val] [--epoch E]`.
+"""Length generalisation of one run, as a picture:
+`python -m src.results.length RUN_DIR [--curve accuracy_by_position|accuracy_by_length] [--split val] [--epoch E]`.
 
 Reads the curves a run wrote (RUN_DIR/curves/<split>[-<set>]/<curve>/epoch=<E>.csv, with
 `task.metrics` listing the curve; the last epoch by default) and draws one line of accuracy
@@ -62,7 +62,7 @@ def draw(files, train_length, curve, out):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m src.length_figure", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m src.results.length", description=__doc__.split("\n")[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--curve", default="accuracy_by_position", choices=CURVES)
     p.add_argument("--split", default="val", choices=["val", "test"])
