@@ -42,7 +42,7 @@ def resolved(overrides):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
-    import src.utils.config  # noqa: F401 - registers ${not:} and ${batch_by_length:}
+    import src.config  # noqa: F401 - registers ${not:} and ${batch_by_length:}
     import src.utils.devices  # noqa: F401 - registers ${local_jobs:}
 
     os.environ["WANDB_MODE"] = "offline"
