@@ -22,6 +22,9 @@ CPU_OVERRIDES = [
 ]
 
 
+# The experiments of one task family each (`experiment=counting dataset=count_same`), with their
+# default task; `experiment=<family>-<task>` is an alias of each.
+FAMILIES = {"counting": "count_mod", "chomsky": "even_pairs", "modern-rnns": "parity"}
 # Two optimizer steps of a tiny model on an atomic task (experiment dss-sequence1d).
 TWO_STEPS = [
     "wandb=null", "experiment=dss-sequence1d", "dataset.L=64", "dataset.samples_per_epoch=8", "dataset.val_split=0.5",

@@ -1,6 +1,6 @@
 """The manual cannot drift: its generated tables are current, every registered layer, task and
 experiment is in them, every path, link and `python -m` module that README.md, docs/ and
-benchmarks/README.md name exists, and every `python -m train` command of the README composes."""
+benchmarks/README.md name exists, and every `python -m train` command of the README and docs/ composes."""
 
 import importlib.machinery
 import importlib.util
@@ -135,24 +135,31 @@ def test_the_check_finds_what_is_dead(tmp_path, monkeypatch):
                                                 "module `python -m src.no_such_module`"]
 
 
-def readme_train_commands():
-    """The README's `python -m train` commands (continuation lines joined); a multirun's first job."""
-    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+def train_commands(page):
+    """The `python -m train` commands of a manual page (continuation lines joined, a leading
+    `CUDA_VISIBLE_DEVICES=...` dropped, `$TASK` and `$L` given a value); a multirun's first job."""
+    text = (ROOT / page).read_text().replace("\\\n", " ").replace("$TASK", "shift").replace("$L", "64")
     lines = [line.split("  #")[0].split("&& ")[-1].strip() for line in text.splitlines()]
     lines += re.findall(r"`(python -m train[^`]*)`", text)
     commands = []
     for line in lines:
+        line = re.sub(r"^([A-Z_]+=\S*\s+)+", "", line)  # CUDA_VISIBLE_DEVICES=0, OMP_NUM_THREADS=1, ...
         if line.startswith("python -m train"):
             words = shlex.split(line)[3:]
             commands.append([w.split(",")[0] if "=" in w and "{" not in w else w for w in words if w != "-m"])
     return commands
 
 
-def test_the_readme_names_train_commands():
-    assert len(readme_train_commands()) >= 8
+PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
+COMMANDS = [(page, c) for page in PAGES for c in train_commands(page)]
 
 
-@pytest.mark.parametrize("overrides", readme_train_commands(), ids=lambda o: " ".join(o)[:60] or "default")
-def test_the_readme_train_commands_compose(overrides):
+def test_the_manual_names_train_commands():
+    assert len(train_commands("README.md")) >= 8 and len(COMMANDS) >= 60
+
+
+@pytest.mark.parametrize("page, overrides", COMMANDS, ids=lambda o: o if isinstance(o, str) else " ".join(o)[:60])
+def test_every_train_command_of_the_manual_composes(page, overrides):
+    """Every command a page shows composes and passes the checks (the slow tier runs them)."""
     config = compose_config([o for o in overrides if not o.startswith(("hydra.", "train.resume", "train.ckpt"))])
-    assert config.model.layer._name_
+    assert config.model.layer._name_ or config.model.layers

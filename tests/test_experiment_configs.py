@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FAMILIES
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "experiment_configs.json"
 EXPERIMENT_DIR = ROOT / "configs" / "experiment"
@@ -78,7 +80,6 @@ def test_experiment_resolves_as_recorded(experiment, model):
     assert resolved([f"experiment={experiment}", f"model={model}"])[0] == RECORDED[experiment][model]
 
 
-FAMILIES = {"counting": "count_mod", "chomsky": "even_pairs", "modern-rnns": "parity"}  # family: its default task
 TASKS = [(f, e[len(f) + 1 :]) for e in RECORDED for f in FAMILIES if e.startswith(f"{f}-")]  # the aliases
 
 

@@ -38,6 +38,7 @@ def data_path(tmp_path_factory):
 _train = train_on_data
 
 
+@pytest.mark.slow  # trains; the default tier composes them (test_config_fixtures, test_docs) and fits one per pipeline (test_training_matrix)
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_trains_two_steps(experiment, tmp_path, monkeypatch, data_path):
     sizes, metric = EXPERIMENTS[experiment]
@@ -55,6 +56,7 @@ def test_readme_has_the_dlr_listops_and_pathfinder_commands():
         "dss-listops-subtrees"}
 
 
+@pytest.mark.slow  # trains; the default tier composes them (test_config_fixtures, test_docs) and fits one per pipeline (test_training_matrix)
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: f"cmd{COMMANDS.index(c)}")
 def test_readme_command_runs(command, tmp_path, monkeypatch, data_path):
     """As written, with `CUDA_VISIBLE_DEVICES` dropped, `trainer.gpus=N` turned into the

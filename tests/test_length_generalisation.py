@@ -7,8 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import compose_config, train_in_process
-from test_experiment_configs import FAMILIES
+from conftest import FAMILIES, compose_config, train_in_process
 from src.results.length import main as length_figure
 from src.module import SequenceLightningModule
 from src.tasks.metrics import AccuracyByLength, ChomskyScore, UnseenAccuracy
@@ -110,6 +109,7 @@ def test_the_readme_has_a_command_for_each_claim():
         "counting", "modern-rnns", "chomsky"}
 
 
+@pytest.mark.slow  # trains; the default tier composes each command (test_docs)
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: f"cmd{COMMANDS.index(c)}")
 def test_the_readme_commands_run(command, run_dir):
     from conftest import command_overrides

@@ -31,11 +31,13 @@ def _run(command, task, tmp_path):
     assert all(v == v for v in metrics.values())  # no NaN
 
 
+@pytest.mark.slow  # trains; the default tier composes each command (test_config_fixtures, test_docs)
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: f"cmd{COMMANDS.index(c)}")
 def test_every_command_runs(command, tmp_path):
     _run(command, "reverse", tmp_path)
 
 
+@pytest.mark.slow  # trains; the default tier composes each command (test_config_fixtures, test_docs)
 @pytest.mark.parametrize("task", TASKS)
 def test_every_task_runs(task, tmp_path):
     _run(COMMANDS[0], task, tmp_path)

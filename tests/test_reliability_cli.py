@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_cli
-from test_reliability import TINY, assert_same_training_state, final_val, fit, last
+from runs import TINY, assert_same_training_state, final_val, fit, last
 
 pytestmark = pytest.mark.slow
 
