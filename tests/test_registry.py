@@ -72,7 +72,7 @@ def test_options_of_another_layer_are_named():
     with pytest.raises(ConfigError, match=r"unknown key model.layer.d_state: nothing reads it; the keys of model.layer "
                                           r"\(RNN\) are: cell, d_hidden, dropout, postact"):
         build_layer({"_name_": "rnn", "d_state": 4}, D)
-    with pytest.raises(ConfigError, match=r"unknown key model.layer.dt_maxx: nothing reads it; did you mean dt_max"):
+    with pytest.raises(ConfigError, match=r"unknown key model.layer.dt_maxx: nothing reads it; did you mean model.layer.dt_max"):
         build_layer({**layer_options("dlr"), "dt_maxx": 0.1}, D)
 
 

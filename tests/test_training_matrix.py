@@ -127,3 +127,13 @@ def test_every_model_trains_on_every_atomic_task(model, task, tmp_path):
     metrics = train_in_process([*TWO_STEPS, f"model={model}", f"dataset.task={task}", *tiny(model)], tmp_path / "run")
     assert {"val/loss", "val/mse", "val/r2"} <= set(metrics)
     assert all(v == v for v in metrics.values())  # no NaN
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
+def test_the_default_experiment_trains_every_model_at_its_width(model, tmp_path):
+    """`python -m train model=M`, as a new user types it, shortened to 4 steps of one epoch."""
+    metrics = train_in_process(["wandb=null", f"model={model}", "trainer.max_epochs=1", "trainer.limit_train_batches=4",
+                                "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false",
+                                "callbacks.rich_model_summary=null"], tmp_path / "run")
+    assert all(v == v for v in metrics.values())  # no NaN
