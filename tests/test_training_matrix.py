@@ -6,6 +6,11 @@ with no bidirectional form in a bidirectional experiment); one 2-step fit per pi
 atomic task of the DLR experiment.
 """
 
+import multiprocessing
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -54,25 +59,44 @@ def refusal(config):
     return None
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_model_builds_or_says_why_not(experiment, monkeypatch, data_path):
-    """All models with one experiment, composed in one Hydra context (compositions are the slow part)."""
-    monkeypatch.setenv("DATA_PATH", str(data_path))  # the text datasets read their vocabulary at construction
+def build_every_model(experiment):
+    """{model: None if `experiment=E model=M` builds, else (expected refusal, what was raised)}: all
+    models composed in one Hydra context (the compositions are most of the cost)."""
     from hydra import compose, initialize_config_dir
 
     from src.config import prepare
 
+    outcomes = {}
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         configs = {m: prepare(compose("config", overrides=overrides(experiment, m))) for m in MODELS}
     for model, config in configs.items():
         why = refusal(config)
-        config = OmegaConf.to_container(config, resolve=True)
-        if why is None:
-            SequenceLightningModule(config)
+        try:
+            SequenceLightningModule(OmegaConf.to_container(config, resolve=True))
+            outcomes[model] = None if why is None else (why, "built")
+        except ConfigError as e:
+            outcomes[model] = (why, str(e))
+    return outcomes
+
+
+@pytest.fixture(scope="module")
+def built(data_path):
+    """build_every_model for every experiment, split over one process per core (spawned, so each
+    imports afresh; a test reads its experiment's outcomes)."""
+    workers = min(len(os.sched_getaffinity(0)), 4)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATA_PATH", str(data_path))  # the text datasets read their vocabulary at construction
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return dict(zip(EXPERIMENTS, pool.map(build_every_model, EXPERIMENTS)))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_model_builds_or_says_why_not(experiment, built):
+    for model, outcome in built[experiment].items():
+        if outcome is None:
             continue
-        with pytest.raises(ConfigError, match=why) as error:
-            SequenceLightningModule(config)
-        assert "\n" not in str(error.value), model
+        why, raised = outcome
+        assert why is not None and re.search(why, raised) and "\n" not in raised, (model, raised)
 
 
 def test_the_bidirectional_experiments_refuse_exactly_the_causal_only_layers():
