@@ -200,7 +200,8 @@ def tiny(model, d_model=D_TINY, n_layers=2):
     from omegaconf import OmegaConf
 
     config = OmegaConf.load(ROOT / "configs" / "model" / f"{model}.yaml")
-    layer = next((str(d["override layer"]) for d in config.get("defaults", []) if "override layer" in d), model)
+    defaults = [d for d in config.get("defaults", []) if not isinstance(d, str)]
+    layer = next((str(d["layer"]) for d in defaults if "layer" in d), model)
     return [f"model.d_model={d_model}", f"model.n_layers={n_layers}",
             *(f"model.layer.{k}={v}" for k, v in TINY.get(layer, {}).items())]
 
