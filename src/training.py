@@ -87,6 +87,13 @@ def check_checkpoint(path, module, config=None):
         missing = sorted(set(ours) - set(theirs))[:3]
         extra = sorted(set(theirs) - set(ours))[:3]
         shapes = sorted(k for k in set(ours) & set(theirs) if ours[k] != theirs[k])[:3]
+        differ = contradicting_keys(ckpt, module)
+        if differ:  # a run from a checkpoint takes its config from it: these came from the command line
+            raise ConfigError(
+                f"train.ckpt={path} does not match the configured model: {', '.join(differ)} (its weights: missing "
+                f"{missing}, unexpected {extra}, other shape {shapes}); leave that out: a run from a checkpoint takes "
+                "its config from the checkpoint"
+            )
         raise ConfigError(
             f"train.ckpt={path} does not match the configured model (missing {missing}, unexpected {extra}, "
             f"other shape {shapes}); resume with the config it was trained with (its config.yaml)"
@@ -94,6 +101,21 @@ def check_checkpoint(path, module, config=None):
     if config is not None:
         check_resumable(path, ckpt, module, config)
     return ckpt
+
+
+def contradicting_keys(ckpt, module, limit=4):
+    """`key=value (checkpoint: value)` for the keys of the model, encoder, decoder and dataset on
+    which `module`'s config differs from the config `ckpt` was trained with, model keys first."""
+    from src.utils.run_results import flat
+
+    trained = ckpt.get("hyper_parameters", {}).get("config")
+    if not isinstance(trained, dict):
+        return []
+    ours, theirs = flat(module.hparams.config), flat(trained)
+    sections = ("model.", "encoder", "decoder", "dataset.")
+    keys = sorted((k for k in set(ours) | set(theirs) if k.startswith(sections) and ours.get(k) != theirs.get(k)),
+                  key=lambda k: (not k.startswith("model."), k))
+    return [f"{k}={ours.get(k)} (checkpoint: {theirs.get(k)})" for k in keys[:limit]]
 
 
 class FinishedRun(ConfigError):
@@ -253,7 +275,9 @@ def fit(config, run_dir, extra_callbacks=()):
         finally:
             finish_wandb(trainer)
     if trainer.is_global_zero:
-        run_results.write(run_dir, config, metrics, epochs=trainer.current_epoch, steps=trainer.global_step)
+        choices = run_results.choices_of(ckpt) if ckpt is not None and not in_place else None
+        run_results.write(run_dir, config, metrics, choices=choices, epochs=trainer.current_epoch,
+                          steps=trainer.global_step)
     report(trainer, metrics, run_dir)
     return metrics
 
@@ -264,7 +288,7 @@ def evaluate(config, run_dir):
     module = SequenceLightningModule(OmegaConf.to_container(config, resolve=True))
     ckpt = check_checkpoint(config.train.ckpt, module)
     module.load_state_dict(ckpt["state_dict"])
-    with refusal_undone(run_dir):
+    with refusal_undone(run_dir, undo=Exception):  # a failed evaluation leaves no half-made directory
         claim_run_dir(run_dir, config)
         trainer = build_trainer(config, run_dir)
         try:
@@ -274,23 +298,24 @@ def evaluate(config, run_dir):
         finally:
             finish_wandb(trainer)
     if trainer.is_global_zero:
-        run_results.write(run_dir, config, metrics, "evaluated", checkpoint=str(Path(config.train.ckpt).absolute()))
+        run_results.write(run_dir, config, metrics, "evaluated", run_results.choices_of(config.train.ckpt),
+                          checkpoint=str(Path(config.train.ckpt).absolute()))
     report(trainer, metrics, run_dir)
     return metrics
 
 
 @contextlib.contextmanager
-def refusal_undone(run_dir):
-    """Undo the run's writes into run_dir on a ConfigError (a refused run); report a failed
-    write (OSError) as one RunError line naming the directory."""
+def refusal_undone(run_dir, undo=ConfigError):
+    """Undo the run's writes into run_dir on an `undo` exception (by default a ConfigError: a refused
+    run); report a failed write (OSError) as one RunError line naming the directory."""
     before = set(os.listdir(run_dir)) if os.path.isdir(run_dir) else None
     try:
         yield
-    except ConfigError:
-        if is_rank_zero():
+    except Exception as e:
+        if isinstance(e, undo) and is_rank_zero():
             undo_writes(run_dir, before)
-        raise
-    except OSError as e:
+        if not isinstance(e, OSError):
+            raise
         if isinstance(e.__context__, RunError):  # e.g. the logger failing on the full disk after a checkpoint did
             raise e.__context__ from None
         raise RunError(f"cannot write to the run directory {run_dir} (hydra.run.dir): {e}") from None

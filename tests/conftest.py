@@ -63,7 +63,7 @@ def compose_config(overrides):
     given without `+` is passed on with it, as train.py does)."""
     from hydra.errors import ConfigCompositionException
 
-    from src.config import prepare
+    from src.config import from_checkpoint, prepare, starts_from_checkpoint
     from train import plus_unknown_keys
 
     try:
@@ -73,6 +73,9 @@ def compose_config(overrides):
         overrides = plus_unknown_keys(overrides)
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
             config = compose("config", overrides=overrides)
+    if starts_from_checkpoint(config):  # the checkpoint's config, what the overrides change on top
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            config = from_checkpoint(config, compose("config"), overrides)
     return prepare(config)
 
 
