@@ -11,8 +11,10 @@ A run writes to its directory (hydra.run.dir, by default outputs/<date>/<time>):
 
 import contextlib
 import csv
+import logging
 import os
 import pickle
+import re
 import shlex
 import warnings
 from pathlib import Path
@@ -34,6 +36,28 @@ from src.utils.run_dir import undo_writes
 # CSVLogger warns that the run directory is not empty: it holds config.yaml, and claim_run_dir
 # has made sure it holds no earlier metrics.
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+# Lightning's own pytree helper builds torch's LeafSpec, which torch 2.13 deprecates (a FutureWarning
+# on every run); it is Lightning's to change, and nothing here can act on it.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+
+
+class Quiet(logging.Filter):
+    """Drops Lightning's lines that say nothing about this run: its advertisements for litlogger and
+    litmodels, that the trainer has our model summary callback (callbacks.rich_model_summary), and
+    that configs/trainer/default.yaml sets Lightning's own defaults (limit_*_batches=1.0, ...)."""
+
+    NOISE = re.compile(r"💡 Tip:|Trainer already configured with model summary callbacks|"
+                       r"`Trainer\((limit_\w+_batches|val_check_interval)=1\.0\)` was configured so")
+
+    def filter(self, record):
+        return not self.NOISE.match(record.getMessage())
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(Quiet())
+# Lightning's lines once: `lightning` has its own stderr handler (lightning/__init__.py), and the
+# root logger's (Hydra's job logging) would print each line again.
+logging.getLogger("lightning").propagate = False
 
 
 def is_rank_zero():
@@ -182,16 +206,30 @@ def build_loggers(config, run_dir):
 
         wandb = OmegaConf.to_container(config.wandb, resolve=True)
         wandb["save_dir"] = wandb["save_dir"] or str(run_dir)
-        loggers.append(WandbLogger(config=OmegaConf.to_container(config, resolve=True), resume="allow", **wandb))
+        if "settings" not in wandb and not {"WANDB_SILENT", "WANDB_QUIET"} & set(os.environ):
+            import wandb as sdk
+
+            # wandb prints some 30 lines of its own. Offline it prints none, and finish_wandb one
+            # line saying where the run is; online, its quiet mode keeps the run's URL. Set
+            # WANDB_SILENT or WANDB_QUIET to have wandb's own choice.
+            wandb["settings"] = sdk.Settings(quiet=True, silent=wandb.get("mode") == "offline")
+        logger = WandbLogger(config=OmegaConf.to_container(config, resolve=True), resume="allow", **wandb)
+        if logger._wandb_init.get("anonymous", False) is None:  # Lightning passes it unset; wandb warns that
+            del logger._wandb_init["anonymous"]  # it has no effect (wandb 0.31)
+        loggers.append(logger)
     return loggers
 
 
 def finish_wandb(trainer):
     """Close this run's wandb run: wandb keeps one global run, which the next run in the same
-    process (a Hydra multirun job) would otherwise reuse."""
+    process (a Hydra multirun job) would otherwise reuse. An offline run that wandb was told to
+    keep silent about (build_loggers) is named in one line."""
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
-            logger.experiment.finish()
+            run = logger.experiment
+            if trainer.is_global_zero and run.offline and run.settings.silent:
+                print(f"wandb: offline run saved; `wandb sync {run.sync_dir}` uploads it")
+            run.finish()
 
 
 def build_trainer(config, run_dir, extra_callbacks=()):
