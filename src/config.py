@@ -58,6 +58,67 @@ def prepare(config):
     return config
 
 
+def starts_from_checkpoint(config):
+    """Whether the run starts from train.ckpt (evaluates it, or resumes it into a new directory)
+    rather than continuing hydra.run.dir in place (train.resume=auto) or starting fresh."""
+    ckpt = OmegaConf.select(config, "train.ckpt") or OmegaConf.select(config, "trainer.resume_from_checkpoint")
+    return ckpt is not None and OmegaConf.select(config, "train.resume") != "auto"
+
+
+def from_checkpoint(config, defaults, overrides):
+    """The config a run from a checkpoint runs: the checkpoint's own (resolved) config, with what the
+    command line changed on top. `config` is the composed config, `defaults` the config composed
+    without the command line's `overrides`; a key counts as changed where it is named by an
+    override (`model.d_model=16`, `+key=v`, `~key`) or where `config` differs from `defaults`
+    (a group choice: `dataset=count_same`, `wandb=null`). Everything else comes from the
+    checkpoint, so `train.eval_only=true train.ckpt=PATH` alone evaluates the model PATH holds.
+    An override its weights cannot take (another width, another layer) is refused when the
+    checkpoint is loaded, naming the key (src/training.py check_checkpoint).
+    Returns `config` unchanged when train.ckpt cannot be read or holds no config (the run then
+    refuses it, saying why)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from src.utils.checkpoint_io import load_checkpoint
+
+    translate(config)  # trainer.resume_from_checkpoint -> train.ckpt (prepare translates again: a no-op)
+    try:
+        saved = load_checkpoint(config.train.ckpt)["hyper_parameters"]["config"]
+    except Exception:  # noqa: BLE001 - not a readable checkpoint of this repository: fit says why
+        return config
+    if not isinstance(saved, dict):
+        return config
+    named = set()
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if not (CONFIGS / override.key_or_group).is_dir():  # a key, not a config group
+            named.add(override.key_or_group)
+    new = OmegaConf.to_container(config, resolve=True)
+    defaults = OmegaConf.masked_copy(defaults, [k for k in defaults if k != "hydra"])
+    old = OmegaConf.to_container(defaults, resolve=True)
+    config = _overlay(saved, new, old, named)
+    config["vars"] = {}  # what read them is resolved in the checkpoint's config (and in `new` where they changed)
+    return OmegaConf.create(config)
+
+
+_UNSET = object()
+
+
+def _overlay(base, new, old, named, prefix=""):
+    """`base` with the values of `new` where they differ from `old`, or whose key is in `named`."""
+    out = dict(base)
+    for key in [*new, *(k for k in old if k not in new)]:
+        path = f"{prefix}{key}"
+        value, default = new.get(key, _UNSET), old.get(key, _UNSET)
+        if path not in named and value == default and not any(n.startswith(f"{path}.") for n in named):
+            continue  # the command line left it: the checkpoint's value
+        if path not in named and all(isinstance(v, dict) for v in (value, default, base.get(key))):
+            out[key] = _overlay(base[key], value, default, named, f"{path}.")
+        elif value is _UNSET:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
 def check(config):
     """ConfigError for the first unknown key, badly typed value or out-of-range value."""
     config = OmegaConf.to_container(config, resolve=True)

@@ -193,15 +193,15 @@ def experiment_config(experiment):
 
 
 def default_width():
-    """The backbone's default d_model (configs/model/base.yaml), at which state sizes are measured."""
+    """The backbone's default d_model (configs/backbone/base.yaml), at which state sizes are measured."""
     import yaml
 
-    return yaml.safe_load((ROOT / "configs" / "model" / "base.yaml").read_text())["d_model"]
+    return yaml.safe_load((ROOT / "configs" / "backbone" / "base.yaml").read_text())["d_model"]
 
 
 def model_configs():
-    """configs/model/<name>.yaml, without the backbone's base.yaml."""
-    return sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml") if p.stem != "base")
+    """configs/model/<name>.yaml: every `model=` choice."""
+    return sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml"))
 
 
 def experiments():

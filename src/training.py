@@ -11,8 +11,10 @@ A run writes to its directory (hydra.run.dir, by default outputs/<date>/<time>):
 
 import contextlib
 import csv
+import logging
 import os
 import pickle
+import re
 import shlex
 import warnings
 from pathlib import Path
@@ -34,6 +36,28 @@ from src.utils.run_dir import undo_writes
 # CSVLogger warns that the run directory is not empty: it holds config.yaml, and claim_run_dir
 # has made sure it holds no earlier metrics.
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+# Lightning's own pytree helper builds torch's LeafSpec, which torch 2.13 deprecates (a FutureWarning
+# on every run); it is Lightning's to change, and nothing here can act on it.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+
+
+class Quiet(logging.Filter):
+    """Drops Lightning's lines that say nothing about this run: its advertisements for litlogger and
+    litmodels, that the trainer has our model summary callback (callbacks.rich_model_summary), and
+    that configs/trainer/default.yaml sets Lightning's own defaults (limit_*_batches=1.0, ...)."""
+
+    NOISE = re.compile(r"💡 Tip:|Trainer already configured with model summary callbacks|"
+                       r"`Trainer\((limit_\w+_batches|val_check_interval)=1\.0\)` was configured so")
+
+    def filter(self, record):
+        return not self.NOISE.match(record.getMessage())
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(Quiet())
+# Lightning's lines once: `lightning` has its own stderr handler (lightning/__init__.py), and the
+# root logger's (Hydra's job logging) would print each line again.
+logging.getLogger("lightning").propagate = False
 
 
 def is_rank_zero():
@@ -87,6 +111,13 @@ def check_checkpoint(path, module, config=None):
         missing = sorted(set(ours) - set(theirs))[:3]
         extra = sorted(set(theirs) - set(ours))[:3]
         shapes = sorted(k for k in set(ours) & set(theirs) if ours[k] != theirs[k])[:3]
+        differ = contradicting_keys(ckpt, module)
+        if differ:  # a run from a checkpoint takes its config from it: these came from the command line
+            raise ConfigError(
+                f"train.ckpt={path} does not match the configured model: {', '.join(differ)} (its weights: missing "
+                f"{missing}, unexpected {extra}, other shape {shapes}); leave that out: a run from a checkpoint takes "
+                "its config from the checkpoint"
+            )
         raise ConfigError(
             f"train.ckpt={path} does not match the configured model (missing {missing}, unexpected {extra}, "
             f"other shape {shapes}); resume with the config it was trained with (its config.yaml)"
@@ -94,6 +125,21 @@ def check_checkpoint(path, module, config=None):
     if config is not None:
         check_resumable(path, ckpt, module, config)
     return ckpt
+
+
+def contradicting_keys(ckpt, module, limit=4):
+    """`key=value (checkpoint: value)` for the keys of the model, encoder, decoder and dataset on
+    which `module`'s config differs from the config `ckpt` was trained with, model keys first."""
+    from src.utils.run_results import flat
+
+    trained = ckpt.get("hyper_parameters", {}).get("config")
+    if not isinstance(trained, dict):
+        return []
+    ours, theirs = flat(module.hparams.config), flat(trained)
+    sections = ("model.", "encoder", "decoder", "dataset.")
+    keys = sorted((k for k in set(ours) | set(theirs) if k.startswith(sections) and ours.get(k) != theirs.get(k)),
+                  key=lambda k: (not k.startswith("model."), k))
+    return [f"{k}={ours.get(k)} (checkpoint: {theirs.get(k)})" for k in keys[:limit]]
 
 
 class FinishedRun(ConfigError):
@@ -160,16 +206,30 @@ def build_loggers(config, run_dir):
 
         wandb = OmegaConf.to_container(config.wandb, resolve=True)
         wandb["save_dir"] = wandb["save_dir"] or str(run_dir)
-        loggers.append(WandbLogger(config=OmegaConf.to_container(config, resolve=True), resume="allow", **wandb))
+        if "settings" not in wandb and not {"WANDB_SILENT", "WANDB_QUIET"} & set(os.environ):
+            import wandb as sdk
+
+            # wandb prints some 30 lines of its own. Offline it prints none, and finish_wandb one
+            # line saying where the run is; online, its quiet mode keeps the run's URL. Set
+            # WANDB_SILENT or WANDB_QUIET to have wandb's own choice.
+            wandb["settings"] = sdk.Settings(quiet=True, silent=wandb.get("mode") == "offline")
+        logger = WandbLogger(config=OmegaConf.to_container(config, resolve=True), resume="allow", **wandb)
+        if logger._wandb_init.get("anonymous", False) is None:  # Lightning passes it unset; wandb warns that
+            del logger._wandb_init["anonymous"]  # it has no effect (wandb 0.31)
+        loggers.append(logger)
     return loggers
 
 
 def finish_wandb(trainer):
     """Close this run's wandb run: wandb keeps one global run, which the next run in the same
-    process (a Hydra multirun job) would otherwise reuse."""
+    process (a Hydra multirun job) would otherwise reuse. An offline run that wandb was told to
+    keep silent about (build_loggers) is named in one line."""
     for logger in trainer.loggers:
         if type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
-            logger.experiment.finish()
+            run = logger.experiment
+            if trainer.is_global_zero and run.offline and run.settings.silent:
+                print(f"wandb: offline run saved; `wandb sync {run.sync_dir}` uploads it")
+            run.finish()
 
 
 def build_trainer(config, run_dir, extra_callbacks=()):
@@ -253,7 +313,9 @@ def fit(config, run_dir, extra_callbacks=()):
         finally:
             finish_wandb(trainer)
     if trainer.is_global_zero:
-        run_results.write(run_dir, config, metrics, epochs=trainer.current_epoch, steps=trainer.global_step)
+        choices = run_results.choices_of(ckpt) if ckpt is not None and not in_place else None
+        run_results.write(run_dir, config, metrics, choices=choices, epochs=trainer.current_epoch,
+                          steps=trainer.global_step)
     report(trainer, metrics, run_dir)
     return metrics
 
@@ -264,7 +326,7 @@ def evaluate(config, run_dir):
     module = SequenceLightningModule(OmegaConf.to_container(config, resolve=True))
     ckpt = check_checkpoint(config.train.ckpt, module)
     module.load_state_dict(ckpt["state_dict"])
-    with refusal_undone(run_dir):
+    with refusal_undone(run_dir, undo=Exception):  # a failed evaluation leaves no half-made directory
         claim_run_dir(run_dir, config)
         trainer = build_trainer(config, run_dir)
         try:
@@ -274,23 +336,24 @@ def evaluate(config, run_dir):
         finally:
             finish_wandb(trainer)
     if trainer.is_global_zero:
-        run_results.write(run_dir, config, metrics, "evaluated", checkpoint=str(Path(config.train.ckpt).absolute()))
+        run_results.write(run_dir, config, metrics, "evaluated", run_results.choices_of(config.train.ckpt),
+                          checkpoint=str(Path(config.train.ckpt).absolute()))
     report(trainer, metrics, run_dir)
     return metrics
 
 
 @contextlib.contextmanager
-def refusal_undone(run_dir):
-    """Undo the run's writes into run_dir on a ConfigError (a refused run); report a failed
-    write (OSError) as one RunError line naming the directory."""
+def refusal_undone(run_dir, undo=ConfigError):
+    """Undo the run's writes into run_dir on an `undo` exception (by default a ConfigError: a refused
+    run); report a failed write (OSError) as one RunError line naming the directory."""
     before = set(os.listdir(run_dir)) if os.path.isdir(run_dir) else None
     try:
         yield
-    except ConfigError:
-        if is_rank_zero():
+    except Exception as e:
+        if isinstance(e, undo) and is_rank_zero():
             undo_writes(run_dir, before)
-        raise
-    except OSError as e:
+        if not isinstance(e, OSError):
+            raise
         if isinstance(e.__context__, RunError):  # e.g. the logger failing on the full disk after a checkpoint did
             raise e.__context__ from None
         raise RunError(f"cannot write to the run directory {run_dir} (hydra.run.dir): {e}") from None

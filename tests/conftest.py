@@ -66,7 +66,7 @@ def compose_config(overrides):
     given without `+` is passed on with it, as train.py does)."""
     from hydra.errors import ConfigCompositionException
 
-    from src.config import prepare
+    from src.config import from_checkpoint, prepare, starts_from_checkpoint
     from train import plus_unknown_keys
 
     try:
@@ -76,6 +76,9 @@ def compose_config(overrides):
         overrides = plus_unknown_keys(overrides)
         with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
             config = compose("config", overrides=overrides)
+    if starts_from_checkpoint(config):  # the checkpoint's config, what the overrides change on top
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            config = from_checkpoint(config, compose("config"), overrides)
     return prepare(config)
 
 
@@ -203,7 +206,8 @@ def tiny(model, d_model=D_TINY, n_layers=2):
     from omegaconf import OmegaConf
 
     config = OmegaConf.load(ROOT / "configs" / "model" / f"{model}.yaml")
-    layer = next((str(d["override layer"]) for d in config.get("defaults", []) if "override layer" in d), model)
+    defaults = [d for d in config.get("defaults", []) if not isinstance(d, str)]
+    layer = next((str(d["layer"]) for d in defaults if "layer" in d), model)
     return [f"model.d_model={d_model}", f"model.n_layers={n_layers}",
             *(f"model.layer.{k}={v}" for k, v in TINY.get(layer, {}).items())]
 

@@ -2,6 +2,7 @@
 serves several ops."""
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,3 +69,36 @@ def test_a_layer_backend_maps_to_each_ops_kernel_of_that_family():
     assert [linear_scan.DISPATCH.backend_of(b) for b in ("cuda", "triton", "cpu")] == ["cuda", "triton", "cpu"]
     with pytest.raises(ConfigError, match="model.layer.backend='keops' is not valid; choose one of: 'auto', 'torch'"):
         causal_conv1d.DISPATCH.backend_of("keops")
+
+
+def test_first_use_under_inference_mode_still_finds_the_backends():
+    """Lightning validates and tests under torch.inference_mode(): an eval-only process resolves
+    each op's backend there first, and the smoke call's backward must still run."""
+    from src.ops.dispatch import Dispatcher as D
+
+    def smoke(fn, device):
+        x = torch.ones(1, requires_grad=True)
+        fn(x).sum().backward()
+
+    d = D("demo", {"torch": lambda: (lambda v: 2 * v)}, {"default": ["torch"]}, smoke)
+    with torch.inference_mode():
+        assert d.resolve("auto", torch.device("cpu")) == "torch"
+        assert d.function("auto", torch.device("cpu"))(torch.ones(1)).item() == 2
+
+
+OPS = sorted(p.parent.name for p in (Path(__file__).resolve().parents[1] / "src" / "ops").glob("*/__init__.py")
+             if "DISPATCH = Dispatcher(" in p.read_text())
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_ops_torch_path_passes_its_smoke_call_under_inference_mode(op):
+    """Each op's own smoke call (forward and backward on inputs it makes) under inference_mode."""
+    import importlib
+
+    dispatch = importlib.import_module(f"src.ops.{op}").DISPATCH
+    dispatch.reset()
+    try:
+        with torch.inference_mode():
+            assert dispatch.why_unusable("torch", torch.device("cpu")) is None
+    finally:
+        dispatch.reset()

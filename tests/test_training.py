@@ -90,7 +90,7 @@ def test_legacy_resume_key_and_bad_checkpoints(tmp_path):
     with pytest.raises(ConfigError, match="is not a checkpoint"):
         train_in_process([*TINY, f"train.ckpt={junk}"], tmp_path / "b")
     train_in_process(TINY, tmp_path / "c")
-    with pytest.raises(ConfigError, match="does not match the configured model"):
+    with pytest.raises(ConfigError, match=r"does not match the configured model: model.d_model=8 \(checkpoint: 16\)"):
         train_in_process([*TINY, "model.d_model=8", f"train.ckpt={tmp_path / 'c/checkpoints/last.ckpt'}"], tmp_path / "d")
 
 

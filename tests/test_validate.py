@@ -62,6 +62,13 @@ BAD = [
     ("model.layer.lr.W=-0.1", "model.layer.lr.W=-0.1 must be >= 0"),
     ("train.resume=yes", "train.resume='yes' is not valid; choose one of: auto, false"),
     ("train.eval_only=true", "train.eval_only=true needs train.ckpt=PATH"),
+    # a config group choice that does not exist (Hydra's own refusal, in one line); `base` is the
+    # backbone's keys (configs/backbone/base.yaml), not a model
+    ("model=mambba", "model=mambba: no such model config; did you mean mamba, mamba2"),
+    ("model=base", "model=base: no such model config"),
+    ("experiment=counting-count-mod", "experiment=counting-count-mod: no such experiment config; did you mean "
+                                      "counting-count_mod"),
+    ("dataset=count_mdo", "dataset=count_mdo: no such dataset config; did you mean count_mod"),
 ]
 
 
@@ -110,6 +117,11 @@ CLI = [
     ("hydra.run.dir=/dev/null/run", "hydra.run.dir=/dev/null/run cannot be used: /dev/null is not a directory"),
     ("model=s4 +model.layer.lr.Lambda=1e-3", "unknown key model.layer.lr.Lambda: nothing reads it; the keys of "
                                              "model.layer.lr (S4) are: A, B, P, dt"),
+    ("model=mambba", "model=mambba: no such model config; did you mean mamba, mamba2?"),
+    ("experiment=counting-count-mod", "experiment=counting-count-mod: no such experiment config; did you mean "
+                                      "counting-count_mod"),
+    ("dataset=sequence1dd", "dataset=sequence1dd: no such dataset config; did you mean sequence1d?"),
+    ("model=base", "model=base: no such model config"),
 ]
 
 
@@ -127,3 +139,28 @@ def test_cli_refusals_are_one_line_and_leave_nothing(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (override, stderr)
         assert stdout == ""
     assert not any(p.name.startswith("out") for p in tmp_path.iterdir())
+
+
+# A multirun (`-m`): an unknown key, swept or not, and a misspelt choice of a swept group are
+# refused before the sweep starts, in one line (exit status 2), leaving no sweep directory.
+SWEEP = [
+    (["dataset.tsk=shift,cumsum"], "unknown key dataset.tsk: nothing reads it; did you mean dataset.task?"),
+    (["optimizer.lrr=1e-3", "optimizer.lr=1e-3,1e-2"], "unknown key optimizer.lrr: nothing reads it; did you mean "
+                                                       "optimizer.lr?"),
+    (["model=dlr,mambba"], "model=mambba: no such model config; did you mean mamba, mamba2?"),
+]
+
+
+def test_multirun_refusals_are_one_line_and_leave_nothing(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    base = [a for a in TINY if a != "model=dlr"]
+    runs = [subprocess.Popen([sys.executable, "-m", "train", "-m", *base, f"hydra.sweep.dir={tmp_path / f'sweep{i}'}",
+                              *overrides], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for i, (overrides, _) in enumerate(SWEEP)]
+    for run, (overrides, message) in zip(runs, SWEEP):
+        stdout, stderr = run.communicate(timeout=600)
+        assert run.returncode == 2, (overrides, stderr[-2000:])
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0] == f"error: {message}", (overrides, stderr)
+        assert stdout == ""
+    assert not any(p.name.startswith("sweep") for p in tmp_path.iterdir())

@@ -97,7 +97,11 @@ class Dispatcher:
             try:
                 if name not in self._functions:
                     self._functions[name] = self.loaders[name]()
-                with torch.enable_grad():  # the smoke call runs the backward too, also from a no_grad caller
+                # The smoke call runs the backward too, also from a caller under no_grad or under
+                # inference_mode (Lightning's validate and test: the first call of an op in an
+                # eval-only process). enable_grad alone does not lift inference_mode; its inputs,
+                # made inside, are then ordinary tensors that can require grad.
+                with torch.inference_mode(False), torch.enable_grad():
                     self.smoke(self._functions[name], device)
                 self._verdicts[key] = None
             except Exception as e:  # any failure to import or to run makes the backend unusable here

@@ -44,11 +44,13 @@ def hydra_context():
     return choices, list(hydra.overrides.task)
 
 
-def write(run_dir, config, metrics, status="finished", **extra):
-    """Write run_dir/results.json (atomically: a sweep reads it to skip the run)."""
+def write(run_dir, config, metrics, status="finished", choices=None, **extra):
+    """Write run_dir/results.json (atomically: a sweep reads it to skip the run); `choices`: the group
+    choices to record instead of the running Hydra job's (a run from a checkpoint: `choices_of`)."""
     from omegaconf import OmegaConf
 
-    choices, overrides = hydra_context()
+    ran, overrides = hydra_context()
+    choices = ran if choices is None else choices
     values = {**last_logged(run_dir), **metrics}
     results = {
         "status": status,
@@ -65,6 +67,18 @@ def write(run_dir, config, metrics, status="finished", **extra):
     partial.write_text(json.dumps(results, indent=1) + "\n")
     os.replace(partial, path)
     return path
+
+
+def choices_of(ckpt):
+    """The group choices of a run from checkpoint `ckpt`, which takes its config from the checkpoint:
+    those of the run that wrote it (its directory's results.json), with the groups this command line
+    names on top; this job's own when that run recorded none."""
+    choices, overrides = hydra_context()
+    trained = (read(Path(ckpt).parent.parent) or {}).get("choices")
+    if not trained:
+        return choices
+    named = {o.lstrip("+~").split("=")[0].split("@")[0] for o in overrides}
+    return {**trained, **{k: v for k, v in choices.items() if k in named}}
 
 
 def flat(node, prefix=""):
