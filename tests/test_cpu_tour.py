@@ -1,7 +1,7 @@
 """Every command of docs/cpu-tour.md, read from the page and run as written (bash, from the
 repository root) with DATA_PATH a fresh folder: the generators write their small data there, and
 the LRA commands, whose real data this machine cannot download, read stand-ins in the real
-formats (tests/lra_files.py, as the LRA tests do). Each run goes to its own hydra.run.dir."""
+formats (tests/lra_files.py, as the LRA tests do, with enough samples for one batch). Each run goes to its own hydra.run.dir."""
 
 import os
 import re
@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, doc_section, write_lra
+from conftest import ROOT, doc_section
 
 PAGE = "docs/cpu-tour.md"
 
@@ -36,9 +36,22 @@ def test_the_tour_has_a_command_per_family_with_its_epochs_set():
     assert "$DATA_PATH/" not in (ROOT / PAGE).read_text()  # `/...` when DATA_PATH is unset
 
 
-@pytest.mark.slow  # the whole tour: about 10 minutes on 2 cores
+def write_lra_standins(root):
+    """IMDB reviews and CIFAR-10 pictures in the real formats, enough for one batch of each."""
+    import numpy as np
+
+    from lra_files import random_text, write_cifar, write_imdb
+
+    rng = np.random.default_rng(0)
+    write_cifar(root, per_batch=20)  # 90 training pictures: a batch of 50
+    write_imdb(root, {(s, c): [random_text(rng, int(rng.integers(20, 600))) for _ in range(16 if s == "train" else 8)]
+                      for s in ("train", "test") for c in ("neg", "pos")})
+    return root
+
+
+@pytest.mark.slow  # the whole tour: about 6 minutes on 2 cores
 def test_every_tour_command_runs(tmp_path):
-    data = write_lra(tmp_path / "data")
+    data = write_lra_standins(tmp_path / "data")
     env = {**os.environ, "DATA_PATH": str(data), "WANDB_MODE": "offline"}
     for i, command in enumerate(COMMANDS):
         if command.startswith("python -m train"):
