@@ -5,8 +5,9 @@ On a CPU torch splits each large op over its intra-op threads, by default one pe
 models of this repository are small, and each of their ops is too short to gain from a second
 thread, while every op pays for waking and joining the threads; on a machine whose cores other
 jobs share, a thread that the scheduler has put aside stalls every op. Measured on the 2-core
-development CPU (benchmarks/threads.py, benchmarks/README.md): the default run took 170 s with
-torch's default threads and 22 s with one, the machine shared with other jobs.
+development CPU (benchmarks/threads.py, benchmarks/README.md): the default run took 245 s with
+torch's default threads and 36 s with one, the machine shared with other jobs (load 6-8); on free
+cores a second thread makes a step 1.7-1.8x faster instead.
 
 `auto` (the default):
   - on a GPU run, torch's default is left alone;
@@ -29,8 +30,12 @@ import os
 from src.utils.errors import ConfigError
 from src.utils.notice import notice
 
-# width^2 x depth from which a model gets more than one thread: 4 layers of width 512 (benchmarks/
-# threads.py: below it one thread was as fast or faster even on an idle machine).
+# width^2 x depth from which a model gets more than one thread: 4 layers of width 512. A judgement,
+# not a crossover (benchmarks/threads.py, benchmarks/README.md#threads): on the 2 free cores two
+# threads were 1.7-1.8x faster at every size measured, on the 2 cores shared with other jobs
+# one thread was faster at every size, by 2.5-3.2x up to this size and 1.2x for 6 layers of width
+# 512. Below it one thread is chosen because losing up to 1.8x on an idle machine is the smaller
+# risk; from it the loss under load is small and the gain on free cores is kept.
 LARGE = 4 * 512**2
 
 _LOGGED = []  # the last choice logged in this process
