@@ -32,6 +32,7 @@ from src.utils.checkpoint_io import AtomicCheckpointIO, load_checkpoint
 from src.utils.errors import ConfigError, RunError
 from src.utils.optim import build_optimizer
 from src.utils.run_dir import undo_writes
+from src.utils.threads import select as select_threads
 
 # CSVLogger warns that the run directory is not empty: it holds config.yaml, and claim_run_dir
 # has made sure it holds no earlier metrics.
@@ -281,6 +282,7 @@ def fit(config, run_dir, extra_callbacks=()):
     `extra_callbacks`: Lightning callbacks added to those of the config (programmatic use).
     Nothing is written before every check has passed; a run refused later (ConfigError, e.g.
     missing data) removes what it wrote."""
+    select_threads(config)  # torch intra-op threads on CPU (train.threads), before the model is built
     if config.train.get("eval_only"):
         return evaluate(config, run_dir)
     ckpt, in_place = resume_point(config, run_dir)

@@ -42,7 +42,11 @@ BASE = ["wandb=null", "experiment=counting-count_mod", "model=lstm", "trainer.ac
         "dataset.eval_sets.ood={L:20,L_min:11}", "trainer.max_epochs=1"]
 
 
-def test_a_counting_run_logs_unseen_accuracy_per_eval_set_and_draws_its_figure(run_dir, capsys):
+def test_a_counting_run_logs_unseen_accuracy_per_eval_set_and_draws_its_figure(run_dir, capsys, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    drawn, close = [], plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (drawn.append(fig), close(fig)))
     metrics = train_in_process([*BASE, "+dataset.eval_sets.L30={L:30,L_min:30}"], run_dir)
     assert {"val/ood/unseen_accuracy", "val/L30/unseen_accuracy", "val/ood/accuracy"} <= set(metrics)
     assert "val/unseen_accuracy" not in metrics  # the training lengths have no unseen positions
@@ -54,6 +58,8 @@ def test_a_counting_run_logs_unseen_accuracy_per_eval_set_and_draws_its_figure(r
         out = run_dir / "plots" / f"{curve}-val-epoch=000.png"
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
         assert f"wrote {out}" in capsys.readouterr().out
+        # the run, its model (in-process there is no Hydra `model=` choice: the layer's name) and task
+        assert drawn[-1].axes[0].get_title() == f"{run_dir}: model rnn, task count_mod"
     with pytest.raises(SystemExit, match="no accuracy_by_position curves of split test"):
         length_figure([str(run_dir), "--split", "test"])
 

@@ -18,7 +18,7 @@ def write_run(path, model, lr, d_model, accuracy, results=None, eval_sets=None, 
     if state_size is not None:
         metrics["state_size"] = float(state_size)
     config = {"model": {"d_model": d_model, "layer": {"_name_": model}}, "optimizer": {"lr": lr},
-              "dataset": {"L": 64, "eval_sets": {}}, "train": {"monitor": "val/loss", "mode": "min"}}
+              "dataset": {"L": 64, "task": "shift", "eval_sets": {}}, "train": {"monitor": "val/loss", "mode": "min"}}
     for name, (L, value) in (eval_sets or {}).items():
         config["dataset"]["eval_sets"][name] = {"L": L}
         metrics[f"val/{name}/accuracy"] = value
@@ -56,9 +56,9 @@ def test_best_over_lr_per_model_and_width(grid, capsys):
 
 def test_by_averages_the_groups(grid, capsys):
     rows = table(capsys, grid, "--metric", "val/accuracy", "--by", "model")
-    assert [(r["model"], r["runs"]) for r in rows] == [("a", "6"), ("b", "6")]
+    assert [(r["model"], r["runs"]) for r in rows] == [("b", "6"), ("a", "6")]  # b's mean accuracy is higher
     mine = [json.loads(p.read_text())["metrics"]["val/accuracy"] for p in sorted(grid.glob("[0-5]/results.json"))]
-    assert float(rows[0]["val/accuracy"]) == pytest.approx(sum(mine) / 6)
+    assert float(rows[1]["val/accuracy"]) == pytest.approx(sum(mine) / 6)
 
 
 def test_formats(grid, capsys, tmp_path):
@@ -104,7 +104,7 @@ def test_the_experiment_results_block_is_the_default(tmp_path, capsys):
     for i, (model, lr) in enumerate((m, lr) for m in "ab" for lr in (1e-3, 1e-2)):
         write_run(tmp_path / "s" / str(i), model, lr, 16, 0.5 + i / 10, results=block)
     rows = table(capsys, tmp_path / "s")
-    assert [(r["model"], r["optimizer.lr"]) for r in rows] == [("a", "0.01"), ("b", "0.01")]
+    assert [(r["model"], r["optimizer.lr"]) for r in rows] == [("b", "0.01"), ("a", "0.01")]  # ranked: 0.8, 0.6
     assert list(rows[0])[3] == "val/accuracy"
     assert (tmp_path / "s" / "figures" / "heatmap-val_accuracy-model-optimizer.lr.png").stat().st_size > 5000
 
@@ -156,3 +156,65 @@ def test_best_over_a_key_held_at_one_value_keeps_every_run(tmp_path, capsys):
         write_run(tmp_path / "sweep" / str(i), model, 1e-3, d, d / 100)
     rows = table(capsys, tmp_path / "sweep", "--metric", "val/accuracy", "--best-over", "optimizer.lr")
     assert sorted((r["model"], r["model.d_model"]) for r in rows) == [("a", "16"), ("a", "64"), ("b", "16"), ("b", "64")]
+
+
+def test_the_table_is_ranked_by_the_metric_or_ordered_by_the_keys(grid, capsys):
+    accuracy = [float(r["val/accuracy"]) for r in table(capsys, grid, "--metric", "val/accuracy")]
+    assert accuracy == sorted(accuracy, reverse=True) and len(accuracy) == 12  # max: best first
+    loss = [float(r["val/loss"]) for r in table(capsys, grid, "--metric", "val/loss")]
+    assert loss == sorted(loss)  # min: best first
+    best = table(capsys, grid, "--metric", "val/accuracy", "--best-over", "optimizer.lr")
+    assert [float(r["val/accuracy"]) for r in best] == sorted((float(r["val/accuracy"]) for r in best), reverse=True)
+    keys = table(capsys, grid, "--metric", "val/accuracy", "--sort", "keys")
+    assert [(r["model"], float(r["model.d_model"]), float(r["optimizer.lr"])) for r in keys] == [
+        (m, d, lr) for m in "ab" for d in (16, 64) for lr in (1e-4, 1e-3, 1e-2)]
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The matplotlib figures drawn (kept when the figure code closes them)."""
+    import matplotlib.pyplot as plt
+
+    figures, close = [], plt.close
+
+    def keep(fig=None):
+        figures.append(fig)
+        close(fig)
+
+    monkeypatch.setattr(plt, "close", keep)
+    return figures
+
+
+def labels(axis):
+    return [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+
+
+def test_a_heatmap_over_a_best_over_key_is_drawn_from_every_run_on_one_colour_scale(grid, tmp_path, capsys, drawn):
+    main([str(grid), "--metric", "val/accuracy", "--best-over", "optimizer.lr", "--figures", str(tmp_path), "--plot",
+          "heatmap:x=model.d_model,y=optimizer.lr,facet=model"])
+    assert "note: --plot heatmap:x=model.d_model,y=optimizer.lr,facet=model: optimizer.lr is a --best-over key; " \
+           "drawn from every run" in capsys.readouterr().err
+    (fig,) = drawn
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 2 and len(fig.axes) == 3  # a panel per model and one colour bar
+    images = [ax.images[0] for ax in panels]
+    assert all(image.get_array().count() == 3 * 2 for image in images)  # every (lr, d_model) cell, not one row
+    every = [json.loads(p.read_text())["metrics"]["val/accuracy"] for p in grid.glob("*/results.json")]
+    assert {image.get_clim() for image in images} == {(min(every), max(every))}  # one colour scale
+    assert labels(panels[0].yaxis) == ["1e-4", "1e-3", "1e-2"] and labels(panels[0].xaxis) == ["16", "64"]
+
+
+def test_log_axes_read_1e_3_for_rates_and_64_for_sizes(grid, tmp_path, drawn):
+    main([str(grid), "--metric", "val/accuracy", "--figures", str(tmp_path), "--plot",
+          "line:x=optimizer.lr,facet=model.d_model", "state"])
+    rates, sizes = drawn[0].axes[0], drawn[1].axes[0]
+    assert rates.get_xscale() == "log" and {"1e-4", "1e-3", "1e-2"} <= set(labels(rates.xaxis))
+    assert sizes.get_xscale() == "log" and labels(sizes.xaxis) and all(t.isdigit() for t in labels(sizes.xaxis))
+
+
+def test_the_length_figure_is_titled_with_the_runs_models_and_tasks(tmp_path, drawn, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for i, model in enumerate("ab"):
+        write_run(tmp_path / "lengths" / str(i), model, 1e-3, 16, 0.9, eval_sets={"L128": (128, 0.7)})
+    main(["lengths", "--metric", "val/accuracy", "--plot", "length"])
+    assert drawn[0].axes[0].get_title() == "lengths: model a, b, task shift"

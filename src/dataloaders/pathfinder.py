@@ -62,7 +62,8 @@ class Pathfinder(FileDataset):
             raise ConfigError(
                 f"{labels_file} not found (DATA_PATH={data_path()}); generate the data with:\n  python -m "
                 f"src.dataloaders.prepare.pathfinder --resolution {self.resolution} --output_dir {self.data_dir} "
-                "--num_images 100000 --num_workers 2"
+                "--num_images 100000 --num_workers 2\n(the paper's 100,000 images take hours on a CPU; "
+                "--num_images 1000 for a quick try, docs/cpu-tour.md)"
             )
         labels = np.load(labels_file)
         n = len(labels)

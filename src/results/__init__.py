@@ -8,6 +8,8 @@ A row holds a run's keys and its metrics. The key columns are the keys of the ru
 overrides (dotted config keys, `optimizer.lr`, and group choices, `model`) whose values differ
 between the runs (the resolved value is shown); then one column per metric, every eval set's
 included (`val/NAME/accuracy`), but not the learning-rate monitor's `lr-*`; last, the run's `dir`.
+The rows are ranked by `--metric`, best first (`rank`), or with `--sort keys` ordered by the key
+columns (`by_keys`).
 
 Reductions (zoology's figures): `--best-over optimizer.lr` keeps, in each group of runs equal on
 the other key columns (or on `--by`), the run with the best `--metric` (its mode: `--mode`, else
@@ -172,6 +174,24 @@ def reduce(runs, keys, metric, best_over=(), by=(), mode=None):
         row.metrics = {m: row.get(m) for m in metric_columns(members)}
         rows.append(row)
     return rows, group_keys + list(best_over) + ["runs"]
+
+
+def rank(rows, metric, mode):
+    """The rows best first by `metric` (`mode` min or max); rows without a finite value last, in
+    their order."""
+    sign = 1 if mode == "min" else -1
+    return sorted(rows, key=lambda r: (0, sign * r[metric]) if finite(r.get(metric)) else (1, 0))
+
+
+def by_keys(rows, keys):
+    """The rows ordered by the key columns, numbers by value (2 before 10), then text."""
+    def value(v):
+        try:
+            return (0, float(v), "")
+        except (TypeError, ValueError):
+            return (1, 0.0, str(v))
+
+    return sorted(rows, key=lambda r: [value(r.get(k)) for k in keys if k != "runs"])
 
 
 def mean(values):

@@ -2,6 +2,7 @@
 
     python -m src.results multirun/sweep                                # every run, every metric
     python -m src.results multirun/sweep --metric val/accuracy --best-over optimizer.lr --format md
+    python -m src.results multirun/sweep --sort keys          # rows by the swept keys (default: best --metric first)
     python -m src.results multirun/sweep --best-over optimizer.lr --plot line:x=model.d_model,facet=dataset.L
 
 Options left out come from the runs' `results` config block (an experiment's defaults).
@@ -27,6 +28,8 @@ def parser():
     p.add_argument("--mode", choices=("min", "max"), help="whether lower or higher --metric is better")
     p.add_argument("--best-over", nargs="+", default=None, metavar="KEY", help="keep the best run over these keys")
     p.add_argument("--by", nargs="+", default=None, metavar="KEY", help="group by these keys")
+    p.add_argument("--sort", choices=("metric", "keys"), default="metric",
+                   help="rank the rows by --metric, best first (default), or order them by the key columns")
     p.add_argument("--format", choices=("text", "md", "csv"), default="text")
     p.add_argument("--output", help="also write the table here (.csv or .md)")
     p.add_argument("--plot", nargs="+", default=None, metavar="KIND[:opt=val,...]",
@@ -48,6 +51,10 @@ def main(argv=None):
     best_over = args.best_over if args.best_over is not None else list(block.get("best_over") or [])
     by = args.by if args.by is not None else list(block.get("by") or [])
     rows, row_keys = results.reduce(runs, keys, metric, best_over, by, args.mode)
+    if args.sort == "metric":
+        rows = results.rank(rows, metric, results.mode_of(metric, runs, args.mode))
+    else:
+        rows = results.by_keys(rows, row_keys)
     columns = row_keys + [metric] + [m for m in metrics if m != metric] + ["dir"]
     table = results.render(rows, columns, args.format)
     sys.stdout.write(table)
@@ -60,7 +67,8 @@ def main(argv=None):
     if specs:
         from src.results import figures  # matplotlib: only to draw
     for spec in specs:
-        print(f"figure written to: {figures.draw(spec, rows, row_keys, metric, out)}", file=sys.stderr)
+        path = figures.draw(spec, rows, row_keys, metric, out, runs=runs, best_over=best_over)
+        print(f"figure written to: {path}", file=sys.stderr)
     if unfinished:
         print(f"{len(unfinished)} runs without results.json (unfinished or failed) left out, e.g. {unfinished[0]}",
               file=sys.stderr)

@@ -6,24 +6,30 @@
     state     metric against the state size (the `state_size` column, log scale), one line per
               `hue` (zoology's and DSF's recall against state size)
     heatmap   metric over two keys, `x` and `y` (DSF's width x state expansion), a cell the mean of
-              its rows, one panel per value of `facet`
+              its rows, one panel per value of `facet`, every panel on one colour scale
     length    metric against evaluation length, one line per run: the main validation set at
               dataset.`length_key` (L) and each eval set NAME at dataset.eval_sets.NAME.L; for
               runs without such eval sets, accuracy against position (the last
-              curves/val/accuracy_by_position/ CSV)
+              curves/val/accuracy_by_position/ CSV); titled with the runs' directory, models and tasks
 
+A figure whose x, y, hue or facet is a `--best-over` key is drawn from every run, not from the
+best one per group (which would leave one value of that key per group: a one-row heatmap).
+A log axis (values spanning a factor of 8 or more) reads 64 for sizes and 1e-3 for rates.
 Each figure is written to `<figures dir>/<kind>-<metric>[-<keys>].png`.
 """
 
 import math
+import os
+import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
-from src.results.length import curve_files, read_curve  # noqa: E402
+from src.results.length import curve_files, read_curve, title  # noqa: E402
 from src.utils.errors import ConfigError  # noqa: E402
 
 KINDS = ("line", "state", "heatmap", "length")
@@ -71,6 +77,26 @@ def spread(values):
     return all(n is not None and n > 0 for n in numbers) and len(numbers) > 1 and max(numbers) >= 8 * min(numbers)
 
 
+def short(value):
+    """A tick label: a number >= 1 as it is (64, 1.5), a smaller one as researchers write a
+    learning rate (1e-3, 2.15e-3); anything else as text."""
+    v = number(value)
+    if v is None:
+        return str(value)
+    if v == 0 or abs(v) >= 1:
+        return str(int(v)) if v.is_integer() else f"{v:g}"
+    mantissa, exponent = f"{v:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def log_axis(axis, values):
+    """A log scale on `axis` (ax.xaxis): base 2 for integers (sizes), else 10, labelled by `short`."""
+    integral = all(number(v) is not None and float(number(v)).is_integer() for v in values)
+    axis.axes.set_xscale("log", base=2 if integral else 10)
+    axis.set_major_formatter(FuncFormatter(lambda v, _: short(v)))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def column(row, key):
     if key in row:
         return row[key]
@@ -103,8 +129,9 @@ def lines(rows, metric, x, hue, facet, path, log_x=None):
             if points:
                 xs = [number(p[0]) if number(p[0]) is not None else str(p[0]) for p in points]
                 ax.plot(xs, [p[1] for p in points], "o-", label=str(name))
-        if log_x if log_x is not None else spread([column(r, x) for r in members]):
-            ax.set_xscale("log", base=2)
+        values = [column(r, x) for r in members if number(column(r, x)) is not None]
+        if values and (log_x if log_x is not None else spread(values)):
+            log_axis(ax.xaxis, values)
         ax.set_xlabel(x)
         ax.set_title(f"{facet}={panel}" if facet else "", fontsize=9)
         ax.grid(alpha=0.3)
@@ -119,27 +146,34 @@ def heatmap(rows, metric, x, y, facet, path):
     xs = sorted({column(r, x) for r in rows}, key=sort_key)
     ys = sorted({column(r, y) for r in rows}, key=sort_key)
     panels = sorted({column(r, facet) for r in rows}, key=sort_key) if facet else [None]
-    fig, axes = plt.subplots(1, len(panels), figsize=((1.1 * len(xs) + 2.5) * len(panels), 0.7 * len(ys) + 1.8),
-                             squeeze=False)
+    grids = {panel: heatmap_grid([r for r in rows if facet is None or column(r, facet) == panel], metric, x, y, xs, ys)
+             for panel in panels}
+    values = [v for grid in grids.values() for row in grid for v in row if not math.isnan(v)]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)  # one colour scale for every panel
+    fig, axes = plt.subplots(1, len(panels), figsize=((1.1 * len(xs) + 1.5) * len(panels) + 1.2, 0.7 * len(ys) + 1.8),
+                             squeeze=False, layout="constrained")
     for ax, panel in zip(axes[0], panels):
-        members = [r for r in rows if facet is None or column(r, facet) == panel]
-        cells = [[[r[metric] for r in members if column(r, x) == a and column(r, y) == b and is_number(r.get(metric))]
-                  for a in xs] for b in ys]
-        grid = [[sum(c) / len(c) if c else math.nan for c in row] for row in cells]  # the mean of a cell's rows
-        image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
-        low, high = image.get_clim()
+        grid = grids[panel]
+        image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower", vmin=low, vmax=high)
         for i, row in enumerate(grid):
             for j, v in enumerate(row):
                 if not math.isnan(v):  # dark text on the light (high) end of viridis
                     light = high > low and (v - low) / (high - low) > 0.6
                     ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=8, color="black" if light else "white")
-        ax.set_xticks(range(len(xs)), [str(v) for v in xs])
-        ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+        ax.set_xticks(range(len(xs)), [short(v) if spread(xs) else str(v) for v in xs])
+        ax.set_yticks(range(len(ys)), [short(v) if spread(ys) else str(v) for v in ys])
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.set_title(f"{facet}={panel}" if facet else "", fontsize=9)
-        fig.colorbar(image, ax=ax, label=metric)
+    fig.colorbar(image, ax=list(axes[0]), label=metric)
     return save(fig, path)
+
+
+def heatmap_grid(members, metric, x, y, xs, ys):
+    """[[the mean metric of the rows at (xs[j], ys[i]), or nan]] of one panel."""
+    cells = [[[r[metric] for r in members if column(r, x) == a and column(r, y) == b and is_number(r.get(metric))]
+              for a in xs] for b in ys]
+    return [[sum(c) / len(c) if c else math.nan for c in row] for row in cells]
 
 
 def last_curve(run_dir, split="val"):
@@ -182,23 +216,45 @@ def length(rows, metric, keys, path, length_key="L"):
                           f"{metric.replace('/', '/NAME/', 1)}, nor curves/val/accuracy_by_position (task.metrics)")
     ax.set_xlabel(x_label)
     ax.set_ylabel(metric)
+    common = os.path.commonpath([os.path.abspath(r.dir) for r in rows])
+    ax.set_title(title(os.path.relpath(common) if not os.path.relpath(common).startswith("..") else common,
+                       models={run_model(r) for r in rows}, tasks={run_task(r) for r in rows}), fontsize=8)
     ax.grid(alpha=0.3)
     if drawn <= 12:
         ax.legend(fontsize=7)
     return save(fig, path)
 
 
+def run_model(row):
+    """The model a run trained: its `model=` choice, else its layer's name."""
+    return row.results.get("choices", {}).get("model") or row.config.get("model.layer._name_") or "?"
+
+
+def run_task(row):
+    """The task a run trained on: dataset.task (the atomic tasks), else the dataset's name."""
+    return row.config.get("dataset.task") or row.config.get("dataset._name_") or "?"
+
+
 def save(fig, path):
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
 
 
-def draw(spec, rows, keys, metric, out_dir):
-    """Draw the figure `spec` (a --plot string or a results.plots entry); its path."""
+def draw(spec, rows, keys, metric, out_dir, runs=None, best_over=()):
+    """Draw the figure `spec` (a --plot string or a results.plots entry) of the table's `rows`; its
+    path. `runs`: every run, drawn instead when an axis of the figure is a `best_over` key."""
     kind, o = parse(spec)
+    axes = [o.get(k) for k in ("x", "y", "hue", "facet")]
+    axes += [default_hue(rows)] if kind in ("line", "state") and "hue" not in o else []
+    reduced = [k for k in best_over if k in axes]
+    if reduced and runs is not None and kind != "length":
+        print(f"note: --plot {spec if isinstance(spec, str) else kind}: {reduced[0]} is a --best-over key; "
+              "drawn from every run, not the best per group", file=sys.stderr)
+        rows = runs
     name = "-".join([kind, metric.replace("/", "_")] + [o[k] for k in sorted(o)])
     path = Path(out_dir) / f"{name}.png"
     if kind == "heatmap":

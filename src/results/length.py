@@ -5,11 +5,13 @@ Reads the curves a run wrote (RUN_DIR/curves/<split>[-<set>]/<curve>/epoch=<E>.c
 `task.metrics` listing the curve; the last epoch by default) and draws one line of accuracy
 against position (or length) per set, the main set and each eval set, with the longest training
 input (RUN_DIR/config.yaml, dataset.L) marked: everything right of it was never trained on.
+The figure is titled with the run (RUN_DIR), its model and its task.
 Writes RUN_DIR/plots/<curve>-<split>-epoch=<E>.png.
 """
 
 import argparse
 import csv
+import json
 import re
 import sys
 from pathlib import Path
@@ -43,7 +45,24 @@ def curve_files(run_dir, split, curve, epoch):
     return files
 
 
-def draw(files, train_length, curve, out):
+def title(run, models, tasks):
+    """'RUN: model M, task T' (several models or tasks joined by commas)."""
+    def names(values):
+        return ", ".join(sorted(str(v) for v in values))
+
+    return f"{run}: model {names(models)}, task {names(tasks)}"
+
+
+def model_and_task(run_dir, config):
+    """(the run's model: its `model=` choice (results.json) or its layer's name, its task)."""
+    results = Path(run_dir) / "results.json"
+    choice = json.loads(results.read_text()).get("choices", {}).get("model") if results.is_file() else None
+    layer = (config.get("model") or {}).get("layer") or {}
+    dataset = config.get("dataset") or {}
+    return choice or layer.get("_name_") or "?", dataset.get("task") or dataset.get("_name_") or "?"
+
+
+def draw(files, train_length, curve, out, heading=""):
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for name, (_, path) in files.items():
         x, accuracy = read_curve(path)
@@ -56,6 +75,7 @@ def draw(files, train_length, curve, out):
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    ax.set_title(heading, fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -78,7 +98,9 @@ def main(argv=None):
     epoch = max(e for e, _ in files.values())
     out = args.run_dir / "plots" / f"{args.curve}-{args.split}-epoch={epoch:03d}.png"
     out.parent.mkdir(exist_ok=True)
-    draw(files, OmegaConf.load(config_file).dataset.get("L"), args.curve, out)
+    config = OmegaConf.load(config_file)
+    model, task = model_and_task(args.run_dir, config)
+    draw(files, config.dataset.get("L"), args.curve, out, title(args.run_dir, [model], [task]))
     print(f"wrote {out}")
 
 

@@ -6,8 +6,9 @@ Hydra callback (configs/config.yaml), shares the machine between them:
     flock on <sweep dir>/devices/<gpu>.lock, held until the worker exits) and sees only it
     (CUDA_VISIBLE_DEVICES, set before the job initialises CUDA): a job with `trainer.devices=1`
     trains on its own GPU. n_jobs above the number of visible GPUs is refused at the start.
-  - On CPU each job uses cpu_count // n_jobs torch threads, so the jobs do not oversubscribe
-    the cores.
+  - On CPU each job's share of the cores is cores // n_jobs (POOL_THREADS, which the workers
+    inherit), and train.threads=auto chooses within it when the job starts training
+    (src/utils/threads.py: 1 thread for a small model), so the jobs do not oversubscribe the cores.
 Other launchers are left alone: the basic launcher runs one job at a time, SLURM gives each job
 its own devices.
 
@@ -22,6 +23,8 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
+
+from src.utils.threads import cores
 
 HELD = {}  # this process's GPU: {"gpu": id, "lock": open file}
 
@@ -72,10 +75,11 @@ class PinDevices(Callback):
                   f"({','.join(gpus)}): one job per GPU; use hydra.launcher.n_jobs<={len(gpus)}", file=sys.stderr)
             sys.exit(2)
         os.environ["POOL_GPUS"] = ",".join(gpus)  # the workers, started after this, inherit it
-        os.environ["POOL_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+        os.environ["POOL_THREADS"] = str(max(1, cores() // jobs))  # each job's share (src/utils/threads.py)
 
     def on_job_start(self, config, **kwargs):
-        """In the worker: take a GPU (CUDA_VISIBLE_DEVICES) or this job's share of the cores."""
+        """In the worker: take a GPU (CUDA_VISIBLE_DEVICES). On CPU the job's threads are chosen by
+        the run within its share of the cores, POOL_THREADS (src/utils/threads.py)."""
         if not is_pool(config) or "POOL_THREADS" not in os.environ:
             return
         gpus = [g for g in os.environ.get("POOL_GPUS", "").split(",") if g]
@@ -83,8 +87,3 @@ class PinDevices(Callback):
             gpu = claim(gpus, Path(config.hydra.sweep.dir) / "devices")
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu
             print(f"job {config.hydra.job.num}: GPU {gpu} (CUDA_VISIBLE_DEVICES={gpu})")
-        else:
-            import torch
-
-            torch.set_num_threads(int(os.environ["POOL_THREADS"]))
-            print(f"job {config.hydra.job.num}: {torch.get_num_threads()} torch threads")
