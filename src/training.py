@@ -282,7 +282,6 @@ def fit(config, run_dir, extra_callbacks=()):
     `extra_callbacks`: Lightning callbacks added to those of the config (programmatic use).
     Nothing is written before every check has passed; a run refused later (ConfigError, e.g.
     missing data) removes what it wrote."""
-    select_threads(config)  # torch intra-op threads on CPU (train.threads), before the model is built
     if config.train.get("eval_only"):
         return evaluate(config, run_dir)
     ckpt, in_place = resume_point(config, run_dir)
@@ -300,6 +299,7 @@ def fit(config, run_dir, extra_callbacks=()):
                 run_results.write(run_dir, config, {}, epochs=done["epoch"] + 1, steps=done["global_step"])
             return {}
     earlier = earlier_metrics(run_dir, ckpt) if in_place and is_rank_zero() else []
+    select_threads(config)  # torch intra-op threads on CPU (train.threads), once the run is accepted
     with refusal_undone(run_dir):
         claim_run_dir(run_dir, config, in_place)
         trainer = build_trainer(config, run_dir, [*extra_callbacks, RunGuard(resume_command(run_dir))])
@@ -328,6 +328,7 @@ def evaluate(config, run_dir):
     module = SequenceLightningModule(OmegaConf.to_container(config, resolve=True))
     ckpt = check_checkpoint(config.train.ckpt, module)
     module.load_state_dict(ckpt["state_dict"])
+    select_threads(config)  # torch intra-op threads on CPU (train.threads), once the run is accepted
     with refusal_undone(run_dir, undo=Exception):  # a failed evaluation leaves no half-made directory
         claim_run_dir(run_dir, config)
         trainer = build_trainer(config, run_dir)

@@ -72,7 +72,8 @@ def test_sgconv_covers_masked_select_inputs_by_default():
     assert module(x).shape == (2, 8, 1)
 
 
-@pytest.mark.parametrize("batch_size_eval", [16, 4], ids=["one-batch-split-by-rows", "uneven-batches"])
+@pytest.mark.parametrize("batch_size_eval", [16, pytest.param(4, marks=pytest.mark.slow)],  # one DDP run is enough
+                         ids=["one-batch-split-by-rows", "uneven-batches"])  # for the default tier
 def test_ddp_validation_equals_one_process(tmp_path, batch_size_eval):
     """6 validation samples on 2 CPU processes: one batch split by rows, or batches of 4 and 2.
     Learning rates of 0 keep the initial weights, so both runs validate the same model."""

@@ -95,6 +95,7 @@ def test_early_stopping_at_a_threshold_and_a_cosine_stepped_per_epoch(tmp_path):
     assert lrs == pytest.approx([0.01 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
 
 
+@pytest.mark.slow  # a multirun of 4 fits; the default tier composes the grid's commands (test_docs)
 def test_the_figure_2_grid_runs_to_completion_at_cpu_size(tmp_path):
     """2 models x 2 widths x 1 lr at (L 64, N 4), through Hydra's multirun."""
     command = [sys.executable, "-m", "train", "-m", "experiment=zoology-mqar-fig2", "model=mha,lstm",

@@ -6,10 +6,7 @@ with no bidirectional form in a bidirectional experiment); one 2-step fit per pi
 atomic task of the DLR experiment.
 """
 
-import multiprocessing
-import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from omegaconf import OmegaConf
@@ -79,20 +76,10 @@ def build_every_model(experiment):
     return outcomes
 
 
-@pytest.fixture(scope="module")
-def built(data_path):
-    """build_every_model for every experiment, split over one process per core (spawned, so each
-    imports afresh; a test reads its experiment's outcomes)."""
-    workers = min(len(os.sched_getaffinity(0)), 4)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DATA_PATH", str(data_path))  # the text datasets read their vocabulary at construction
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return dict(zip(EXPERIMENTS, pool.map(build_every_model, EXPERIMENTS)))
-
-
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_model_builds_or_says_why_not(experiment, built):
-    for model, outcome in built[experiment].items():
+def test_every_model_builds_or_says_why_not(experiment, monkeypatch, data_path):
+    monkeypatch.setenv("DATA_PATH", str(data_path))  # the text datasets read their vocabulary at construction
+    for model, outcome in build_every_model(experiment).items():
         if outcome is None:
             continue
         why, raised = outcome

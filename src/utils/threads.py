@@ -1,5 +1,5 @@
-"""How many threads torch uses on CPU: `train.threads: auto | N`, chosen once per run, before the
-model is built (src/training.py).
+"""How many threads torch uses on CPU: `train.threads: auto | N`, chosen once per run, when its
+checks have passed and before it trains (src/training.py).
 
 On a CPU torch splits each large op over its intra-op threads, by default one per core. The
 models of this repository are small, and each of their ops is too short to gain from a second
