@@ -87,7 +87,7 @@ callbacks = {
     "learning_rate_monitor": "lightning.pytorch.callbacks.LearningRateMonitor",
     "model_checkpoint": "src.callbacks.checkpoints.BestCheckpoint",
     "last_checkpoint": "src.callbacks.checkpoints.LastCheckpoint",
-    "rich_progress_bar": "lightning.pytorch.callbacks.RichProgressBar",
+    "rich_progress_bar": "src.callbacks.progress.ProgressBar",
     "rich_model_summary": "lightning.pytorch.callbacks.RichModelSummary",
     "grad_norm": "src.callbacks.grad_norm.GradNorm",
     "early_stopping": "lightning.pytorch.callbacks.EarlyStopping",
