@@ -188,6 +188,7 @@ def launch(args, multirun):
     again (never once main has started); a config group choice that does not exist is one line."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path, run_and_report
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
     app = Hydra.create_main_hydra2(task_name="train", config_search_path=create_config_search_path(f"file://{CONFIGS}"))
@@ -209,15 +210,18 @@ def launch(args, multirun):
                     raise
                 args = plussed
 
-    run_and_report(lambda: attempt(list(args)))  # Hydra's own report of anything else (status 1)
+    try:
+        run_and_report(lambda: attempt(list(args)))  # Hydra's own report of anything else (status 1)
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def exit_now(status):
-    """Leave with `status` (SystemExit's code) without tearing the interpreter down. Every file a
-    run writes is complete and closed when `main` returns (checkpoints are written atomically, the
-    CSV logger and results.json before the last line is printed); what is left is Python freeing
-    the heap of torch, Lightning and their imports, about 1 s on the 2-core CPU. The exit handlers
-    (logging's flush, wandb, multiprocessing's and joblib's worker shutdown) still run first."""
+    """Leave a single run with `status` (SystemExit's code) without tearing the interpreter down.
+    Every file a run writes is complete and closed when `main` returns (checkpoints are written
+    atomically, the CSV logger and results.json before the last line is printed); what is left is
+    Python freeing the heap of torch, Lightning and their imports, about 1 s on the 2-core CPU. The
+    exit handlers (logging's flush, multiprocessing's worker shutdown) still run first."""
     if status is not None and not isinstance(status, int):
         print(status, file=sys.stderr)
         status = 1
@@ -248,4 +252,6 @@ if __name__ == "__main__":
         status = 130
     except SystemExit as e:
         status = e.code
+    if multirun:  # the pool's workers are shut down by threading's exit hooks, which exit_now skips
+        sys.exit(status)
     exit_now(status)

@@ -23,6 +23,9 @@ Prints one table per part with the load average before and after.
 """
 
 import argparse
+import contextlib
+import json
+import logging
 import os
 import statistics
 import subprocess
@@ -52,6 +55,24 @@ def fixed_round(layer, out):
     run = wall([sys.executable, "-m", "train", *overrides(layer), "trainer.max_steps=1",
                 "trainer.limit_val_batches=1", f"hydra.run.dir={out}/{time.monotonic_ns()}"])
     return floor, run
+
+
+def sweep_round(layer, launcher, jobs, samples, out):
+    """(wall seconds of a `jobs`-job multirun (seeds 0..jobs-1) of `samples` training samples
+    each, the sum of its jobs' train_seconds, the jobs it runs at once)."""
+    sweep_dir = Path(out) / f"sweep{time.monotonic_ns()}"
+    parallel = 1
+    args = [*overrides(layer), "trainer.max_epochs=1", f"dataset.samples_per_epoch={samples}",
+            f"train.seed={','.join(map(str, range(jobs)))}", f"hydra.sweep.dir={sweep_dir}"]
+    if launcher == "pool":
+        args.append("hydra/launcher=pool")
+        parallel = 2  # ${local_jobs:} on a CPU
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "train", "-m", *args], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    train = sum(json.loads((sweep_dir / str(j) / "results.json").read_text())["train_seconds"] for j in range(jobs))
+    return wall, train, parallel
 
 
 def compose(args):
@@ -90,7 +111,8 @@ def lightning_round(layer, steps, warm, out):
 
     clock = Clock()
     config = compose([*overrides(layer), f"trainer.limit_train_batches={steps}", "trainer.max_epochs=1"])
-    fit(config, f"{out}/{time.monotonic_ns()}", extra_callbacks=[clock])
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # as a run whose output goes to a file
+        fit(config, f"{out}/{time.monotonic_ns()}", extra_callbacks=[clock])
     return clock.step, clock.val
 
 
@@ -159,14 +181,14 @@ def main():
     parser.add_argument("--layers", nargs="+", default=["attn", "mamba", "hyena", "lstm"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=120, help="training steps per run (the first 20 warm up)")
-    parser.add_argument("--parts", nargs="+", default=["fixed", "step"], choices=["fixed", "step"],
+    parser.add_argument("--parts", nargs="+", default=["fixed", "step"], choices=["fixed", "step", "sweep"],
                         help="step also times the validation")
+    parser.add_argument("--jobs", type=int, default=32, help="jobs of the sweep part")
+    parser.add_argument("--samples", type=int, default=6400, help="training samples of each sweep job (100 steps)")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     warm = 20
     fixed, step, val = ({layer: [] for layer in args.layers} for _ in range(3))
-    import logging
-
     logging.getLogger("lightning").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as out:
         for _ in range(args.rounds):
@@ -178,6 +200,13 @@ def main():
                     ours = lightning_round(layer, args.steps, warm, out)
                     step[layer].append((bare[0], ours[0]))
                     val[layer].append((bare[1], ours[1]))
+        if "sweep" in args.parts:
+            print(f"\n{args.jobs}-job multirun of {args.layers[0]} ({args.samples // 64} steps and one validation each): "
+                  "wall time against the jobs' training time (train_seconds in results.json) / the jobs run at once")
+            print(f"{'launcher':<9} {'wall s':>8} {'train s':>8} {'at once':>8} {'ratio':>7}")
+            for launcher in ("basic", "pool"):
+                wall, train, parallel = sweep_round(args.layers[0], launcher, args.jobs, args.samples, out)
+                print(f"{launcher:<9} {wall:8.1f} {train:8.1f} {parallel:8d} {wall / (train / parallel):7.3f}")
     if "fixed" in args.parts:
         table("fixed cost: a one-step `python -m train` process against `python -c 'import torch'`", fixed, "s")
     if "step" in args.parts:

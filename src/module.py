@@ -63,6 +63,28 @@ def eval_passes(config):
     return passes
 
 
+def eval_sets_every(config):
+    """train.eval_sets_every_n_epochs: validate the eval sets every n epochs (and at the last)."""
+    n = config.train.get("eval_sets_every_n_epochs", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"train.eval_sets_every_n_epochs={n!r} must be a positive integer")
+    return n
+
+
+class Gated:
+    """An evaluation loader that yields no batch while `active()` is false; its length (which
+    Lightning reads once) stays."""
+
+    def __init__(self, loader, active):
+        self.loader, self.active = loader, active
+
+    def __iter__(self):
+        return iter(self.loader) if self.active() else iter(())
+
+    def __len__(self):
+        return len(self.loader)
+
+
 def longest_input(datasets):
     """The longest input over `datasets` (None when one does not know its length)."""
     lengths = [getattr(d, "L_input", None) for d in datasets]
@@ -96,6 +118,7 @@ class SequenceLightningModule(L.LightningModule):
             self.sizes["state_size"] = float(self.model.state_size(longest))
         self.loss = build_loss(config.task.loss)
         self.eval_passes = eval_passes(config)
+        self.eval_sets_every = eval_sets_every(config)
         self.model.positions.eval_aug = self.eval_passes > 1
         # Metrics of each split and eval set ("train" is an nn.Module attribute: keys end in "_").
         # Datasets with categories (e.g. ListOps sub-tree height and operator) get accuracy by
@@ -122,33 +145,37 @@ class SequenceLightningModule(L.LightningModule):
     def forward(self, x, l_output=None, lengths=None):  # x: (B, L_in, d_input) or (B, L_in) tokens, lengths (B,)
         return self.model(x, l_output=l_output, lengths=lengths)[0]  # (B, l_output, d_output), (B, d_output), ...
 
-    def _step(self, batch, split, dataloader_idx=0):
+    def _step(self, batch, split, dataloader_idx=0, scored=True):
+        """The loss and predictions of a batch; its metrics updated when `scored`."""
         # extra: [{category: (B, L) ids, and "lengths": (B,) for padded batches}] where the dataset has them
         x, y, *extra = batch
         name = None if dataloader_idx == 0 else list(self.eval_sets)[dataloader_idx - 1]
         l_output = self.eval_sets[name].l_output if name else None
         preds = self(x, l_output, extra[0].get("lengths") if extra else None)
         loss = self.loss(preds, y)
-        metrics = self.metrics[self._key(split, name)]
-        metrics.update(preds.detach(), y, loss.detach(), extra[0] if extra else {})
-        main = name is None
-        if split == "train":
+        if scored:
+            metrics = self.metrics[self._key(split, name)]
+            metrics.update(preds.detach(), y, loss.detach(), extra[0] if extra else {})
+        if split == "train" and scored:
             self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=y.shape[0])
-        else:
-            self.log(f"{metrics.prefix}loss", metrics.loss, on_epoch=True, prog_bar=main, add_dataloader_idx=False)
-        self.log_dict(metrics.scalars, on_step=False, on_epoch=True, prog_bar=split == "val" and main,
-                      add_dataloader_idx=False)
+            self.log_dict(metrics.scalars, on_step=False, on_epoch=True, add_dataloader_idx=False)
         return loss, preds
 
     def training_step(self, batch, batch_idx):
+        # Training metrics are updated and logged on the steps whose logs the loggers write
+        # (trainer.log_every_n_steps) and on the last batch of each epoch: their epoch values are
+        # means over those batches. Every step would cost more than the step itself on small
+        # models (benchmarks/train_loop.py); trainer.log_every_n_steps=1 scores every batch.
+        last_batch = batch_idx + 1 == self.trainer.num_training_batches
+        scored = last_batch or self.trainer._logger_connector.should_update_logs
         k = self.trainer.accumulate_grad_batches
         if k == 1:
-            return self._step(batch, "train")[0]
+            return self._step(batch, "train", scored=scored)[0]
         # Long-convolution kernels are computed once per optimizer step (src/models/sequence/kernel_cache.py);
         # `last`: Lightning steps the optimizer after this micro-batch.
-        last = (batch_idx + 1) % k == 0 or batch_idx + 1 == self.trainer.num_training_batches
+        last = (batch_idx + 1) % k == 0 or last_batch
         with accumulation_window(self.trainer.global_step, last):
-            return self._step(batch, "train")[0]
+            return self._step(batch, "train", scored=scored)[0]
 
     def _eval_step(self, batch, split, batch_idx, dataloader_idx):
         """One evaluation batch, `train.eval_passes` times: each pass re-draws the position
@@ -170,9 +197,18 @@ class SequenceLightningModule(L.LightningModule):
         self._eval_step(batch, "test", batch_idx, dataloader_idx)
 
     def _epoch_end(self, split):
-        """Log per-category accuracies and write the curves of every set of `split`."""
+        """Log the loss, metrics and per-category accuracies and write the curves of every set of
+        `split`, computed over its batches on every rank (once per epoch: logging a batch's metric
+        objects costs more than its update)."""
         for name in [None, *self.eval_sets]:
             metrics = self.metrics[self._key(split, name)]
+            if metrics.loss.update_count == 0:  # a set not evaluated this time (train.eval_sets_every_n_epochs)
+                continue
+            main = name is None
+            self.log(f"{metrics.prefix}loss", metrics.loss.compute(), prog_bar=main, add_dataloader_idx=False)
+            self.log_dict(metrics.scalars.compute(), prog_bar=split == "val" and main, add_dataloader_idx=False)
+            metrics.loss.reset()
+            metrics.scalars.reset()
             self.log_dict(metrics.grouped_values(), add_dataloader_idx=False)
             curves = metrics.curve_values()
             if curves and self.trainer.is_global_zero and not self.trainer.sanity_checking:
@@ -222,7 +258,20 @@ class SequenceLightningModule(L.LightningModule):
     def _eval_dataloaders(self, split):
         loaders = [getattr(d, f"{split}_dataloader")(**self._loader_kwargs())
                    for d in [self.dataset, *self.eval_sets.values()]]
+        if split == "val" and self.eval_sets_every > 1:
+            monitored = str(self.config.train.monitor).split("/")
+            loaders[1:] = [loader if monitored[1:2] == [name] else Gated(loader, self._validates_eval_sets)
+                           for name, loader in zip(self.eval_sets, loaders[1:])]
         return loaders if self.eval_sets else loaders[0]
+
+    def _validates_eval_sets(self):
+        """Whether this validation covers the eval sets (train.eval_sets_every_n_epochs): always
+        outside training and in the sanity check, else every n epochs and in the last epoch."""
+        t, n = self.trainer, self.eval_sets_every
+        if t.state.fn != "fit" or t.sanity_checking or (t.current_epoch + 1) % n == 0:
+            return True
+        last_epoch = t.max_epochs not in (None, -1) and t.current_epoch + 1 >= t.max_epochs
+        return last_epoch or (t.max_steps not in (None, -1) and t.global_step >= t.max_steps)
 
     def val_dataloader(self):
         return self._eval_dataloaders("val")

@@ -4,7 +4,8 @@ A run writes to its directory (hydra.run.dir, by default outputs/<date>/<time>):
     config.yaml              the resolved config
     metrics.csv, hparams.yaml  CSV logger (always, also with wandb=null)
     checkpoints/last.ckpt, checkpoints/best.ckpt   (src/callbacks/checkpoints.py)
-    results.json             when the run has finished: its final metrics (src/utils/run_results.py)
+    results.json             when the run has finished: its final metrics, epochs, steps and
+                             train_seconds (src/utils/run_results.py)
     val_outputs/epoch=<e>.pt   with train.save_val_outputs=true (or a number of samples)
     wandb/                     when wandb is on
 """
@@ -24,6 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
 from src.callbacks.checkpoints import BestCheckpoint
+from src.callbacks.clock import TrainClock
 from src.callbacks.guard import RunGuard
 from src.callbacks.val_outputs import SaveValOutputs
 from src.module import SequenceLightningModule
@@ -302,7 +304,8 @@ def fit(config, run_dir, extra_callbacks=()):
     select_threads(config)  # torch intra-op threads on CPU (train.threads), once the run is accepted
     with refusal_undone(run_dir):
         claim_run_dir(run_dir, config, in_place)
-        trainer = build_trainer(config, run_dir, [*extra_callbacks, RunGuard(resume_command(run_dir))])
+        clock = TrainClock()
+        trainer = build_trainer(config, run_dir, [*extra_callbacks, RunGuard(resume_command(run_dir)), clock])
         if earlier:  # the CSV logger replaces metrics.csv: it writes these rows first
             trainer.loggers[0].experiment.metrics[:0] = earlier
         try:
@@ -316,8 +319,9 @@ def fit(config, run_dir, extra_callbacks=()):
             finish_wandb(trainer)
     if trainer.is_global_zero:
         choices = run_results.choices_of(ckpt) if ckpt is not None and not in_place else None
+        seconds = {} if clock.seconds is None else {"train_seconds": round(clock.seconds, 3)}
         run_results.write(run_dir, config, metrics, choices=choices, epochs=trainer.current_epoch,
-                          steps=trainer.global_step)
+                          steps=trainer.global_step, **seconds)
     report(trainer, metrics, run_dir)
     return metrics
 

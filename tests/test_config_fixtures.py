@@ -11,6 +11,7 @@ Intended differences (also in the README):
   - the reliability work: callbacks.last_checkpoint is this repository's own callback (last.ckpt
     at every epoch end as before, and now also every 10 minutes), so Lightning's save_last /
     save_top_k keys are gone; train.resume and train.eval_only are new, off; train.threads is new, auto;
+  - train.eval_sets_every_n_epochs: new, 1 (every eval set at every validation, as before);
   - the results block (what `python -m src.results` shows of the run by default): new;
   - one registry name per layer class: `model.layer.kernel_type` is gone (the layer's name says
     it), and so are the dlr, dss and sgconv configs' `chunk_size` and `attn_ff`, which only
@@ -32,7 +33,7 @@ NEUTRAL = {"model.state_mixer": "none", "model.mlp_expand": 4, "model.mlp_activa
            "dataset.num_train_examples": None, "dataset.eval_sets": None, "model.layers": None,
            "train.resume": False, "train.eval_only": False,
            "results.best_over": [], "results.by": [], "results.plots": [],
-           "train.eval_passes": 1, "train.threads": "auto"}  # (sequence1d only; and dataset.eval_sets: null)
+           "train.eval_passes": 1, "train.threads": "auto", "train.eval_sets_every_n_epochs": 1}  # (sequence1d only; and dataset.eval_sets: null)
 
 
 def flat(tree, prefix=""):

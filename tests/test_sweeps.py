@@ -56,6 +56,7 @@ def test_basic_launcher_runs_every_job_and_summarises(grid):
         results = json.loads((sweep_dir / str(j) / "results.json").read_text())
         assert results["status"] == "finished" and results["metrics"]["val/loss"] == losses[str(sweep_dir / str(j))]
         assert results["config"]["results"]["metric"] == "val/loss"  # src.results' default: train.monitor
+        assert results["config"]["trainer"]["num_sanity_val_steps"] == 0 and results["train_seconds"] > 0
 
 
 def test_results_table_and_best_over_lr(grid, capsys):

@@ -8,6 +8,9 @@ Each job runs in its own directory (hydra.sweep.dir/hydra.sweep.subdir) through 
     none; a changed trainer.max_epochs / max_steps trains a finished run on;
   - a directory holding a run of another config (e.g. the grid changed under the job numbers)
     fails that job, naming the keys that differ;
+  - a job runs no sanity check (trainer.num_sanity_val_steps=0) unless the command line sets one:
+    in a sweep of small runs it is a tenth of each; the checks it would make are the first
+    validation's;
   - a job that fails (a bad value, a non-finite loss, any exception) is recorded with its error
     in one line and the sweep goes on; a job stopped by Ctrl-C or SIGTERM (last.ckpt written) in
     the sweep's own process (the basic launcher) stops the sweep, which continues where it was
@@ -37,9 +40,9 @@ from src.utils import run_results
 from src.utils.errors import ConfigError, RunError
 from src.utils.run_results import flat
 
-# Keys that do not change what a run trains (how it is resumed, logged to wandb, tabulated), and
+# Keys that do not change what a run trains (how it is resumed, checked, logged to wandb, tabulated), and
 # those a run may also change and still be the same sweep job: a longer training continues it.
-SAME_RUN = ("train.resume", "wandb", "results")
+SAME_RUN = ("train.resume", "wandb", "results", "trainer.num_sanity_val_steps")
 CONTINUABLE = (*SAME_RUN, "trainer.max_epochs", "trainer.max_steps")
 FINISHED = ("finished", "evaluated")
 FAILED = []  # the failed jobs of the last sweep in this process (train.py's exit status)
@@ -92,6 +95,9 @@ def job(config, hydra, prepare, train):
     began = time.monotonic()
     try:
         config = prepare(config)
+        if not any(o.lstrip("+~").startswith("trainer.num_sanity_val_steps=") for o in outcome["overrides"]):
+            with open_dict(config):  # the jobs of a sweep are one config: its first job is its check
+                config.trainer.num_sanity_val_steps = 0
         outcome["status"] = {"skip": "skipped", "run": "done"}[start(config, run_dir)]
         if outcome["status"] == "done":
             train(config, run_dir)
