@@ -7,12 +7,16 @@ Each task family registers its rows in FAMILIES: {family: (rows(L, batch) -> {ta
 default L, default batch)}, where batched(i) and per_sample(i) each make batch i (per_sample may be None).
 Beside each batched generator, a per-sample baseline, interleaved with it over several rounds in
 this process, and the median speedup with its range over the rounds:
-  dlr               the DLR repo's loader style (one sample at a time, numpy); L 4096, batch 16
+  dlr               every atomic task against the DLR repo's own loader, one example at a time in
+                    torch and stacked (benchmarks/dlr_loader.py); each dataset built once; L 4096, batch 16
   counting, formal  the per-sample Python definitions the tests check against
                     (src/dataloaders/{counting,formal}_reference.py), stacked into tensors; L 512, batch 64
   mqar              zoology's semantics one example at a time, with one legacy numpy.random.choice
                     each for the keys, the values and the query slots (as its multiquery_ar does per
                     row); V 8192, (L, N) in {(64, 4), (256, 16), (512, 64)} whatever --L, batch 1024
+A family may also register FLOORS[family](L, batch) -> {task: floor(i)}, the part of a batch no
+generator avoids; the `bound` column is the median per-round per-sample time / floor time, the
+largest speedup possible (dlr: dlr_floors).
 """
 
 import argparse
@@ -23,53 +27,42 @@ import time
 import numpy as np
 import torch
 
+from benchmarks import dlr_loader
 from src.dataloaders import counting_reference, formal_reference
-from src.dataloaders.sequence1d import TASKS, solve_size
+from src.dataloaders.sequence1d import TASKS, Sequence1D, frame, shapes
 from src.dataloaders.synthetic import sample
 
 
-def _pos(x):
-    angle = 2 * np.pi * np.arange(len(x)) / len(x)
-    return np.stack([x, np.cos(angle), np.sin(angle)], axis=-1).astype(np.float32)
-
-
-def one_shift(rng, L, H=8):
-    x = rng.standard_normal(L)
-    x /= np.abs(x).max()
-    y = np.zeros((L, H))
-    for j, s in enumerate(np.linspace(0, L - L / H, H).astype(int)):
-        y[s:, j] = x[: L - s]
-    return _pos(x), y.astype(np.float32)
-
-
-def one_sort(rng, L):
-    x = rng.standard_normal(L)
-    x /= np.abs(x).max()
-    y = x[np.argsort(np.abs(x - x[0]), kind="stable")]
-    return _pos(np.concatenate([x, np.zeros(L)])), y[:, None].astype(np.float32)
-
-
-def one_solve(rng, L):
-    N = solve_size(L)
-    U, _, Vh = np.linalg.svd(rng.standard_normal((N, N)))
-    A = U @ Vh
-    X = rng.standard_normal(N)
-    X /= np.linalg.norm(X)
-    flat = np.zeros(L)
-    flat[: N * N + N] = np.concatenate([A, (A @ X)[:, None]], axis=1).ravel()
-    return _pos(flat), X[:, None].astype(np.float32)
-
-
-PER_SAMPLE = {"shift": one_shift, "sort": one_sort, "solve": one_solve}
-
-
 def dlr_rows(L, batch):
+    """Every atomic task: our generator (the dataset built once, as a run builds it) beside the
+    DLR repo's loader, one example at a time (benchmarks/dlr_loader.py)."""
     rows = {}
     for task in TASKS:
-        one, rng = PER_SAMPLE.get(task), np.random.default_rng(0)
-        rows[task] = (lambda i, task=task: sample(task, batch, torch.Generator().manual_seed(i), L=L),
-                      one and (lambda i, one=one, rng=rng: [one(rng, L) for _ in range(batch)]))
+        dataset, g = Sequence1D(task=task, L=L), torch.Generator().manual_seed(0)
+        rows[task] = (lambda i, dataset=dataset: dataset.generate(batch, torch.Generator().manual_seed(i)),
+                      lambda i, task=task, g=g: dlr_loader.batch(task, batch, g, L))
     return rows
+
+
+def dlr_floors(L, batch):
+    """The part of each atomic task no generator avoids, alone: its Gaussian draws (torch.randn: 2.5
+    ns a number, numpy's generators were 3x slower here; the per-sample baseline draws the same
+    numbers) and one write of its input tensor; for sort also a sort of (batch, L) int64 keys
+    (numpy's SIMD sort, ~10x torch's here). per-sample time / this time bounds the speedup. mips
+    (matmul-bound) has none."""
+    keys = np.random.default_rng(0).integers(0, 2**62, (batch, L))
+    floors = {}
+    for task in TASKS:
+        if task == "mips":
+            continue
+        T, d_input, N, _ = shapes(task, L)  # N: solve's N
+        draws = {"context_shift": L - 2, "masked_select": 32 + L, "masked_select_fixed": 32 + L,
+                 "solve": N * N + N, "solve_fixed": N}.get(task, L)
+        sort = task == "sort"
+        floors[task] = lambda i, T=T, C=d_input - 2, n=draws, sort=sort: (
+            torch.randn(batch, n, generator=torch.Generator().manual_seed(i)), frame(batch, T, C),
+            sort and np.sort(keys, axis=-1))
+    return floors
 
 
 def token_rows(reference, params):
@@ -134,6 +127,7 @@ def mqar_rows(L, batch):
     return rows
 
 
+FLOORS = {"dlr": dlr_floors}
 FAMILIES = {
     "dlr": (dlr_rows, 4096, 16),
     "mqar": (mqar_rows, None, 1024),
@@ -151,15 +145,19 @@ def rate(make_batch, batch, seconds):
     return n * batch / (time.perf_counter() - start)
 
 
-def interleaved(batched, per_sample, batch, seconds, rounds):
-    """Median samples/s of each over `rounds` alternating rounds, and the median and range of the
-    per-round ratios (the machine's load changes between rounds more than within one)."""
-    fast, slow = [], []
+def interleaved(batched, per_sample, batch, seconds, rounds, floor=None):
+    """Median samples/s of each over `rounds` alternating rounds, the median and range of the
+    per-round ratios (the machine's load changes between rounds more than within one), and where a
+    floor (the irreducible part alone) is given, the median per-round bound floor / per-sample."""
+    fast, slow, bound = [], [], []
     for _ in range(rounds):
         fast.append(rate(batched, batch, seconds / rounds))
         slow.append(rate(per_sample, batch, seconds / rounds))
+        if floor:
+            bound.append(rate(floor, batch, seconds / rounds) / slow[-1])
     ratios = sorted(f / s for f, s in zip(fast, slow))
-    return statistics.median(fast), statistics.median(slow), statistics.median(ratios), ratios[0], ratios[-1]
+    return (statistics.median(fast), statistics.median(slow), statistics.median(ratios), ratios[0], ratios[-1],
+            bound and statistics.median(bound))
 
 
 def main():
@@ -179,15 +177,19 @@ def main():
         make_rows, L, batch = FAMILIES[family]
         L, batch = args.L or L, args.batch or batch
         print(f"\n{family}: L={L}, batch={batch}")
-        print(f"{'task':<22}{'batched /s':>12}{'per-sample /s':>15}{'speedup (range)':>22}")
+        floors = FLOORS[family](L, batch) if family in FLOORS else {}
+        print(f"{'task':<22}{'batched /s':>12}{'per-sample /s':>15}{'speedup (range)':>22}"
+              + (f"{'bound':>8}" if floors else ""))
         for task, (batched, per_sample) in make_rows(L, batch).items():
             if args.tasks and task not in args.tasks:
                 continue
             if per_sample is None:
                 print(f"{task:<22}{rate(batched, batch, args.seconds):>12.0f}", flush=True)
                 continue
-            fast, slow, ratio, low, high = interleaved(batched, per_sample, batch, args.seconds, args.rounds)
-            print(f"{task:<22}{fast:>12.0f}{slow:>15.0f}{ratio:>9.1f}x ({low:.1f}-{high:.1f}x)", flush=True)
+            fast, slow, ratio, low, high, bound = interleaved(batched, per_sample, batch, args.seconds, args.rounds,
+                                                              floors.get(task))
+            print(f"{task:<22}{fast:>12.0f}{slow:>15.0f}{ratio:>9.1f}x ({low:.1f}-{high:.1f}x)"
+                  + (f"{bound:>7.1f}x" if bound else ""), flush=True)
 
 
 if __name__ == "__main__":

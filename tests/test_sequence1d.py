@@ -149,6 +149,64 @@ def test_solve_matrix_is_the_polar_factor_of_a_gaussian():
     assert torch.linalg.eigvalsh(P).min() > 0
 
 
+def test_haar_orthogonal_is_the_product_of_the_reflectors_of_its_columns():
+    """Q = H_1 .. H_N diag(-sign z_kk), H_k the reflector taking column k of tril(Z) to a multiple of e_k."""
+    from src.dataloaders.sequence1d import haar_orthogonal
+
+    Z = torch.randn(4, 9, 9, dtype=torch.float64)
+    Q = haar_orthogonal(Z.clone())
+    for z, q in zip(Z, Q):
+        product = torch.eye(9, dtype=torch.float64)
+        for k in range(9):
+            v = torch.zeros(9, dtype=torch.float64)
+            v[k:] = z[k:, k]
+            sign = 1.0 if z[k, k] >= 0 else -1.0
+            v[k] += sign * z[k:, k].norm()
+            product = product @ (torch.eye(9, dtype=torch.float64) - 2 * torch.outer(v, v) / (v @ v))
+            product[:, k] *= -sign  # commutes with the later reflectors, which leave row and column k alone
+        torch.testing.assert_close(q, product, rtol=0, atol=1e-12)
+        torch.testing.assert_close(q.mT @ q, torch.eye(9, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_haar_orthogonal_has_the_law_of_the_polar_factor_of_a_gaussian():
+    """Both are Haar on O(N): the moments of the trace are those of N(0, 1) up to order N
+    (Diaconis-Shahshahani), half the determinants are -1, and each entry has variance 1/N."""
+    from src.dataloaders.sequence1d import haar_orthogonal, polar
+
+    g, n, N = torch.Generator().manual_seed(0), 20000, 8
+    for Q in (haar_orthogonal(torch.randn(n, N, N, generator=g, dtype=torch.float64)),
+              polar(torch.randn(n, N, N, generator=g, dtype=torch.float64))):
+        trace = Q.diagonal(dim1=-2, dim2=-1).sum(-1)
+        assert abs(trace.mean()) < 0.04 and abs(trace.square().mean() - 1) < 0.06  # 4 standard errors
+        assert abs(trace.pow(4).mean() - 3) < 0.3
+        assert abs((torch.linalg.det(Q) > 0).double().mean() - 0.5) < 0.015
+        assert (Q.square().mean(0) * N - 1).abs().max() < 0.06
+
+
+def test_distance_order_is_a_stable_argsort_with_ties():
+    from src.dataloaders.sequence1d import distance_order
+
+    x = torch.randint(-6, 7, (50, 33)).float() / 4  # many equal and mirrored distances
+    expected = (x - x[:, :1]).abs().argsort(dim=-1, stable=True)
+    np.testing.assert_array_equal(distance_order(x), expected.numpy())
+
+
+def test_masked_positions_are_uniform_over_the_subsets():
+    """M distinct draws per row (redrawn on a repeat) or the top M of M + L uniforms: every M-subset
+    of the first M + L positions equally likely."""
+    from collections import Counter
+
+    from src.dataloaders.sequence1d import _masked_positions
+
+    g, n = torch.Generator().manual_seed(0), 28000
+    for L, M in [(6, 2), (1, 3)]:  # M^2 <= M + L draws; M^2 > M + L takes the top M
+        subsets = math.comb(M + L, M)
+        counts = Counter(map(tuple, _masked_positions(n, g, L, M, consecutive=False).tolist()))
+        assert len(counts) == subsets and all(a < b for s in counts for a, b in zip(s, s[1:]))
+        expected = n / subsets
+        assert max(abs(c - expected) for c in counts.values()) < 5 * math.sqrt(expected)
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_mips(causal):
     L, D = 70, 3  # L not a multiple of the 64-key chunks
