@@ -2,7 +2,7 @@
 per-step cost of the Lightning loop and the cost of a validation, each against its floor.
 
     python -m benchmarks.train_loop [--layers attn mamba hyena lstm] [--rounds 5] [--steps 120]
-                                    [--parts fixed step]
+                                    [--parts fixed step sweep] [--jobs 32] [--samples 6400]
 
 Every case is `python -m train experiment=modern-rnns dataset=parity model=<layer> model.d_model=64
 dataset.L=64` (parity: training length 64, eval sets at 64, 128 and 256; 2 layers), as a scorecard
@@ -11,13 +11,19 @@ ratio and its range; a stall of the machine hits both alike):
 
   fixed  the wall time of `python -m train <case> trainer.max_steps=1 trainer.limit_val_batches=1`
          (one step, one batch per validation set) against a process that imports torch and exits;
-         the difference is what a run pays before and after its training.
+         the difference is what a run pays before and after its training. Also without the
+         sanity check (trainer.num_sanity_val_steps=0, as in a sweep's jobs): its 2 batches per
+         validation set are arithmetic, 0.4 s for Mamba's sets up to L 256.
   step   the seconds per training step of a run (src/training.fit, the run's own trainer, callbacks
          and logging; timed from the end of a warm-up to the last step) against a bare PyTorch loop
          with the same model, loss, optimizer groups, gradient clipping and batches;
   val    one validation of that run (all four sets, timed from on_validation_start to
          on_validation_end) against a bare evaluation: the same batches, forward, loss and
          accuracy under torch.no_grad.
+  sweep  (--parts sweep) the wall time of a --jobs multirun of the first layer, seeds 0..jobs-1,
+         --samples training samples and one validation each, on the basic launcher and on the
+         pool (2 workers on a CPU), against the sum of its jobs' train_seconds (results.json)
+         divided by the jobs run at once.
 
 Prints one table per part with the load average before and after.
 """
@@ -50,11 +56,12 @@ def wall(command):
 
 
 def fixed_round(layer, out):
-    """(seconds of a torch-only process, seconds of a one-step run)."""
+    """(seconds of a torch-only process, of a one-step run, of that run without its sanity check)."""
     floor = wall([sys.executable, "-c", "import torch"])
-    run = wall([sys.executable, "-m", "train", *overrides(layer), "trainer.max_steps=1",
-                "trainer.limit_val_batches=1", f"hydra.run.dir={out}/{time.monotonic_ns()}"])
-    return floor, run
+    run = [sys.executable, "-m", "train", *overrides(layer), "trainer.max_steps=1", "trainer.limit_val_batches=1"]
+    runs = [wall([*run, *extra, f"hydra.run.dir={out}/{time.monotonic_ns()}"])
+            for extra in ([], ["trainer.num_sanity_val_steps=0"])]
+    return floor, *runs
 
 
 def sweep_round(layer, launcher, jobs, samples, out):
@@ -208,7 +215,18 @@ def main():
                 wall, train, parallel = sweep_round(args.layers[0], launcher, args.jobs, args.samples, out)
                 print(f"{launcher:<9} {wall:8.1f} {train:8.1f} {parallel:8d} {wall / (train / parallel):7.3f}")
     if "fixed" in args.parts:
-        table("fixed cost: a one-step `python -m train` process against `python -c 'import torch'`", fixed, "s")
+        print("\nfixed cost: a one-step `python -m train` process (one batch per validation set) against "
+              "`python -c 'import torch'`; without the sanity check (2 batches per validation set), as in a sweep")
+        print(f"{'layer':<8} {'floor s':>8} {'run s':>8} {'above':>7} {'range':>11} {'no sanity s':>12} {'above':>7} "
+              f"{'range':>11}")
+        for layer, triples in fixed.items():
+            floor = statistics.median(f for f, _, _ in triples)
+            cells = []
+            for i in (1, 2):
+                above = sorted(t[i] - t[0] for t in triples)
+                cells.append(f"{statistics.median(t[i] for t in triples):8.2f} {statistics.median(above):7.2f} "
+                             f"{above[0]:5.2f}-{above[-1]:.2f}")
+            print(f"{layer:<8} {floor:8.2f} {cells[0]} {cells[1]:>36}")
     if "step" in args.parts:
         table(f"per training step ({args.steps} steps, the first {warm} not timed): Lightning run against a bare loop",
               {k: [(f * 1e3, r * 1e3) for f, r in v] for k, v in step.items()}, "ms")
