@@ -29,6 +29,13 @@ def rows(run_dir):
         return list(csv.DictReader(f))
 
 
+class Losses(L.Callback, list):
+    """The training loss of every batch."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.append(float(outputs["loss"]))
+
+
 def epochs_with(run_dir, metric):
     return sorted({int(r["epoch"]) for r in rows(run_dir) if r.get(metric)})
 
@@ -92,13 +99,8 @@ def test_a_run_that_exits_at_once_leaves_every_file_whole(tmp_path):
 def test_training_metrics_are_means_over_the_logged_steps_and_the_last(tmp_path):
     """16 batches, trainer.log_every_n_steps=3: steps 3, 6, .., 15 are written, and the epoch's
     values average those batches and the last (16th)."""
-    losses = []
-
-    class Losses(L.Callback):
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            losses.append(float(outputs["loss"]))
-
-    fit([*TINY, "trainer.log_every_n_steps=3"], tmp_path / "run", Losses())
+    losses = Losses()
+    fit([*TINY, "trainer.log_every_n_steps=3"], tmp_path / "run", losses)
     assert len(losses) == 16
     logged = [2, 5, 8, 11, 14]
     written = [(int(r["step"]), float(r["train/loss_step"])) for r in rows(tmp_path / "run") if r.get("train/loss_step")]
@@ -109,13 +111,8 @@ def test_training_metrics_are_means_over_the_logged_steps_and_the_last(tmp_path)
 
 
 def test_every_step_is_scored_with_log_every_n_steps_1(tmp_path):
-    losses = []
-
-    class Losses(L.Callback):
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            losses.append(float(outputs["loss"]))
-
-    fit([*TINY, "trainer.log_every_n_steps=1"], tmp_path / "run", Losses())
+    losses = Losses()
+    fit([*TINY, "trainer.log_every_n_steps=1"], tmp_path / "run", losses)
     epoch = [float(r["train/loss_epoch"]) for r in rows(tmp_path / "run") if r.get("train/loss_epoch")]
     assert epoch == pytest.approx([sum(losses) / 16], rel=1e-5)
 
