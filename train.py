@@ -18,8 +18,8 @@ a misspelt choice of a swept group are refused before the sweep starts, as in a 
 
 A run composes its config once (`launch`), imports torch and Lightning with the garbage collector
 off and freezes what they made, and leaves without tearing the interpreter down (`exit_now`): on
-the 2-core CPU a one-step run costs 1.7 s above a process that only imports torch, 4.5 s before
-(benchmarks/train_loop.py). `python -m train --cfg job` and Hydra's other flags go through
+the 2-core CPU a one-step run costs 1.8-2.0 s above a process that only imports torch, 4.4 s
+before (benchmarks/train_loop.py, benchmarks/README.md#small-runs). `python -m train --cfg job` and Hydra's other flags go through
 hydra.main.
 
 Large CPU tensors go on transparent huge pages (torch's THP_MEM_ALLOC_ENABLE, set here before
