@@ -9,7 +9,7 @@ import os
 import pytest
 
 from src.scorecard import report
-from src.scorecard.score import ModelScore, best, check, leaderboard, model_score, score, tally
+from src.scorecard.score import ModelScore, best, check, leaderboard, model_score, score, seed_score, tally
 from src.utils.errors import ConfigError
 
 COMMAND = "python -m train +cell=lite/{cell} model={model} optimizer.lr={lr} train.seed={seed}"
@@ -104,6 +104,12 @@ def test_best_alone():
     assert best(runs[:2], "s")[0]["lr"] == 0.001  # no finite value: the smaller lr
     assert best([({"lr": 0.1}, {"s": 0.5}), ({"lr": 0.01}, {"s": 0.5})], "s")[0]["lr"] == 0.01
     assert best([], "s") is None
+
+
+def test_a_negative_metric_scores_0():
+    """An r2 below 0 (worse than the mean) is 0: scores lie in [0, 1]."""
+    cell = {"in_dist": "test/r2", "unseen": ["test/L256/r2", "test/L512/r2"]}
+    assert seed_score({"test/r2": -3.3, "test/L256/r2": 0.5, "test/L512/r2": -0.1}, cell) == (0.0, 0.25)
 
 
 def test_cell_without_unseen_sets_has_no_unseen_score(sweep):

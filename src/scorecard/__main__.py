@@ -114,8 +114,8 @@ def merged(path, manifest):
         raise ConfigError(f"{path} is the scorecard of suite {old.get('suite')}, not {manifest['suite']}; "
                           "pass another hydra.sweep.dir")
     models = list(dict.fromkeys([*old["models"], *manifest["models"]]))
-    jobs = {job["dir"]: job for job in [*old["jobs"], *manifest["jobs"]]}
-    return {**manifest, "models": models, "jobs": sorted(jobs.values(), key=lambda j: j["dir"])}
+    known = {job["dir"] for job in old["jobs"]}
+    return {**manifest, "models": models, "jobs": [*old["jobs"], *(j for j in manifest["jobs"] if j["dir"] not in known)]}
 
 
 def report(directory):

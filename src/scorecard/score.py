@@ -10,7 +10,9 @@ The sweep directory holds the manifest, scorecard.json (written by `python -m sr
 
 A job finished when SWEEP/DIR/results.json (src/utils/run_results.py) has status "finished"; any other
 job failed (it crashed, timed out, was stopped, or has not run). Every metric is higher-is-better.
-v_r(m) is run r's metric m when it is a finite number, else 0 (NaN, inf, or not logged).
+v_r(m) is run r's metric m when it is a finite number, else 0 (NaN, inf, or not logged), and 0
+where it is negative: an r2 below 0 (worse than predicting the mean) scores as 0, so that every
+score lies in [0, 1] and one diverged regression cannot outweigh a family.
 
 Per (model, cell c, seed s), over R_s, the seed's finished runs (one per learning rate):
 
@@ -179,8 +181,8 @@ def finite(value):
 
 
 def value(metrics, name):
-    """v(m): the metric when it is finite, else 0."""
-    return float(metrics[name]) if finite(metrics.get(name)) else 0.0
+    """v(m): the metric when it is finite, at least 0, else 0."""
+    return max(0.0, float(metrics[name])) if finite(metrics.get(name)) else 0.0
 
 
 def mean(values):

@@ -1,0 +1,87 @@
+"""The scorecard's runner (src/scorecard/__main__.py): suites and their cells, the runs it plans,
+the command lines it gives; end to end (slow), the smoke suite for two models, a rerun that
+changes no file and a cell that fails for every model while the other is scored."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, compose_config
+from src.scorecard.__main__ import load_suite, names, parse, plan, sweep_overrides
+from src.utils.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", names("suite"))
+def test_every_cell_of_every_suite_composes_with_a_model(name):
+    suite = load_suite(name)
+    for cell, spec in suite["cells"].items():
+        config = compose_config([f"+cell={spec['config']}", "model=lstm", *[f"{k}={v}" for k, v in suite["size"].items()],
+                                 *suite["overrides"]])
+        assert config.model.d_model == suite["size"]["model.d_model"], cell
+        assert config.train.test is True
+
+
+def test_the_plan_is_every_model_cell_lr_and_seed_with_its_directory_and_command():
+    suite = load_suite("smoke")
+    manifest = plan("smoke", suite, ["lstm", "attn"])
+    assert len(manifest["jobs"]) == 2 * 2 * len(suite["lr"]) * len(suite["seeds"])
+    job = manifest["jobs"][0]
+    assert job == {"model": "lstm", "cell": "shift", "lr": 0.001, "seed": 0, "dir": "lstm/lite/shift/lr=0.001,seed=0"}
+    command = manifest["cells"]["shift"]["command"].format(**job)
+    assert command.startswith("python -m train +cell=lite/shift model=lstm optimizer.lr=0.001 train.seed=0 ")
+    overrides = sweep_overrides(suite, ["lstm", "attn"], ["trainer.accelerator=cpu"])
+    assert overrides[:4] == ["+cell=lite/parity,lite/shift", "model=lstm,attn", "optimizer.lr=0.001,0.003", "train.seed=0"]
+    assert overrides[-1] == "trainer.accelerator=cpu"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["suite=lite"], "model= is missing"),
+    (["suite=lite", "model=lstm,mambba"], "model=mambba: no such model config"),
+])
+def test_a_bad_command_line_is_one_line(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse(argv)
+
+
+def test_a_suite_that_does_not_exist_is_refused():
+    with pytest.raises(ConfigError, match="suite=heavy: no such suite; the suites are: lite, smoke"):
+        load_suite("heavy")
+
+
+def scorecard(*args):
+    return subprocess.run([sys.executable, "-m", "src.scorecard", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+
+
+def files(root):
+    return {str(p): (p.stat().st_mtime_ns, p.read_bytes()) for p in Path(root).rglob("*") if p.is_file()
+            and p.name not in ("summary.json", "multirun.yaml") and "jobs" not in p.parts}
+
+
+@pytest.mark.slow  # 8 tiny runs and 8 refused ones through python -m src.scorecard (~1 min)
+def test_the_smoke_suite_end_to_end(tmp_path):
+    done = scorecard("suite=smoke", "model=lstm,attn", f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = (tmp_path / "scorecard.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2
+    assert (tmp_path / "scorecard.png").is_file() and (tmp_path / "cards" / "lstm.png").is_file()
+    manifest = json.loads((tmp_path / "scorecard.json").read_text())
+    assert all((tmp_path / job["dir"] / "results.json").is_file() for job in manifest["jobs"])
+    before = files(tmp_path)
+    again = scorecard("suite=smoke", "model=lstm,attn", f"hydra.sweep.dir={tmp_path}")
+    assert again.returncode == 0 and "8 skipped" in again.stdout
+    assert files(tmp_path) == before
+    rebuilt = scorecard("--from", str(tmp_path))
+    assert rebuilt.returncode == 0 and files(tmp_path) == before
+
+
+@pytest.mark.slow  # 4 tiny runs, 4 refused
+def test_a_cell_that_fails_is_marked_and_the_others_scored(tmp_path):
+    """model.bidirectional=true: parity (labels read causally) refuses every run; shift trains."""
+    done = scorecard("suite=smoke", "model=s4d", "model.bidirectional=true", f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {r.split(",")[2]: r for r in (tmp_path / "scorecard.csv").read_text().splitlines()[1:]}
+    assert ",failed," in rows["parity"] and ",ok," in rows["shift"]
