@@ -151,7 +151,8 @@ def test_pool_and_submitit_local_launchers(launcher, tmp_path, capsys):
                          "local": "hydra_plugins.hydra_submitit_launcher"}[launcher],
                         reason="pip install -r requirements-sweep.txt")
     sweep_dir = tmp_path / "sweep"
-    done = sweep(sweep_dir, *GRID, f"hydra/launcher={launcher}")
+    # a DataLoader worker in each job: a loky worker's default multiprocessing context cannot start one
+    done = sweep(sweep_dir, *GRID, f"hydra/launcher={launcher}", "loader.num_workers=1")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "sweep: 4 jobs: 4 done, 0 failed, 0 skipped" in done.stdout
     if launcher == "pool":  # 2 jobs at once (the CPU default), each within half the cores (1 thread: a tiny model)

@@ -21,7 +21,9 @@ samples, hence the metrics, are those of one process whatever the number of rank
 """
 
 import math
+import multiprocessing
 import signal
+import sys
 
 import numpy as np
 import torch
@@ -211,8 +213,17 @@ class SyntheticDataset(BatchDataset):
 
 
 def _workers(num_workers, pin_memory):
-    extra = dict(persistent_workers=True, worker_init_fn=ignore_stop_signals) if num_workers > 0 else {}
+    extra = {}
+    if num_workers > 0:
+        extra = dict(persistent_workers=True, worker_init_fn=ignore_stop_signals, multiprocessing_context=worker_context())
     return dict(num_workers=num_workers, pin_memory=pin_memory, **extra)
+
+
+def worker_context():
+    """The multiprocessing context of DataLoader workers: Python's default for the platform (fork
+    on Linux, spawn elsewhere), named, because in a worker of the pool launcher (joblib's loky) the
+    default is loky's, whose processes the DataLoader cannot start."""
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
 def ignore_stop_signals(worker_id):

@@ -31,7 +31,9 @@ from src.config import CONFIGS
 from src.utils.errors import ConfigError
 
 SUBDIR = "${hydra:runtime.choices.model}/${hydra:runtime.choices.cell}/lr=${optimizer.lr},seed=${train.seed}"
-SUITE_KEYS = {"size", "lr", "seeds", "overrides", "cells"}
+SUITE_KEYS = {"size", "lr", "seeds", "overrides", "cells", "match", "targets"}
+MATCH = {"none": None, "params": "num_parameters", "state": "state_size"}
+WIDTHS = range(16, 1025, 16)  # the model.d_model a match chooses from (multiples of every head count used here)
 CELL_KEYS = {"config", "family", "select", "in_dist", "unseen"}
 
 
@@ -40,14 +42,24 @@ def names(group):
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
 
 
-def load_suite(name):
-    """configs/suite/<name>.yaml, checked: ConfigError naming the bad key or value."""
+def load_suite(name, changes=None):
+    """configs/suite/<name>.yaml with the command line's `suite.KEY=VALUE` `changes`, checked:
+    ConfigError naming the bad key or value."""
     if name not in names("suite"):
         raise ConfigError(f"suite={name}: no such suite; the suites are: {', '.join(names('suite'))}")
     suite = OmegaConf.to_container(OmegaConf.load(CONFIGS / "suite" / f"{name}.yaml"))
+    for key, value in (changes or {}).items():
+        if key not in SUITE_KEYS - {"cells"}:
+            raise ConfigError(f"suite.{key}: no such suite key; the keys are: {', '.join(sorted(SUITE_KEYS - {'cells'}))}")
+        suite[key] = value
     if set(suite) != SUITE_KEYS:
         raise ConfigError(f"configs/suite/{name}.yaml: the keys must be {', '.join(sorted(SUITE_KEYS))} "
                           f"(it has {', '.join(sorted(suite))})")
+    if suite["match"] not in MATCH:
+        raise ConfigError(f"suite.match={suite['match']}: use one of {', '.join(MATCH)}")
+    if suite["match"] != "none" and not isinstance(suite["targets"].get(suite["match"]), int):
+        raise ConfigError(f"suite.match={suite['match']} needs configs/suite/{name}.yaml targets.{suite['match']}: "
+                          "the number to match")
     for cell, spec in suite["cells"].items():
         if set(spec) != CELL_KEYS:
             raise ConfigError(f"configs/suite/{name}.yaml: cell {cell} must have the keys {', '.join(sorted(CELL_KEYS))}")
@@ -57,12 +69,15 @@ def load_suite(name):
 
 
 def parse(argv):
-    """(suite name, models, the other overrides) of the command line."""
-    suite, models, rest = "lite", None, []
+    """(suite name, models, {suite key: value} from `suite.KEY=VALUE`, the other overrides) of the
+    command line."""
+    suite, models, changes, rest = "lite", None, {}, []
     for arg in argv:
         key, _, value = arg.partition("=")
         if key == "suite":
             suite = value
+        elif key.startswith("suite."):
+            changes[key[len("suite."):]] = OmegaConf.create({"v": value}).v  # typed as YAML reads it
         elif key == "model":
             models = names("model") if value == "all" else value.split(",")
         else:
@@ -72,7 +87,7 @@ def parse(argv):
     unknown = [m for m in models if m not in names("model")]
     if unknown:
         raise ConfigError(f"model={','.join(unknown)}: no such model config; the models are: {', '.join(names('model'))}")
-    return suite, models, rest
+    return suite, models, changes, rest
 
 
 def run_dir(model, cell_config, lr, seed):
@@ -80,14 +95,17 @@ def run_dir(model, cell_config, lr, seed):
     return f"{model}/{cell_config}/lr={float(lr)},seed={seed}"
 
 
-def plan(name, suite, models):
+def plan(name, suite, models, widths=None):
     """The manifest (scorecard.json): the suite, its cells with their reproducing command, and
-    every run (model, cell, lr, seed, dir)."""
-    fixed = [*[f"{k}={v}" for k, v in suite["size"].items()], *suite["overrides"]]
+    every run (model, cell, lr, seed, dir; and width, the model.d_model of each model in
+    `widths` that suite.match chose)."""
+    size = {**suite["size"], **({"model.d_model": "{width}"} if widths else {})}
+    fixed = [*[f"{k}={v}" for k, v in size.items()], *suite["overrides"]]
     cells = {cell: {**spec, "command": " ".join(["python -m train", f"+cell={spec['config']}", "model={model}",
                                                  "optimizer.lr={lr}", "train.seed={seed}", *fixed])}
              for cell, spec in suite["cells"].items()}
-    jobs = [{"model": model, "cell": cell, "lr": float(lr), "seed": seed, "dir": run_dir(model, spec["config"], lr, seed)}
+    jobs = [{"model": model, "cell": cell, "lr": float(lr), "seed": seed, "dir": run_dir(model, spec["config"], lr, seed),
+             **({"width": widths[model]} if widths else {})}
             for cell, spec in suite["cells"].items() for model in models for lr in suite["lr"] for seed in suite["seeds"]]
     return {"suite": name, "models": models, "cells": cells, "jobs": jobs}
 
@@ -98,6 +116,40 @@ def sweep_overrides(suite, models, rest):
     return [f"+cell={','.join(configs)}", f"model={','.join(models)}", f"optimizer.lr={','.join(map(str, suite['lr']))}",
             f"train.seed={','.join(map(str, suite['seeds']))}", *[f"{k}={v}" for k, v in suite["size"].items()],
             *suite["overrides"], f"hydra.sweep.subdir='{SUBDIR}'", *rest]
+
+
+def sizes(model, suite, width):
+    """{num_parameters, state_size} of `model` at model.d_model=`width` on the suite's first cell,
+    built as its run builds it."""
+    import train
+    from src.config import prepare
+    from src.module import SequenceLightningModule
+
+    cell = next(iter(suite["cells"].values()))
+    size = {**suite["size"], "model.d_model": width}
+    config = prepare(train._compose([f"+cell={cell['config']}", f"model={model}", *[f"{k}={v}" for k, v in size.items()],
+                                     *suite["overrides"]]))
+    return SequenceLightningModule(OmegaConf.to_container(config, resolve=True)).sizes
+
+
+def match_width(model, suite):
+    """The width (model.d_model in WIDTHS) at which `model`'s suite.match size (parameters or state
+    floats) on the suite's first cell is closest to the suite's target. Both grow with the width:
+    a binary search finds the first width at or above the target, then the closer of it and the
+    width below wins (the smaller on a tie); about 6 builds of the model."""
+    key, target = MATCH[suite["match"]], suite["targets"][suite["match"]]
+    measured = {}
+
+    def at(i):
+        if i not in measured:
+            measured[i] = sizes(model, suite, WIDTHS[i])[key]
+        return measured[i]
+
+    lo, hi = 0, len(WIDTHS) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if at(mid) < target else (lo, mid)
+    return WIDTHS[min({max(lo - 1, 0), lo}, key=lambda i: (abs(at(i) - target), i))]
 
 
 def sweep_dir(name, rest):
@@ -135,21 +187,30 @@ def main(argv):
         return report(argv[1])
     import train
 
-    name, models, rest = parse(argv)
-    suite = load_suite(name)
+    name, models, changes, rest = parse(argv)
+    suite = load_suite(name, changes)
     directory = sweep_dir(name, rest)
     rest = [a for a in rest if not a.startswith("hydra.sweep.dir=")] + [f"hydra.sweep.dir={directory}"]
-    manifest = merged(directory / "scorecard.json", plan(name, suite, models))
-    overrides = train.check_sweep(sweep_overrides(suite, models, rest))
+    if suite["match"] == "none":  # one multirun of every model
+        sweeps = [(models, suite)]
+    else:  # one multirun per model, at its own width
+        sweeps = [([m], {**suite, "size": {**suite["size"], "model.d_model": match_width(m, suite)}}) for m in models]
+        for (model,), matched in sweeps:
+            print(f"suite.match={suite['match']}: {model} at model.d_model={matched['size']['model.d_model']}")
+    manifest = plan(name, suite, models, {ms[0]: s["size"]["model.d_model"] for ms, s in sweeps}
+                    if suite["match"] != "none" else None)
+    checked = [train.check_sweep(sweep_overrides(s, ms, rest)) for ms, s in sweeps]
+    manifest = merged(directory / "scorecard.json", manifest)
     directory.mkdir(parents=True, exist_ok=True)
     text, path = json.dumps(manifest, indent=1) + "\n", directory / "scorecard.json"
     if not path.is_file() or path.read_text() != text:  # a rerun of the same scorecard changes no file
         path.write_text(text)
-    try:
-        train.launch(overrides, multirun=True)
-    except SystemExit as e:  # the sweep stopped (Ctrl-C, SIGTERM, a refused start): no scores
-        if e.code not in (0, None):
-            raise
+    for overrides in checked:
+        try:
+            train.launch(overrides, multirun=True)
+        except SystemExit as e:  # the sweep stopped (Ctrl-C, SIGTERM, a refused start): no scores
+            if e.code not in (0, None):
+                raise
     return report(directory)
 
 

@@ -226,10 +226,12 @@ def cell_score(model, name, cell, runs):
 
 
 def command(template, job):
-    """The cell's command with {model}, {lr} and {seed} filled in from `job` (other braces, Hydra's
-    dict overrides, are left alone)."""
-    for key in ("model", "lr", "seed"):
-        template = template.replace("{" + key + "}", str(job[key]))
+    """The cell's command with {model}, {lr}, {seed} (and {width}, the model.d_model a suite.match
+    chose, where the job has one) filled in from `job` (other braces, Hydra's dict overrides, are
+    left alone)."""
+    for key in ("model", "lr", "seed", "width"):
+        if key in job:
+            template = template.replace("{" + key + "}", str(job[key]))
     return template
 
 
