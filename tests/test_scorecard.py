@@ -85,3 +85,38 @@ def test_a_cell_that_fails_is_marked_and_the_others_scored(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {r.split(",")[2]: r for r in (tmp_path / "scorecard.csv").read_text().splitlines()[1:]}
     assert ",failed," in rows["parity"] and ",ok," in rows["shift"]
+
+
+def test_match_chooses_the_width_whose_size_is_closest_to_the_target(monkeypatch):
+    """Parameters 10 w^2, state 4 w: the target 100,000 parameters lies between w = 96 (92,160) and
+    112 (125,440), nearer 96; a state target beyond the widest width takes the widest."""
+    from src.scorecard import __main__ as runner
+
+    built = []
+
+    def sizes(model, suite, width):
+        built.append(width)
+        return {"num_parameters": 10 * width**2, "state_size": 4 * width}
+
+    monkeypatch.setattr(runner, "sizes", sizes)
+    suite = load_suite("smoke", {"match": "params", "targets": {"params": 100000, "state": 8192}})
+    assert runner.match_width("lstm", suite) == 96
+    assert len(built) <= 8  # a binary search over the 64 widths
+    assert runner.match_width("lstm", {**suite, "match": "state"}) == runner.WIDTHS[-1]
+
+
+def test_a_bad_suite_key_or_match_is_refused():
+    with pytest.raises(ConfigError, match="suite.match=width: use one of none, params, state"):
+        load_suite("smoke", {"match": "width"})
+    with pytest.raises(ConfigError, match="suite.steps: no such suite key"):
+        load_suite("smoke", {"steps": 3})
+
+
+def test_sizes_are_those_of_the_run_at_that_width():
+    from src.scorecard.__main__ import sizes
+
+    suite = load_suite("smoke")
+    small, large = sizes("lstm", suite, 16), sizes("lstm", suite, 32)
+    config = compose_config(["+cell=lite/shift", "model=lstm", "model.d_model=16", "model.n_layers=1"])
+    assert small["num_parameters"] < large["num_parameters"] and small["state_size"] < large["state_size"]
+    assert small["state_size"] == 2 * 16 * config.model.n_layers  # an LSTM keeps (h, c) per layer
