@@ -95,12 +95,13 @@ def run_dir(model, cell_config, lr, seed):
     return f"{model}/{cell_config}/lr={float(lr)},seed={seed}"
 
 
-def plan(name, suite, models, widths=None):
-    """The manifest (scorecard.json): the suite, its cells with their reproducing command, and
-    every run (model, cell, lr, seed, dir; and width, the model.d_model of each model in
-    `widths` that suite.match chose)."""
+def plan(name, suite, models, widths=None, rest=()):
+    """The manifest (scorecard.json): the suite, its cells with their reproducing command (with
+    the command line's overrides `rest` of the runs, not of Hydra), and every run (model, cell,
+    lr, seed, dir; and width, the model.d_model of each model in `widths` that suite.match chose)."""
     size = {**suite["size"], **({"model.d_model": "{width}"} if widths else {})}
-    fixed = [*[f"{k}={v}" for k, v in size.items()], *suite["overrides"]]
+    fixed = [*[f"{k}={v}" for k, v in size.items()], *suite["overrides"],
+             *[a for a in rest if not a.lstrip("+~").startswith("hydra")]]
     cells = {cell: {**spec, "command": " ".join(["python -m train", f"+cell={spec['config']}", "model={model}",
                                                  "optimizer.lr={lr}", "train.seed={seed}", *fixed])}
              for cell, spec in suite["cells"].items()}
@@ -198,7 +199,7 @@ def main(argv):
         for (model,), matched in sweeps:
             print(f"suite.match={suite['match']}: {model} at model.d_model={matched['size']['model.d_model']}")
     manifest = plan(name, suite, models, {ms[0]: s["size"]["model.d_model"] for ms, s in sweeps}
-                    if suite["match"] != "none" else None)
+                    if suite["match"] != "none" else None, rest)
     checked = [train.check_sweep(sweep_overrides(s, ms, rest)) for ms, s in sweeps]
     manifest = merged(directory / "scorecard.json", manifest)
     directory.mkdir(parents=True, exist_ok=True)
