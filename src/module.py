@@ -153,10 +153,11 @@ class SequenceLightningModule(L.LightningModule):
         l_output = self.eval_sets[name].l_output if name else None
         preds = self(x, l_output, extra[0].get("lengths") if extra else None)
         loss = self.loss(preds, y)
-        if scored:
-            metrics = self.metrics[self._key(split, name)]
-            metrics.update(preds.detach(), y, loss.detach(), extra[0] if extra else {})
-        if split == "train" and scored:
+        if not scored:
+            return loss, preds
+        metrics = self.metrics[self._key(split, name)]
+        metrics.update(preds.detach(), y, loss.detach(), extra[0] if extra else {})
+        if split == "train":  # evaluation metrics are logged once per epoch (_epoch_end)
             self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=y.shape[0])
             self.log_dict(metrics.scalars, on_step=False, on_epoch=True, add_dataloader_idx=False)
         return loss, preds
