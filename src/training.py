@@ -4,8 +4,8 @@ A run writes to its directory (hydra.run.dir, by default outputs/<date>/<time>):
     config.yaml              the resolved config
     metrics.csv, hparams.yaml  CSV logger (always, also with wandb=null)
     checkpoints/last.ckpt, checkpoints/best.ckpt   (src/callbacks/checkpoints.py)
-    results.json             when the run has finished: its final metrics, epochs, steps and
-                             train_seconds (src/utils/run_results.py)
+    results.json             when the run has finished: its final metrics, the best checkpoint's
+                             monitored value, epochs, steps and train_seconds (src/utils/run_results.py)
     val_outputs/epoch=<e>.pt   with train.save_val_outputs=true (or a number of samples)
     wandb/                     when wandb is on
 """
@@ -311,8 +311,10 @@ def fit(config, run_dir, extra_callbacks=()):
         try:
             trainer.fit(module, ckpt_path=ckpt, weights_only=True)
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/") or k in module.sizes}
+            keeper = next((c for c in trainer.callbacks if isinstance(c, BestCheckpoint)), None)
+            best_score = None if keeper is None or keeper.best_model_score is None else float(keeper.best_model_score)
             if config.train.test:
-                best = next((c.best_model_path for c in trainer.callbacks if isinstance(c, BestCheckpoint)), "")
+                best = keeper.best_model_path if keeper is not None else ""
                 results = trainer.test(module, ckpt_path=best or None, verbose=False, weights_only=True)
                 metrics.update({k: float(v) for r in results for k, v in r.items()})
         finally:
@@ -321,7 +323,7 @@ def fit(config, run_dir, extra_callbacks=()):
         choices = run_results.choices_of(ckpt) if ckpt is not None and not in_place else None
         seconds = {} if clock.seconds is None else {"train_seconds": round(clock.seconds, 3)}
         run_results.write(run_dir, config, metrics, choices=choices, epochs=trainer.current_epoch,
-                          steps=trainer.global_step, **seconds)
+                          steps=trainer.global_step, best_score=best_score, **seconds)
     report(trainer, metrics, run_dir)
     return metrics
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_config
 from src.scorecard.__main__ import load_suite, names, parse, plan, sweep_overrides
@@ -16,12 +17,18 @@ from src.utils.errors import ConfigError
 
 @pytest.mark.parametrize("name", names("suite"))
 def test_every_cell_of_every_suite_composes_with_a_model(name):
+    """... with the suite's size, and its best checkpoint (which the test split scores) kept by the
+    metric the scorecard selects a run on (results.json's best_score is that metric's)."""
     suite = load_suite(name)
     for cell, spec in suite["cells"].items():
         config = compose_config([f"+cell={spec['config']}", "model=lstm", *[f"{k}={v}" for k, v in suite["size"].items()],
                                  *suite["overrides"]])
-        assert config.model.d_model == suite["size"]["model.d_model"], cell
+        assert all(OmegaConf.select(config, k) == v for k, v in suite["size"].items()), cell
         assert config.train.test is True
+        assert (config.train.monitor, config.train.mode) == (spec["select"], "max"), cell
+        evals = {f"test/{name}/" for name in config.dataset.get("eval_sets") or {}}
+        assert all(m.startswith("test/") and m.count("/") == 1 or m[:m.rindex("/") + 1] in evals
+                   for m in [spec["in_dist"], *spec["unseen"]]), cell
 
 
 def test_the_plan_is_every_model_cell_lr_and_seed_with_its_directory_and_command():
@@ -49,7 +56,7 @@ def test_a_bad_command_line_is_one_line(argv, message):
 
 
 def test_a_suite_that_does_not_exist_is_refused():
-    with pytest.raises(ConfigError, match="suite=heavy: no such suite; the suites are: lite, smoke"):
+    with pytest.raises(ConfigError, match="suite=heavy: no such suite; the suites are: core, lite, paper, smoke"):
         load_suite("heavy")
 
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from src.scorecard import report
-from src.scorecard.score import ModelScore, best, check, leaderboard, model_score, score, seed_score, tally
+from src.scorecard.score import ModelScore, best, check, leaderboard, model_score, outcome, score, seed_score, tally
 from src.utils.errors import ConfigError
 
 COMMAND = "python -m train +cell=lite/{cell} model={model} optimizer.lr={lr} train.seed={seed}"
@@ -104,6 +104,23 @@ def test_best_alone():
     assert best(runs[:2], "s")[0]["lr"] == 0.001  # no finite value: the smaller lr
     assert best([({"lr": 0.1}, {"s": 0.5}), ({"lr": 0.01}, {"s": 0.5})], "s")[0]["lr"] == 0.01
     assert best([], "s") is None
+
+
+def test_the_monitored_metric_is_the_best_checkpoints(tmp_path):
+    """The run is selected on the validation value of the checkpoint the test split scored
+    (results.json's best_score), not the last epoch's; other metrics are as logged."""
+    job = {"dir": "run"}
+    (tmp_path / "run").mkdir()
+    results = {"status": "finished", "monitor": "val/accuracy", "best_score": 0.9,
+               "metrics": {"val/accuracy": 0.4, "val/loss": 2.0, "test/accuracy": 0.88}}
+    (tmp_path / "run" / "results.json").write_text(json.dumps(results))
+    assert outcome(tmp_path, job) == {"val/accuracy": 0.9, "val/loss": 2.0, "test/accuracy": 0.88}
+    results["best_score"] = None  # no checkpoint kept (every monitored value was NaN): the last value
+    (tmp_path / "run" / "results.json").write_text(json.dumps(results))
+    assert outcome(tmp_path, job)["val/accuracy"] == 0.4
+    results["status"] = "stopped"
+    (tmp_path / "run" / "results.json").write_text(json.dumps(results))
+    assert outcome(tmp_path, job) is None
 
 
 def test_a_negative_metric_scores_0():

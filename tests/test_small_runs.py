@@ -94,6 +94,8 @@ def test_a_run_that_exits_at_once_leaves_every_file_whole(tmp_path):
     assert results["status"] == "finished" and results["epochs"] == 2 and results["train_seconds"] > 0
     assert epochs_with(run, "val/loss") == [0, 1]
     assert last(run)["global_step"] == results["steps"] == 32
+    val = [float(r["val/loss"]) for r in rows(run) if r.get("val/loss")]  # best.ckpt's (train.mode min): the lower
+    assert results["best_score"] == pytest.approx(min(val))
 
 
 def test_training_metrics_are_means_over_the_logged_steps_and_the_last(tmp_path):

@@ -9,7 +9,9 @@ The sweep directory holds the manifest, scorecard.json (written by `python -m sr
      "jobs": [{"model": "attn", "cell": "parity", "lr": 0.001, "seed": 0, "dir": "attn/parity/lr=0.001,seed=0"}]}
 
 A job finished when SWEEP/DIR/results.json (src/utils/run_results.py) has status "finished"; any other
-job failed (it crashed, timed out, was stopped, or has not run). Every metric is higher-is-better.
+job failed (it crashed, timed out, was stopped, or has not run). A run's metrics are those of its
+results.json, with its monitored metric (train.monitor) taken at the best checkpoint (best_score),
+which the test split scored, rather than at the last epoch. Every metric is higher-is-better.
 v_r(m) is run r's metric m when it is a finite number, else 0 (NaN, inf, or not logged), and 0
 where it is negative: an r2 below 0 (worse than predicting the mean) scores as 0, so that every
 score lies in [0, 1] and one diverged regression cannot outweigh a family.
@@ -143,10 +145,15 @@ def need(node, keys, prefix, where):
 
 
 def outcome(sweep_dir, job):
-    """The metrics of `job` when it finished, else None."""
+    """The metrics of `job` when it finished, else None. The monitored metric is the best checkpoint's
+    value (results.json's best_score), not the last epoch's: the test split scored that checkpoint."""
     results = run_results.read(Path(sweep_dir) / job["dir"])
-    finished = isinstance(results, dict) and results.get("status") == "finished"
-    return results.get("metrics", {}) if finished else None
+    if not (isinstance(results, dict) and results.get("status") == "finished"):
+        return None
+    metrics = dict(results.get("metrics", {}))
+    if finite(results.get("best_score")) and isinstance(results.get("monitor"), str):
+        metrics[results["monitor"]] = results["best_score"]
+    return metrics
 
 
 def tally(manifest, outcomes):

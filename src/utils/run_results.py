@@ -4,6 +4,8 @@
      "metrics": {name: final value},  # every metric logged to metrics.csv (its last value) and the
                                       # run's final val/..., val/NAME/... and test/... values
      "monitor": "val/loss", "mode": "min",
+     "best_score": 0.41,              # the monitored value of checkpoints/best.ckpt, which the test
+                                      # split scores (null: none kept; absent for train.eval_only)
      "epochs": 5, "steps": 640,       # trained (absent for train.eval_only)
      "choices": {"model": "dlr", "experiment": "base", ...},   # Hydra's config group choices
      "overrides": ["model=dlr", "optimizer.lr=0.001"],        # the run's command-line overrides
