@@ -66,7 +66,7 @@ def one_long(name, L, rounds, D=64):
     if LONG[name]:
         config[LONG[name][0]] = LONG[name][1]
     torch.manual_seed(0)
-    layer = build_layer(config, D, notice=lambda line: None, max_length=L)
+    layer = build_layer(config, D, max_length=L)
     x = torch.randn(1, L, D)
     before = memory_kb("VmRSS")
 

@@ -8,7 +8,8 @@ composes it, with dataset.L = L), and timed on x (B, L, D): y, _ = layer(x); y.s
 One warm-up, then the median of `repeats` runs, all layers in one process, interleaved round by
 round so that load from other processes hits them alike. Prints a markdown table: the median,
 the ratio to the fastest layer, parameters and state_size(L). `name:backend` sets the layer's
-model.layer.backend (e.g. `gla gla:torch`: the default backend and the torch path side by side).
+model.layer.backend (e.g. `gla gla:torch`: the default backend and the torch path side by side), and
+`name:key=value` any other option (e.g. `based based:mode=chunk`).
 On cuda each run is synchronised before the clock is read; a layer that fails to build or run
 there is listed with its error and left out of the table.
 """
@@ -29,18 +30,20 @@ ALL = sorted(p.stem for p in (ROOT / "configs" / "model" / "layer").glob("*.yaml
 
 
 def layer_config(name, L):
-    """The layer config of `name` or `name:backend` (model.layer.backend=backend)."""
-    name, _, backend = name.partition(":")
+    """The layer config of `name`, `name:backend` (model.layer.backend=backend) or `name:key=value`
+    (model.layer.key=value)."""
+    name, _, option = name.partition(":")
+    option = option if "=" in option else f"backend={option}"
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         config = compose("config", overrides=["wandb=null", "experiment=dss-sequence1d", f"model/layer={name}",
-                                              f"dataset.L={L}"] + ([f"model.layer.backend={backend}"] if backend else []))
+                                              f"dataset.L={L}"] + ([f"model.layer.{option}"] if option != "backend=" else []))
     return prepare(config).model.layer
 
 
 def layer_name(text):
     """argparse type: a layer config name, optionally with `:backend`."""
     if text.partition(":")[0] not in ALL:
-        raise argparse.ArgumentTypeError(f"{text!r}: choose one of {', '.join(ALL)} (optionally name:backend)")
+        raise argparse.ArgumentTypeError(f"{text!r}: choose one of {', '.join(ALL)} (optionally name:backend or name:key=value)")
     return text
 
 
@@ -74,8 +77,7 @@ def main():
     layers = {}
     for name in args.layers:
         try:
-            layers[name] = build_layer(layer_config(name, args.L), args.D, notice=lambda line: None,
-                                       max_length=args.L).to(device)
+            layers[name] = build_layer(layer_config(name, args.L), args.D, max_length=args.L).to(device)
             fwd_bwd(layers[name], x)  # warm-up
         except Exception as e:  # noqa: BLE001 - reported, and the other layers are timed
             layers.pop(name, None)

@@ -30,6 +30,42 @@ def test_based_is_normalised_taylor_attention():
     torch.testing.assert_close(layer(x)[0], layer.o_proj(o.flatten(-2)), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_based_parallel_mode_is_the_chunked_op_forward_and_backward(backend):
+    """mode=parallel (the (L, L) weights) and mode=chunk (the gla op on the Taylor features): the same
+    outputs, final state and gradients, from a zero state and from a given one."""
+    def run(mode, state):
+        layer = tiny_layer("based", dtype=torch.float64, mode=mode, backend="auto" if mode == "parallel" else backend)
+        x = torch.randn(3, 21, D, dtype=torch.float64, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        S0 = None if state is None else state.clone().requires_grad_()
+        y, S = layer(x, S0)
+        loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum() + S.pow(2).sum()  # through S too
+        loss.backward()
+        return [y, S, x.grad, *(p.grad for p in layer.parameters())] + ([S0.grad] if S0 is not None else [])
+
+    state = 0.1 * torch.randn(3, 4, 1 + 4 + 16, D // 4 + 1, dtype=torch.float64)  # n_heads 4, feature_dim 4
+    for initial in (None, state):
+        for got, want in zip(run("parallel", initial), run("chunk", initial)):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_based_auto_mode_is_parallel_up_to_its_length_and_chunk_with_a_backend(monkeypatch):
+    import src.models.sequence.layers.based as module
+
+    calls, run = [], module.gla
+    monkeypatch.setattr(module, "gla", lambda *a, **k: calls.append(a[0].shape[1]) or run(*a, **k))
+    x = torch.randn(1, module.PARALLEL_MAX_L + 1, D)
+    tiny_layer("based")(x[:, :-1])
+    assert calls == []
+    tiny_layer("based")(x)
+    tiny_layer("based", backend="torch")(x[:, :3])
+    assert calls == [module.PARALLEL_MAX_L + 1, 3]
+    with pytest.raises(ConfigError, match=r"model.layer.backend='cpu' chooses the gla op of model.layer.mode='chunk'"):
+        tiny_layer("based", mode="parallel", backend="cpu")
+    with pytest.raises(ConfigError, match=r"model.layer.mode='flash' is not valid; choose one of: 'auto', 'parallel', 'chunk'"):
+        tiny_layer("based", mode="flash")
+
+
 def test_retnet_decays_are_its_gammas():
     layer = build_layer(dict(_name_="retnet", n_heads=4), D)
     torch.testing.assert_close(layer.log_gamma.exp(), 1 - 2.0 ** (-5 - torch.arange(4.0)))
