@@ -42,7 +42,7 @@ def test_the_plan_is_every_model_cell_lr_and_seed_with_its_directory_and_command
     with_rest = plan("smoke", suite, ["lstm"], rest=["trainer.accelerator=cpu", "hydra/launcher=pool"])
     assert with_rest["cells"]["shift"]["command"].endswith(" trainer.accelerator=cpu")  # not Hydra's own
     overrides = sweep_overrides(suite, ["lstm", "attn"], ["trainer.accelerator=cpu"])
-    assert overrides[:4] == ["+cell=lite/parity,lite/shift", "model=lstm,attn", "optimizer.lr=0.001,0.003", "train.seed=0"]
+    assert overrides[:4] == ["model=lstm,attn", "+cell=lite/parity,lite/shift", "optimizer.lr=0.001,0.003", "train.seed=0"]
     assert overrides[-1] == "trainer.accelerator=cpu"
 
 

@@ -112,9 +112,10 @@ def plan(name, suite, models, widths=None, rest=()):
 
 
 def sweep_overrides(suite, models, rest):
-    """The `python -m train -m` overrides of the suite's runs."""
+    """The `python -m train -m` overrides of the suite's runs; model first, so that the runs go model
+    by model (in the command line's order: its card is whole before the next model starts)."""
     configs = sorted({spec["config"] for spec in suite["cells"].values()})
-    return [f"+cell={','.join(configs)}", f"model={','.join(models)}", f"optimizer.lr={','.join(map(str, suite['lr']))}",
+    return [f"model={','.join(models)}", f"+cell={','.join(configs)}", f"optimizer.lr={','.join(map(str, suite['lr']))}",
             f"train.seed={','.join(map(str, suite['seeds']))}", *[f"{k}={v}" for k, v in suite["size"].items()],
             *suite["overrides"], f"hydra.sweep.subdir='{SUBDIR}'", *rest]
 
