@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_config
-from src.scorecard.__main__ import load_suite, names, parse, plan, sweep_overrides
+from src.scorecard.__main__ import load_suite, merged, names, parse, plan, sweep_overrides
 from src.utils.errors import ConfigError
 
 
@@ -44,6 +44,18 @@ def test_the_plan_is_every_model_cell_lr_and_seed_with_its_directory_and_command
     overrides = sweep_overrides(suite, ["lstm", "attn"], ["trainer.accelerator=cpu"])
     assert overrides[:4] == ["model=lstm,attn", "+cell=lite/parity,lite/shift", "optimizer.lr=0.001,0.003", "train.seed=0"]
     assert overrides[-1] == "trainer.accelerator=cpu"
+
+
+def test_a_grown_scorecard_keeps_the_earlier_models_runs_of_the_suites_cells(tmp_path):
+    """A later command with more models keeps the earlier runs; a cell the suite has dropped since
+    leaves the manifest with its runs."""
+    suite = load_suite("smoke")
+    earlier = plan("smoke", suite, ["lstm"])
+    earlier["jobs"].append({"model": "lstm", "cell": "dropped", "lr": 0.001, "seed": 0, "dir": "lstm/lite/dropped/lr=0.001,seed=0"})
+    (tmp_path / "scorecard.json").write_text(json.dumps(earlier))
+    grown = merged(tmp_path / "scorecard.json", plan("smoke", suite, ["attn", "lstm"]))
+    assert grown["models"] == ["lstm", "attn"]
+    assert sorted(j["dir"] for j in grown["jobs"]) == sorted(j["dir"] for j in plan("smoke", suite, ["lstm", "attn"])["jobs"])
 
 
 @pytest.mark.parametrize("argv, message", [

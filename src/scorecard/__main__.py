@@ -160,7 +160,8 @@ def sweep_dir(name, rest):
 
 
 def merged(path, manifest):
-    """The manifest with the runs of an earlier one at `path` kept (a scorecard grown by models)."""
+    """The manifest with the runs of an earlier one at `path` kept (a scorecard grown by models), those
+    of cells the suite no longer has left out."""
     if not path.is_file():
         return manifest
     old = json.loads(path.read_text())
@@ -168,8 +169,9 @@ def merged(path, manifest):
         raise ConfigError(f"{path} is the scorecard of suite {old.get('suite')}, not {manifest['suite']}; "
                           "pass another hydra.sweep.dir")
     models = list(dict.fromkeys([*old["models"], *manifest["models"]]))
-    known = {job["dir"] for job in old["jobs"]}
-    return {**manifest, "models": models, "jobs": [*old["jobs"], *(j for j in manifest["jobs"] if j["dir"] not in known)]}
+    kept = [job for job in old["jobs"] if job["cell"] in manifest["cells"]]
+    known = {job["dir"] for job in kept}
+    return {**manifest, "models": models, "jobs": [*kept, *(j for j in manifest["jobs"] if j["dir"] not in known)]}
 
 
 def report(directory):
