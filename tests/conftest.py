@@ -322,6 +322,17 @@ def fla_naive(relative):
     return module
 
 
+def recurrentgemma_torch():
+    """recurrentgemma's torch modules (layers, modules), loaded by path (benchmarks/rg_lru.py);
+    skips with the reason if the wheel or what its torch code imports is absent."""
+    from benchmarks.rg_lru import recurrentgemma_torch as load
+
+    try:
+        return load()
+    except ImportError as e:
+        pytest.skip(f"no oracle from recurrentgemma's torch code: {e}")
+
+
 @pytest.fixture
 def two_threads():
     """torch on 2 threads for the test (the C loops split their heads over torch's threads)."""

@@ -26,6 +26,7 @@ layer = {
     "s6": "src.models.sequence.layers.mamba.S6",
     "dsf_ssd": "src.models.sequence.layers.mamba.DSFSSD",
     "qlstm": "src.models.sequence.layers.qlstm.QLSTM",
+    "hawk": "src.models.sequence.layers.hawk.Hawk",
     "lru": "src.models.sequence.layers.lru.LRU",
     "deltanet": "src.models.sequence.layers.deltanet.DeltaNet",
     "gated_deltanet": "src.models.sequence.layers.deltanet.GatedDeltaNet",
