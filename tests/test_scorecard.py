@@ -3,6 +3,7 @@ the command lines it gives; end to end (slow), the smoke suite for two models, a
 changes no file and a cell that fails for every model while the other is scored."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,20 @@ def test_sizes_are_those_of_the_run_at_that_width():
     config = compose_config(["+cell=lite/shift", "model=lstm", "model.d_model=16", "model.n_layers=1"])
     assert small["num_parameters"] < large["num_parameters"] and small["state_size"] < large["state_size"]
     assert small["state_size"] == 2 * 16 * config.model.n_layers  # an LSTM keeps (h, c) per layer
+
+
+def leaderboard_rows(text):
+    """The (rank, model, score, in-dist, unseen) of each ranked row of a Markdown leaderboard."""
+    rows = [line.split("|")[1:6] for line in text.splitlines() if re.match(r"\| \d+ \| ", line)]
+    return [tuple(cell.strip() for cell in row) for row in rows]
+
+
+def test_the_leaderboard_shown_is_the_committed_scorecards():
+    """docs/scorecard.md shows the whole lite leaderboard, and the README its top rows, as
+    docs/leaderboard/lite/scorecard.md (written by the scorecard) has them."""
+    generated = leaderboard_rows((ROOT / "docs" / "leaderboard" / "lite" / "scorecard.md").read_text())
+    docs = leaderboard_rows((ROOT / "docs" / "scorecard.md").read_text())
+    readme = leaderboard_rows((ROOT / "README.md").read_text().split("## Scorecard")[1].split("\n## ")[0])
+    assert docs == generated
+    assert 3 <= len(readme) and readme == generated[:len(readme)]
+
