@@ -1,6 +1,7 @@
-"""src/ops/delta_rule and src/ops/dplr_delta_rule (its generalisation): the chunked UT-form paths
-against reference.py (forward, final state, every input gradient), the C loop (cpu.py) against it
-(the same), against fla's naive loops (when fla-core is installed), and the identities.
+"""src/ops/delta_rule (with decays per head or per key, and its product form) and
+src/ops/dplr_delta_rule (its generalisation): the chunked UT-form paths against reference.py
+(forward, final state, every input gradient), the C loop (cpu.py) against it (the same), against
+fla's naive loops (when fla-core is installed), and the identities.
 
 Tolerances: float64 chunked vs the float64 loop agree to rounding (1e-10; the triangular solve
 reorders the sums). float32 chunked vs the float64 loop: float32 rounding over <= 80 steps with
@@ -15,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from conftest import fla_naive
-from op_backends import compare
+from op_backends import compare, grads
 
 from src.ops import _cpu
-from src.ops.delta_rule import DISPATCH, chunked, cpu, delta_rule, reference
+from src.ops.delta_rule import DISPATCH, chunked, cpu, delta_product, delta_rule, reference
 from src.ops.dplr_delta_rule import chunked as dplr_chunked
 from src.ops.dplr_delta_rule import dplr_delta_rule
 from src.ops.dplr_delta_rule import reference as dplr_reference
@@ -29,13 +30,14 @@ F32_NEAR_2 = dict(rtol=2e-4, atol=2e-4)  # beta near 2, see the module docstring
 SHAPES = [(2, 1, 2, 8, 8, 64), (2, 7, 1, 5, 3, 64), (1, 77, 2, 8, 6, 16), (2, 33, 3, 4, 4, 8), (1, 64, 1, 6, 9, 32)]
 
 
-def inputs(B, T, H, K, V, gated, dtype=torch.float64, beta_max=2.0, seed=0):
-    """Unit q and k (as the layers make them), beta in (0, beta_max), log decays in (-inf, 0)."""
+def inputs(B, T, H, K, V, gated, dtype=torch.float64, beta_max=2.0, seed=0, n=1):
+    """Unit q and k (as the layers make them), beta in (0, beta_max), log decays in (-inf, 0): per
+    head (gated True), per key (gated "key") or none; k, v, beta with n steps per token."""
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    q, k, v = F.normalize(r(B, T, H, K), dim=-1), F.normalize(r(B, T, H, K), dim=-1), r(B, T, H, V)
-    beta = beta_max * torch.rand(B, T, H, generator=g, dtype=torch.float64)
-    decay = F.logsigmoid(r(B, T, H)) if gated else None
+    q, k, v = F.normalize(r(B, T, H, K), dim=-1), F.normalize(r(B, T * n, H, K), dim=-1), r(B, T * n, H, V)
+    beta = beta_max * torch.rand(B, T * n, H, generator=g, dtype=torch.float64)
+    decay = F.logsigmoid(r(B, T, H, K) if gated == "key" else r(B, T, H)) if gated else None
     return [None if t is None else t.to(dtype) for t in (q, k, v, beta, decay, r(B, H, K, V))]
 
 
@@ -61,7 +63,7 @@ def call_dplr(fn, chunk=None):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("gated", [False, True, "key"])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
 def test_delta_rule_chunked_matches_the_loop(shape, gated, dtype, tol):
     *dims, chunk = shape
@@ -71,13 +73,13 @@ def test_delta_rule_chunked_matches_the_loop(shape, gated, dtype, tol):
 # (B, T, H, K, V): as SHAPES (several checkpoint segments of cpu.CHECKPOINT = 32 steps, a partial
 # last one) and K = V = 64, the sizes the C loop has a specialised step for
 @pytest.mark.parametrize("shape", [shape[:5] for shape in SHAPES] + [(1, 70, 2, 64, 64)])
-@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("gated", [False, True, "key"])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
 def test_delta_rule_cpu_loop_matches_the_loop(shape, gated, dtype, tol):
     compare(call_delta(cpu.delta_rule), call_delta(reference.delta_rule), inputs(*shape, gated, dtype), tol)
 
 
-@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("gated", [False, True, "key"])
 def test_delta_rule_cpu_loop_splits_heads_over_threads_within_a_batch_row(gated, two_threads):
     """6 heads (B 3, H 2) over 2 threads: the second thread starts at head 1 of batch row 1."""
     assert _cpu.ranges(6, 1, 3 * 48 * 2 * 16 * 16) == [(0, 3), (3, 6)]
@@ -91,7 +93,7 @@ def test_auto_takes_the_c_loop_on_cpu():
     torch.testing.assert_close(delta_rule(*x[:5]), reference.delta_rule(*x[:5]), **F64)
 
 
-@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("gated", [False, True, "key"])
 @pytest.mark.parametrize("fn", [chunked.delta_rule, cpu.delta_rule])
 def test_delta_rule_with_beta_near_2(gated, fn):
     x = inputs(2, 70, 2, 8, 4, gated, torch.float32)
@@ -107,6 +109,38 @@ def test_dplr_chunked_matches_the_loop(shape, per_key, dtype, tol):
     *dims, chunk = shape
     compare(call_dplr(dplr_chunked.dplr_delta_rule, chunk), call_dplr(dplr_reference.dplr_delta_rule),
             dplr_inputs(*dims, per_key, dtype), tol)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 2, 8, 8), (2, 7, 1, 5, 3), (1, 33, 2, 6, 9)])
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("gated", [False, True, "key"])
+@pytest.mark.parametrize("backend, dtype, tol", [("cpu", torch.float64, F64), ("torch", torch.float64, F64),
+                                                 ("cpu", torch.float32, F32), ("torch", torch.float32, F32)])
+def test_delta_product_matches_its_loop(shape, n, gated, backend, dtype, tol):
+    """The interleaved delta rule (C loop or chunked) against the plain loop of n steps per token."""
+    compare(lambda *a: delta_product(*a[:5], None, a[5], True, num_householder=n, backend=backend),
+            lambda *a: reference.delta_product(*a[:5], None, a[5], True, num_householder=n),
+            inputs(*shape, gated, dtype, n=n), tol)
+
+
+def test_delta_product_with_one_step_is_the_delta_rule():
+    x = inputs(2, 9, 2, 4, 3, True)
+    torch.testing.assert_close(delta_product(*x[:5], num_householder=1), reference.delta_rule(*x[:5]), **F64)
+    torch.testing.assert_close(reference.delta_product(*x[:5], num_householder=1), reference.delta_rule(*x[:5]),
+                               **F64)
+
+
+def test_delta_product_refuses_keys_of_the_wrong_length():
+    q, k, v, beta, g, _ = inputs(1, 5, 1, 4, 3, True, n=2)
+    with pytest.raises(ValueError, match="num_householder=3 takes k, v, beta of 15 positions"):
+        delta_product(q, k, v, beta, g, num_householder=3)
+
+
+def test_a_per_key_decay_equal_over_keys_is_the_per_head_decay():
+    q, k, v, beta, g, S0 = inputs(2, 40, 2, 4, 3, True)
+    want = reference.delta_rule(q, k, v, beta, g, None, S0, True)
+    for fn in (lambda *a: chunked.delta_rule(*a, chunk=16), cpu.delta_rule):
+        torch.testing.assert_close(fn(q, k, v, beta, g[..., None].expand(-1, -1, -1, 4), None, S0, True), want, **F64)
 
 
 def test_zero_decay_is_deltanet():
@@ -142,7 +176,7 @@ def test_splitting_the_sequence_passes_the_state_on(op):
     torch.testing.assert_close(S2, S, **F64)
 
 
-@pytest.mark.parametrize("op", ["gated", "gated-cpu", "dplr"])
+@pytest.mark.parametrize("op", ["gated", "gated-cpu", "key", "key-cpu", "dplr"])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
 def test_a_reset_is_two_independent_calls(op, dtype, tol):
     """g = -inf at position p forgets the state before p (DPLR: with b_p = 0, its low-rank term);
@@ -154,8 +188,8 @@ def test_a_reset_is_two_independent_calls(op, dtype, tol):
         run = lambda s, g, S: dplr_chunked.dplr_delta_rule(  # noqa: E731
             q[:, s], k[:, s], v[:, s], a[:, s], b[:, s], g[:, s], None, S, True, chunk=16)
     else:
-        q, k, v, beta, g, S0 = inputs(2, 50, 2, 4, 3, True, dtype)
-        fn = cpu.delta_rule if op == "gated-cpu" else lambda *a: chunked.delta_rule(*a, chunk=16)
+        q, k, v, beta, g, S0 = inputs(2, 50, 2, 4, 3, "key" if op.startswith("key") else True, dtype)
+        fn = cpu.delta_rule if op.endswith("-cpu") else lambda *a: chunked.delta_rule(*a, chunk=16)
         run = lambda s, g, S: fn(q[:, s], k[:, s], v[:, s], beta[:, s], g[:, s], None, S, True)  # noqa: E731
     for t in (q, k, v, S0):
         t.requires_grad_()
@@ -202,6 +236,39 @@ def test_against_fla_naive_recurrent_gated_delta_rule():
     torch.testing.assert_close(got[1].float(), S, **F32)
 
 
+def fla_grads(got, want, inputs64, inputs32, tol):
+    """Outputs and the gradients of every input, ours (float64) against fla's naive loop (which
+    computes in float32 whatever it is given)."""
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x.float(), y, **tol)
+    for gx, gy in zip(grads(got, inputs64), grads(want, inputs32)):
+        torch.testing.assert_close(gx.float(), gy, **tol)
+
+
+def test_against_fla_naive_recurrent_kda():
+    naive = fla_naive("kda/naive.py")
+    x32 = [t.requires_grad_() for t in inputs(2, 40, 2, 8, 6, "key", torch.float32, seed=3)]
+    x64 = [t.detach().double().requires_grad_() for t in x32]
+    q, k, v, beta, g, S0 = x32
+    want = naive.naive_recurrent_kda(q, k, v, g, beta, initial_state=S0, output_final_state=True)
+    got = delta_rule(*x64[:5], initial_state=x64[5], output_final_state=True)
+    fla_grads(got, want, x64, x32, F32)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("n", [2, 3])
+def test_against_fla_naive_recurrent_gated_delta_product(gated, n):
+    naive = fla_naive("gated_delta_product/naive.py")
+    x32 = [None if t is None else t.requires_grad_() for t in inputs(2, 40, 2, 8, 6, gated, torch.float32, seed=3,
+                                                                       n=n)]
+    x64 = [None if t is None else t.detach().double().requires_grad_() for t in x32]
+    q, k, v, beta, g, S0 = x32
+    want = naive.naive_recurrent_gated_delta_product(q, k, v, g, beta, 8**-0.5, initial_state=S0,
+                                                     output_final_state=True, num_householder=n)
+    got = delta_product(*x64[:5], initial_state=x64[5], output_final_state=True, num_householder=n)
+    fla_grads(got, want, x64, x32, F32)
+
+
 def test_against_fla_dplr_recurrence():
     naive = fla_naive("generalized_delta_rule/dplr/naive.py")
     q, k, v, a, b, g, S0 = dplr_inputs(2, 40, 2, 8, 6, True, torch.float32, seed=3)
@@ -228,7 +295,7 @@ def test_the_memory_recalls_every_stored_key():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (fla's Triton kernels)")
-@pytest.mark.parametrize("op", ["delta_rule", "gated", "dplr"])
+@pytest.mark.parametrize("op", ["delta_rule", "gated", "key", "dplr"])
 def test_fla_kernels_match_the_loop_on_cuda(op):
     """Not yet run on hardware here. fla's kernels compute in float32 with their own chunking: 1e-3."""
     tol = dict(rtol=1e-3, atol=1e-3)
@@ -237,7 +304,8 @@ def test_fla_kernels_match_the_loop_on_cuda(op):
         compare(lambda *a: dplr_delta_rule(*a[:6], initial_state=a[6], output_final_state=True, backend="triton"),
                 call_dplr(dplr_reference.dplr_delta_rule), x, tol)
     else:
-        x = [None if t is None else t.cuda() for t in inputs(2, 130, 2, 32, 16, op == "gated", torch.float32)]
+        gated = {"delta_rule": False, "gated": True, "key": "key"}[op]
+        x = [None if t is None else t.cuda() for t in inputs(2, 130, 2, 32, 16, gated, torch.float32)]
         compare(lambda *a: delta_rule(*a[:5], initial_state=a[5], output_final_state=True, backend="triton"),
                 call_delta(reference.delta_rule), x, tol)
 

@@ -8,13 +8,16 @@ With the unit lower-triangular inverse T = (I + A)^-1 (the UT transform):
     U = T diag(beta) V - W S_0,   W = T diag(beta exp(b)) K
     o_i = scale (exp(b_i) q_i^T S_0 + sum_{j <= i} Gamma_ij (q_i . k_j) u_j)
     S_C = exp(b_C) S_0 + sum_j exp(b_C - b_j) k_j u_j^T.
+With a per-key decay (KDA) b_i is a vector, Gamma_ij (k_i . k_j) becomes
+sum_d k_id k_jd exp(b_id - b_jd) (and likewise for q_i . k_j), built by src/ops/gla/chunked's
+decayed_scores with every exponent <= 0, and exp(b) scales K, Q and the state row by row.
 All in-chunk matrices are computed for every chunk at once; a loop over the T / C chunks passes
 the state on. g = -inf (a reset) is floored as in the GLA op.
 """
 
 import torch
 
-from src.ops.gla.chunked import chunk_size, chunks, log_decay, unchunk
+from src.ops.gla.chunked import chunk_size, chunks, decayed_scores, log_decay, unchunk
 
 
 def ut_solve(A, rhs):
@@ -43,15 +46,18 @@ def delta_rule(q, k, v, beta, g=None, scale=None, initial_state=None, output_fin
     C = chunk_size(T, chunk)
     qc, kc, vc = (chunks(t, C).contiguous() for t in (q * scale, k, v))  # (B, H, N, C, K or V)
     beta = chunks(beta[..., None], C)  # (B, H, N, C, 1)
-    b = log_decay(g, q, C)  # (B, H, N, C, 1)
-    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    Gamma = torch.exp((b - b.transpose(-1, -2)).masked_fill(~causal, float("-inf"))).to(q.dtype)  # (B, H, N, C, C)
-    A = beta * Gamma * (kc @ kc.transpose(-1, -2))  # its strictly lower part is used
+    b = log_decay(g, q, C)  # (B, H, N, C, K or 1)
+    if b.shape[-1] == 1:
+        causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+        Gamma = torch.exp((b - b.transpose(-1, -2)).masked_fill(~causal, float("-inf"))).to(q.dtype)  # (.., C, C)
+        KK, QK = (kc @ kc.transpose(-1, -2)) * Gamma, (qc @ kc.transpose(-1, -2)) * Gamma
+    else:
+        KK, QK = (decayed_scores(x, kc, b, b, diagonal=x is qc) for x in (kc, qc))
+    A = beta * KK  # its strictly lower part is used
     U, W = ut_solve(A, torch.cat((beta * vc, beta * torch.exp(b).to(q.dtype) * kc), dim=-1)).split([v.shape[-1], K], -1)
-    QK = (qc @ kc.transpose(-1, -2)) * Gamma
     qd = qc * torch.exp(b).to(q.dtype)
     kd = (kc * torch.exp(b[..., -1:, :] - b).to(q.dtype)).transpose(-1, -2)  # (B, H, N, K, C)
-    decay = torch.exp(b[..., -1, :]).to(q.dtype)[..., None]  # (B, H, N, 1, 1)
+    decay = torch.exp(b[..., -1, :]).to(q.dtype)[..., None]  # (B, H, N, K or 1, 1)
     S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state.to(q.dtype)
     out = []
     for n in range(qc.shape[2]):

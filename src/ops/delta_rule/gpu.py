@@ -1,7 +1,8 @@
 """fla's Triton kernels behind the delta-rule signatures, imported only when called (CUDA only):
 
     delta_rule, g None       fla.ops.delta_rule.chunk_delta_rule
-    delta_rule, g            fla.ops.gated_delta_rule.chunk_gated_delta_rule
+    delta_rule, g per head   fla.ops.gated_delta_rule.chunk_gated_delta_rule
+    delta_rule, g per key    fla.ops.kda.chunk_kda
 
 Not run on hardware in this repository yet: the dispatcher takes it only where it imports and a
 smoke call agrees with the torch path. Install: see requirements-gpu.txt.
@@ -16,6 +17,10 @@ def delta_rule(q, k, v, beta, g=None, scale=None, initial_state=None, output_fin
         from fla.ops.delta_rule import chunk_delta_rule
 
         return chunk_delta_rule(q, k, v, beta, **kwargs)
+    if g.dim() == 4:
+        from fla.ops.kda import chunk_kda
+
+        return chunk_kda(q, k, v, g, beta, **kwargs)
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
     return chunk_gated_delta_rule(q, k, v, g, beta, **kwargs)
