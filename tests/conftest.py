@@ -115,6 +115,7 @@ TINY = {
     "mamba2": dict(d_state=6, headdim=4, chunk_size=4), "s6": dict(d_state=5), "dsf_ssd": dict(d_state=5),
     "qlstm": dict(d_state=12), "lru": dict(d_state=7), "retnet": dict(n_heads=2), "rwkv7": dict(head_dim=8),
     "based": dict(n_heads=4, feature_dim=4), "gated_deltanet": dict(n_heads=2), "attn": dict(n_heads=2),
+    "gated_deltaproduct": dict(n_heads=2), "kda": dict(n_heads=2),
     "mha": dict(n_heads=2), "transformer": dict(n_heads=2), "linear_attn": dict(n_heads=2),
     "norm_attn": dict(n_heads=2), "lstm": dict(d_hidden=4), "gru": dict(d_hidden=4), "rnn": dict(d_hidden=4),
 }
@@ -164,6 +165,9 @@ VARIANTS = {
     "deltanet-relu": ("deltanet", dict(qk_activation="relu", expand_v=2.0, n_heads=2)),
     "gated_deltanet-sigmoid": ("gated_deltanet", dict(n_heads=1, head_dim=4, expand_v=1.0,
                                                       output_gate_activation="sigmoid", allow_neg_eigval=True)),
+    "gated_deltaproduct-3-nogate-noconv": ("gated_deltaproduct", dict(num_householder=3, use_forget_gate=False,
+                                                                       allow_neg_eigval=False, use_short_conv=False)),
+    "kda-lower-bound-neg": ("kda", dict(lower_bound=-5.0, allow_neg_eigval=True, expand_v=2.0)),
     "gla-conv-nogate": ("gla", dict(use_short_conv=True, use_output_gate=False, clamp_min=-0.05)),
     "hgrn2-ratio": ("hgrn2", dict(expand_ratio=4)),
     "hgrn2-conv": ("hgrn2", dict(n_heads=2, use_short_conv=True)),

@@ -1,4 +1,5 @@
-"""Matrix-state layers (deltanet, gated_deltanet, gla, retnet, hgrn2, rwkv6, rwkv7, based): what each
+"""Matrix-state layers (deltanet, gated_deltanet, gated_deltaproduct, kda, gla, retnet, hgrn2, rwkv6, rwkv7,
+based): what each
 layer computes, against its formula (the contract checks of every layer are in
 test_layer_contract.py)."""
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 
 from conftest import tiny_layer
 from src.models.sequence.backbone import build_layer
+from src.ops.delta_rule import reference as delta_reference
 from src.utils.errors import ConfigError
 
 D = 16
@@ -86,8 +88,8 @@ def test_deltanet_beta_range(monkeypatch):
     """sigmoid beta in (0, 1); allow_neg_eigval doubles it to (0, 2)."""
     import src.models.sequence.layers.deltanet as module
 
-    seen, run = [], module.delta_rule
-    monkeypatch.setattr(module, "delta_rule", lambda q, k, v, beta, g, **kw: seen.append(beta) or run(q, k, v, beta, g, **kw))
+    seen, run = [], module.delta_product
+    monkeypatch.setattr(module, "delta_product", lambda q, k, v, beta, g, **kw: seen.append(beta) or run(q, k, v, beta, g, **kw))
     for neg in (False, True):
         torch.manual_seed(0)
         build_layer(dict(_name_="deltanet", allow_neg_eigval=neg), D).double()(torch.randn(4, 50, D, dtype=torch.float64))
@@ -118,6 +120,8 @@ def test_hgrn2_ties_its_input_gate_to_the_forget_gate():
     (dict(_name_="gla", backend="cuda"), r"model.layer.backend='cuda' is not valid; choose one of: 'auto', 'torch', 'cpu', 'triton'"),
     (dict(_name_="gla", expand_k=0.3), r"model.layer.expand_k=0.3 times d_model=16 is not a positive integer"),
     (dict(_name_="retnet", n_heads=16), r"key width per head 1 must be even"),
+    (dict(_name_="gated_deltaproduct", num_householder=0), r"model.layer.num_householder=0 is not a positive integer"),
+    (dict(_name_="kda", lower_bound=1.0), r"model.layer.lower_bound=1.0 is not a negative log decay"),
 ])
 def test_bad_options_are_named(config, message):
     with pytest.raises(ConfigError, match=message):
@@ -128,3 +132,64 @@ def test_gated_deltanet_parameters_without_weight_decay():
     layer = make("gated_deltanet")
     assert {n for n, p in layer.named_parameters() if getattr(p, "_optim", None)} == {"A_log", "dt_bias"}
     assert math.isclose(F.softplus(layer.dt_bias).min().item(), 1e-3, rel_tol=1) and F.softplus(layer.dt_bias).max() <= 0.1
+
+
+@pytest.mark.parametrize("gate", [True, False])
+def test_gated_deltaproduct_takes_n_householder_steps_per_token(gate):
+    """Without the convs: token t's step j uses the j-th block of W_k x_t, W_v x_t (fla's (n h d)
+    layout) and of W_b x_t ((n h)), beta = 2 sigmoid, the decay once per token, then the read."""
+    n, H = 3, 2
+    layer = tiny_layer("gated_deltaproduct", dtype=torch.float64, num_householder=n, use_short_conv=False,
+                       use_forget_gate=gate)
+    x = torch.randn(2, 9, D, dtype=torch.float64)
+    dk, dv = D // H, 2 * D // H
+    q = F.normalize(F.silu(layer.q_proj(x)).unflatten(-1, (H, dk)), dim=-1)
+    k = F.normalize(F.silu(layer.k_proj(x)).unflatten(-1, (n, H, dk)), dim=-1)  # (B, L, n, H, dk)
+    v = F.silu(layer.v_proj(x)).unflatten(-1, (n, H, dv))
+    beta = 2 * torch.sigmoid(layer.b_proj(x)).unflatten(-1, (n, H))
+    g = -layer.A_log.exp() * F.softplus(layer.a_proj(x) + layer.dt_bias) if gate else None
+    S, outs = torch.zeros(2, H, dk, dv, dtype=torch.float64), []
+    for t in range(9):
+        if gate:
+            S = S * g[:, t, :, None, None].exp()
+        for j in range(n):
+            kj = k[:, t, j, :, :, None]
+            S = S + beta[:, t, j, :, None, None] * kj * (v[:, t, j, :, None, :] - (S * kj).sum(-2, keepdim=True))
+        outs.append((S * q[:, t, :, :, None]).sum(-2) / dk**0.5)
+    o = layer.o_norm(torch.stack(outs, 1), layer.g_proj(x).unflatten(-1, (H, dv)))
+    torch.testing.assert_close(layer(x)[0], layer.o_proj(o.flatten(-2)), rtol=1e-10, atol=1e-10)
+
+
+def test_gated_deltaproduct_with_one_step_is_gated_deltanet():
+    x = torch.randn(2, 11, D, dtype=torch.float64)
+    one = tiny_layer("gated_deltaproduct", dtype=torch.float64, num_householder=1, allow_neg_eigval=False)
+    gdn = tiny_layer("gated_deltanet", dtype=torch.float64)
+    gdn.load_state_dict(one.state_dict())
+    torch.testing.assert_close(one(x), gdn(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("lower_bound", [None, -5.0])
+def test_kda_decays_each_key_with_its_own_gate(lower_bound):
+    """g = -exp(A_log) softplus(W_f2 W_f1 x + dt_bias) per head and key (or b sigmoid(exp(A_log) (...))),
+    the gated delta rule with that per-key decay, RMSNorm times sigmoid(W_g2 W_g1 x + bias)."""
+    H = 2
+    layer = tiny_layer("kda", dtype=torch.float64, lower_bound=lower_bound, use_short_conv=False)
+    with torch.no_grad():
+        layer.A_log.normal_()
+    x = torch.randn(2, 13, D, dtype=torch.float64)
+    f = (layer.f_proj[1](layer.f_proj[0](x)) + layer.dt_bias).unflatten(-1, (H, D // H))
+    A = layer.A_log.exp()[:, None]
+    g = -A * F.softplus(f) if lower_bound is None else lower_bound * torch.sigmoid(A * f)
+    assert g.shape == (2, 13, H, D // H) and (g < 0).all() and (lower_bound is None or (g > lower_bound).all())
+    q, k = (F.normalize(F.silu(p(x)).unflatten(-1, (H, -1)), dim=-1) for p in (layer.q_proj, layer.k_proj))
+    v = F.silu(layer.v_proj(x)).unflatten(-1, (H, -1))
+    o, _ = delta_reference.delta_rule(q, k, v, torch.sigmoid(layer.b_proj(x)), g)
+    gate = layer.g_proj[1](layer.g_proj[0](x)).unflatten(-1, (H, -1))
+    o = F.rms_norm(o, o.shape[-1:], layer.o_norm.weight, 1e-5) * torch.sigmoid(gate)
+    torch.testing.assert_close(layer(x)[0], layer.o_proj(o.flatten(-2)), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["gated_deltaproduct", "kda"])
+def test_the_decay_parameters_carry_no_weight_decay(name):
+    layer = make(name)
+    assert {n for n, p in layer.named_parameters() if getattr(p, "_optim", None)} == {"A_log", "dt_bias"}

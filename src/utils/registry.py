@@ -30,6 +30,8 @@ layer = {
     "lru": "src.models.sequence.layers.lru.LRU",
     "deltanet": "src.models.sequence.layers.deltanet.DeltaNet",
     "gated_deltanet": "src.models.sequence.layers.deltanet.GatedDeltaNet",
+    "gated_deltaproduct": "src.models.sequence.layers.deltanet.GatedDeltaProduct",
+    "kda": "src.models.sequence.layers.deltanet.KDA",
     "gla": "src.models.sequence.layers.gla.GLA",
     "retnet": "src.models.sequence.layers.gla.RetNet",
     "hgrn2": "src.models.sequence.layers.gla.HGRN2",
