@@ -1,25 +1,25 @@
 """The gla and delta_rule ops (backend auto) against fla's naive per-step loops, on CPU,
 measured side by side in one run, interleaved round by round.
 
-    python -m benchmarks.linear_attention [--rounds 5] [--threads N] [--quick]
+    python -m benchmarks.linear_attention [--rounds 5] [--threads N] [--quick] [--ops delta_rule kda ...]
 
-Rows (float32, q k v (B, T, H, K), K = V = 64):
-  delta_rule, forward, (B 4, T 2048, H 4): src.ops.delta_rule.delta_rule vs fla's
-      delta_rule_recurrence (fla/ops/delta_rule/naive.py)
-  delta_rule, forward + backward, T 512 (autograd through fla's loop)
-  gla (per-key decay), forward T 2048 and forward + backward T 512 vs fla's naive_recurrent_gla
-      (fla/ops/gla/naive.py)
+Rows (float32, q k v (B, T, H, K), K = V = 64), each op forward at T 2048 and forward + backward
+at T 512 (autograd through fla's loop):
+  delta_rule: src.ops.delta_rule.delta_rule vs fla's delta_rule_recurrence (fla/ops/delta_rule/naive.py)
+  kda: delta_rule with a per-key decay vs fla's naive_recurrent_kda (fla/ops/kda/naive.py)
+  delta_product: delta_product, 2 steps a token, per-head decays, vs fla's
+      naive_recurrent_gated_delta_product (fla/ops/gated_delta_product/naive.py)
+  gla (per-key decay) vs fla's naive_recurrent_gla (fla/ops/gla/naive.py)
 fla's naive.py files are loaded by path from the installed fla-core wheel (pure Python; importing
 fla.ops would pull Triton); without fla-core the baselines are our own per-step loops
 (src/ops/*/reference.py, the same recurrences) and the header says so. Each round times the
 baseline, then ours; the table gives the median time of each, the median ratio and its range
 over the rounds, and the same ratio of CPU times (time.process_time: this process's own CPU time,
-the steadier figure on a shared machine). Inputs as the layers make them: unit q, k for the delta rule, beta in (0, 1),
-GLA's gate logsigmoid(x) / 16. The error column is ||o - o_64|| / ||o_64|| for the float32
-outputs against src/ops/*/reference.py in float64 (forward rows). The backend column is what
-`auto` ran: `cpu` (the C loops: gla forward and backward, the delta rule's forward) or `torch`
-(the chunked path: the delta rule where a gradient is needed). --backend torch times the chunked
-path everywhere.
+the steadier figure on a shared machine). Inputs as the layers make them: unit q, k for the delta
+rule, beta in (0, 1), decays logsigmoid(x) (GLA's / 16). The error column is ||o - o_64|| / ||o_64||
+for the float32 outputs against src/ops/*/reference.py in float64 (forward rows). The backend
+column is what `auto` ran: `cpu` (the C loops) or `torch` (the chunked paths); --backend torch
+times the chunked paths everywhere.
 """
 
 import argparse
@@ -32,11 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from src.ops.delta_rule import DISPATCH as DELTA_DISPATCH
-from src.ops.delta_rule import delta_rule
+from src.ops.delta_rule import delta_product, delta_rule
 from src.ops.delta_rule import reference as delta_reference
 from src.ops.gla import DISPATCH as GLA_DISPATCH
 from src.ops.gla import gla
 from src.ops.gla import reference as gla_reference
+
+N_STEPS = 2  # delta_product's steps a token
 
 
 def fla_naive(relative):
@@ -51,25 +53,41 @@ def fla_naive(relative):
     return module
 
 
+def references():
+    """{op: loop(*inputs) -> o}: our float64 oracles (src/ops/*/reference.py)."""
+    return {"delta_rule": lambda q, k, v, b: delta_reference.delta_rule(q, k, v, b)[0],
+            "kda": lambda q, k, v, b, g: delta_reference.delta_rule(q, k, v, b, g)[0],
+            "delta_product": lambda q, k, v, b, g: delta_reference.delta_product(q, k, v, b, g, num_householder=N_STEPS)[0],
+            "gla": lambda q, k, v, g: gla_reference.gla(q, k, v, g)[0]}
+
+
 def baselines():
-    """{op: (name, loop(q, k, v, x) -> o)} in our (B, T, H, K) layout; x is beta or g."""
-    delta, glan = fla_naive("delta_rule/naive.py"), fla_naive("gla/naive.py")
-    if delta is None or glan is None:
-        return {"delta_rule": ("reference.delta_rule (no fla-core)", lambda q, k, v, b: delta_reference.delta_rule(q, k, v, b)[0]),
-                "gla": ("reference.gla (no fla-core)", lambda q, k, v, g: gla_reference.gla(q, k, v, g)[0])}
+    """{op: (name, loop(*inputs) -> o)} in our (B, T, H, K) layout: fla's naive loops, or ours without fla-core."""
+    files = {"delta_rule": "delta_rule/naive.py", "kda": "kda/naive.py",
+             "delta_product": "gated_delta_product/naive.py", "gla": "gla/naive.py"}
+    naive = {op: fla_naive(path) for op, path in files.items()}
+    if any(m is None for m in naive.values()):
+        return {op: (f"reference.{op} (no fla-core)", loop) for op, loop in references().items()}
     head_first = lambda t: t.transpose(1, 2)  # noqa: E731
-    return {"delta_rule": ("fla delta_rule_recurrence",
-                           lambda q, k, v, b: head_first(delta.delta_rule_recurrence(*map(head_first, (q, k, v, b)))[0])),
-            "gla": ("fla naive_recurrent_gla", lambda q, k, v, g: glan.naive_recurrent_gla(q, k, v, g)[0])}
+    return {"delta_rule": ("fla delta_rule_recurrence", lambda q, k, v, b: head_first(
+                naive["delta_rule"].delta_rule_recurrence(*map(head_first, (q, k, v, b)))[0])),
+            "kda": ("fla naive_recurrent_kda", lambda q, k, v, b, g: naive["kda"].naive_recurrent_kda(q, k, v, g, b)[0]),
+            "delta_product": ("fla naive_recurrent_gated_delta_product",
+                              lambda q, k, v, b, g: naive["delta_product"].naive_recurrent_gated_delta_product(
+                                  q, k, v, g, b, q.shape[-1] ** -0.5, num_householder=N_STEPS)[0]),
+            "gla": ("fla naive_recurrent_gla", lambda q, k, v, g: naive["gla"].naive_recurrent_gla(q, k, v, g)[0])}
 
 
 def inputs(op, B, T, H, K, grad):
     gen = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
-    if op == "delta_rule":
-        x = [F.normalize(r(B, T, H, K), dim=-1), F.normalize(r(B, T, H, K), dim=-1), r(B, T, H, K), torch.sigmoid(r(B, T, H))]
-    else:
+    if op == "gla":
         x = [r(B, T, H, K), r(B, T, H, K), r(B, T, H, K), F.logsigmoid(r(B, T, H, K)) / 16]
+    else:
+        n = N_STEPS if op == "delta_product" else 1
+        x = [F.normalize(r(B, T, H, K), dim=-1), F.normalize(r(B, n * T, H, K), dim=-1), r(B, n * T, H, K),
+             torch.sigmoid(r(B, n * T, H))]
+        x += {"delta_rule": [], "kda": [F.logsigmoid(r(B, T, H, K))], "delta_product": [F.logsigmoid(r(B, T, H))]}[op]
     return [t.requires_grad_(grad) for t in x]
 
 
@@ -85,19 +103,22 @@ def timed(fn, x, backward):
 def ours(op, backend="auto"):
     if op == "delta_rule":
         return lambda q, k, v, b: delta_rule(q, k, v, b, backend=backend)[0]
+    if op == "kda":
+        return lambda q, k, v, b, g: delta_rule(q, k, v, b, g, backend=backend)[0]
+    if op == "delta_product":
+        return lambda q, k, v, b, g: delta_product(q, k, v, b, g, num_householder=N_STEPS, backend=backend)[0]
     return lambda q, k, v, g: gla(q, k, v, g, backend=backend)[0]
 
 
 def resolved(op, backend, x):
     """The backend `backend` runs for these inputs (a gradient is needed where they require one)."""
-    dispatch = DELTA_DISPATCH if op == "delta_rule" else GLA_DISPATCH
+    dispatch = GLA_DISPATCH if op == "gla" else DELTA_DISPATCH
     return dispatch.resolve(backend, x[0].device, x)
 
 
 def error(op, x, backend):
     """||o_32 - o_64|| / ||o_64|| of our float32 output, and of the baseline's."""
-    x64 = [t.detach().double() for t in x]
-    ref = (delta_reference.delta_rule if op == "delta_rule" else gla_reference.gla)(*x64)[0]
+    ref = references()[op](*[t.detach().double() for t in x])
     with torch.no_grad():
         return [((f(*[t.detach() for t in x]).double() - ref).norm() / ref.norm()).item()
                 for f in (ours(op, backend), baselines()[op][1])]
@@ -109,6 +130,8 @@ def main():
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="T 256 / 128, 2 rounds (a smoke run)")
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "cpu"])
+    parser.add_argument("--ops", nargs="+", default=["delta_rule", "kda", "delta_product", "gla"],
+                        choices=["delta_rule", "kda", "delta_product", "gla"])
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,7 +142,7 @@ def main():
     print("| op | pass | T | baseline | baseline ms | backend | ours ms | ratio (median) | ratio range | CPU-time ratio "
           "| ours CPU ms | rel. error ours / baseline |")
     print("|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---|")
-    for op in ("delta_rule", "gla"):
+    for op in args.ops:
         name, loop = base[op]
         for backward, T in ((False, T_fwd), (True, T_bwd)):
             x = inputs(op, 4, T, 4, 64, backward)
