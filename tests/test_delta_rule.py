@@ -111,7 +111,10 @@ def test_dplr_chunked_matches_the_loop(shape, per_key, dtype, tol):
             dplr_inputs(*dims, per_key, dtype), tol)
 
 
-@pytest.mark.parametrize("shape", [(2, 1, 2, 8, 8), (2, 7, 1, 5, 3), (1, 33, 2, 6, 9)])
+# (B, T, H, K, V): the C loop's vector blocks of 16 (float32) or 8 (float64) columns, with a tail
+# (V 9, 20) or without (V 64), over several checkpoint segments (T 33 > CHECKPOINT / n tokens)
+@pytest.mark.parametrize("shape", [(2, 1, 2, 8, 8), (2, 7, 1, 5, 3), (1, 33, 2, 6, 9), (1, 21, 2, 64, 20),
+                                   (1, 20, 1, 64, 64)])
 @pytest.mark.parametrize("n", [2, 3])
 @pytest.mark.parametrize("gated", [False, True, "key"])
 @pytest.mark.parametrize("backend, dtype, tol", [("cpu", torch.float64, F64), ("torch", torch.float64, F64),

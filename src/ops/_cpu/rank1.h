@@ -1,7 +1,7 @@
 /* X (K, V) += kt w^T, then o_out (V) = X^T (s qs): two multiply-adds per state element, four
-   rows a pass so that the output row is loaded and stored once per four rows. Shared by the
-   gla and delta_rule C loops (s = 1, and s = c, the delta rule's decay scale), which include
-   this file once per dtype with T and NAME set (so it has no include guard). */
+   rows a pass so that the output row is loaded and stored once per four rows. The gla C loop's
+   step (s = 1), which includes this file once per dtype with T and NAME set (so it has no
+   include guard). */
 static inline void NAME(rank1_update_read)(int64_t K, int64_t V, T s, const T *restrict kt, const T *restrict w,
                                            const T *restrict qs, T *restrict X, T *restrict o_out) {
     T o[V];

@@ -12,9 +12,10 @@ q, k (B, T, H, K); v (B, T, H, V); beta (B, T, H), in (0, 2); g (B, T, H) (a dec
 (B, T, H, K) (per key, KDA) or None; state (B, H, K, V); scale defaults to K^-1/2. fla's
 delta_rule_recurrence, naive_recurrent_gated_delta_rule and naive_recurrent_kda. Nothing is
 normalised inside (layers l2-normalise q, k). delta_product's k, v, beta have T n positions
-(token t's steps at t n .. t n + n - 1, fla's layout) and it runs delta_rule on the interleaved
-sequence of T n steps: the decay at each token's first step, its query at its last (zero
-elsewhere), its outputs every n-th; fla's fused-recurrent GatedDeltaProduct does the same.
+(token t's steps at t n .. t n + n - 1, fla's layout). The C loop takes them natively (two passes
+over the state a token); the other backends run delta_rule on the interleaved sequence of T n
+steps: the decay at each token's first step, its query at its last (zero elsewhere), its outputs
+every n-th, as fla's fused-recurrent GatedDeltaProduct does.
 Its diagonal-plus-low-rank form (RWKV-7) is src/ops/dplr_delta_rule.
 Backends: `torch` (chunked.py, the UT form, every device), `cpu` (a compiled C loop, cpu.py,
 forward and backward, CPU tensors; first on CPU), `triton` (fla's chunk kernels, gpu.py, CUDA
@@ -73,6 +74,10 @@ def delta_product(q, k, v, beta, g=None, scale=None, initial_state=None, output_
     if k.shape[1] != T * n or v.shape[1] != T * n or beta.shape[1] != T * n:
         raise ValueError(f"delta_product with num_householder={n} takes k, v, beta of {T * n} positions "
                          f"({T} tokens), not {k.shape[1]}, {v.shape[1]}, {beta.shape[1]}")
+    args = (q, k, v, beta, g, scale, initial_state, output_final_state)
+    name = DISPATCH.resolve(backend, q.device, args)
+    if name == "cpu":  # the C loop takes the n steps a token natively
+        return cpu.delta_product(*args, num_householder=n)
     q_n = q.new_zeros(B, T, n, H, K)
     q_n[:, :, -1] = q  # read after the token's last step
     g_n = None
@@ -80,5 +85,5 @@ def delta_product(q, k, v, beta, g=None, scale=None, initial_state=None, output_
         g_n = g.new_zeros(B, T, n, *g.shape[2:])
         g_n[:, :, 0] = g  # decay before its first
     o, S = delta_rule(q_n.flatten(1, 2), k, v, beta, None if g_n is None else g_n.flatten(1, 2),
-                      K**-0.5 if scale is None else scale, initial_state, output_final_state, backend)
+                      K**-0.5 if scale is None else scale, initial_state, output_final_state, name)
     return o[:, n - 1 :: n], S
