@@ -63,13 +63,18 @@ def test_paths_match_the_loop_from_no_state(name, shape):
 
 
 @pytest.mark.parametrize("name", PATHS)
+@pytest.mark.parametrize("jumps", [False, True])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
-def test_large_input_gates_stay_finite_and_exact(name, dtype, tol):
+def test_large_input_gates_stay_finite_and_exact(name, jumps, dtype, tol):
     """i ~ 50: the unstabilised state would grow like e^50 per step (e^100 overflows float32); held
-    as exp(-m_t) times it, every exponent is <= 0."""
-    x = inputs(2, 40, 2, 6, 5, dtype, i_mean=50.0)
+    as exp(-m_t) times it, every exponent is <= 0. With jumps (i ~ 0, and ~ 50 at every 7th step)
+    the stabiliser leaps by 50 and the state's decay exp(lf_t + m_{t-1} - m_t) falls to ~e^-50,
+    below the C loop's row-scale floor (2^-60), which it folds back."""
+    x = inputs(2, 40, 2, 6, 16, dtype, i_mean=0.0 if jumps else 50.0)
+    if jumps:
+        x[3] = x[3] + 50.0 * (torch.arange(40) % 7 == 3).to(dtype)[:, None]
     h, C, n, m = with_state(path(name))(*x)
-    assert all(torch.isfinite(t).all() for t in (h, C, n, m)) and m.min() > 40
+    assert all(torch.isfinite(t).all() for t in (h, C, n, m)) and m.max() > 40
     compare(with_state(path(name)), with_state(reference.mlstm), x, tol)
 
 
