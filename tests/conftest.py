@@ -115,7 +115,7 @@ TINY = {
     "mamba2": dict(d_state=6, headdim=4, chunk_size=4), "s6": dict(d_state=5), "dsf_ssd": dict(d_state=5),
     "qlstm": dict(d_state=12), "lru": dict(d_state=7), "retnet": dict(n_heads=2), "rwkv7": dict(head_dim=8),
     "based": dict(n_heads=4, feature_dim=4), "gated_deltanet": dict(n_heads=2), "attn": dict(n_heads=2),
-    "gated_deltaproduct": dict(n_heads=2), "kda": dict(n_heads=2),
+    "gated_deltaproduct": dict(n_heads=2), "kda": dict(n_heads=2), "mlstm": dict(proj_multiple_of=8, n_heads=2),
     "mha": dict(n_heads=2), "transformer": dict(n_heads=2), "linear_attn": dict(n_heads=2),
     "norm_attn": dict(n_heads=2), "lstm": dict(d_hidden=4), "gru": dict(d_hidden=4), "rnn": dict(d_hidden=4),
 }
@@ -321,6 +321,27 @@ def fla_naive(relative):
     if not path.exists():
         pytest.skip(f"this fla-core has no {path}")
     module_spec = importlib.util.spec_from_file_location(f"fla_naive_{relative.replace('/', '_')[:-3]}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+XLSTM_INSTALL = "pip install --no-deps xlstm"
+
+
+def xlstm_backends():
+    """xlstm's mLSTM backends (xlstm/blocks/mlstm/backends.py, pure torch: the parallel and the
+    recurrent stabilised forms), loaded by its path from the installed wheel without importing the
+    package; skips with the reason if absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("xlstm")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(f"xlstm is not installed ({XLSTM_INSTALL}): no oracle from xlstm's mLSTM backends")
+    path = Path(spec.submodule_search_locations[0]) / "blocks" / "mlstm" / "backends.py"
+    if not path.exists():
+        pytest.skip(f"this xlstm has no {path}")
+    module_spec = importlib.util.spec_from_file_location("xlstm_mlstm_backends", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module

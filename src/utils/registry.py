@@ -27,6 +27,7 @@ layer = {
     "dsf_ssd": "src.models.sequence.layers.mamba.DSFSSD",
     "qlstm": "src.models.sequence.layers.qlstm.QLSTM",
     "hawk": "src.models.sequence.layers.hawk.Hawk",
+    "mlstm": "src.models.sequence.layers.mlstm.MLSTM",
     "lru": "src.models.sequence.layers.lru.LRU",
     "deltanet": "src.models.sequence.layers.deltanet.DeltaNet",
     "gated_deltanet": "src.models.sequence.layers.deltanet.GatedDeltaNet",

@@ -39,7 +39,7 @@ def build_layer(config, d_model, rope=False, bidirectional=False, max_length=Non
     (SequenceLayer.check_options). rope: pass rope=True to the layer (`model.pos_emb=rope`).
     bidirectional: the model is non-causal, which the layer must be able to be. max_length: the
     longest input, which fills a layer's `l_max: null` and bounds a set one. layer_idx, n_layers:
-    the block's depth, given to layers whose initialisation depends on it (rwkv4)."""
+    the block's depth, given to layers whose initialisation depends on it (rwkv4, mlstm)."""
     config = dict(config)
     name = config.pop("_name_")
     cls = registry.resolve(registry.layer, name, "model.layer._name_")
@@ -58,7 +58,8 @@ def build_layer(config, d_model, rope=False, bidirectional=False, max_length=Non
         elif config["l_max"] < max_length:
             raise ConfigError(f"model.layer.l_max={config['l_max']} is shorter than the longest input, {max_length} "
                               f"(eval sets included): set model.layer.l_max={max_length} or null")
-    context = {"layer_idx": layer_idx, "n_layers": n_layers} if "layer_idx" in inspect.signature(cls).parameters else {}
+    takes = inspect.signature(cls).parameters
+    context = {k: v for k, v in {"layer_idx": layer_idx, "n_layers": n_layers}.items() if k in takes}
     return cls(d_model, **cls.check_options(config), **context)
 
 
