@@ -12,8 +12,9 @@
 
    The forward steps the heads of a batch row together (their inputs are then read in order). A
    head's state is kept as S = diag(c) X: the decays go into the row scales c (one multiply per
-   key, not per state element); a row whose scale falls below TINY is folded back (X_i <- c_i X_i,
-   c_i = 1) so that k_i / c_i stays below 2^60 |k_i| (a reset, c_i = 0, folds to X_i = 0). With
+   key, not per state element); when a row's scale falls below TINY every row is folded back
+   (X <- diag(c) X, c = 1: one pass every so often rather than a branch per row every token), so
+   that k_i / c_i stays below 2^60 |k_i| (a reset, c_i = 0, folds to X_i = 0). With
    kc_j = c * k_j, kx_j = k_j / c, cq = c * q~, a token is two passes over X:
        w'_j = X^T kc_j (= S^T k_j)                                   (N multiply-adds an element)
        w_j = w'_j + sum_{i<j} (k_i . k_j) u_i,  u_j = beta_j (v_j - w_j)   (S^T k_j after the steps i < j)
@@ -144,12 +145,13 @@ static inline void NAME(token)(int64_t K, int64_t V, int64_t N, int64_t GK, T sc
                 fold |= !(c[i] >= TINY);
             }
         }
-        if (fold)
-            for (int64_t i = 0; i < K; i++)
-                if (!(c[i] >= TINY)) {
-                    for (int64_t jj = 0; jj < V; jj++) X[i * V + jj] *= c[i];
-                    c[i] = 1;
-                }
+        if (fold) /* every row at once: one pass every so often, no per-row branches a token */
+            for (int64_t i = 0; i < K; i++) {
+                const T ci = c[i];
+#pragma omp simd
+                for (int64_t jj = 0; jj < V; jj++) X[i * V + jj] *= ci;
+                c[i] = 1;
+            }
     }
 #pragma omp simd
     for (int64_t i = 0; i < K; i++) {
@@ -204,8 +206,15 @@ void NAME(forward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64_
                         for (int64_t jj = 0; jj < V; jj++)
                             ckpt[(bh * nseg + t / C) * K * V + i * V + jj] = ch[i] * X[i * V + jj];
                 const T *gt = g ? g + (GK ? hd * K : hd) : NULL;
-                NAME(token)(K, V, N, GK, scale, q + hd * K, gt, k + sd * K, H * K, v + sd * V, H * V, beta + sd, H,
-                            ch, X, o + hd * V);
+#define TOKEN(n) \
+    NAME(token)(K, V, n, GK, scale, q + hd * K, gt, k + sd * K, H * K, v + sd * V, H * V, beta + sd, H, ch, X, o + hd * V)
+                if (N == 1) /* a constant N: the per-token loops over the steps unroll */
+                    TOKEN(1);
+                else if (N == 2)
+                    TOKEN(2);
+                else
+                    TOKEN(N);
+#undef TOKEN
             }
         for (int64_t bh = lo; bh < hi; bh++)
             for (int64_t i = 0; i < K; i++)
