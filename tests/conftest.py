@@ -116,7 +116,7 @@ TINY = {
     "qlstm": dict(d_state=12), "lru": dict(d_state=7), "retnet": dict(n_heads=2), "rwkv7": dict(head_dim=8),
     "based": dict(n_heads=4, feature_dim=4), "gated_deltanet": dict(n_heads=2), "attn": dict(n_heads=2),
     "gated_deltaproduct": dict(n_heads=2), "kda": dict(n_heads=2), "mlstm": dict(proj_multiple_of=8, n_heads=2),
-    "mha": dict(n_heads=2), "transformer": dict(n_heads=2), "linear_attn": dict(n_heads=2),
+    "slstm": dict(n_heads=2), "mha": dict(n_heads=2), "transformer": dict(n_heads=2), "linear_attn": dict(n_heads=2),
     "norm_attn": dict(n_heads=2), "lstm": dict(d_hidden=4), "gru": dict(d_hidden=4), "rnn": dict(d_hidden=4),
 }
 # Option variants whose contract may differ from the default's (another recurrence, non-causal,
