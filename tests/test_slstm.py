@@ -19,8 +19,9 @@ from src.utils.errors import ConfigError
 
 F64 = dict(rtol=1e-10, atol=1e-10)  # the same sums, reordered
 F32 = dict(rtol=1e-4, atol=1e-4)  # float32 through up to 70 recurrent steps, see the module docstring
-# (B, T, H, d): T = 1, odd T, d not a power of two, one head, xlstm's head width 64 (d = 4 H d / 4)
-SHAPES = [(2, 1, 2, 8), (2, 7, 1, 5), (1, 33, 3, 6), (3, 70, 2, 9), (1, 20, 2, 64)]
+# (B, T, H, d): T = 1, odd T, d not a power of two (4 d not a multiple of the C loop's 64-byte column
+# blocks: its column-by-column tail), one head, B = 5 (its four-row blocks and one row), d = 64
+SHAPES = [(2, 1, 2, 8), (2, 7, 1, 5), (1, 33, 3, 6), (5, 70, 2, 9), (4, 20, 2, 64)]
 
 
 def inputs(B, T, H, d, dtype=torch.float64, seed=0, scale=1.0):

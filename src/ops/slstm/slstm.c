@@ -5,17 +5,18 @@
    bias added, R (d, 4 d) the head's recurrent block, gates [i, f, z, o]), then per unit
        L = logsigmoid(r_f) + m_{t-1},  m_t = max(L, r_i),  i = exp(r_i - m_t),  f = exp(L - m_t)
        c_t = f c_{t-1} + i tanh(r_z),  n_t = f n_{t-1} + i,  h_t = sigmoid(r_o) c_t / n_t
-   (as reference.py). Layouts: x (B, T, 4, H, d), R (H, d, 4, d), states (B, H, d), outputs and
-   the saved c, n, m (B, T, H, d), the saved r (B, T, 4, H, d). A call does heads [h0, h1) (threads
-   take disjoint ranges); a head steps its B batch rows together, so that each row of R (4 d
-   values) is read once a step for all of them: r_b += h_b[k] R[k, :] for k < d (the matvec),
-   d x 4 d multiply-adds a row and step, then the pointwise gates.
+   (as reference.py). Layouts: x (B, T, 4, H, d), the bias (4, H, d), R (H, d, 4, d), states
+   (B, H, d), outputs and the saved c, n, m (B, T, H, d), the saved r (B, T, 4, H, d). A call does
+   heads [h0, h1) (threads take disjoint ranges); a head steps its B batch rows together: the
+   matvec r_b += h_b R (d x 4 d multiply-adds a row and step) goes four rows at a time, a block of
+   R's columns (64 bytes) at a time, the four rows' partial sums in registers while R's d rows
+   stream past once for the four; then the pointwise gates, vectorised over the units.
 
    The backward walks the steps back from the saved r, c, n, m (no recomputation but the gates'
    pointwise functions): per unit the chain rule through the lines above (a tie r_i = L splits the
    gradient of the max in halves, as torch's maximum does), then dh_{t-1}[k] = R[k, :] . dr and
-   dR[k, :] += h_{t-1}[k] dr, for all rows b at once. exp: ../_cpu/exp_float.h in float32, libm
-   in float64. The file includes itself once per dtype. */
+   dR[k, :] += h_{t-1}[k] dr, for all rows b at once. exp: ../_cpu/exp_float.h in float32, and
+   log1p and tanh from it (below); libm in float64. The file includes itself once per dtype. */
 
 #ifndef T
 #include <math.h>
@@ -25,13 +26,37 @@
 
 #include "../_cpu/exp_float.h"
 
+/* log(1 + u) for u in [0, 1] in float32, branch-free (the loops over it vectorise): with
+   s = u / (2 + u) in [0, 1/3], log(1 + u) = 2 atanh(s) = 2 (s + s^3/3 + ... + s^13/13), truncated
+   below 1e-8 relative; no cancellation at small u. */
+static inline float log1p_unit_float(float u) {
+    const float s = u / (2.0f + u), s2 = s * s;
+    float p = 1.0f / 13.0f;
+    p = p * s2 + 1.0f / 11.0f;
+    p = p * s2 + 1.0f / 9.0f;
+    p = p * s2 + 1.0f / 7.0f;
+    p = p * s2 + 1.0f / 5.0f;
+    p = p * s2 + 1.0f / 3.0f;
+    p = p * s2 + 1.0f;
+    return 2.0f * s * p;
+}
+
+/* tanh(x) in float32 from exp_float, branch-free: sign(x) (1 - e) / (1 + e), e = exp(-2 |x|)
+   (absolute error ~1e-7 near 0, where 1 - e cancels). */
+static inline float tanh_float(float x) {
+    const float e = exp_float(-2.0f * (x < 0 ? -x : x)), t = (1.0f - e) / (1.0f + e);
+    return x < 0 ? -t : t;
+}
+
+static inline double log1p_unit_double(double u) { return log1p(u); }
+
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 
 #define T float
 #define EXP exp_float
-#define LOG1P log1pf
-#define TANH tanhf
+#define LOG1P log1p_unit_float
+#define TANH tanh_float
 #define NAME(x) CAT(slstm_float32_, x)
 #include "slstm.c"
 #undef T
@@ -42,7 +67,7 @@
 
 #define T double
 #define EXP exp
-#define LOG1P log1p
+#define LOG1P log1p_unit_double
 #define TANH tanh
 #define NAME(x) CAT(slstm_float64_, x)
 #include "slstm.c"
@@ -53,15 +78,63 @@ static inline T NAME(sigmoid)(T x) { return (T)1 / ((T)1 + EXP(-x)); }
 
 static inline T NAME(logsigmoid)(T x) { return (x < 0 ? x : (T)0) - LOG1P(EXP(x < 0 ? x : -x)); }
 
-/* r[b] (4 d) = x[b, t, :, head, :] for the rows b < B (x_t (4, H, d) with stride `sb` between rows) */
-static void NAME(inputs)(int64_t B, int64_t H, int64_t d, int64_t sb, const T *xt, T *r) {
+/* r[b] (4 d) = x[b, t, :, head, :] + bias[:, head, :] for the rows b < B (x_t (4, H, d) with stride
+   `sb` between rows; bias (4, H, d)) */
+static void NAME(inputs)(int64_t B, int64_t H, int64_t d, int64_t sb, const T *xt, const T *bias, T *r) {
     for (int64_t b = 0; b < B; b++)
         for (int64_t g = 0; g < 4; g++)
-            memcpy(r + (b * 4 + g) * d, xt + b * sb + g * H * d, d * sizeof(T));
+            for (int64_t j = 0; j < d; j++) r[(b * 4 + g) * d + j] = xt[b * sb + g * H * d + j] + bias[g * H * d + j];
 }
 
-void NAME(forward)(int64_t B, int64_t Tn, int64_t H, int64_t d, int64_t h0, int64_t h1, const T *x, const T *R,
-                   const T *sh, const T *sc, const T *sn, const T *sm, T *y, T *cs, T *ns, T *ms, T *rs, T *hT,
+#define LANES (64 / (int64_t)sizeof(T))
+typedef T NAME(vec) __attribute__((vector_size(64), aligned(sizeof(T))));
+
+/* r_b[q] += sum_k h_b[k] R[k, q] on the columns [q0, q0 + LANES) for four rows b (h_b at h + b sh,
+   r_b at r + b 4 d), their partial sums in registers over the d rows of R */
+static inline void NAME(block4)(int64_t d, int64_t q0, const T *R, const T *h, int64_t sh, T *r) {
+    const int64_t D4 = 4 * d;
+    NAME(vec) a0 = *(const NAME(vec) *)(r + q0), a1 = *(const NAME(vec) *)(r + D4 + q0);
+    NAME(vec) a2 = *(const NAME(vec) *)(r + 2 * D4 + q0), a3 = *(const NAME(vec) *)(r + 3 * D4 + q0);
+    for (int64_t k = 0; k < d; k++) {
+        const NAME(vec) Rk = *(const NAME(vec) *)(R + k * D4 + q0);
+        a0 += h[k] * Rk;
+        a1 += h[sh + k] * Rk;
+        a2 += h[2 * sh + k] * Rk;
+        a3 += h[3 * sh + k] * Rk;
+    }
+    *(NAME(vec) *)(r + q0) = a0;
+    *(NAME(vec) *)(r + D4 + q0) = a1;
+    *(NAME(vec) *)(r + 2 * D4 + q0) = a2;
+    *(NAME(vec) *)(r + 3 * D4 + q0) = a3;
+}
+
+/* the same for one row */
+static inline void NAME(block1)(int64_t d, int64_t q0, const T *R, const T *h, T *r) {
+    NAME(vec) a = *(const NAME(vec) *)(r + q0);
+    for (int64_t k = 0; k < d; k++) a += h[k] * *(const NAME(vec) *)(R + k * 4 * d + q0);
+    *(NAME(vec) *)(r + q0) = a;
+}
+
+/* r_b += h_b R (R (d, 4 d)) for the rows b < B: four rows at a time (then one), column block by
+   column block in registers (each R row read once for the four), the columns past the last full
+   block one by one */
+static void NAME(matvec)(int64_t B, int64_t d, const T *R, const T *h, int64_t sh, T *r) {
+    const int64_t D4 = 4 * d, full = D4 - D4 % LANES;
+    int64_t b = 0;
+    for (; b + 4 <= B; b += 4)
+        for (int64_t q = 0; q < full; q += LANES) NAME(block4)(d, q, R, h + b * sh, sh, r + b * D4);
+    for (; b < B; b++)
+        for (int64_t q = 0; q < full; q += LANES) NAME(block1)(d, q, R, h + b * sh, r + b * D4);
+    for (b = 0; b < B; b++)
+        for (int64_t q = full; q < D4; q++) {
+            T acc = r[b * D4 + q];
+            for (int64_t k = 0; k < d; k++) acc += h[b * sh + k] * R[k * D4 + q];
+            r[b * D4 + q] = acc;
+        }
+}
+
+void NAME(forward)(int64_t B, int64_t Tn, int64_t H, int64_t d, int64_t h0, int64_t h1, const T *x, const T *bias,
+                   const T *R, const T *sh, const T *sc, const T *sn, const T *sm, T *y, T *cs, T *ns, T *ms, T *rs, T *hT,
                    T *cT, T *nT, T *mT) {
     const int64_t D4 = 4 * d, sb = Tn * 4 * H * d;         /* x's row stride */
     T *work = malloc(sizeof(T) * B * (D4 + 4 * d));         /* per row: r (4 d), h, c, n, m (d each) */
@@ -78,20 +151,13 @@ void NAME(forward)(int64_t B, int64_t Tn, int64_t H, int64_t d, int64_t h0, int6
             }
         }
         for (int64_t t = 0; t < Tn; t++) {
-            NAME(inputs)(B, H, d, sb, x + t * 4 * H * d + head * d, work);
-            for (int64_t k = 0; k < d; k++) { /* r_b += h_b[k] R[k, :] */
-                const T *Rk = Rh + k * D4;
-                for (int64_t b = 0; b < B; b++) {
-                    T *r = work + b * D4;
-                    const T hk = work[B * D4 + b * 4 * d + k];
-#pragma omp simd
-                    for (int64_t q = 0; q < D4; q++) r[q] += hk * Rk[q];
-                }
-            }
+            NAME(inputs)(B, H, d, sb, x + t * 4 * H * d + head * d, bias + head * d, work);
+            NAME(matvec)(B, d, Rh, work + B * D4, 4 * d, work);
             for (int64_t b = 0; b < B; b++) {
                 const T *r = work + b * D4;
                 T *h = work + B * D4 + b * 4 * d, *c = h + d, *n = c + d, *m = n + d;
                 const int64_t o = ((b * Tn + t) * H + head) * d; /* (B, T, H, d) */
+#pragma omp simd
                 for (int64_t j = 0; j < d; j++) {
                     const T ri = r[j], L = NAME(logsigmoid)(r[d + j]) + m[j];
                     const T mt = L > ri ? L : ri;
@@ -168,6 +234,7 @@ void NAME(backward)(int64_t B, int64_t Tn, int64_t H, int64_t d, int64_t h0, int
                 const int64_t o = ((b * Tn + t) * H + head) * d;
                 const T *r = rs + b * sb + t * 4 * H * d + head * d; /* gate g at r[g H d + j] */
                 T *dxt = dx + b * sb + t * 4 * H * d + head * d;
+#pragma omp simd
                 for (int64_t j = 0; j < d; j++) {
                     const T ri = r[j], rf = r[H * d + j], rz = r[2 * H * d + j], ro = r[3 * H * d + j];
                     const T c = cs[o + j], n = ns[o + j], mt = ms[o + j];
@@ -177,15 +244,8 @@ void NAME(backward)(int64_t B, int64_t Tn, int64_t H, int64_t d, int64_t h0, int
                     const T dC = dc[j] + dH * og / n, dN = dn[j] - dH * og * c / (n * n);
                     const T dfg = dC * cp[j] + dN * np[j], dig = dC * zt + dN;
                     const T dM = dm[j] - dig * ig - dfg * fg;
-                    T dri = dig * ig, dL = dfg * fg;
-                    if (ri > L) {
-                        dri += dM;
-                    } else if (ri < L) {
-                        dL += dM;
-                    } else {
-                        dri += dM / 2;
-                        dL += dM / 2;
-                    }
+                    const T wi = ri > L ? (T)1 : (ri < L ? (T)0 : (T)0.5); /* the max's gradient to r_i */
+                    const T dri = dig * ig + wi * dM, dL = dfg * fg + ((T)1 - wi) * dM;
                     dr[j] = dri;
                     dr[d + j] = dL * NAME(sigmoid)(-rf);
                     dr[2 * d + j] = dC * ig * (1 - zt * zt);
