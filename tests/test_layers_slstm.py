@@ -1,15 +1,17 @@
 """The sLSTM layer (src/models/sequence/layers/slstm.py) against xlstm's own sLSTMLayer with the
 same parameters on its vanilla (pure torch) backend (when xlstm is installed), forward, gradients
-and step; and its initialisation against xlstm's (the contract checks of every layer are in
-test_layer_contract.py)."""
+and step; its initialisation against xlstm's; and model=xlstm's 7:1 pattern (the contract checks of
+every layer are in test_layer_contract.py)."""
 
 import importlib.util
 
 import pytest
 import torch
 
-from conftest import XLSTM_INSTALL, tiny_layer
-from src.models.sequence.backbone import build_layer
+from conftest import XLSTM_INSTALL, compose_config, run_steps, tiny_layer
+from src.models.sequence.backbone import SequenceModel, build_layer
+from src.models.sequence.layers.mlstm import MLSTM
+from src.models.sequence.layers.slstm import SLSTM, forget_bias
 from src.utils.errors import ConfigError
 
 D, H = 12, 3  # heads of 4
@@ -122,3 +124,21 @@ def test_xlstms_initialisation(block_idx, num_blocks):
 def test_bad_options_are_refused_in_one_line(options, message):
     with pytest.raises(ConfigError, match=message):
         tiny_layer("slstm", **options)
+
+
+def test_xlstm_7_1_cycles_mlstm_and_slstm_blocks_and_steps_like_its_forward():
+    """configs/model/xlstm.yaml at 8 blocks: the sLSTM second, with the forget-gate bias of block 1
+    of 8; the whole model one token at a time equals its forward (float64)."""
+    config = compose_config(["wandb=null", "experiment=modern-rnns-parity", "model=xlstm"])
+    assert [entry._name_ for entry in config.model.layers] == ["mlstm", "slstm"] + ["mlstm"] * 6
+    torch.manual_seed(0)
+    model = SequenceModel(D, 8, config.model.layer, layers=config.model.layers, prenorm=True, encoder="embedding",
+                          decoder={"_name_": "sequence", "mode": "last"}, n_tokens=5, d_output=5, max_length=9)
+    model = model.double().eval()
+    kinds = [type(block.layer) for block in model.blocks]
+    assert kinds == [MLSTM, SLSTM] + [MLSTM] * 6
+    torch.testing.assert_close(model.blocks[1].layer.bias[1, 0], forget_bias(D // 4, "powerlaw_blockdependent", 1, 8)
+                               .double())
+    x = torch.randint(0, 5, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(run_steps(model, x)[0], model(x)[0], rtol=1e-9, atol=1e-9)
