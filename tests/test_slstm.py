@@ -93,7 +93,8 @@ def xlstm_forward(x, R, b, h0=None, c0=None, n0=None, m0=None):
     where no state is given. -> h, h_T, c_T, n_T, m_T."""
     vanilla = xlstm_slstm_vanilla()
     B, T, _, H, d = x.shape
-    state = torch.zeros(4, B, H * d, dtype=x.dtype) if h0 is None else torch.stack([s.flatten(1) for s in (h0, c0, n0, m0)])
+    state = torch.zeros(4, B, H * d, dtype=x.dtype) if h0 is None else \
+        torch.stack([s.flatten(1) for s in (h0, c0, n0, m0)])
     states, last, _ = vanilla.slstm_forward(x.flatten(2).transpose(0, 1), state, R.permute(0, 2, 3, 1).flatten(1, 2),
                                             b.flatten(), vanilla.slstm_pointwise_function_registry["slstm"])
     return (states[0, 1:].transpose(0, 1).unflatten(-1, (H, d)), *(s.unflatten(-1, (H, d)) for s in last))

@@ -1,8 +1,8 @@
 /* The sLSTM cell on the CPU, one token at a time, forward and backward, compiled by cpu.py
    (src/ops/_cpu's `library`).
 
-   Per head (d units), r = x_t + h_{t-1} R (x_t (4, d) the input's gate preactivations with the
-   bias added, R (d, 4 d) the head's recurrent block, gates [i, f, z, o]), then per unit
+   Per head (d units), r = x_t + bias + h_{t-1} R (x_t (4, d) the input's gate preactivations,
+   R (d, 4 d) the head's recurrent block, gates [i, f, z, o]), then per unit
        L = logsigmoid(r_f) + m_{t-1},  m_t = max(L, r_i),  i = exp(r_i - m_t),  f = exp(L - m_t)
        c_t = f c_{t-1} + i tanh(r_z),  n_t = f n_{t-1} + i,  h_t = sigmoid(r_o) c_t / n_t
    (as reference.py). Layouts: x (B, T, 4, H, d), the bias (4, H, d), R (H, d, 4, d), states
@@ -15,7 +15,7 @@
    The backward walks the steps back from the saved r, c, n, m (no recomputation but the gates'
    pointwise functions): per unit the chain rule through the lines above (a tie r_i = L splits the
    gradient of the max in halves, as torch's maximum does), then dh_{t-1}[k] = R[k, :] . dr and
-   dR[k, :] += h_{t-1}[k] dr, for all rows b at once. exp: ../_cpu/exp_float.h in float32, and
+   dR[k, :] += h_{t-1}[k] dr, row b by row b. exp: ../_cpu/exp_float.h in float32, and
    log1p and tanh from it (below); libm in float64. The file includes itself once per dtype. */
 
 #ifndef T
@@ -134,8 +134,8 @@ static void NAME(matvec)(int64_t B, int64_t d, const T *R, const T *h, int64_t s
 }
 
 void NAME(forward)(int64_t B, int64_t Tn, int64_t H, int64_t d, int64_t h0, int64_t h1, const T *x, const T *bias,
-                   const T *R, const T *sh, const T *sc, const T *sn, const T *sm, T *y, T *cs, T *ns, T *ms, T *rs, T *hT,
-                   T *cT, T *nT, T *mT) {
+                   const T *R, const T *sh, const T *sc, const T *sn, const T *sm, T *y, T *cs, T *ns, T *ms, T *rs,
+                   T *hT, T *cT, T *nT, T *mT) {
     const int64_t D4 = 4 * d, sb = Tn * 4 * H * d;         /* x's row stride */
     T *work = malloc(sizeof(T) * B * (D4 + 4 * d));         /* per row: r (4 d), h, c, n, m (d each) */
     for (int64_t head = h0; head < h1; head++) {
