@@ -5,7 +5,7 @@ The recurrence runs through h_{t-1} inside the gates' nonlinearities, so it has 
 every step is a (d, 4 d) matvec per head and the pointwise gates. xlstm's vanilla loop issues ~25
 torch ops a step; the C loop does one pass: a head steps its batch rows together (each row of R
 read once a step for four rows, the partial sums in registers), heads split over torch's threads.
-The forward saves each step's gate preactivations r and c, n, m (5 times the output's size); the
+The forward saves each step's gate preactivations r and c, n, m (7 times the output's size); the
 backward walks the steps back from them (backprop through time, nothing recomputed but the
 pointwise gates). The bias's gradient is the sum of x's over (B, T). float32 or float64, compiled
 on first use by src/ops/_cpu's `library`.
