@@ -117,8 +117,8 @@ def test_xlstms_initialisation(block_idx, num_blocks):
 @pytest.mark.parametrize("options, message", [
     (dict(n_heads=3), r"d_model=16 does not split into model.layer.n_heads=3 heads"),
     (dict(bias_init="powerlaw"), r"model.layer.bias_init='powerlaw' is not valid; choose one of: "
-                                 r"powerlaw_blockdependent, small_init, standard"),
-    (dict(recurrent_init="ones"), r"model.layer.recurrent_init='ones' is not valid; choose one of: zeros, standard"),
+                                 r"'powerlaw_blockdependent', 'small_init', 'standard'"),
+    (dict(recurrent_init="ones"), r"model.layer.recurrent_init='ones' is not valid; choose one of: 'zeros', 'standard'"),
     (dict(conv_size=0), r"model.layer.conv_size=0 must be >= 1"),
 ])
 def test_bad_options_are_refused_in_one_line(options, message):

@@ -38,16 +38,10 @@ from src.models.sequence.layers.matrix_memory import OneTokenStep, split
 from src.models.sequence.layers.mlstm import BlockDiagonal
 from src.models.sequence.layers.short_conv import ShortConv
 from src.ops.slstm import DISPATCH, slstm
-from src.utils.errors import ConfigError
+from src.utils.errors import ConfigError, check_choice
 
 BIAS_INITS = ("powerlaw_blockdependent", "small_init", "standard")
 RECURRENT_INITS = ("zeros", "standard")
-
-
-def choice(key, value, choices):
-    if value not in choices:
-        raise ConfigError(f"model.layer.{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
-    return value
 
 
 def forget_bias(d, kind, layer_idx, n_layers):
@@ -70,8 +64,8 @@ class SLSTM(OneTokenStep):
         super().__init__()
         self.backend = DISPATCH.check(backend)
         self.n_heads, self.d_head = H, d = n_heads, split(d_model, n_heads, "d_model")
-        choice("bias_init", bias_init, BIAS_INITS)
-        choice("recurrent_init", recurrent_init, RECURRENT_INITS)
+        check_choice("model.layer.bias_init", bias_init, BIAS_INITS)
+        check_choice("model.layer.recurrent_init", recurrent_init, RECURRENT_INITS)
         if conv_size < 1:
             raise ConfigError(f"model.layer.conv_size={conv_size} must be >= 1 (the width of the causal conv)")
         small = math.sqrt(2 / (5 * d_model))  # xlstm's small_init, with the embedding width
