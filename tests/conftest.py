@@ -116,7 +116,7 @@ TINY = {
     "qlstm": dict(d_state=12), "lru": dict(d_state=7), "retnet": dict(n_heads=2), "rwkv7": dict(head_dim=8),
     "based": dict(n_heads=4, feature_dim=4), "gated_deltanet": dict(n_heads=2), "attn": dict(n_heads=2),
     "gated_deltaproduct": dict(n_heads=2), "kda": dict(n_heads=2), "mlstm": dict(proj_multiple_of=8, n_heads=2),
-    "mha": dict(n_heads=2), "transformer": dict(n_heads=2), "linear_attn": dict(n_heads=2),
+    "slstm": dict(n_heads=2), "mha": dict(n_heads=2), "transformer": dict(n_heads=2), "linear_attn": dict(n_heads=2),
     "norm_attn": dict(n_heads=2), "lstm": dict(d_hidden=4), "gru": dict(d_hidden=4), "rnn": dict(d_hidden=4),
 }
 # Option variants whose contract may differ from the default's (another recurrence, non-causal,
@@ -346,6 +346,29 @@ def xlstm_backends():
     module_spec.loader.exec_module(module)
     return module
 
+
+
+def xlstm_slstm_vanilla():
+    """xlstm's vanilla sLSTM backend (xlstm/blocks/slstm/src/vanilla/: slstm_forward and its
+    pointwise steps, pure torch), loaded by its path as a package of its own without importing
+    xlstm; skips with the reason if absent."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.find_spec("xlstm")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(f"xlstm is not installed ({XLSTM_INSTALL}): no oracle from xlstm's vanilla sLSTM")
+    folder = Path(spec.submodule_search_locations[0]) / "blocks" / "slstm" / "src" / "vanilla"
+    if not (folder / "__init__.py").exists():
+        pytest.skip(f"this xlstm has no {folder}")
+    name = "xlstm_slstm_vanilla"
+    if name not in sys.modules:  # its __init__ imports its siblings relatively
+        module_spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                             submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        module_spec.loader.exec_module(module)
+    return sys.modules[name]
 
 def recurrentgemma_torch():
     """recurrentgemma's torch modules (layers, modules), loaded by path (benchmarks/rg_lru.py);

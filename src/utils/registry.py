@@ -28,6 +28,7 @@ layer = {
     "qlstm": "src.models.sequence.layers.qlstm.QLSTM",
     "hawk": "src.models.sequence.layers.hawk.Hawk",
     "mlstm": "src.models.sequence.layers.mlstm.MLSTM",
+    "slstm": "src.models.sequence.layers.slstm.SLSTM",
     "lru": "src.models.sequence.layers.lru.LRU",
     "deltanet": "src.models.sequence.layers.deltanet.DeltaNet",
     "gated_deltanet": "src.models.sequence.layers.deltanet.GatedDeltaNet",
