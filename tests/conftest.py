@@ -388,3 +388,16 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(threads)
+
+
+def same_outputs_and_input_gradients(theirs, ours, x):
+    """An original's module and ours on the same float64 input x: outputs and the input's gradient
+    (of a fixed random weighting) equal to 1e-10; ours returns (y, state). The parameters'
+    gradients are left for the caller to compare."""
+    x_theirs, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_theirs, (y_ours, _) = theirs(x_theirs), ours(x_ours)
+    torch.testing.assert_close(y_ours, y_theirs, rtol=1e-10, atol=1e-10)
+    weights = torch.randn_like(y_ours)
+    (y_theirs * weights).sum().backward()
+    (y_ours * weights).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_theirs.grad, rtol=1e-10, atol=1e-10)

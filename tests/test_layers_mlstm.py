@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from conftest import XLSTM_INSTALL, tiny_layer
+from conftest import XLSTM_INSTALL, same_outputs_and_input_gradients, tiny_layer
 from src.models.sequence.backbone import build_layer
 from src.utils.errors import ConfigError
 
@@ -57,13 +57,7 @@ def test_mlstm_is_xlstms_mlstm_layer(backend):
     layer = ours(backend)
     copy_into(layer, theirs)
     x = torch.randn(3, L, D, dtype=torch.float64)
-    x_theirs, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y_theirs, (y_ours, _) = theirs(x_theirs), layer(x_ours)
-    torch.testing.assert_close(y_ours, y_theirs, rtol=1e-10, atol=1e-10)
-    weights = torch.randn_like(y_ours)
-    (y_theirs * weights).sum().backward()
-    (y_ours * weights).sum().backward()
-    torch.testing.assert_close(x_ours.grad, x_theirs.grad, rtol=1e-10, atol=1e-10)
+    same_outputs_and_input_gradients(theirs, layer, x)
     cell = theirs.mlstm_cell
     got = {"proj_up": layer.proj_up.weight.grad, "conv": layer.conv.conv.weight.grad, "q_proj": layer.q_proj.weight.grad,
            "v_proj": layer.v_proj.weight.grad, "igate": layer.igate.weight.grad, "fgate": layer.fgate.bias.grad,

@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 import torch
 
-from conftest import XLSTM_INSTALL, compose_config, run_steps, tiny_layer
+from conftest import XLSTM_INSTALL, compose_config, run_steps, same_outputs_and_input_gradients, tiny_layer
 from src.models.sequence.backbone import SequenceModel, build_layer
 from src.models.sequence.layers.mlstm import MLSTM
 from src.models.sequence.layers.slstm import SLSTM, forget_bias
@@ -68,13 +68,7 @@ def test_slstm_is_xlstms_slstm_layer(backend):
     theirs, layer = xlstm_layer(), ours(backend)
     copy_into(layer, theirs)
     x = torch.randn(3, 37, D, dtype=torch.float64)
-    x_theirs, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y_theirs, (y_ours, _) = theirs(x_theirs), layer(x_ours)
-    torch.testing.assert_close(y_ours, y_theirs, rtol=1e-10, atol=1e-10)
-    weights = torch.randn_like(y_ours)
-    (y_theirs * weights).sum().backward()
-    (y_ours * weights).sum().backward()
-    torch.testing.assert_close(x_ours.grad, x_theirs.grad, rtol=1e-10, atol=1e-10)
+    same_outputs_and_input_gradients(theirs, layer, x)
     cell = theirs.slstm_cell
     got = {"conv": layer.conv.conv.weight.grad, "i": layer.igate.weight.grad, "f": layer.fgate.weight.grad,
            "z": layer.zgate.weight.grad, "o": layer.ogate.weight.grad, "R": layer.R.grad,
