@@ -1,4 +1,4 @@
-"""Mamba-3 SISO (Lahoti et al. 2026, mamba-ssm's mamba3_siso_combined): a trapezoidal SSD with a
+"""Mamba-3 SISO (mamba-ssm's mamba3_siso_combined): a trapezoidal SSD with a
 data-dependent rotation ("complex" state) of B and C.
 
     mamba3_siso(q, k, v, adt, dt, trap, q_bias, k_bias, angles, D=None, z=None, initial_state=None,
