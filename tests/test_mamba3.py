@@ -1,4 +1,5 @@
-"""src/ops/mamba3: the torch path (chunked.py, an SSD scan on a shifted state) against reference.py
+"""src/ops/mamba3: the torch path (chunked.py, an SSD scan on a shifted state) and the C loop path
+(cpu.py, the same scan on gla's compiled loop) against reference.py
 (forward, final state, every input's gradient), state passing, and reference.py against mamba-ssm's
 own pure-torch references `mamba3_siso_step_ref` and `mamba3_siso_fwd_ref`
 (tests/ops/triton/test_mamba3_siso.py of a mamba checkout, when one is given).
@@ -19,15 +20,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import need_c_loop
 from op_backends import compare
 
-from src.ops.mamba3 import DISPATCH, chunked, mamba3_siso, reference
+from src.ops.mamba3 import DISPATCH, chunked, cpu, mamba3_siso, reference
 from src.utils.errors import ConfigError
 
 F64 = dict(rtol=1e-10, atol=1e-10)  # the same sums, reordered
 F32 = dict(rtol=1e-4, atol=1e-4)  # float32 products and sums, see the module docstring
 # (B, T, G, H, N, P, S, chunk): T = 1, odd T across chunks with a partial last one, groups, N and P
 # not powers of two, S < N / 2 (some pairs unrotated) and S = N / 2 (all rotated)
+PATHS = {"torch": chunked.mamba3_siso, "cpu": cpu.mamba3_siso}
 SHAPES = [(2, 1, 1, 2, 4, 3, 1, 4), (2, 13, 1, 2, 6, 3, 2, 4), (1, 37, 2, 4, 10, 5, 5, 8), (2, 9, 1, 1, 6, 7, 3, 64)]
 
 
@@ -44,6 +47,12 @@ def inputs(B, T, G, H, N, P, S, dtype=torch.float64, seed=0):
     return [t.to(dtype) for t in (*args, *state)]
 
 
+def path(name):
+    if name == "cpu":
+        need_c_loop("gla")
+    return PATHS[name]
+
+
 def with_state(fn, **kw):
     def run(q, k, v, adt, dt, trap, qb, kb, ang, D, z, phi, h, kl, vl):
         y, S = fn(q, k, v, adt, dt, trap, qb, kb, ang, D, z, (phi, h, kl, vl), True, **kw)
@@ -56,41 +65,46 @@ def from_zero(fn, **kw):
         *fn(q, k, v, adt, dt, trap, qb, kb, ang, D, z, None, True, **kw))
 
 
+@pytest.mark.parametrize("name", PATHS)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
-def test_torch_path_matches_the_loop_from_a_state(shape, dtype, tol):
+def test_paths_match_the_loop_from_a_state(name, shape, dtype, tol):
     *dims, chunk = shape
-    compare(with_state(chunked.mamba3_siso, chunk_size=chunk), with_state(reference.mamba3_siso),
-            inputs(*dims, dtype), tol)
+    compare(with_state(path(name), chunk_size=chunk), with_state(reference.mamba3_siso), inputs(*dims, dtype), tol)
 
 
+@pytest.mark.parametrize("name", PATHS)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_torch_path_matches_the_loop_from_zero_without_D_and_z(shape):
+def test_paths_match_the_loop_from_zero_without_D_and_z(name, shape):
     *dims, chunk = shape
     args = inputs(*dims)[:11]
     args[9] = args[10] = None  # no D, no gate
-    got = from_zero(chunked.mamba3_siso, chunk_size=chunk)(*args)
+    got = from_zero(path(name), chunk_size=chunk)(*args)
     want = from_zero(reference.mamba3_siso)(*args)
     for a, b in zip(got, want):  # the angle state included: both keep it in [0, 2 pi)
         torch.testing.assert_close(a, b, **F64)
-    compare(from_zero(chunked.mamba3_siso, chunk_size=chunk), from_zero(reference.mamba3_siso), args, F64)
+    compare(from_zero(path(name), chunk_size=chunk), from_zero(reference.mamba3_siso), args, F64)
 
 
+@pytest.mark.parametrize("backend", PATHS)
 @pytest.mark.parametrize("split", [1, 6, 12])
-def test_splitting_a_sequence_passes_the_state_on(split):
+def test_splitting_a_sequence_passes_the_state_on(backend, split):
     args = inputs(2, 13, 1, 2, 6, 3, 2)
     seq, rest, state = args[:9], args[9:11], tuple(args[11:])
     cut = lambda lo, hi: [t[:, lo:hi] if t.dim() > 2 else t for t in seq] + [rest[0], rest[1][:, lo:hi]]  # noqa: E731
     y, S = mamba3_siso(*args[:11], state, True)
-    y1, S1 = mamba3_siso(*cut(0, split), state, True, chunk_size=4)
-    y2, S2 = mamba3_siso(*cut(split, 13), S1, True, chunk_size=4)
+    path(backend)
+    y1, S1 = mamba3_siso(*cut(0, split), state, True, chunk_size=4, backend=backend)
+    y2, S2 = mamba3_siso(*cut(split, 13), S1, True, chunk_size=4, backend=backend)
     torch.testing.assert_close(torch.cat((y1, y2), dim=1), y, **F64)
     for a, b in zip(S2, S):
         torch.testing.assert_close(a, b, **F64)
 
 
 def test_dispatch_and_bad_shapes():
-    assert DISPATCH.resolve("auto", torch.device("cpu")) == "torch"
+    need_c_loop("gla")
+    call = (*inputs(1, 5, 1, 2, 4, 3, 2)[:11], None, False, 64)
+    assert DISPATCH.resolve("auto", torch.device("cpu"), call) == "cpu"
     with pytest.raises(ConfigError, match="model.layer.backend"):
         DISPATCH.check("triton")
     args = inputs(1, 5, 1, 2, 4, 3, 3)[:11]  # S = 3 > N / 2 = 2

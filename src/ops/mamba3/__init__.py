@@ -13,14 +13,15 @@ state (phi, h, k~_last, v_last): (B, H, S), (B, H, P, N), (B, H, N), (B, H, P), 
 (Angle_State, SSM_State, K_State, V_State); None: zeros. Layout: mamba-ssm's with time second
 for adt, dt, trap (its (B, H, T)).
 It is exactly an SSD scan on rotated q, k and a shifted state (chunked.py's docstring). Backends:
-`torch` (chunked.py, that reduction on SSD's chunked form; every device, also the CPU path).
+`torch` (chunked.py, that reduction on SSD's chunked form; every device), `cpu` (cpu.py, the same
+reduction on gla's compiled C loop, forward and backward; first on CPU).
 reference.py is the oracle.
 """
 
 import torch
 
 from src.ops.dispatch import Dispatcher, agrees_with, lazy
-from src.ops.mamba3 import chunked
+from src.ops.mamba3 import chunked, cpu
 
 
 def smoke_inputs(device):
@@ -34,8 +35,17 @@ def smoke_inputs(device):
             r(2, 21, 2), r(2, 6), r(2, 6), r(2, 21, 2, 2)), {}
 
 
-DISPATCH = Dispatcher("mamba3", {"torch": lazy("src.ops.mamba3.chunked.mamba3_siso")},
-                      {"default": ["torch"]}, agrees_with(chunked.mamba3_siso, smoke_inputs))
+def _smoke(fn, device):
+    """Agrees with the torch path on the smoke call, and runs its backward."""
+    agrees_with(chunked.mamba3_siso, smoke_inputs)(fn, device)
+    args, _ = smoke_inputs(device)
+    args[2].requires_grad_(True)
+    fn(*args).sum().backward()
+
+
+DISPATCH = Dispatcher("mamba3", {"torch": lazy("src.ops.mamba3.chunked.mamba3_siso"),
+                                 "cpu": lazy("src.ops.mamba3.cpu.mamba3_siso")},
+                      {"cpu": ["cpu", "torch"], "default": ["torch"]}, _smoke, {"cpu": cpu.unsupported})
 
 
 def mamba3_siso(q, k, v, adt, dt, trap, q_bias, k_bias, angles, D=None, z=None, initial_state=None,

@@ -49,6 +49,14 @@ def scan(x, a, B, C, chunk_size, S0):
 def mamba3_siso(q, k, v, adt, dt, trap, q_bias, k_bias, angles, D=None, z=None, initial_state=None,
                 output_final_state=False, chunk_size=64):
     """Same arguments and result as reference.mamba3_siso (plus the chunk length)."""
+    return via_scan(lambda x, a, B, C, S0: scan(x, a, B, C, chunk_size, S0), q, k, v, adt, dt, trap, q_bias, k_bias,
+                    angles, D, z, initial_state, output_final_state)
+
+
+def via_scan(scan_fn, q, k, v, adt, dt, trap, q_bias, k_bias, angles, D=None, z=None, initial_state=None,
+             output_final_state=False):
+    """reference.mamba3_siso through `scan_fn(x, a, B, C, S0) -> (y, s_L)`, a function with scan's
+    arguments and result without the chunk length (the module docstring's reduction)."""
     batch, T, H, P = v.shape
     q, k = (M.repeat_interleave(H // M.shape[2], dim=2) for M in (q, k))  # (B, T, H, N)
     N, S = q.shape[-1], angles.shape[-1]
@@ -65,7 +73,7 @@ def mamba3_siso(q, k, v, adt, dt, trap, q_bias, k_bias, angles, D=None, z=None, 
     c_next = F.pad(c[:, 1:], (0, 0, 0, 1))  # c_{t+1}, 0 after the last token
     w = lam * dt + c_next
     s0 = h0 + c[:, 0, :, None, None] * v0[..., None] * k0[..., None, :]  # (B, H, P, N)
-    y, h = scan(w[..., None] * v, adt, kr, qr, chunk_size, s0)
+    y, h = scan_fn(w[..., None] * v, adt, kr, qr, s0)
     y = y - (c_next * (qr * kr).sum(-1))[..., None] * v
     if D is not None:
         y = y + D[:, None] * v

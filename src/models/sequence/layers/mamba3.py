@@ -22,12 +22,10 @@ State per sequence (phi, h, B~_last, x_last): H (S + headdim d_state + d_state +
 Kept: d_state, expand, headdim, ngroups, rope_fraction (0.5 or 1), dt_min, dt_max, dt_init_floor,
 A_floor, is_outproj_norm, chunk_size. Departures: SISO only (no is_mimo, mimo_rank,
 fuse_pregate_headwise_norm); everything runs in the input's dtype (mamba-ssm computes A, dt and the
-angles in float32); the kernel is the op's torch path instead of Triton; dropout is the backbone's;
-no varlen (cu_seqlens, seq_idx). The state is carried through forward (and one-token steps, which
-are forward on one token) rather than an inference cache.
+angles in float32); the kernel is the op's (its chunked torch form, or gla's C loop on CPU)
+instead of Triton; dropout is the backbone's; no varlen (cu_seqlens, seq_idx). The state is carried
+through forward (and one-token steps, which are forward on one token) rather than an inference cache.
 """
-
-import math
 
 import torch
 import torch.nn.functional as F
