@@ -11,7 +11,7 @@ The rotations are data-dependent but act on q and k only: q~_t = R(phi_t)(q_t + 
 phi_t = phi_0 + sum_{u <= t} dt_u pi tanh(angles_u) (a cumulative sum, in float64; the state keeps
 it mod 2 pi as mamba-ssm does), and the same for k. The scan is the ssd_scan op's chunked form with
 the decay and the input weight as separate inputs (ssd_scan ties them as exp(dt A) and dt, which
-would need w / adt here). Every exponent is a sum of adt <= 0 within causal order.
+would need w / adt here). Every exponent is a sum of adt over a causal span (<= 0 in the layer).
 """
 
 import math
