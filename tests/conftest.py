@@ -112,7 +112,8 @@ D_TINY = 16
 TINY = {
     "dlr": dict(d_state=12), "dss": dict(d_state=6), "s4": dict(d_state=8), "s4d": dict(d_state=8),
     "sgconv": dict(d_state=4), "h3": dict(d_state=4, head_dim=2), "mamba": dict(d_state=5),
-    "mamba2": dict(d_state=6, headdim=4, chunk_size=4), "s6": dict(d_state=5), "dsf_ssd": dict(d_state=5),
+    "mamba2": dict(d_state=6, headdim=4, chunk_size=4), "mamba3": dict(d_state=6, headdim=4, chunk_size=4),
+    "s6": dict(d_state=5), "dsf_ssd": dict(d_state=5),
     "qlstm": dict(d_state=12), "lru": dict(d_state=7), "retnet": dict(n_heads=2), "rwkv7": dict(head_dim=8),
     "based": dict(n_heads=4, feature_dim=4), "gated_deltanet": dict(n_heads=2), "attn": dict(n_heads=2),
     "gated_deltaproduct": dict(n_heads=2), "kda": dict(n_heads=2), "mlstm": dict(proj_multiple_of=8, n_heads=2),
@@ -159,6 +160,7 @@ VARIANTS = {
     "mamba2-groups": ("mamba2", dict(d_state=3, headdim=2, ngroups=2, chunk_size=8)),
     "mamba2-options": ("mamba2", dict(d_state=4, D_has_hdim=True, rmsnorm=False, dt_limit=[0.01, 0.05])),
     "mamba2-norm-first": ("mamba2", dict(d_state=4, ngroups=2, chunk_size=8, norm_before_gate=True)),
+    "mamba3-groups-norm-rope1": ("mamba3", dict(d_state=4, ngroups=2, rope_fraction=1.0, is_outproj_norm=True)),
     "qlstm-reversed": ("qlstm", dict(d_state=None, expand=1, forget_gate="reversed_sigmoid", d_conv=3)),
     "lru-ring": ("lru", dict(r_min=0.4, r_max=0.99, max_phase=3.14)),
     "deltanet-neg-gate-noconv": ("deltanet", dict(allow_neg_eigval=True, use_gate=True, use_short_conv=False)),

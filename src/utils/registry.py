@@ -23,6 +23,7 @@ layer = {
     "transformer": "src.models.sequence.layers.transformer.TransformerBlock",
     "mamba": "src.models.sequence.layers.mamba.Mamba",
     "mamba2": "src.models.sequence.layers.mamba.Mamba2",
+    "mamba3": "src.models.sequence.layers.mamba3.Mamba3",
     "s6": "src.models.sequence.layers.mamba.S6",
     "dsf_ssd": "src.models.sequence.layers.mamba.DSFSSD",
     "qlstm": "src.models.sequence.layers.qlstm.QLSTM",
