@@ -64,7 +64,7 @@ BAD = [
     ("train.eval_only=true", "train.eval_only=true needs train.ckpt=PATH"),
     # a config group choice that does not exist (Hydra's own refusal, in one line); `base` is the
     # backbone's keys (configs/backbone/base.yaml), not a model
-    ("model=mambba", "model=mambba: no such model config; did you mean mamba, mamba2"),
+    ("model=mambba", "model=mambba: no such model config; did you mean mamba, mamba3, mamba2"),
     ("model=base", "model=base: no such model config"),
     ("experiment=counting-count-mod", "experiment=counting-count-mod: no such experiment config; did you mean "
                                       "counting-count_mod"),
@@ -117,7 +117,7 @@ CLI = [
     ("hydra.run.dir=/dev/null/run", "hydra.run.dir=/dev/null/run cannot be used: /dev/null is not a directory"),
     ("model=s4 +model.layer.lr.Lambda=1e-3", "unknown key model.layer.lr.Lambda: nothing reads it; the keys of "
                                              "model.layer.lr (S4) are: A, B, P, dt"),
-    ("model=mambba", "model=mambba: no such model config; did you mean mamba, mamba2?"),
+    ("model=mambba", "model=mambba: no such model config; did you mean mamba, mamba3, mamba2?"),
     ("experiment=counting-count-mod", "experiment=counting-count-mod: no such experiment config; did you mean "
                                       "counting-count_mod"),
     ("dataset=sequence1dd", "dataset=sequence1dd: no such dataset config; did you mean sequence1d?"),
@@ -147,7 +147,7 @@ SWEEP = [
     (["dataset.tsk=shift,cumsum"], "unknown key dataset.tsk: nothing reads it; did you mean dataset.task?"),
     (["optimizer.lrr=1e-3", "optimizer.lr=1e-3,1e-2"], "unknown key optimizer.lrr: nothing reads it; did you mean "
                                                        "optimizer.lr?"),
-    (["model=dlr,mambba"], "model=mambba: no such model config; did you mean mamba, mamba2?"),
+    (["model=dlr,mambba"], "model=mambba: no such model config; did you mean mamba, mamba3, mamba2?"),
 ]
 
 
