@@ -71,7 +71,7 @@ def test_delta_rule_chunked_matches_the_loop(shape, gated, dtype, tol):
 
 
 # (B, T, H, K, V): as SHAPES (several checkpoint segments of cpu.CHECKPOINT = 32 steps, a partial
-# last one) and K = V = 64, the sizes the C loop has a specialised step for
+# last one) and K = V = 64 (whole vector blocks, no column tail)
 @pytest.mark.parametrize("shape", [shape[:5] for shape in SHAPES] + [(1, 70, 2, 64, 64)])
 @pytest.mark.parametrize("gated", [False, True, "key"])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, F64), (torch.float32, F32)])
