@@ -131,7 +131,7 @@ VARYING = "model, model.d_model, optimizer.lr"
     (["--metric", "val/acc"], "--metric val/acc: no run logged it; metrics: val/accuracy, val/loss"),
     (["--best-over", "lr"], f"--best-over lr: not a key of these runs; keys that vary: {VARYING}"),
     (["--by", "dataset.l"], f"--by dataset.l: not a key of these runs; keys that vary: {VARYING}"),
-    (["--plot", "bars"], "--plot 'bars' is not a figure; choose one of: line, state, heatmap, length"),
+    (["--plot", "bars"], "--plot 'bars' is not a figure; choose one of: line, state, heatmap, depth, length"),
     (["--plot", "line"], "--plot line needs x=KEY; keys that vary: model.d_model, optimizer.lr"),
     (["--plot", "line:x=model.width"], "x=model.width: no run has it"),
     (["--plot", "heatmap:x=model"], "--plot heatmap needs x=KEY,y=KEY"),
@@ -218,3 +218,24 @@ def test_the_length_figure_is_titled_with_the_runs_models_and_tasks(tmp_path, dr
         write_run(tmp_path / "lengths" / str(i), model, 1e-3, 16, 0.9, eval_sets={"L128": (128, 0.7)})
     main(["lengths", "--metric", "val/accuracy", "--plot", "length"])
     assert drawn[0].axes[0].get_title() == "lengths: model a, b, task shift"
+
+
+def test_the_depth_figure_is_the_least_depth_reaching_the_threshold_per_length(tmp_path, capsys):
+    """Merrill et al.'s figure: per model and length, the fewest layers whose accuracy >= 0.9; a
+    length no depth reaches is empty in the CSV beside the PNG."""
+    solved = {("a", 8): 1, ("a", 16): 2, ("b", 8): 2}  # the least depth reaching 0.9; b at 16 never does
+    for i, (model, L, depth) in enumerate((m, L, d) for m in "ab" for L in (8, 16) for d in (1, 2, 3)):
+        accuracy = 0.95 if (model, L) in solved and depth >= solved[model, L] else 0.5
+        write_run(tmp_path / "sweep" / str(i), model, 1e-3, 16, accuracy)
+        path = tmp_path / "sweep" / str(i) / "results.json"
+        run = json.loads(path.read_text())
+        run["config"]["dataset"]["L"], run["config"]["model"]["n_layers"] = L, depth
+        run["overrides"] += [f"dataset.L={L}", f"model.n_layers={depth}"]
+        path.write_text(json.dumps(run))
+    main([str(tmp_path / "sweep"), "--metric", "val/accuracy", "--figures", str(tmp_path / "f"), "--plot", "depth"])
+    rows = list(csv.DictReader((tmp_path / "f" / "depth-val_accuracy.csv").read_text().splitlines()))
+    assert {(r["model"], r["dataset.L"], r["least_model.n_layers"]) for r in rows} == {
+        ("a", "8", "1"), ("a", "16", "2"), ("b", "8", "2"), ("b", "16", "")}
+    assert (tmp_path / "f" / "depth-val_accuracy.png").stat().st_size > 5000
+    with pytest.raises(ConfigError, match="threshold='high' is not a number"):
+        main([str(tmp_path / "sweep"), "--metric", "val/accuracy", "--plot", "depth:threshold=high"])

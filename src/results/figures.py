@@ -7,6 +7,10 @@
               `hue` (zoology's and DSF's recall against state size)
     heatmap   metric over two keys, `x` and `y` (DSF's width x state expansion), a cell the mean of
               its rows, one panel per value of `facet`, every panel on one colour scale
+    depth     the least `depth` (default model.n_layers) whose metric reaches `threshold` (default 0.9)
+              against `x` (default dataset.L), one line per `hue`, one panel per value of `facet`
+              (Merrill et al.'s depth against length on group word problems); a length no depth
+              reached is drawn as x above the deepest tried. The values go to a CSV beside the PNG
     length    metric against evaluation length, one line per run: the main validation set at
               dataset.`length_key` (L) and each eval set NAME at dataset.eval_sets.NAME.L; for
               runs without such eval sets, accuracy against position (the last
@@ -32,9 +36,9 @@ from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 from src.results.length import curve_files, read_curve, title  # noqa: E402
 from src.utils.errors import ConfigError  # noqa: E402
 
-KINDS = ("line", "state", "heatmap", "length")
+KINDS = ("line", "state", "heatmap", "depth", "length")
 OPTIONS = {"line": ("x", "hue", "facet"), "state": ("x", "hue", "facet"), "heatmap": ("x", "y", "facet"),
-           "length": ("length_key",)}
+           "depth": ("x", "depth", "threshold", "hue", "facet"), "length": ("length_key",)}
 
 
 def parse(spec):
@@ -176,6 +180,54 @@ def heatmap_grid(members, metric, x, y, xs, ys):
     return [[sum(c) / len(c) if c else math.nan for c in row] for row in cells]
 
 
+def least_depths(rows, metric, x, depth, threshold, hue, facet):
+    """{(facet value, hue value): [(x, the least depth whose metric >= threshold, or None)]}, x sorted."""
+    out = {}
+    for r in rows:
+        key = (column(r, facet) if facet else None, column(r, hue))
+        out.setdefault(key, {}).setdefault(column(r, x), []).append(r)
+
+    def least(members):
+        return min((number(column(r, depth)) for r in members if is_number(r.get(metric)) and r[metric] >= threshold),
+                   default=None)
+
+    return {key: [(v, least(members)) for v, members in sorted(by_x.items(), key=lambda p: sort_key(p[0]))]
+            for key, by_x in out.items()}
+
+
+def depth_figure(rows, metric, x, depth, threshold, hue, facet, path):
+    for key, option in ((x, "x"), (depth, "depth"), (hue, "hue")) + (((facet, "facet"),) if facet else ()):
+        require(rows, key, option)
+    if number(threshold) is None:
+        raise ConfigError(f"--plot depth: threshold={threshold!r} is not a number")
+    threshold = float(threshold)
+    table = least_depths(rows, metric, x, depth, threshold, hue, facet)
+    deepest = max(number(column(r, depth)) for r in rows if number(column(r, depth)) is not None)
+    panels = sorted({k[0] for k in table}, key=sort_key)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
+    for ax, panel in zip(axes[0], panels):
+        for (p, name), points in sorted(table.items(), key=lambda item: sort_key(item[0][1])):
+            if p != panel:
+                continue
+            xs = [number(v) if number(v) is not None else str(v) for v, _ in points]
+            line, = ax.plot(xs, [d if d is not None else math.nan for _, d in points], "o-", label=str(name))
+            missed = [v for v, (_, d) in zip(xs, points) if d is None]
+            ax.plot(missed, [deepest + 1] * len(missed), "x", color=line.get_color())
+        ax.axhline(deepest + 0.5, color="grey", lw=0.5)
+        ax.set_xlabel(x)
+        ax.set_title(f"{facet}={panel}" if facet else "", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"least {depth} with {metric} >= {threshold:g} (x: none)")
+    axes[0][-1].legend(title=hue, fontsize=8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(path).with_suffix(".csv"), "w") as f:
+        f.write(",".join(filter(None, [facet, hue, x, "least_" + depth])) + "\n")
+        for (p, name), points in table.items():
+            for v, d in points:
+                f.write(",".join(str(c) for c in ([p] if facet else []) + [name, v, "" if d is None else int(d)]) + "\n")
+    return save(fig, path)
+
+
 def last_curve(run_dir, split="val"):
     """[(position, accuracy)] of the main set's last accuracy_by_position CSV of `split`, or []."""
     files = curve_files(Path(run_dir), split, "accuracy_by_position", None)
@@ -261,6 +313,9 @@ def draw(spec, rows, keys, metric, out_dir, runs=None, best_over=()):
         if "x" not in o or "y" not in o:
             raise ConfigError("--plot heatmap needs x=KEY,y=KEY")
         return heatmap(rows, metric, o["x"], o["y"], o.get("facet"), path)
+    if kind == "depth":
+        return depth_figure(rows, metric, o.get("x", "dataset.L"), o.get("depth", "model.n_layers"),
+                            o.get("threshold", 0.9), o.get("hue", default_hue(rows)), o.get("facet"), path)
     if kind == "length":
         return length(rows, metric, keys, path, o.get("length_key", "L"))
     hue = o.get("hue", default_hue(rows))
