@@ -171,6 +171,10 @@ VARIANTS = {
                                                                        allow_neg_eigval=False, use_short_conv=False)),
     "kda-lower-bound-neg": ("kda", dict(lower_bound=-5.0, allow_neg_eigval=True, expand_v=2.0)),
     "gla-conv-nogate": ("gla", dict(use_short_conv=True, use_output_gate=False, clamp_min=-0.05)),
+    # gate_logit_normalizer 1: a = 2 sigmoid(x) - 1 takes both signs (at 16, a < 0 needs logits x < -11)
+    "gla-neg-eigval": ("gla", dict(allow_neg_eigval=True, gate_logit_normalizer=1)),
+    "gla-neg-eigval-torch": ("gla", dict(allow_neg_eigval=True, gate_logit_normalizer=1, backend="torch")),  # chunked
+    "hgrn2-neg-eigval": ("hgrn2", dict(allow_neg_eigval=True)),
     "hgrn2-ratio": ("hgrn2", dict(expand_ratio=4)),
     "hgrn2-conv": ("hgrn2", dict(n_heads=2, use_short_conv=True)),
     "rwkv6-time-only": ("rwkv6", dict(channel_mixing=False, n_heads=2)),

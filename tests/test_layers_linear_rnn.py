@@ -112,6 +112,42 @@ def test_hgrn2_ties_its_input_gate_to_the_forget_gate():
     torch.testing.assert_close(layer(x)[0], layer.o_proj(layer.norm(o.flatten(-2))), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["gla", "hgrn2"])
+def test_allow_neg_eigval_maps_each_decay_to_2_exp_g_minus_1(monkeypatch, name):
+    """The op gets log|a| and a < 0 for a = 2 exp(g) - 1 (Grazzi et al.), g the decay the layer
+    has without the switch; the other inputs (hgrn2's input gate 1 - exp(g) included) stay.
+    (gla at gate_logit_normalizer 1: at 16, a < 0 needs gate logits below -11, none here.)"""
+    import src.models.sequence.layers.gla as module
+
+    seen, run = [], module.gla
+    monkeypatch.setattr(module, "gla", lambda *a, **kw: seen.append((a, kw.get("negative"))) or run(*a, **kw))
+    x = torch.randn(2, 30, D, dtype=torch.float64)
+    for neg in (False, True):
+        torch.manual_seed(0)
+        build_layer(dict(_name_=name, allow_neg_eigval=neg, **({"gate_logit_normalizer": 1} if name == "gla" else {})),
+                    D).double()(x)
+    (plain, none), (signed, negative) = seen
+    assert none is None and negative.any() and not negative.all()
+    for a, b in zip(plain[:3], signed[:3]):
+        assert torch.equal(a, b)
+    decay = torch.where(negative, -signed[3].exp(), signed[3].exp())
+    torch.testing.assert_close(decay, 2 * plain[3].exp() - 1, rtol=1e-12, atol=1e-15)
+
+
+def test_a_gla_gate_of_one_half_is_a_zero_decay_with_finite_gradients():
+    """sigmoid(b)^(1/16) = 1/2 gives a = 2 exp(g) - 1 = 0 exactly in float32: log|a| is floored at
+    eps (the rounding of a itself), so the output and every gradient stay finite."""
+    layer = build_layer(dict(_name_="gla", allow_neg_eigval=True), D)
+    with torch.no_grad():
+        layer.gk_proj[1].weight.zero_()
+        layer.gk_proj[1].bias.fill_(math.log(2.0**-16 / (1 - 2.0**-16)))  # logsigmoid(b) / 16 = log(1/2)
+    g = F.logsigmoid(layer.gk_proj[1].bias) / 16
+    assert (2 * g.exp() - 1 == 0).all()
+    y, (_, S) = layer(torch.randn(2, 20, D))
+    (y.sum() + S.sum()).backward()
+    assert torch.isfinite(y).all() and all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
 @pytest.mark.parametrize("config, message", [
     (dict(_name_="deltanet", n_heads=3), r"key width=16 does not split into model.layer.n_heads=3 heads"),
     (dict(_name_="deltanet", qk_activation="tanh"), r"model.layer.qk_activation='tanh' is not valid; choose one of: 'silu'"),
@@ -119,6 +155,8 @@ def test_hgrn2_ties_its_input_gate_to_the_forget_gate():
     (dict(_name_="rwkv7"), r"model.layer.head_dim=64 does not divide model.d_model=16"),
     (dict(_name_="gla", backend="cuda"), r"model.layer.backend='cuda' is not valid; choose one of: 'auto', 'torch', 'cpu', 'triton'"),
     (dict(_name_="gla", expand_k=0.3), r"model.layer.expand_k=0.3 times d_model=16 is not a positive integer"),
+    (dict(_name_="gla", allow_neg_eigval=True, backend="triton"),
+     r"model.layer.allow_neg_eigval=true needs signed decays, which fla's kernels \(model.layer.backend=triton\)"),
     (dict(_name_="retnet", n_heads=16), r"key width per head 1 must be even"),
     (dict(_name_="gated_deltaproduct", num_householder=0), r"model.layer.num_householder=0 is not a positive integer"),
     (dict(_name_="kda", lower_bound=1.0), r"model.layer.lower_bound=1.0 is not a negative log decay"),

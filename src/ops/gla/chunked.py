@@ -15,6 +15,12 @@ cumulative decays are in float32 (float64 for float64 inputs): a difference b_i 
 chunk is off by about eps |b_i|, so a float32 weight is off by ~1e-5 relative after a floored
 reset in the chunk. The chunk states are passed on by a loop over the T / C chunks.
 u (RWKV-6): the rows use b_{i-1} (the state before step i) and the diagonal is q_i . (u * k_i).
+Signed decays (`negative`, d_s = -exp(g_s) where true): with sigma_i = prod_{s <= i} sign(d_s)
+from the chunk's start (+-1, its own inverse), the decay from j to i is
+    prod_{j < s <= i} d_s = sigma_i sigma_j exp(b_i - b_j),
+so the path above runs unchanged on q_i sigma_i (sigma_{i-1} with u), k_j sigma_j, and the
+chunk's decay sigma_C exp(b_C) with k_j sigma_C sigma_j in its state update: the magnitudes stay
+in log space and the signs are exact multiplications. Without `negative` none of this runs.
 """
 
 import torch
@@ -58,6 +64,14 @@ def log_decay(g, q, C):
     return chunks(g if g.dim() == 4 else g[..., None], C).cumsum(-2)
 
 
+def signs(negative, C, dtype):
+    """sigma (B, H, N, C, K or 1) in `dtype`: the product of the decays' signs from each chunk's
+    start, (-1)^(the number of negative decays so far); negative (B, T, H, K) or (B, T, H) bool,
+    padded with False (positive) after the end."""
+    n = chunks(negative if negative.dim() == 4 else negative[..., None], C).to(torch.int32).cumsum(-2)
+    return (1 - 2 * (n % 2)).to(dtype)
+
+
 def decayed_scores(x, y, bx, by, diagonal):
     """M[..., i, j] = sum_k x_ik y_jk exp(bx_ik - by_jk) for j < i (and j = i if `diagonal`), else 0.
     x, y (..., n, K), n a power of two; bx, by (..., n, K or 1), with bx_i <= by_j for j < i
@@ -89,7 +103,7 @@ def pass_states(S, decay, dS):
     return torch.stack(starts, dim=2), S
 
 
-def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False, chunk=64):
+def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False, negative=None, chunk=64):
     """Same arguments and result as reference.gla."""
     B, T, H, K = q.shape
     scale = K**-0.5 if scale is None else scale
@@ -97,12 +111,22 @@ def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_st
     qc, kc, vc = (chunks(t, C).contiguous() for t in (q * scale, k, v))  # (B, H, N, C, K or V)
     b = log_decay(g, q, C)  # (B, H, N, C, K or 1)
     bq = b if u is None else F.pad(b[..., :-1, :], (0, 0, 1, 0))  # u: rows read the state before step i
-    A = decayed_scores(qc, kc, bq, b, diagonal=u is None)  # (B, H, N, C, C)
+    qd, kd = qc, kc  # q, k times the signs of their decays
+    if negative is not None:
+        sigma = signs(negative, C, q.dtype)  # (B, H, N, C, K or 1)
+        qd, kd = qc * (sigma if u is None else F.pad(sigma[..., :-1, :], (0, 0, 1, 0), value=1.0)), kc * sigma
+    A = decayed_scores(qd, kd, bq, b, diagonal=u is None)  # (B, H, N, C, C)
     if u is not None:
         A = A + torch.diag_embed((qc * kc * u[:, None, None, :]).sum(-1))
     last = b[..., -1:, :]  # (B, H, N, 1, K or 1)
-    dS = (kc * torch.exp(last - b).to(q.dtype)).transpose(-1, -2) @ vc  # (B, H, N, K, V)
+    kS = kc * torch.exp(last - b).to(q.dtype)  # k in the chunk's state update
+    if negative is not None:
+        kS = kS * (sigma * sigma[..., -1:, :])
+    dS = kS.transpose(-1, -2) @ vc  # (B, H, N, K, V)
     S0 = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state.to(q.dtype)
-    starts, S = pass_states(S0, torch.exp(last).to(q.dtype).transpose(-1, -2), dS)
-    o = A @ vc + (qc * torch.exp(bq).to(q.dtype)) @ starts
+    decay = torch.exp(last).to(q.dtype)  # the chunk's decay
+    if negative is not None:
+        decay = decay * sigma[..., -1:, :]
+    starts, S = pass_states(S0, decay.transpose(-1, -2), dS)
+    o = A @ vc + (qd * torch.exp(bq).to(q.dtype)) @ starts
     return unchunk(o, T), (S if output_final_state else None)

@@ -6,7 +6,8 @@ The C loop steps the heads of a batch row together, so that the inputs stream in
 head's (K, V) state in L1 while it is stepped: without u, 2 K V multiply-adds per
 position (the decays in row scales), 8 steps per pass over the state; with u, 3, a pass a step.
 The backward recomputes each segment of CHECKPOINT steps from the state saved at its start and
-walks it back, ~7 multiply-adds per state element and step. float32 or float64, the inputs'
+walks it back, ~7 multiply-adds per state element and step. Signed decays: the mask `negative`
+(bool, one byte an entry) negates the decays as they are read. float32 or float64, the inputs'
 layout, heads split over torch's threads. Compiled on first use by src/ops/_cpu's `library`.
 """
 
@@ -37,41 +38,42 @@ def _call(which, dtype, shape, options, tensors):
 
 class _GLA(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, g, u, S0, scale):  # contiguous, one dtype; g, u, S0 may be None
+    def forward(ctx, q, k, v, g, u, S0, scale, negative):  # contiguous, one dtype; g, u, S0, negative may be None
         B, T, H, K = q.shape
         V = v.shape[-1]
         gmode = 0 if g is None else (2 if g.dim() == 4 else 1)
         o, S = q.new_empty(B, T, H, V), q.new_empty(B, H, K, V)
         ckpt = q.new_empty(B, H, -(-T // CHECKPOINT), K, V) if any(ctx.needs_input_grad) else None
-        _call("forward", q.dtype, (B, T, H, K, V), (gmode, scale), (q, k, v, g, u, S0, o, S, ckpt))
-        ctx.save_for_backward(q, k, v, g, u, S0, ckpt)
+        _call("forward", q.dtype, (B, T, H, K, V), (gmode, scale), (q, k, v, g, negative, u, S0, o, S, ckpt))
+        ctx.save_for_backward(q, k, v, g, negative, u, S0, ckpt)
         ctx.gmode, ctx.scale = gmode, scale
         return o, S
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, dS):
-        q, k, v, g, u, S0, ckpt = ctx.saved_tensors
+        q, k, v, g, negative, u, S0, ckpt = ctx.saved_tensors
         B, T, H, K = q.shape
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dg = None if g is None else torch.empty_like(g)
         du = None if u is None else q.new_empty(B, H, K)
         dS0 = None if S0 is None else torch.empty_like(S0)
         _call("backward", q.dtype, (B, T, H, K, v.shape[-1]), (ctx.gmode, ctx.scale),
-              (q, k, v, g, u, ckpt, do.contiguous(), None if dS is None else dS.contiguous(), dq, dk, dv, dg, du, dS0))
-        return dq, dk, dv, dg, None if du is None else du.sum(0), dS0, None
+              (q, k, v, g, negative, u, ckpt, do.contiguous(), None if dS is None else dS.contiguous(),
+               dq, dk, dv, dg, du, dS0))
+        return dq, dk, dv, dg, None if du is None else du.sum(0), dS0, None, None
 
 
-def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False):
+def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False, negative=None):
     """Same arguments and result as reference.gla."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     dtype = q.dtype
     args = [None if x is None else x.to(dtype).contiguous() for x in (q, k, v, g, u, initial_state)]
-    o, S = _GLA.apply(*args, float(scale))
+    o, S = _GLA.apply(*args, float(scale), None if negative is None else negative.contiguous())
     return o, (S if output_final_state else None)
 
 
-def unsupported(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False):
+def unsupported(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False, negative=None):
     """Why the C loop cannot take this call (None if it can)."""
     dtype = None if q.dtype in DTYPES else f"dtype {q.dtype} (the C loop takes float32, float64)"
-    return _cpu.on_cpu(q, k, v, g, u, initial_state) or dtype
+    return _cpu.on_cpu(q, k, v, g, u, initial_state, negative) or dtype

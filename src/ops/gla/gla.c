@@ -2,7 +2,7 @@
    cpu.py (src/ops/_cpu's `library`).
 
    Per head, state S (K, V), d_t = exp(g_t) per key (gmode 2), per head (gmode 1) or 1 (gmode 0),
-   q~_t = scale q_t:
+   negated where the optional mask neg (g's layout, bytes 0 / 1) is 1 (signed decays), q~_t = scale q_t:
        S_t = diag(d_t) S_{t-1} + k_t v_t^T,     o_t = S_t^T q~_t
        with u (RWKV-6):  o_t = S_{t-1}^T q~_t + (q~_t . (u * k_t)) v_t.
    Layouts as the op's: q, k, g (B, T, H, K), g per head (B, T, H), v, o (B, T, H, V), u (H, K),
@@ -12,7 +12,9 @@
    rows at a time (the output row is loaded and stored once per four rows), the update fused with
    the output; without u the decays live in per-row scales (see forward) and steps go 8 at a time
    where V is a multiple of the vector width (see block). exp:
-   ../_cpu/exp_float.h in float32, libm in float64; exp(-inf) = 0 (a reset).
+   ../_cpu/exp_float.h in float32, libm in float64; exp(-inf) = 0 (a reset). With signed decays every
+   formula holds as written with the signed d_t (the row scales P may be negative: their tests are on
+   |P|), dg_t included, since d(+-exp(g))/dg = +-exp(g) = d_t.
 
    The forward also writes the state before steps 0, C, 2C, ... to `ckpt` (B, H, ceil(T / C), K, V)
    when given. The backward walks the segments of C steps from the last: it recomputes the
@@ -23,7 +25,7 @@
               dv_t = G^T k_t + (q~_t . (u * k_t)) do_t;  du += (v_t . do_t) q~_t * k_t (per head)
        both:  dg_t = d_t * rowsum(G * S_{t-1}) (summed over keys for gmode 1);  G <- diag(d_t) G
               (then + q~_t do_t^T, with u);  dS_0 = G at the start.
-   The file includes itself once per dtype (T, EXP, NAME set before each pass). */
+   The file includes itself once per dtype (T, EXP, ABS, NAME set before each pass). */
 
 #ifndef T
 #include <math.h>
@@ -38,14 +40,17 @@
 
 #define T float
 #define EXP exp_float
+#define ABS fabsf
 #define NAME(x) CAT(gla_float32_, x)
 #include "gla.c"
 #undef T
 #undef EXP
+#undef ABS
 #undef NAME
 
 #define T double
 #define EXP exp
+#define ABS fabs
 #define NAME(x) CAT(gla_float64_, x)
 #include "gla.c"
 
@@ -53,14 +58,17 @@
 
 #include "../_cpu/rank1.h"
 
-/* the decays d (K) and the scaled query qs (K) of one step */
-static inline void NAME(prepare)(int64_t K, int gmode, T scale, const T *q, const T *g, int64_t qk,
-                                 int64_t hd, T *d, T *qs) {
+/* the decays d (K), signed where neg is given, and the scaled query qs (K) of one step */
+static inline void NAME(prepare)(int64_t K, int gmode, T scale, const T *q, const T *g, const uint8_t *neg,
+                                 int64_t qk, int64_t hd, T *d, T *qs) {
     if (gmode == 2) {
 #pragma omp simd
         for (int64_t i = 0; i < K; i++) d[i] = EXP(g[qk + i]);
+        if (neg)
+#pragma omp simd
+            for (int64_t i = 0; i < K; i++) d[i] = neg[qk + i] ? -d[i] : d[i];
     } else {
-        const T dh = gmode == 1 ? EXP(g[hd]) : (T)1;
+        const T dh = gmode == 1 ? (neg && neg[hd] ? -EXP(g[hd]) : EXP(g[hd])) : (T)1;
         for (int64_t i = 0; i < K; i++) d[i] = dh;
     }
     for (int64_t i = 0; i < K; i++) qs[i] = scale * q[qk + i];
@@ -119,19 +127,19 @@ static inline T NAME(bonus)(int64_t K, const T *qs, const T *u, const T *kt) {
 /* NB steps at once without u, for V a multiple of the vector width: for each 64-byte column
    block of X, the block's values and outputs of the NB steps stay in registers while the rows
    stream by, each row loaded and stored once per NB steps (instead of once a step). The row
-   scales of the NB steps, Pt, are P times the decays so far; if one would fall below TINY by the
+   scales of the NB steps, Pt, are P times the decays so far; if one would fall below TINY in size by the
    block's end even after folding, the block is left to the step-by-step loop (returns 0). */
 #define TINY ((T)8.673617379884035e-19) /* 2^-60 */
 #define NB 8
 typedef T NAME(vec) __attribute__((vector_size(64), aligned(sizeof(T))));
 static int NAME(block)(int64_t K, int64_t V, int gmode, T scale, const T *q, const T *k, const T *v, const T *g,
-                       int64_t hd0, int64_t H, T *restrict P, T *restrict X, T *restrict o) {
+                       const uint8_t *neg, int64_t hd0, int64_t H, T *restrict P, T *restrict X, T *restrict o) {
     typedef NAME(vec) vec;
     enum { LANES = 64 / sizeof(T) };
     T dd[NB * K], kk[NB * K], qq[NB * K], Pt[NB * K];
     for (int64_t j = 0; j < NB; j++) {
         const int64_t hd = hd0 + j * H;
-        NAME(prepare)(K, gmode, scale, q, g, hd * K, hd, dd + j * K, qq + j * K);
+        NAME(prepare)(K, gmode, scale, q, g, neg, hd * K, hd, dd + j * K, qq + j * K);
     }
     for (int attempt = 0; attempt < 2; attempt++) {
         int weak = 0;
@@ -141,11 +149,11 @@ static int NAME(block)(int64_t K, int64_t V, int gmode, T scale, const T *q, con
             for (int64_t i = 0; i < K; i++) Pt[j * K + i] = prev[i] * dd[j * K + i];
         }
 #pragma omp simd reduction(| : weak)
-        for (int64_t i = 0; i < K; i++) weak |= !(Pt[(NB - 1) * K + i] >= TINY);
+        for (int64_t i = 0; i < K; i++) weak |= !(ABS(Pt[(NB - 1) * K + i]) >= TINY);
         if (!weak) break;
         if (attempt) return 0;
         for (int64_t i = 0; i < K; i++) /* fold the rows that would fall low, then try again */
-            if (!(Pt[(NB - 1) * K + i] >= TINY) && P[i] != 1) {
+            if (!(ABS(Pt[(NB - 1) * K + i]) >= TINY) && P[i] != 1) {
                 for (int64_t c = 0; c < V; c++) X[i * V + c] *= P[i];
                 P[i] = 1;
             }
@@ -185,18 +193,18 @@ static int NAME(block)(int64_t K, int64_t V, int gmode, T scale, const T *q, con
    where n = NB and it can, else step by step; the state before steps 0, C, 2C, ... into ckpt. */
 static void NAME(advance)(int64_t b, int64_t h, int64_t t, int64_t n, int64_t L, int64_t H, int64_t K,
                           int64_t V, int gmode, int64_t C, T scale, const T *q, const T *k, const T *v,
-                          const T *g, const T *uh, T *o, T *S, T *P, T *ckpt_head) {
+                          const T *g, const uint8_t *neg, const T *uh, T *o, T *S, T *P, T *ckpt_head) {
     T d[K], qs[K], kk[K];
     if (ckpt_head && t % C == 0)
         for (int64_t i = 0; i < K; i++)
             for (int64_t j = 0; j < V; j++) ckpt_head[t / C * K * V + i * V + j] = P[i] * S[i * V + j];
-    if (n == NB && NAME(block)(K, V, gmode, scale, q, k, v, g, (b * L + t) * H + h, H, P, S, o)) return;
+    if (n == NB && NAME(block)(K, V, gmode, scale, q, k, v, g, neg, (b * L + t) * H + h, H, P, S, o)) return;
     for (int64_t s = t; s < t + n; s++) {
         const int64_t hd = (b * L + s) * H + h, qk = hd * K;
         if (ckpt_head && s % C == 0 && s != t)
             for (int64_t i = 0; i < K; i++)
                 for (int64_t j = 0; j < V; j++) ckpt_head[s / C * K * V + i * V + j] = P[i] * S[i * V + j];
-        NAME(prepare)(K, gmode, scale, q, g, qk, hd, d, qs);
+        NAME(prepare)(K, gmode, scale, q, g, neg, qk, hd, d, qs);
         if (uh) {
             const T bonus = NAME(bonus)(K, qs, uh, k + qk);
             if (K == 64 && V == 64) /* constant sizes: the output row stays in registers */
@@ -209,11 +217,11 @@ static void NAME(advance)(int64_t b, int64_t h, int64_t t, int64_t n, int64_t L,
 #pragma omp simd reduction(| : fold)
         for (int64_t i = 0; i < K; i++) {
             P[i] *= d[i];
-            fold |= !(P[i] >= TINY);
+            fold |= !(ABS(P[i]) >= TINY);
         }
         if (fold)
             for (int64_t i = 0; i < K; i++)
-                if (!(P[i] >= TINY)) {
+                if (!(ABS(P[i]) >= TINY)) {
                     for (int64_t j = 0; j < V; j++) S[i * V + j] *= P[i];
                     P[i] = 1;
                 }
@@ -231,7 +239,7 @@ static void NAME(advance)(int64_t b, int64_t h, int64_t t, int64_t n, int64_t L,
 
 /* The forward without u keeps S = diag(P) X: the decays go into the row scales P (K), and a step
    is X += (k / P) v^T, o = X^T (q~ * P), two multiply-adds per element instead of three. A row
-   whose P falls below TINY is folded back (X_i <- P_i X_i, P_i = 1) before the step, so k / P
+   whose |P| falls below TINY is folded back (X_i <- P_i X_i, P_i = 1) before the step, so k / P
    stays below 2^60 |k| (no overflow; a reset, P = 0, folds to X_i = 0). With u, the direct step.
    The heads of one batch row advance together, a block (or a step) each in turn: the inputs of a
    step are then one contiguous (H, K) stretch per tensor, read in order, where one head at a time
@@ -239,7 +247,7 @@ static void NAME(advance)(int64_t b, int64_t h, int64_t t, int64_t n, int64_t L,
    then waited on its loads for ~40% of its time). Their states, H K V values, stay in L2. */
 void NAME(forward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1,
                    int gmode, int64_t C, T scale, const T *q, const T *k, const T *v, const T *g,
-                   const T *u, const T *S0, T *o, T *S_end, T *ckpt) {
+                   const uint8_t *neg, const T *u, const T *S0, T *o, T *S_end, T *ckpt) {
     const int64_t nseg = (L + C - 1) / C, KV = K * V;
     const int blocks = !u && V % (64 / sizeof(T)) == 0 && (!ckpt || C % NB == 0);
     T *P = malloc(H * K * sizeof(T));
@@ -253,7 +261,7 @@ void NAME(forward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64_
         for (int64_t t = 0, n; t < L; t += n) {
             n = blocks && t % NB == 0 && t + NB <= L ? NB : 1;
             for (int64_t bh = lo; bh < hi; bh++)
-                NAME(advance)(b, bh % H, t, n, L, H, K, V, gmode, C, scale, q, k, v, g, u ? u + bh % H * K : NULL,
+                NAME(advance)(b, bh % H, t, n, L, H, K, V, gmode, C, scale, q, k, v, g, neg, u ? u + bh % H * K : NULL,
                               o, S_end + bh * KV, P + (bh - lo) * K, ckpt ? ckpt + bh * nseg * KV : NULL);
         }
         for (int64_t bh = lo; bh < hi; bh++)
@@ -267,7 +275,7 @@ void NAME(forward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64_
 
 void NAME(backward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1,
                     int gmode, int64_t C, T scale, const T *q, const T *k, const T *v, const T *g,
-                    const T *u, const T *ckpt, const T *dO, const T *dS_end, T *dq, T *dk, T *dv,
+                    const uint8_t *neg, const T *u, const T *ckpt, const T *dO, const T *dS_end, T *dq, T *dk, T *dv,
                     T *dg, T *du, T *dS0) {
     const int64_t nseg = (L + C - 1) / C, KV = K * V;
     T *scratch = malloc((C + 1) * KV * sizeof(T)), *G = malloc(KV * sizeof(T));
@@ -284,14 +292,14 @@ void NAME(backward)(int64_t B, int64_t L, int64_t H, int64_t K, int64_t V, int64
             for (int64_t j = 0; j < n; j++) { /* scratch[j] = the state before step t0 + j */
                 const int64_t hd = (b * L + t0 + j) * H + h, qk = hd * K;
                 memcpy(scratch + (j + 1) * KV, scratch + j * KV, KV * sizeof(T));
-                NAME(prepare)(K, gmode, scale, q, g, qk, hd, d, qs);
+                NAME(prepare)(K, gmode, scale, q, g, neg, qk, hd, d, qs);
                 NAME(step)(K, V, d, qs, k + qk, v + hd * V, 0, 0, scratch + (j + 1) * KV, NULL);
             }
             for (int64_t j = n - 1; j >= 0; j--) {
                 const int64_t hd = (b * L + t0 + j) * H + h, qk = hd * K;
                 const T *prev = scratch + j * KV, *cur = prev + KV, *dot = dO + hd * V, *vt = v + hd * V;
                 T vdo = 0, bonus = 0, dgh = 0;
-                NAME(prepare)(K, gmode, scale, q, g, qk, hd, d, qs);
+                NAME(prepare)(K, gmode, scale, q, g, neg, qk, hd, d, qs);
                 if (uh) {
                     for (int64_t jj = 0; jj < V; jj++) vdo += vt[jj] * dot[jj];
                     bonus = NAME(bonus)(K, qs, uh, k + qk);

@@ -4,6 +4,7 @@
     g per head or None   fla.ops.simple_gla.chunk_simple_gla
     u (RWKV-6 bonus)     fla.ops.rwkv6.chunk_rwkv6           (g None or per head: broadcast per key)
 
+Signed decays (`negative`) are not theirs: `unsupported` refuses them, so `auto` takes the torch path.
 Not run on hardware in this repository yet: the dispatcher takes it only where it imports and a
 smoke call agrees with the torch path. Install: see requirements-gpu.txt.
 """
@@ -11,7 +12,8 @@ smoke call agrees with the torch path. Install: see requirements-gpu.txt.
 import torch
 
 
-def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False):
+def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False, negative=None):
+    assert negative is None, "fla's kernels take log decays only (see unsupported)"
     kwargs = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state)
     if u is not None:
         from fla.ops.rwkv6 import chunk_rwkv6
@@ -27,8 +29,10 @@ def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_st
     return chunk_gla(q, k, v, g, **kwargs)
 
 
-def unsupported(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False):
+def unsupported(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False, negative=None):
     """Why fla's kernels cannot take this call (None if they can)."""
+    if negative is not None:
+        return "signed decays (negative): fla's kernels take log decays only; backend=torch runs them"
     if not q.is_cuda:
         return "inputs are not on a CUDA device"
     if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
