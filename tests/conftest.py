@@ -48,6 +48,7 @@ EXPERIMENT_SIZES = {
     "s4-lra-pathfinder": PATHFINDER, "s4-lra-pathx": PATHFINDER, "s4-lra-imdb": TEXT, "s4-lra-aan": TEXT,
     "s4-lra-cifar": [], "zoology-mqar": MQAR, "dsf-mqar": MQAR, "based-mqar": BASED, "counting": TOKENS,
     "modern-rnns": TOKENS, "chomsky": [*TOKENS, "dataset.eval_sets.ood.L=100"],  # 41..100: the quick variant
+    "illusion-of-state": TOKENS, "state-tracking": [*TOKENS, "dataset.eval_sets.ood.L=64"],
 }
 
 
