@@ -47,7 +47,8 @@ EXPERIMENT_SIZES = {
     "dss-listops-subtrees": LISTOPS, "s4-lra-listops": LISTOPS, "dss-pathfinder": PATHFINDER,
     "s4-lra-pathfinder": PATHFINDER, "s4-lra-pathx": PATHFINDER, "s4-lra-imdb": TEXT, "s4-lra-aan": TEXT,
     "s4-lra-cifar": [], "zoology-mqar": MQAR, "dsf-mqar": MQAR, "based-mqar": BASED, "counting": TOKENS,
-    "modern-rnns": TOKENS, "chomsky": [*TOKENS, "dataset.eval_sets.ood.L=100"],  # 41..100: the quick variant
+    "modern-rnns": TOKENS, "state-tracking": TOKENS,
+    "chomsky": [*TOKENS, "dataset.eval_sets.ood.L=100"],  # 41..100: the quick variant
 }
 
 
