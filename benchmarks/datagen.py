@@ -1,6 +1,7 @@
 """Task-generation throughput: samples/s of the synthetic tasks (src.dataloaders.synthetic.sample), one process.
 
-    python -m benchmarks.datagen [--families dlr counting formal mqar] [--L L] [--batch B] [--tasks shift dyck ...]
+    python -m benchmarks.datagen [--families dlr counting formal state_tracking mqar] [--L L] [--batch B]
+                                 [--tasks shift dyck ...]
                                  [--seconds 2] [--rounds 5] [--threads 1]
 
 Each task family registers its rows in FAMILIES: {family: (rows(L, batch) -> {task: (batched, per_sample)},
@@ -9,8 +10,10 @@ Beside each batched generator, a per-sample baseline, interleaved with it over s
 this process, and the median speedup with its range over the rounds:
   dlr               every atomic task against the DLR repo's own loader, one example at a time in
                     torch and stacked (benchmarks/dlr_loader.py); each dataset built once; L 4096, batch 16
-  counting, formal  the per-sample Python definitions the tests check against
-                    (src/dataloaders/{counting,formal}_reference.py), stacked into tensors; L 512, batch 64
+  counting, formal, state_tracking
+                    the per-sample Python definitions the tests check against
+                    (src/dataloaders/{counting,formal,state_tracking}_reference.py), stacked into tensors;
+                    L 512, batch 64
   mqar              zoology's semantics one example at a time, with one legacy numpy.random.choice
                     each for the keys, the values and the query slots (as its multiquery_ar does per
                     row); V 8192, (L, N) in {(64, 4), (256, 16), (512, 64)} whatever --L, batch 1024
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 
 from benchmarks import dlr_loader
-from src.dataloaders import counting_reference, formal_reference
+from src.dataloaders import counting_reference, formal_reference, state_tracking_reference
 from src.dataloaders.sequence1d import TASKS, Sequence1D, frame, shapes
 from src.dataloaders.synthetic import sample
 
@@ -66,21 +69,22 @@ def dlr_floors(L, batch):
 
 
 def token_rows(reference, params):
-    """Rows of the token tasks {task: params at L}: the batched generator at fixed length L beside
-    the per-sample definition, whose lists are stacked into (B, L) tensors."""
+    """Rows of the token tasks {row: params at L}, a row named by its task and optionally a variant
+    ("word_problem A5"): the batched generator at fixed length L beside the per-sample definition,
+    whose lists are stacked into (B, L) tensors."""
 
     def rows(L, batch):
         out = {}
-        for task, make in params.items():
-            kwargs, rng = make(L), random.Random(0)
+        for row, make in params.items():
+            task, kwargs, rng = row.split()[0], make(L), random.Random(0)
             options = {k: v for k, v in kwargs.items() if k not in ("L", "L_min")}
 
             def per_sample(i, task=task, options=options, rng=rng, length=kwargs["L"]):
                 pairs = [reference.sample(task, rng, length, **options) for _ in range(batch)]
                 return torch.tensor([x for x, _ in pairs]), torch.tensor([y for _, y in pairs])
 
-            out[task] = (lambda i, task=task, kwargs=kwargs: sample(task, batch, torch.Generator().manual_seed(i),
-                                                                    **kwargs), per_sample)
+            out[row] = (lambda i, task=task, kwargs=kwargs: sample(task, batch, torch.Generator().manual_seed(i),
+                                                                   **kwargs), per_sample)
         return out
 
     return rows
@@ -99,7 +103,17 @@ FORMAL = {
     "even_pairs": lambda L: dict(L=L, L_min=L),
     "cycle_navigation": lambda L: dict(L=L, L_min=L),
     "modular_arithmetic": lambda L: dict(L=L - 1 + L % 2, L_min=L - 1 + L % 2),
+    "modular_arithmetic m=7": lambda L: dict(L=L - 1 + L % 2, L_min=L - 1 + L % 2, modulus=7),
 }
+STATE_TRACKING = {  # the paper's groups, and the single-label variant
+    "word_problem S5": lambda L: dict(L=L, L_min=L, group="S5"),
+    "word_problem A5": lambda L: dict(L=L, L_min=L, group="A5"),
+    "word_problem A4xZ5": lambda L: dict(L=L, L_min=L, group="A4xZ5"),
+    "word_problem Z60": lambda L: dict(L=L, L_min=L, group="Z60"),
+    "word_problem S5 last": lambda L: dict(L=L, L_min=L, group="S5", label_at="last"),
+}
+
+
 def zoology_mqar(rng, V, L, N, power_a=0.01):
     """One MQAR example as zoology's multiquery_ar builds each row (numpy RandomState choice calls)."""
     keys = rng.choice(np.arange(1, V // 2), size=N, replace=False)
@@ -133,6 +147,7 @@ FAMILIES = {
     "mqar": (mqar_rows, None, 1024),
     "counting": (token_rows(counting_reference, COUNTING), 512, 64),
     "formal": (token_rows(formal_reference, FORMAL), 512, 64),
+    "state_tracking": (token_rows(state_tracking_reference, STATE_TRACKING), 512, 64),
 }
 
 
@@ -165,7 +180,8 @@ def main():
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--L", type=int, default=None, help="default: the family's")
     parser.add_argument("--batch", type=int, default=None, help="default: the family's")
-    parser.add_argument("--tasks", nargs="+", default=None, help="default: every task of the families")
+    parser.add_argument("--tasks", nargs="+", default=None,
+                        help="rows (or tasks: all their rows) to run; default: every row of the families")
     parser.add_argument("--seconds", type=float, default=2.0, help="per task and generator, over all rounds")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the baselines use one core)")
@@ -181,7 +197,7 @@ def main():
         print(f"{'task':<22}{'batched /s':>12}{'per-sample /s':>15}{'speedup (range)':>22}"
               + (f"{'bound':>8}" if floors else ""))
         for task, (batched, per_sample) in make_rows(L, batch).items():
-            if args.tasks and task not in args.tasks:
+            if args.tasks and task not in args.tasks and task.split()[0] not in args.tasks:
                 continue
             if per_sample is None:
                 print(f"{task:<22}{rate(batched, batch, args.seconds):>12.0f}", flush=True)

@@ -12,7 +12,7 @@ from token_checks import check_eval_sets_unseen, check_labels, check_sample_is_t
 
 from src.dataloaders import formal_reference as reference
 from src.dataloaders import synthetic
-from src.dataloaders.formal import Dyck, ModularArithmetic, Parity, dyck_labels, shuffle_suffix
+from src.dataloaders.formal import Dyck, ModularArithmetic, Parity, dyck_labels, shuffle_suffix, term_products
 from src.utils.errors import ConfigError
 
 OPTIONS = [  # (task, params): every option of the spec
@@ -27,6 +27,12 @@ OPTIONS = [  # (task, params): every option of the spec
     ("cycle_navigation", {}),
     ("modular_arithmetic", {}),
     ("modular_arithmetic", {"L": 99, "L_min": 41}),
+    ("modular_arithmetic", {"modulus": 2}),
+    ("modular_arithmetic", {"modulus": 3, "L": 99, "L_min": 41}),
+    ("modular_arithmetic", {"modulus": 7}),
+    ("modular_arithmetic", {"modulus": 12, "L": 255, "L_min": 1}),
+    ("modular_arithmetic", {"equals": True, "L": 38, "L_min": 2}),  # Grazzi et al.'s
+    ("modular_arithmetic", {"modulus": 7, "equals": True, "L": 254, "L_min": 38}),
     ("dyck", {}),
     ("dyck", {"types": 1, "depth": 2, "L": 64, "L_min": 2}),
     ("dyck", {"types": 5, "depth": 12, "L": 128}),
@@ -47,6 +53,14 @@ def test_token_ids_follow_the_spec():
     batch = samples("modular_arithmetic", L=21, L_min=21)
     assert {t for tokens, _ in batch for t in tokens[0::2]} == set(range(5)) and ModularArithmetic().pad_id == 8
     assert {t for tokens, _ in batch for t in tokens[1::2]} == {5, 6, 7}
+    batch = samples("modular_arithmetic", L=21, L_min=21, modulus=7)
+    assert {t for tokens, _ in batch for t in tokens[0::2]} == set(range(7))
+    assert ModularArithmetic(modulus=7).pad_id == 10
+    assert {t for tokens, _ in batch for t in tokens[1::2]} == {7, 8, 9}
+    batch = samples("modular_arithmetic", L=22, L_min=2, modulus=7, equals=True)  # = is 10, <pad> 11
+    assert {tokens[-1] for tokens, _ in batch} == {10} and {len(tokens) % 2 for tokens, _ in batch} == {0}
+    assert {t for tokens, _ in batch for t in tokens[:-1:2]} == set(range(7))
+    assert {t for tokens, _ in batch for t in tokens[1:-1:2]} == {7, 8, 9}
     assert {t for tokens, _ in samples("dyck", types=3) for t in tokens} == set(range(6)) and Dyck().pad_id == 6
     labels = [y for _, labels in samples("cycle_navigation", 256) for y in labels if y != -100]
     assert set(labels) == set(range(5))
@@ -62,6 +76,31 @@ def test_parity_one_means_odd():
 def test_modular_arithmetic_multiplies_first():
     assert reference.modular_value([2, 5, 3, 7, 4]) == (2 + 12) % 5
     assert reference.modular_value([2, 6, 3, 7, 4, 7, 2]) == (2 - 24) % 5
+    assert reference.modular_value([2, 8, 3, 9, 4], modulus=7) == (2 - 12) % 7  # + - x = 7 8 9
+    assert reference.labels("modular_arithmetic", [2, 8, 3, 9, 4, 10], modulus=7, equals=True)[-1] == 4
+
+
+def test_modular_arithmetic_at_modulus_5_is_the_batch_drawn_before_the_modulus_option():
+    """Recorded from the discrete-log generator (commit 5292816): the same tokens and labels."""
+    x, y = ModularArithmetic(L=13, L_min=5).generate(4, torch.Generator().manual_seed(1))
+    assert x.tolist() == [[3, 5, 3, 5, 1, 8, 8, 8, 8, 8, 8, 8, 8], [4, 7, 1, 7, 3, 5, 3, 7, 0, 7, 2, 7, 1],
+                          [2, 5, 1, 5, 0, 5, 3, 5, 1, 7, 4, 6, 3], [1, 5, 4, 5, 2, 6, 4, 5, 4, 5, 3, 8, 8]]
+    assert [[(t, v) for t, v in enumerate(row) if v != -100] for row in y.tolist()] == [
+        [(4, 2)], [(12, 2)], [(12, 2)], [(10, 0)]]
+
+
+def test_term_products_of_long_terms():
+    """One term of 300 numbers (every stride of the doubling), and terms of every length 1..22."""
+    n = torch.randint(1, 11, (3, 300), generator=torch.Generator().manual_seed(0))
+    starts = torch.zeros(3, 300, dtype=torch.bool)
+    starts[:, 0] = True
+    starts[2, torch.arange(23).cumsum(0) + 1] = True  # row 2: terms of lengths 1, 1, 2, 3, .., 22, then 46
+    v = term_products(n, starts, 11)
+    for b in range(3):
+        product = 1
+        for j in range(300):
+            product = (1 if starts[b, j] else product) * n[b, j].item() % 11
+            assert v[b, j] == product, (b, j)
 
 
 def test_dyck_labels_by_hand():
@@ -108,7 +147,11 @@ def test_eval_sets_are_unseen_lengths_and_sample_is_the_datasets_batch(task):
     (lambda: Dyck(L=33), "dataset.L=33: dyck needs an even length"),
     (lambda: Dyck(L=32, L_min=3), "must differ by a multiple of 2"),
     (lambda: Dyck(types=0), "dataset.types=0 must be a positive integer"),
-    (lambda: ModularArithmetic(L=40), "modular_arithmetic needs odd lengths"),
+    (lambda: ModularArithmetic(L=40), "modular_arithmetic with equals=False needs odd lengths"),
+    (lambda: ModularArithmetic(L=39, equals=True), r"equals=True needs even lengths \(an odd expression, then =\)"),
+    (lambda: ModularArithmetic(modulus=1), "dataset.modulus=1 must be an integer in 2..1024"),
+    (lambda: ModularArithmetic(modulus="7"), "dataset.modulus='7' must be an integer in 2..1024"),
+    (lambda: ModularArithmetic(equals="yes"), "dataset.equals='yes' must be true or false"),
 ])
 def test_bad_parameters_are_named(make, message):
     with pytest.raises(ConfigError, match=message):

@@ -9,21 +9,19 @@ it with `labels`.
 
 from src.utils.labels import IGNORE_INDEX
 
-PLUS, MINUS, TIMES = 5, 6, 7
-
 
 def last(value, length):
     return [IGNORE_INDEX] * (length - 1) + [value]
 
 
-def modular_value(x):  # n op n op .. n, x before + and -, mod 5
+def modular_value(x, modulus=5):  # n op n op .. n, x before + and - (ids m, m+1, m+2), mod m
     total, term, sign = 0, x[0], 1
     for op, n in zip(x[1::2], x[2::2]):
-        if op == TIMES:
+        if op == modulus + 2:
             term = term * n
         else:
-            total, term, sign = total + sign * term, n, 1 if op == PLUS else -1
-    return (total + sign * term) % 5
+            total, term, sign = total + sign * term, n, 1 if op == modulus else -1
+    return (total + sign * term) % modulus
 
 
 def dyck(x, types):
@@ -39,7 +37,7 @@ def dyck(x, types):
     return out
 
 
-def labels(task, x, num_ones=None, label_at="all", types=3, depth=6):
+def labels(task, x, num_ones=None, label_at="all", types=3, depth=6, modulus=5, equals=False):
     if task == "parity":
         odd = [sum(x[: t + 1]) % 2 for t in range(len(x))]
         return odd if label_at == "all" else last(odd[-1], len(x))
@@ -50,7 +48,7 @@ def labels(task, x, num_ones=None, label_at="all", types=3, depth=6):
     if task == "cycle_navigation":
         return last(sum(move - 1 for move in x) % 5, len(x))
     if task == "modular_arithmetic":
-        return last(modular_value(x), len(x))
+        return last(modular_value(x[:len(x) - equals], modulus), len(x))  # x[-1] is = with equals
     return dyck(x, types)
 
 
@@ -75,7 +73,7 @@ def dyck_sample(rng, length, types, depth):
     return x
 
 
-def sample(task, rng, length, num_ones=None, label_at="all", types=3, depth=6):
+def sample(task, rng, length, num_ones=None, label_at="all", types=3, depth=6, modulus=5, equals=False):
     if task == "parity" and num_ones is not None:
         ones = set(rng.sample(range(length), num_ones))
         x = [int(t in ones) for t in range(length)]
@@ -84,7 +82,10 @@ def sample(task, rng, length, num_ones=None, label_at="all", types=3, depth=6):
     elif task == "cycle_navigation":
         x = [rng.randrange(3) for _ in range(length)]
     elif task == "modular_arithmetic":
-        x = [rng.randrange(5) if t % 2 == 0 else rng.randrange(PLUS, TIMES + 1) for t in range(length)]
+        m = modulus
+        x = [rng.randrange(m) if t % 2 == 0 else rng.randrange(m, m + 3) for t in range(length - equals)]
+        x += [m + 3] * equals
     else:
         x = dyck_sample(rng, length, types, depth)
-    return x, labels(task, x, num_ones=num_ones, label_at=label_at, types=types, depth=depth)
+    return x, labels(task, x, num_ones=num_ones, label_at=label_at, types=types, depth=depth, modulus=modulus,
+                     equals=equals)

@@ -69,6 +69,7 @@ dataset = {
     "even_pairs": "src.dataloaders.formal.EvenPairs",
     "cycle_navigation": "src.dataloaders.formal.CycleNavigation",
     "modular_arithmetic": "src.dataloaders.formal.ModularArithmetic",
+    "word_problem": "src.dataloaders.state_tracking.WordProblem",
 }
 
 optimizer = {
