@@ -161,6 +161,9 @@ VARIANTS = {
     "mamba2-groups": ("mamba2", dict(d_state=3, headdim=2, ngroups=2, chunk_size=8)),
     "mamba2-options": ("mamba2", dict(d_state=4, D_has_hdim=True, rmsnorm=False, dt_limit=[0.01, 0.05])),
     "mamba2-norm-first": ("mamba2", dict(d_state=4, ngroups=2, chunk_size=8, norm_before_gate=True)),
+    # signed transitions, with steps long enough that many are negative (dt A down to -5 and -8)
+    "mamba-neg-eigval": ("mamba", dict(allow_neg_eigval=True, dt_min=0.2, dt_max=1.0)),
+    "mamba2-neg-eigval": ("mamba2", dict(allow_neg_eigval=True, ngroups=2, dt_min=0.05, dt_max=0.5)),
     "mamba3-groups-norm-rope1": ("mamba3", dict(d_state=4, ngroups=2, rope_fraction=1.0, is_outproj_norm=True)),
     "qlstm-reversed": ("qlstm", dict(d_state=None, expand=1, forget_gate="reversed_sigmoid", d_conv=3)),
     "lru-ring": ("lru", dict(r_min=0.4, r_max=0.99, max_phase=3.14)),

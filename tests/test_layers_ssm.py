@@ -65,7 +65,7 @@ def test_bad_config_values(config, message):
         build_layer(config, D)
 
 
-@pytest.mark.parametrize("name", ["mamba", "s6", "dsf_ssd", "qlstm", "lru"])
+@pytest.mark.parametrize("name", ["mamba", "mamba-neg-eigval", "s6", "dsf_ssd", "qlstm", "lru"])
 @pytest.mark.parametrize("backend", ["auto", "cpu"])
 def test_the_c_loops_train_like_the_torch_path(name, backend):
     """On CPU, `auto` and `cpu` run these layers' scans in C (a convolution in front runs in
@@ -84,6 +84,31 @@ def test_the_c_loops_train_like_the_torch_path(name, backend):
     torch.testing.assert_close(y_c, y_torch, rtol=1e-10, atol=1e-10)
     for (pname, _), a, b in zip(layers[0].named_parameters(), g_c, g_torch):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=pname)
+
+
+@pytest.mark.parametrize("name", ["mamba", "mamba2"])
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("allow_neg_eigval", [False, True])
+def test_long_steps_flip_or_forget_the_state(name, backend, allow_neg_eigval):
+    """No input (in_proj and the conv bias 0: u = B = C = 0) and long steps (dt ~ 50, |A| >= 1,
+    so exp(dt A) ~ 1e-22): the transition 2 exp(dt A) - 1 of allow_neg_eigval is -1 (to float64
+    rounding), so the SSM state alternates, h_L = (-1)^L h_0; exp(dt A) alone forgets h_0. The
+    same through forward (auto: mamba's C loop; mamba2's chunked scan over 3 chunks) and step."""
+    layer = make(name, backend=backend, allow_neg_eigval=allow_neg_eigval).double()  # mamba2: chunks of 4
+    with torch.no_grad():
+        layer.in_proj.weight.zero_()
+        layer.conv1d.conv.bias.zero_()
+        (layer.ssm.dt_proj.bias if name == "mamba" else layer.dt_bias).fill_(50.0)
+    conv0, h0 = layer.default_state(2)
+    h0 = torch.randn(h0.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 11, D, dtype=torch.float64)
+    want = -h0 if allow_neg_eigval else torch.zeros_like(h0)  # L = 11: odd
+    _, (_, h) = layer(x, (conv0, h0))
+    torch.testing.assert_close(h, want, rtol=0, atol=1e-15)
+    state = (conv0, h0)
+    for t in range(x.shape[1]):
+        _, state = layer.step(x[:, t], state)
+    torch.testing.assert_close(state[1], want, rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("name, backend, ops", [

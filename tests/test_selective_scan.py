@@ -1,10 +1,13 @@
 """src/ops/selective_scan: the blocked torch path, the C loop (cpu.py) and mamba-ssm's kernel
-(gpu.py) against reference.py, forward and backward, at awkward shapes; the dispatcher's choices.
+(gpu.py) against reference.py, forward and backward, at awkward shapes; the dispatcher's choices;
+signed transitions (neg_eigval), also exactly 0 and -1.
 
 Tolerances: float64 paths vs the float64 loop agree to rounding (1e-10: the blocked form only
 reorders products and sums). float32 paths vs a float64 reference: errors of a few float32
 ulps times the number of accumulated terms (L <= 70 here, values O(1)), so 1e-4 relative/absolute.
 """
+
+import math
 
 import pytest
 import torch
@@ -143,6 +146,114 @@ def test_kernels_are_offered_only_on_their_device_and_name_their_backends():
         selective_scan(u, u, -torch.ones(2, 1), torch.ones(1, 1, 3), torch.ones(1, 1, 3), backend="triton")
 
 
+def signed_inputs(batch, D, N, L, B_kind, dtype, seed=0):
+    """selective_inputs with delta (before softplus) shifted up by 1.5: delta A reaches ~-7, so
+    most transitions 2 exp(delta A) - 1 are negative."""
+    inputs = selective_inputs(batch, D, N, L, B_kind, seed, dtype)
+    inputs[1] = inputs[1] + 1.5
+    return inputs
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+@pytest.mark.parametrize("batch, D, N, L", SELECTIVE + [(2, 38, 16, 300)])
+@pytest.mark.parametrize("B_kind", ["time", "fixed"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_signed_transitions_match_reference(backend, batch, D, N, L, B_kind, dtype):
+    """neg_eigval: outputs, last state and every input's gradient, with an initial state, then
+    the no-grad paths (torch's carries are then products of the transitions)."""
+    if backend == "cpu":
+        need_c_loop("selective_scan")
+    tol = F32 if dtype == torch.float32 else F64
+    if L == 300 and dtype == torch.float32:
+        tol = dict(rtol=3e-4, atol=3e-4)  # as in test_selective_scan_matches_reference
+    inputs = signed_inputs(batch, D, N, L, B_kind, dtype)
+    a = 2 * torch.exp(torch.nn.functional.softplus(inputs[1].double() + inputs[7].double()[:, None])[..., None]
+                      * inputs[2].double()[:, None]) - 1
+    assert (a < 0).double().mean() > 0.3
+    inputs.append(torch.randn(batch, D, N, generator=gen(4), dtype=torch.float64).to(dtype))
+    kw = dict(delta_softplus=True, return_last_state=True, neg_eigval=True)
+    compare(lambda u, d, A, B, C, Dp, z, bias, h: selective_scan(u, d, A, B, C, Dp, z, bias, initial_state=h,
+                                                                 backend=backend, **kw),
+            lambda u, d, A, B, C, Dp, z, bias, h: reference.selective_scan(u, d, A, B, C, Dp, z, bias, initial_state=h,
+                                                                           **kw), inputs, tol)
+    with torch.no_grad():
+        got = selective_scan(*inputs[:-1], initial_state=inputs[-1], backend=backend, **kw)
+        want = reference.selective_scan(*(x.double() for x in inputs[:-1]), initial_state=inputs[-1].double(), **kw)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.double(), w, **tol)
+
+
+def test_signed_reference_gradcheck():
+    """The oracle's own gradients (autograd through its loop) against finite differences,
+    with a transition exactly 0 (delta A = -log 2) among the signed ones."""
+    u, delta, A, B, C, Dp, z, _ = signed_inputs(1, 2, 3, 6, "time", torch.float64)
+    A = torch.cat((A[:1], torch.full((1, 3), -math.log(2), dtype=torch.float64)))
+    delta = delta.abs().index_fill(2, torch.tensor([2]), 1.0)  # channel 1 at t = 2: a = 2 * 0.5 - 1 = 0
+    assert (2 * torch.exp(delta[0, 1, 2] * A[1]) - 1 == 0).all()
+    h0 = torch.randn(1, 2, 3, dtype=torch.float64, generator=gen(4))
+    inputs = [x.clone().requires_grad_() for x in (u, delta, A, B, C, Dp, z, h0)]
+    assert torch.autograd.gradcheck(
+        lambda u, d, A, B, C, Dp, z, h: reference.selective_scan(u, d, A, B, C, Dp, z, initial_state=h, neg_eigval=True,
+                                                                 return_last_state=True), inputs)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+@pytest.mark.parametrize("grad", [True, False])
+def test_signed_transitions_through_zero(backend, grad):
+    """A transition exactly 0 (delta A = -log 2) forgets the state before it, and the fast paths
+    still agree with the oracle there, values and gradients (their products never take a log)."""
+    if backend == "cpu":
+        need_c_loop("selective_scan")
+    u, delta, _, B, C, *_ = signed_inputs(2, 3, 4, 23, "time", torch.float64)
+    A = torch.full((3, 4), -math.log(2), dtype=torch.float64)
+    delta = delta.abs().index_fill(2, torch.arange(0, 23, 5), 1.0)  # a = 0 at t = 0, 5, ..., 20
+    h0 = torch.randn(2, 3, 4, dtype=torch.float64, generator=gen(4))
+    kw = dict(return_last_state=True, neg_eigval=True)
+    if grad:
+        compare(lambda u, d, B, C, h: selective_scan(u, d, A, B, C, initial_state=h, backend=backend, **kw),
+                lambda u, d, B, C, h: reference.selective_scan(u, d, A, B, C, initial_state=h, **kw),
+                [u, delta, B, C, h0], F64)
+        return
+    with torch.no_grad():
+        y, last = selective_scan(u, delta, A, B, C, initial_state=h0, backend=backend, **kw)
+        y2, last2 = selective_scan(u, delta, A, B, C, initial_state=5 * h0, backend=backend, **kw)
+        torch.testing.assert_close((y, last), reference.selective_scan(u, delta, A, B, C, initial_state=h0, **kw),
+                                   **F64)
+    assert torch.equal(y2, y) and torch.equal(last2, last)  # a_0 = 0: h0 is forgotten at once
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+@pytest.mark.parametrize("L", [1, 12, 35])
+def test_signed_transition_minus_one_alternates_the_state(backend, L):
+    """delta A -> -inf (exp underflows to 0): the signed transition is exactly -1, so with no
+    input h_L = (-1)^L h_0, where the unsigned one forgets h_0 (a check that needs no oracle)."""
+    if backend == "cpu":
+        need_c_loop("selective_scan")
+    h0 = torch.randn(2, 3, 4, generator=gen(4))
+    u, delta, A = torch.zeros(2, 3, L), torch.ones(2, 3, L), torch.full((3, 4), -1e4)
+    B = C = torch.randn(2, 4, L, generator=gen(5))
+    _, last = selective_scan(u, delta, A, B, C, initial_state=h0, return_last_state=True, neg_eigval=True,
+                             backend=backend)
+    assert torch.equal(last, h0 * (-1) ** L)
+    _, last = selective_scan(u, delta, A, B, C, initial_state=h0, return_last_state=True, backend=backend)
+    assert torch.equal(last, torch.zeros_like(h0))
+
+
+def test_mamba_kernel_refuses_signed_transitions_and_auto_takes_torch(monkeypatch):
+    """mamba-ssm's kernel forms exp(delta A) itself: an explicit `cuda` refuses neg_eigval in one
+    line, and `auto` on CUDA passes it by for `torch` (the verdicts stand in for a GPU here)."""
+    u, delta, A, B, C, *_ = selective_inputs(1, 2, 3, 5, "time")
+    with pytest.raises(ConfigError, match=r"backend='cuda' does .*mamba-ssm's kernel has no signed transitions"):
+        selective_scan(u, delta, A, B, C, neg_eigval=True, backend="cuda")
+    for name in ("cuda", "torch"):
+        monkeypatch.setitem(DISPATCH._verdicts, (name, "cuda"), None)
+    cuda = torch.device("cuda")
+    args = (u, delta, A, B, C, None, None, None, False, False, None)
+    monkeypatch.setattr("src.ops.selective_scan.gpu.real_on_cuda", lambda *tensors: None)  # as if on the GPU
+    assert DISPATCH.resolve("auto", cuda, args + (False,)) == "cuda"
+    assert DISPATCH.resolve("auto", cuda, args + (True,)) == "torch"
+
+
 def mamba_selective_scan_ref(u, delta, A, B, C, D):
     """mamba-ssm's published selective_scan_ref semantics for (batch, N, L) B and C, written as
     it reads (one einsum per step): the two loops must agree."""
@@ -173,3 +284,15 @@ def test_gpu_selective_scan_matches_reference(batch, D, N, L):
     compare(lambda u, d, A, B, C, Dp, z, bias: selective_scan(u, d, A, B, C, Dp, z, bias, backend="cuda", **kw),
             lambda u, d, A, B, C, Dp, z, bias: reference.selective_scan(u, d, A, B, C, Dp, z, bias, **kw), inputs,
             dict(rtol=1e-3, atol=1e-3))
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_signed_transitions_take_the_torch_path():
+    """On CUDA, `auto` with neg_eigval passes mamba-ssm's kernel by and runs the blocked torch path."""
+    inputs = [t.cuda() for t in signed_inputs(2, 4, 5, 33, "time", torch.float32)]
+    assert DISPATCH.resolve("auto", inputs[0].device, (*inputs[:5], None, None, None, False, False, None, True)) == \
+        "torch"
+    kw = dict(delta_softplus=True, return_last_state=True, neg_eigval=True)
+    compare(lambda u, d, A, B, C, Dp, z, bias: selective_scan(u, d, A, B, C, Dp, z, bias, **kw),
+            lambda u, d, A, B, C, Dp, z, bias: reference.selective_scan(u, d, A, B, C, Dp, z, bias, **kw), inputs, F32)

@@ -1,6 +1,6 @@
 """src/ops/ssd_scan: the chunked torch path and mamba-ssm's Triton kernels (gpu.py) against
 reference.py, forward and backward, at awkward shapes; SSD as the selective scan with a scalar A
-per head.
+per head; signed transitions (neg_eigval), also exactly 0 and -1.
 
 Tolerances: float64 paths vs the float64 loop agree to rounding (1e-10: the blocked form only
 reorders products and sums). float32 paths vs a float64 reference: errors of a few float32
@@ -8,6 +8,7 @@ ulps times the number of accumulated terms (L <= 70 here, values O(1)), so 1e-4 
 """
 
 import importlib.util
+import math
 
 import pytest
 import torch
@@ -15,7 +16,8 @@ import torch
 from op_backends import compare, gen, need, needs_cuda
 
 from src.ops.selective_scan import reference as selective_reference
-from src.ops.ssd_scan import chunked, gpu, reference, ssd_scan
+from src.ops.ssd_scan import DISPATCH, chunked, gpu, reference, ssd_scan
+from src.utils.errors import ConfigError
 
 F64 = dict(rtol=1e-10, atol=1e-10)  # same arithmetic up to reordering
 F32 = dict(rtol=1e-4, atol=1e-4)  # float32 rounding accumulated over <= 70 steps
@@ -44,17 +46,20 @@ def test_ssd_scan_matches_reference(batch, L, H, P, G, N, chunk, dtype):
             ssd_inputs(batch, L, H, P, G, N, dtype), tol)
 
 
-def test_ssd_float32_keeps_its_precision_in_long_chunks():
+@pytest.mark.parametrize("neg_eigval", [False, True])
+def test_ssd_float32_keeps_its_precision_in_long_chunks(neg_eigval):
     """Chunks of 256 with strong decays (A down to -16): the in-chunk decays exp(cs_i - cs_j)
     come from differences of cumulative sums of up to ~400, whose leading digits cancel; taken
-    in float32 they would cost ~10x the error (measured 9.6e-6 of max |y| against 8.1e-7)."""
+    in float32 they would cost ~10x the error (measured 9.6e-6 of max |y| against 8.1e-7).
+    The signed transitions' float32 products (56% of them negative here) cancel nothing
+    (measured 1.1e-7)."""
     g = gen()
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
     x, B, C = r(1, 512, 2, 8), r(1, 512, 1, 8), r(1, 512, 1, 8)
     dt = torch.nn.functional.softplus(r(1, 512, 2) - 1)
     A = -torch.tensor([1.0, 16.0], dtype=torch.float64)
-    want = reference.ssd_scan(x, dt, A, B, C)
-    got = ssd_scan(*(t.float() for t in (x, dt, A, B, C)), chunk_size=256, backend="torch")
+    want = reference.ssd_scan(x, dt, A, B, C, neg_eigval=neg_eigval)
+    got = ssd_scan(*(t.float() for t in (x, dt, A, B, C)), chunk_size=256, neg_eigval=neg_eigval, backend="torch")
     assert (got.double() - want).abs().max() < 3e-6 * want.abs().max()
 
 
@@ -77,6 +82,88 @@ def test_segsum():
     torch.testing.assert_close(chunked.segsum(x), expected)
 
 
+def test_segprod():
+    x = torch.tensor([2.0, 3.0, -1.0, 0.0])
+    expected = torch.tensor([[1.0, 0, 0, 0], [3, 1, 0, 0], [-3, -1, 1, 0], [0, 0, 0, 1]])
+    torch.testing.assert_close(chunked.segprod(x), expected)
+
+
+@pytest.mark.parametrize("batch, L, H, P, G, N, chunk", SSD)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_signed_transitions_match_reference(batch, L, H, P, G, N, chunk, dtype):
+    """neg_eigval: dt (before softplus) shifted up by 1.5, so that many of 2 exp(dt A) - 1 are
+    negative; outputs, final state and every input's gradient."""
+    tol = F32 if dtype == torch.float32 else F64
+    inputs = ssd_inputs(batch, L, H, P, G, N, dtype)
+    inputs[1] = inputs[1] + 1.5
+    a = 2 * torch.exp(torch.nn.functional.softplus(inputs[1].double() + inputs[7].double()) * inputs[2].double()) - 1
+    assert (a < 0).any()
+    kw = dict(dt_softplus=True, return_final_states=True, neg_eigval=True)
+    compare(lambda x, dt, A, B, C, D, z, bias, h0: ssd_scan(x, dt, A, B, C, chunk, D, z, bias, initial_states=h0,
+                                                            backend="torch", **kw),
+            lambda x, dt, A, B, C, D, z, bias, h0: reference.ssd_scan(x, dt, A, B, C, D, z, bias, initial_states=h0,
+                                                                      **kw), inputs, tol)
+
+
+def zero_transitions(L=21):
+    """Inputs (float64) where head 0's transition 2 exp(dt A) - 1 is exactly 0 at t = 0, 3, 6, ...
+    (dt = 1, A = -log 2), among negative and positive ones."""
+    x, dt, _, B, C, *_, h0 = ssd_inputs(2, L, 2, 3, 1, 4, torch.float64)
+    dt = (dt.abs() + 0.5).index_fill(1, torch.arange(0, L, 3), 1.0)
+    A = torch.tensor([-math.log(2), -2.0], dtype=torch.float64)
+    assert ((2 * torch.exp(dt * A) - 1)[..., 0][:, ::3] == 0).all()
+    return x, dt, A, B, C, h0
+
+
+def test_signed_reference_gradcheck():
+    """The oracle's own gradients (autograd through its loop) against finite differences,
+    with transitions exactly 0 among the signed ones."""
+    inputs = [t[:1, :7] if t.dim() > 1 and t.shape[1] == 21 else t[:1] if t.dim() == 4 else t
+              for t in zero_transitions()]
+    assert torch.autograd.gradcheck(
+        lambda x, dt, A, B, C, h0: reference.ssd_scan(x, dt, A, B, C, initial_states=h0, neg_eigval=True,
+                                                      return_final_states=True),
+        [t.clone().requires_grad_() for t in inputs])
+
+
+@pytest.mark.parametrize("chunk", [3, 4, 8])
+def test_signed_transitions_through_zero(chunk):
+    """Transitions exactly 0, at chunk starts, ends and inside (chunks of 3, 4, 8): the chunked
+    products are exact there, values and gradients (a log magnitude would need a floor, whose
+    derivative loses the gradient of that step: chunked.py's docstring)."""
+    kw = dict(return_final_states=True, neg_eigval=True)
+    compare(lambda x, dt, A, B, C, h0: ssd_scan(x, dt, A, B, C, chunk, initial_states=h0, backend="torch", **kw),
+            lambda x, dt, A, B, C, h0: reference.ssd_scan(x, dt, A, B, C, initial_states=h0, **kw),
+            list(zero_transitions()), F64)
+
+
+@pytest.mark.parametrize("L, chunk", [(1, 4), (12, 4), (35, 8)])
+def test_signed_transition_minus_one_alternates_the_state(L, chunk):
+    """dt A -> -inf: the signed transition is exactly -1, so with no input h_L = (-1)^L h_0 (over
+    several chunks: the chunk recurrence carries the sign), where the unsigned one forgets h_0."""
+    x, dt, _, B, C, *_, h0 = ssd_inputs(2, L, 2, 3, 1, 4, torch.float32)
+    x, dt, A = torch.zeros_like(x), torch.ones_like(dt), torch.full((2,), -1e4)
+    _, final = ssd_scan(x, dt, A, B, C, chunk, initial_states=h0, return_final_states=True, neg_eigval=True)
+    assert torch.equal(final, h0 * (-1) ** L)
+    _, final = ssd_scan(x, dt, A, B, C, chunk, initial_states=h0, return_final_states=True)
+    assert torch.equal(final, torch.zeros_like(h0))
+
+
+def test_triton_kernels_refuse_signed_transitions_and_auto_takes_torch(monkeypatch):
+    """mamba-ssm's kernels form exp(dt A) themselves: an explicit `triton` refuses neg_eigval in
+    one line, and `auto` on CUDA passes it by for `torch` (the verdicts stand in for a GPU here)."""
+    x, dt, A, B, C, *_ = ssd_inputs(1, 9, 2, 2, 1, 3, torch.float32)
+    with pytest.raises(ConfigError, match=r"backend='triton' does .*mamba-ssm's kernels have no signed transitions"):
+        ssd_scan(x, dt, A, B, C, 8, neg_eigval=True, backend="triton")
+    for name in ("triton", "torch"):
+        monkeypatch.setitem(DISPATCH._verdicts, (name, "cuda"), None)
+    monkeypatch.setattr(gpu, "real_on_cuda", lambda *tensors: None)  # as if on the GPU
+    cuda = torch.device("cuda")
+    args = (x, dt, A, B, C, 8, None, None, None, False, None, False)
+    assert DISPATCH.resolve("auto", cuda, args + (False,)) == "triton"
+    assert DISPATCH.resolve("auto", cuda, args + (True,)) == "torch"
+
+
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("batch, L, H, P, G, N, chunk", [(2, 33, 2, 8, 1, 16, 16), (1, 70, 4, 16, 2, 8, 64)])
@@ -89,6 +176,20 @@ def test_gpu_ssd_scan_matches_reference(batch, L, H, P, G, N, chunk):
             lambda x, dt, A, B, C, D, z, bias, h0: reference.ssd_scan(x, dt, A, B, C, D, z, bias, initial_states=h0,
                                                                       **kw),
             inputs, dict(rtol=2e-3, atol=2e-3))  # Triton kernels use tf32 matmuls in places
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_signed_transitions_take_the_torch_path():
+    """On CUDA, `auto` with neg_eigval passes mamba-ssm's Triton kernels by and runs the chunked path."""
+    inputs = [t.cuda() for t in ssd_inputs(2, 33, 2, 8, 1, 16, torch.float32)]
+    inputs[1] = inputs[1] + 1.5
+    args = (*inputs[:5], 16, None, None, None, False, None, False, True)
+    assert DISPATCH.resolve("auto", inputs[0].device, args) == "torch"
+    kw = dict(dt_softplus=True, return_final_states=True, neg_eigval=True)
+    compare(lambda x, dt, A, B, C, D, z, bias, h0: ssd_scan(x, dt, A, B, C, 16, D, z, bias, initial_states=h0, **kw),
+            lambda x, dt, A, B, C, D, z, bias, h0: reference.ssd_scan(x, dt, A, B, C, D, z, bias, initial_states=h0,
+                                                                      **kw), inputs, F32)
 
 
 def test_mamba_ssm_triton_kernels_import_without_its_cuda_extension(tmp_path, monkeypatch):

@@ -1,10 +1,13 @@
 """The selective scan (S6) in blocked form for CPU (and any device).
 
-With gradients: dA = exp(delta A), dBu = delta u B made directly as (L, batch, D, N), the
-blocked linear scan (src/ops/linear_scan/chunked.py), y = sum_n C h + D u: the state trajectory
-is materialised once, O(batch D N L) memory (mamba-ssm's kernel keeps it in SRAM instead).
-Without gradients the trajectory is never made: the blocked scan runs over chunks of
-(n, batch, D, N) slices, first for the chunk carries, then from them, emitting y.
+With gradients: dA = exp(delta A) (2 exp(delta A) - 1 with neg_eigval), dBu = delta u B made
+directly as (L, batch, D, N), the blocked linear scan (src/ops/linear_scan/chunked.py), y =
+sum_n C h + D u: the state trajectory is materialised once, O(batch D N L) memory (mamba-ssm's
+kernel keeps it in SRAM instead). Without gradients the trajectory is never made: the blocked
+scan runs over chunks of (n, batch, D, N) slices, first for the chunk carries, then from them,
+emitting y. Both multiply the transitions and never take their logarithm, so signed ones
+(neg_eigval), 0 included, are exact: a chunk's decay is exp(sum_t delta_t A) when they are
+positive and the product of its transitions otherwise.
 """
 
 import torch
@@ -22,7 +25,29 @@ def _time_major_per_channel(M, D):
     return M.permute(3, 0, 1, 2).repeat_interleave(D // M.shape[1], dim=2)
 
 
-def _selective_scan_no_grad(delta_t, du_t, A, B_t, C_t, h0):
+class _SignedTransition(torch.autograd.Function):
+    """a = 2 exp(x) - 1 (Grazzi et al. 2024) made in place in exp's output, which it saves for its
+    derivative 2 exp(x) = a + 1: no second (L, batch, D, N) array, as autograd through exp, * 2
+    and - 1 would keep."""
+
+    @staticmethod
+    def forward(ctx, x):
+        a = torch.exp(x).mul_(2).sub_(1)
+        ctx.save_for_backward(a)
+        return a
+
+    @staticmethod
+    def backward(ctx, grad):
+        (a,) = ctx.saved_tensors
+        return grad * (a + 1)
+
+
+def _transition(dtA, neg_eigval):
+    """a = exp(delta A), or 2 exp(delta A) - 1 with neg_eigval, from delta A."""
+    return _SignedTransition.apply(dtA) if neg_eigval else torch.exp(dtA)
+
+
+def _selective_scan_no_grad(delta_t, du_t, A, B_t, C_t, h0, neg_eigval):
     """The selective scan without autograd and without materialising the (L, batch, D, N) states:
     the blocked scan run twice over chunks of (n, batch, D, N) slices, first for the chunk carries,
     then from them, emitting y. delta_t, du_t: (L, batch, D); B_t, C_t: (L or 1, batch or 1, D or 1, N)."""
@@ -39,13 +64,16 @@ def _selective_scan_no_grad(delta_t, du_t, A, B_t, C_t, h0):
     dt, du, Bc, Cc = chunks(delta_t), chunks(du_t), chunks(B_t), chunks(C_t)  # padding: dt = 0, du = 0
 
     def step(h, t):
-        dA = torch.exp(dt[:, t, ..., None] * A)  # (n, batch, D, N)
-        return torch.addcmul(du[:, t, ..., None] * Bc[:, t], dA, h)
+        dA = _transition(dt[:, t, ..., None] * A, neg_eigval)  # (n, batch, D, N)
+        return torch.addcmul(du[:, t, ..., None] * Bc[:, t], dA, h), dA
 
-    h = torch.zeros((), dtype=du_t.dtype, device=du_t.device)
-    for t in range(T):  # 1. chunk-local end states
-        h = step(h, t)
-    P = torch.exp(dt.sum(1)[..., None] * A)  # (n, batch, D, N): prod_t exp(dt_t A) over each chunk
+    h, P = torch.zeros((), dtype=du_t.dtype, device=du_t.device), 1
+    for t in range(T):  # 1. chunk-local end states (and, for signed transitions, their products)
+        h, dA = step(h, t)
+        if neg_eigval:
+            P = P * dA
+    if not neg_eigval:
+        P = torch.exp(dt.sum(1)[..., None] * A)  # (n, batch, D, N): prod_t exp(dt_t A) over each chunk
     carries = torch.empty_like(h)
     s = torch.zeros_like(h[0]) if h0 is None else h0
     for c in range(n):  # 2. carries
@@ -53,14 +81,14 @@ def _selective_scan_no_grad(delta_t, du_t, A, B_t, C_t, h0):
         s = torch.addcmul(h[c], P[c], s)
     h, ys = carries, []
     for t in range(T):  # 3. again from the carries, reading y out
-        h = step(h, t)
+        h, _ = step(h, t)
         ys.append((h * Cc[:, t]).sum(-1))  # (n, batch, D)
     y = torch.stack(ys, dim=1).reshape(n * T, *ys[0].shape[1:])[:L]  # (L, batch, D)
     return y, s
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, initial_state=None):
+                   return_last_state=False, initial_state=None, neg_eigval=False):
     """Same arguments and result as reference.selective_scan (mamba-ssm's selective_scan_fn).
     The (L, batch, D, N) tensors are made time-major, the layout of the blocked scan; without
     gradients they are not made at all (`_selective_scan_no_grad`)."""
@@ -73,9 +101,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     B_t, C_t = _time_major_per_channel(B, dim), _time_major_per_channel(C, dim)
     inputs = (u, delta, A, B, C, initial_state)
     if not (torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in inputs)):
-        y, last = _selective_scan_no_grad(delta_t, delta_t * u_t, A, B_t, C_t, initial_state)
+        y, last = _selective_scan_no_grad(delta_t, delta_t * u_t, A, B_t, C_t, initial_state, neg_eigval)
     else:
-        dA = torch.exp(delta_t[..., None] * A)  # (L, batch, D, N)
+        dA = _transition(delta_t[..., None] * A, neg_eigval)  # (L, batch, D, N)
         dBu = (delta_t * u_t)[..., None] * B_t
         h = linear_scan_time_major(dA, dBu, initial_state)  # (L, batch, D, N)
         if C.dim() == 3:

@@ -1,5 +1,6 @@
 """The selective scan (S6, mamba-ssm's selective_scan_fn) as a compiled C loop for CPU tensors,
-backend `cpu` (selective_scan.c): real, float32 or float64, forward and backward.
+backend `cpu` (selective_scan.c): real, float32 or float64, forward and backward, with the
+transition exp(delta A) or (neg_eigval) 2 exp(delta A) - 1, formed in registers.
 
 The forward keeps the (N,) state of a channel in L1 and never writes the (batch, D, N, L)
 trajectory (the torch path stores it for its backward); the backward recomputes one channel's
@@ -40,21 +41,22 @@ def _groups(M, D):
 
 class _SelectiveScan(torch.autograd.Function):
     """u, delta (batch, D, L), A (D, N) contiguous; B, C and their (strides, channels per group)
-    as _groups makes them; h0 (batch, D, N) or None -> y (batch, D, L), last state (batch, D, N)."""
+    as _groups makes them; h0 (batch, D, N) or None; neg (bool) -> y (batch, D, L), last state
+    (batch, D, N)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, h0, B_layout, C_layout):
+    def forward(ctx, u, delta, A, B, C, h0, B_layout, C_layout, neg):
         (batch, dim, L), N = u.shape, A.shape[1]
         y, last = u.new_empty(batch, dim, L), u.new_empty(batch, dim, N)
         fn = getattr(_cpu.library(SOURCE), f"selective_scan_{DTYPES[u.dtype]}_forward")
         args = _selective_inputs(u, delta, A, B, C, B_layout, C_layout) + _cpu.pointers(h0, y, last)
 
         def call(i, d0, d1):
-            fn(*_cpu.int64(batch, dim, N, L, d0, d1), *args)
+            fn(*_cpu.int64(batch, dim, N, L, d0, d1, neg), *args)
 
         _cpu.parallel(call, _cpu.ranges(dim, 1, batch * dim * L * N))
         ctx.save_for_backward(u, delta, A, B, C, h0)
-        ctx.layouts = B_layout, C_layout
+        ctx.layouts, ctx.neg = (B_layout, C_layout), neg
         return y, last
 
     @staticmethod
@@ -75,15 +77,15 @@ class _SelectiveScan(torch.autograd.Function):
                 + _cpu.pointers(h0, grad_y, grad_last, grad_u, grad_delta, grad_A))
 
         def call(i, d0, d1):
-            fn(*_cpu.int64(batch, dim, N, L, d0, d1), *args,
+            fn(*_cpu.int64(batch, dim, N, L, d0, d1, ctx.neg), *args,
                *_cpu.pointers(grad_B[i], grad_C[i], grad_h0, scratch[i]))
 
         _cpu.parallel(call, parts)
-        return grad_u, grad_delta, grad_A, grad_B.sum(0), grad_C.sum(0), grad_h0, None, None
+        return grad_u, grad_delta, grad_A, grad_B.sum(0), grad_C.sum(0), grad_h0, None, None, None
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, initial_state=None):
+                   return_last_state=False, initial_state=None, neg_eigval=False):
     """Same arguments and result as reference.selective_scan (mamba-ssm's selective_scan_fn).
     The bias, softplus, D u and z gate are torch ops around the C loop."""
     if delta_bias is not None:
@@ -96,7 +98,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     u, delta, A = (x.to(dtype).contiguous() for x in (u, delta, A))
     (Bm, *B_layout), (Cm, *C_layout) = _groups(B.to(dtype), dim), _groups(C.to(dtype), dim)
     h0 = None if initial_state is None else initial_state.to(dtype).expand(batch, dim, N).contiguous()
-    y, last = _SelectiveScan.apply(u, delta, A, Bm, Cm, h0, B_layout, C_layout)
+    y, last = _SelectiveScan.apply(u, delta, A, Bm, Cm, h0, B_layout, C_layout, bool(neg_eigval))
     in_place = not (torch.is_grad_enabled() and y.requires_grad)  # y is ours: spare a fresh array
     if D is not None:
         y = y.addcmul_(u, D[:, None].to(dtype)) if in_place else y + u * D[:, None].to(dtype)
@@ -107,7 +109,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
 
 def unsupported(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False,
-                initial_state=None):
+                initial_state=None, neg_eigval=False):
     """Why the C loop cannot take this call (None if it can)."""
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     dtype = _cpu.promoted_dtype(*tensors)

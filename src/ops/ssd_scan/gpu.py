@@ -5,6 +5,8 @@ requirements-gpu.txt.
 mamba-ssm installed with MAMBA_SKIP_CUDA_BUILD=TRUE (its Triton kernels alone, as
 benchmarks/gpu/ carries it) cannot run its own `mamba_ssm/__init__.py`, which imports the CUDA
 extension selective_scan_cuda; `_mamba_ssm()` makes its submodules importable without it.
+The kernels form exp(dt A) themselves: they have no signed transitions (neg_eigval), which
+`auto` then runs on `torch`.
 """
 
 import importlib
@@ -29,8 +31,13 @@ def _mamba_ssm():
         sys.modules["mamba_ssm"] = importlib.util.module_from_spec(spec)
 
 
+NO_NEG_EIGVAL = "mamba-ssm's kernels have no signed transitions (neg_eigval)"
+
+
 def ssd_scan(x, dt, A, B, C, chunk_size=64, D=None, z=None, dt_bias=None, dt_softplus=False, initial_states=None,
-             return_final_states=False):
+             return_final_states=False, neg_eigval=False):
+    if neg_eigval:
+        raise ValueError(NO_NEG_EIGVAL)
     _mamba_ssm()
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
@@ -40,8 +47,10 @@ def ssd_scan(x, dt, A, B, C, chunk_size=64, D=None, z=None, dt_bias=None, dt_sof
 
 
 def unsupported(x, dt, A, B, C, chunk_size=64, D=None, z=None, dt_bias=None, dt_softplus=False, initial_states=None,
-                return_final_states=False):
+                return_final_states=False, neg_eigval=False):
     """Why the kernels cannot take this call (None if they can)."""
+    if neg_eigval:
+        return NO_NEG_EIGVAL
     if chunk_size & (chunk_size - 1):
         return f"chunk_size={chunk_size} is not a power of two"
     return real_on_cuda(x, dt, A, B, C, D, z, dt_bias, initial_states)

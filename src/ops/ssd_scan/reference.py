@@ -1,6 +1,7 @@
 """SSD (Mamba-2), the obvious way: one Python step per time step (the oracle).
 
-    h_t = exp(dt_t A_h) h_{t-1} + dt_t x_t B_t^T,    y_t = h_t C_t + D x_t
+    h_t = a_t h_{t-1} + dt_t x_t B_t^T,    y_t = h_t C_t + D x_t,
+    a_t = exp(dt_t A_h)  in (0, 1],   or with neg_eigval   a_t = 2 exp(dt_t A_h) - 1  in (-1, 1]
 
 Same arguments and semantics as src/ops/ssd_scan's ssd_scan (without chunks); use float64 inputs
 for exact checks. Autograd differentiates through the loop.
@@ -11,8 +12,9 @@ import torch.nn.functional as F
 
 
 def ssd_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, initial_states=None,
-             return_final_states=False):
-    """mamba-ssm's mamba_chunk_scan_combined semantics (without chunks).
+             return_final_states=False, neg_eigval=False):
+    """mamba-ssm's mamba_chunk_scan_combined semantics (without chunks); neg_eigval: the
+    transition 2 exp(dt A) - 1.
     x: (batch, L, H, P); dt: (batch, L, H); A: (H,); B, C: (batch, L, G, N), G divides H;
     D: (H,) or (H, P); z: (batch, L, H, P) -> out * silu(z); dt_bias: (H,);
     initial_states: (batch, H, P, N). Returns out (batch, L, H, P) [, final states (batch, H, P, N)]."""
@@ -27,6 +29,8 @@ def ssd_scan(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, in
     ys = []
     for t in range(L):
         decay = torch.exp(dt[:, t] * A)[:, :, None, None]  # (batch, H, 1, 1)
+        if neg_eigval:
+            decay = 2 * decay - 1
         h = decay * h + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, :, None, :]
         ys.append((h * C[:, t, :, None, :]).sum(-1))
     out = torch.stack(ys, dim=1)

@@ -7,6 +7,10 @@ Selective scan (S6), per channel d and state n, with input-dependent delta, B, C
     y_t[d]    = sum_n C_t[n] h_t[d, n] + D[d] u_t[d]
 A = -exp(A_log) < 0, so |exp(delta A)| < 1: the recurrence is stable for any input; S4D-real
 init A[d, n] = -(n + 1). The state is (d_inner, d_state) per sequence; inference is O(1) per step.
+allow_neg_eigval (mamba, mamba2; Grazzi et al. 2024, "Unlocking State-Tracking in Linear RNNs
+Through Negative Eigenvalues"): the transition exp(delta A) in (0, 1) becomes
+    2 exp(delta A) - 1  in (-1, 1)        (the input term delta B u unchanged, as in their kernel)
+so a channel can flip its sign each step, which parity and modular counting need; still stable.
 
 mamba:  in_proj -> (u, z); u <- silu(causal depthwise conv_{d_conv}(u)); (dt, B, C) = x_proj(u);
         y = S6(u) * silu(z); out_proj.          state: conv (d_inner, d_conv-1) + ssm (d_inner, d_state)
@@ -48,12 +52,14 @@ def inverse_softplus_dt(n, dt_min, dt_max, dt_init_floor):
 
 class SelectiveSSM(nn.Module):
     """x_proj -> (dt, B, C), delta = softplus(dt_proj(dt)), the S6 scan over u (B, E, L).
-    dt_rank=1 and scalar_A=True give the DSF "SSD" (dt repeated over channels, one A)."""
+    dt_rank=1 and scalar_A=True give the DSF "SSD" (dt repeated over channels, one A);
+    neg_eigval: the transition 2 exp(delta A) - 1."""
 
-    def __init__(self, d_inner, d_state, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, scalar_A, backend):
+    def __init__(self, d_inner, d_state, dt_rank, dt_min, dt_max, dt_init, dt_scale, dt_init_floor, scalar_A, backend,
+                 neg_eigval=False):
         super().__init__()
         check_choice("model.layer.dt_init", dt_init, ["random", "constant"])
-        self.d_state, self.dt_rank, self.scalar_A = d_state, dt_rank, scalar_A
+        self.d_state, self.dt_rank, self.scalar_A, self.neg_eigval = d_state, dt_rank, scalar_A, neg_eigval
         self.backend = SELECTIVE_SCAN_DISPATCH.backend_of(backend)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
         if scalar_A:  # DSF ssd: delta_t = softplus(dt_t + bias), the same dt_t on every channel
@@ -85,12 +91,15 @@ class SelectiveSSM(nn.Module):
         dt, B, C, bias = self._dt_B_C(u.transpose(1, 2))
         return selective_scan(u, dt.transpose(1, 2), self.A(), B.transpose(1, 2), C.transpose(1, 2), self.D, z,
                               delta_bias=bias, delta_softplus=True, return_last_state=True, initial_state=h0,
-                              backend=self.backend)
+                              neg_eigval=self.neg_eigval, backend=self.backend)
 
     def step(self, u, h, z=None):  # u (B, E), h (B, E, N)
         dt, B, C, bias = self._dt_B_C(u)
         delta = F.softplus(dt + bias)  # (B, E)
-        h = torch.exp(delta[..., None] * self.A()) * h + (delta * u)[..., None] * B[:, None, :]
+        a = torch.exp(delta[..., None] * self.A())  # (B, E, N)
+        if self.neg_eigval:
+            a = 2 * a - 1
+        h = a * h + (delta * u)[..., None] * B[:, None, :]
         y = (h * C[:, None, :]).sum(-1) + self.D * u
         return (y if z is None else y * F.silu(z)), h
 
@@ -107,13 +116,14 @@ class Mamba(SequenceLayer):
     recurrent = True
 
     def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank: int | str = "auto", dt_min=0.001, dt_max=0.1,
-                 dt_init="random", dt_scale=1.0, dt_init_floor=1e-4, conv_bias=True, bias=False, backend="auto"):
+                 dt_init="random", dt_scale=1.0, dt_init_floor=1e-4, conv_bias=True, bias=False,
+                 allow_neg_eigval=False, backend="auto"):
         super().__init__()
         self.d_inner, self.d_state, self.d_conv = int(expand * d_model), d_state, d_conv
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
         self.conv1d = ShortConv(self.d_inner, d_conv, conv_bias, "silu", backend)
         self.ssm = SelectiveSSM(self.d_inner, d_state, _dt_rank(dt_rank, d_model), dt_min, dt_max, dt_init, dt_scale,
-                                dt_init_floor, scalar_A=False, backend=backend)
+                                dt_init_floor, scalar_A=False, backend=backend, neg_eigval=allow_neg_eigval)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 
     def forward(self, x, state=None, positions=None):  # x (B, L, d_model)
@@ -185,7 +195,7 @@ class Mamba2(SequenceLayer):
     def __init__(self, d_model, d_state=128, d_conv=4, expand=2, headdim=64, ngroups=1, A_init_range=(1, 16),
                  D_has_hdim=False, rmsnorm=True, norm_before_gate=False, dt_min=0.001, dt_max=0.1,
                  dt_init_floor=1e-4, dt_limit=(0.0, float("inf")), chunk_size=256, conv_bias=True, bias=False,
-                 norm_eps=1e-5, backend="auto"):
+                 norm_eps=1e-5, allow_neg_eigval=False, backend="auto"):
         super().__init__()
         self.d_inner = int(expand * d_model)
         if self.d_inner % headdim:
@@ -198,6 +208,7 @@ class Mamba2(SequenceLayer):
             raise ConfigError(f"model.layer.dt_limit={list(dt_limit)}: need 0 <= low <= high")
         self.d_state, self.d_conv, self.headdim, self.ngroups = d_state, d_conv, headdim, ngroups
         self.rmsnorm, self.norm_before_gate, self.dt_limit = rmsnorm, norm_before_gate, (low, high)
+        self.allow_neg_eigval = allow_neg_eigval
         self.chunk_size, self.norm_eps, self.backend = chunk_size, norm_eps, SSD_SCAN_DISPATCH.backend_of(backend)
         self.conv_dim = self.d_inner + 2 * ngroups * d_state
         self.in_proj = nn.Linear(d_model, self.d_inner + self.conv_dim + self.nheads, bias=bias)
@@ -238,7 +249,7 @@ class Mamba2(SequenceLayer):
         xs, B, C = self._x_B_C(xBC.transpose(1, 2))  # (B, L, H, P), (B, L, G, N) x2
         D = self.D.view(self.nheads, -1).squeeze(-1)  # (H,) or (H, P)
         y, h = ssd_scan(xs, self._dt(dt), -torch.exp(self.A_log), B, C, self.chunk_size, D=D, initial_states=h0,
-                        return_final_states=True, backend=self.backend)
+                        return_final_states=True, neg_eigval=self.allow_neg_eigval, backend=self.backend)
         return self.out_proj(self._gate(y.flatten(-2), z)), (conv_state, h)
 
     def step(self, x_t, state):  # x_t (B, d_model)
@@ -248,7 +259,9 @@ class Mamba2(SequenceLayer):
         xs, B, C = self._x_B_C(xBC)  # (B, H, P), (B, G, N) x2
         B, C = (M.repeat_interleave(self.nheads // self.ngroups, dim=1) for M in (B, C))  # (B, H, N)
         delta = self._dt(dt)  # (B, H)
-        decay = torch.exp(delta * -torch.exp(self.A_log))[..., None, None]
+        decay = torch.exp(delta * -torch.exp(self.A_log))[..., None, None]  # (B, H, 1, 1)
+        if self.allow_neg_eigval:
+            decay = 2 * decay - 1
         h = decay * h + (delta[..., None] * xs)[..., None] * B[:, :, None, :]  # (B, H, P, N)
         y = (h * C[:, :, None, :]).sum(-1) + self.D.view(self.nheads, -1) * xs
         return self.out_proj(self._gate(y.flatten(-2), z)), (conv_state, h)
