@@ -226,16 +226,17 @@ def test_the_depth_figure_is_the_least_depth_reaching_the_threshold_per_length(t
     solved = {("a", 8): 1, ("a", 16): 2, ("b", 8): 2}  # the least depth reaching 0.9; b at 16 never does
     for i, (model, L, depth) in enumerate((m, L, d) for m in "ab" for L in (8, 16) for d in (1, 2, 3)):
         accuracy = 0.95 if (model, L) in solved and depth >= solved[model, L] else 0.5
-        write_run(tmp_path / "sweep" / str(i), model, 1e-3, 16, accuracy)
+        write_run(tmp_path / "sweep" / str(i), model, 1e-3, 16, accuracy,  # the experiment's block: a float threshold
+                  results={"metric": "val/accuracy", "plots": [{"kind": "depth", "threshold": 0.9}]})
         path = tmp_path / "sweep" / str(i) / "results.json"
         run = json.loads(path.read_text())
         run["config"]["dataset"]["L"], run["config"]["model"]["n_layers"] = L, depth
         run["overrides"] += [f"dataset.L={L}", f"model.n_layers={depth}"]
         path.write_text(json.dumps(run))
-    main([str(tmp_path / "sweep"), "--metric", "val/accuracy", "--figures", str(tmp_path / "f"), "--plot", "depth"])
-    rows = list(csv.DictReader((tmp_path / "f" / "depth-val_accuracy.csv").read_text().splitlines()))
+    main([str(tmp_path / "sweep"), "--figures", str(tmp_path / "f")])
+    rows = list(csv.DictReader((tmp_path / "f" / "depth-val_accuracy-0.9.csv").read_text().splitlines()))
     assert {(r["model"], r["dataset.L"], r["least_model.n_layers"]) for r in rows} == {
         ("a", "8", "1"), ("a", "16", "2"), ("b", "8", "2"), ("b", "16", "")}
-    assert (tmp_path / "f" / "depth-val_accuracy.png").stat().st_size > 5000
+    assert (tmp_path / "f" / "depth-val_accuracy-0.9.png").stat().st_size > 5000
     with pytest.raises(ConfigError, match="threshold='high' is not a number"):
         main([str(tmp_path / "sweep"), "--metric", "val/accuracy", "--plot", "depth:threshold=high"])

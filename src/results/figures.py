@@ -307,7 +307,7 @@ def draw(spec, rows, keys, metric, out_dir, runs=None, best_over=()):
         print(f"note: --plot {spec if isinstance(spec, str) else kind}: {reduced[0]} is a --best-over key; "
               "drawn from every run, not the best per group", file=sys.stderr)
         rows = runs
-    name = "-".join([kind, metric.replace("/", "_")] + [o[k] for k in sorted(o)])
+    name = "-".join([kind, metric.replace("/", "_")] + [str(o[k]) for k in sorted(o)])
     path = Path(out_dir) / f"{name}.png"
     if kind == "heatmap":
         if "x" not in o or "y" not in o:
