@@ -14,6 +14,8 @@ this process, and the median speedup with its range over the rounds:
                     the per-sample Python definitions the tests check against
                     (src/dataloaders/{counting,formal,state_tracking}_reference.py), stacked into tensors;
                     L 512, batch 64
+  chomsky           the same with src/dataloaders/chomsky_reference.py (the original's sample_batch, one
+                    example at a time); at the hierarchy's lengths 40 and 500 (or --L), batch 128
   mqar              zoology's semantics one example at a time, with one legacy numpy.random.choice
                     each for the keys, the values and the query slots (as its multiquery_ar does per
                     row); V 8192, (L, N) in {(64, 4), (256, 16), (512, 64)} whatever --L, batch 1024
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 
 from benchmarks import dlr_loader
-from src.dataloaders import counting_reference, formal_reference, state_tracking_reference
+from src.dataloaders import chomsky_reference, counting_reference, formal_reference, state_tracking_reference
 from src.dataloaders.sequence1d import TASKS, Sequence1D, frame, shapes
 from src.dataloaders.synthetic import sample
 
@@ -112,6 +114,18 @@ STATE_TRACKING = {  # the paper's groups, and the single-label variant
     "word_problem Z60": lambda L: dict(L=L, L_min=L, group="Z60"),
     "word_problem S5 last": lambda L: dict(L=L, L_min=L, group="S5", label_at="last"),
 }
+CHOMSKY = {task: lambda L: dict(L=L, L_min=L) for task in (
+    "modular_arithmetic_brackets", "reverse_string", "stack_manipulation", "solve_equation", "duplicate_string",
+    "missing_duplicate_string", "odds_first", "binary_addition", "binary_multiplication", "compute_sqrt",
+    "bucket_sort")}
+
+
+def chomsky_rows(L, batch):
+    """Every task at the hierarchy's length L (or at 40 and 500, the ends of its protocol)."""
+    rows, make = {}, token_rows(chomsky_reference, CHOMSKY)
+    for length in [L] if L else [40, 500]:
+        rows |= {f"{task} L{length}": pair for task, pair in make(length, batch).items()}
+    return rows
 
 
 def zoology_mqar(rng, V, L, N, power_a=0.01):
@@ -148,6 +162,7 @@ FAMILIES = {
     "counting": (token_rows(counting_reference, COUNTING), 512, 64),
     "formal": (token_rows(formal_reference, FORMAL), 512, 64),
     "state_tracking": (token_rows(state_tracking_reference, STATE_TRACKING), 512, 64),
+    "chomsky": (chomsky_rows, None, 128),
 }
 
 
@@ -194,17 +209,18 @@ def main():
         L, batch = args.L or L, args.batch or batch
         print(f"\n{family}: L={L}, batch={batch}")
         floors = FLOORS[family](L, batch) if family in FLOORS else {}
-        print(f"{'task':<22}{'batched /s':>12}{'per-sample /s':>15}{'speedup (range)':>22}"
+        rows = {task: pair for task, pair in make_rows(L, batch).items()
+                if not args.tasks or task in args.tasks or task.split()[0] in args.tasks}  # "mqar L64 N4": "mqar"
+        width = max([22, *(len(task) + 2 for task in rows)])
+        print(f"{'task':<{width}}{'batched /s':>12}{'per-sample /s':>15}{'speedup (range)':>22}"
               + (f"{'bound':>8}" if floors else ""))
-        for task, (batched, per_sample) in make_rows(L, batch).items():
-            if args.tasks and task not in args.tasks and task.split()[0] not in args.tasks:
-                continue
+        for task, (batched, per_sample) in rows.items():
             if per_sample is None:
-                print(f"{task:<22}{rate(batched, batch, args.seconds):>12.0f}", flush=True)
+                print(f"{task:<{width}}{rate(batched, batch, args.seconds):>12.0f}", flush=True)
                 continue
             fast, slow, ratio, low, high, bound = interleaved(batched, per_sample, batch, args.seconds, args.rounds,
                                                               floors.get(task))
-            print(f"{task:<22}{fast:>12.0f}{slow:>15.0f}{ratio:>9.1f}x ({low:.1f}-{high:.1f}x)"
+            print(f"{task:<{width}}{fast:>12.0f}{slow:>15.0f}{ratio:>9.1f}x ({low:.1f}-{high:.1f}x)"
                   + (f"{bound:>7.1f}x" if bound else ""), flush=True)
 
 

@@ -305,6 +305,7 @@ def _task_row(name, task, cls, trained):
     else:  # no experiment of its own: the experiment of a task from the same module
         siblings = [n for n, p in registry.dataset.items() if p.rsplit(".", 1)[0] == cls.__module__]
         runs = [e for n in siblings for e in trained.get(n, []) if e != "base"]
+        runs = runs or re.findall(r"experiment=([\w-]+)", _module_doc(cls))  # named by the module's docstring
         choice = f"dataset={name}" if (ROOT / "configs" / "dataset" / f"{name}.yaml").exists() else f"dataset._name_={name}"
         command = f"experiment={runs[0]} {choice}" if runs else choice
     doc = _class_doc(cls)

@@ -147,7 +147,8 @@ class SequenceLightningModule(L.LightningModule):
 
     def _step(self, batch, split, dataloader_idx=0, scored=True):
         """The loss and predictions of a batch; its metrics updated when `scored`."""
-        # extra: [{category: (B, L) ids, and "lengths": (B,) for padded batches}] where the dataset has them
+        # extra: [{category: (B, L) ids, "lengths": (B,) for padded batches, "task_lengths": (B,) to key
+        # length metrics by}] where the dataset has them
         x, y, *extra = batch
         name = None if dataloader_idx == 0 else list(self.eval_sets)[dataloader_idx - 1]
         l_output = self.eval_sets[name].l_output if name else None

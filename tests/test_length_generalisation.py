@@ -36,6 +36,20 @@ def test_accuracy_by_length_and_the_chomsky_score():
     assert score.compute().item() == pytest.approx((2 / 3 + 4 / 5) / 2)  # each length counts once
 
 
+def test_task_lengths_key_the_length_metrics_where_a_batch_gives_them():
+    """The Chomsky sequence-to-sequence tasks key an example by its task length (the input), not
+    by its last labelled position + 1; here examples 1, 2 have length 2 and example 3 length 1."""
+    lengths = torch.tensor([2, 2, 1])
+    curve = AccuracyByLength(5)
+    curve.update(LOGITS, TARGET, task_lengths=lengths)
+    accuracy, count = curve.compute()
+    assert count.tolist() == [2, 6, 0, 0, 0]  # length 1: 2 labels; length 2: 3 + 3 labels
+    assert accuracy[0].item() == 1.0 and accuracy[1].item() == pytest.approx(4 / 6)
+    score = ChomskyScore(5)
+    score.update(LOGITS, TARGET, task_lengths=lengths)
+    assert score.compute().item() == pytest.approx((1 + 4 / 6) / 2)
+
+
 BASE = ["wandb=null", "experiment=counting-count_mod", "model=lstm", "trainer.accelerator=cpu", "model.d_model=16",
         "loader.num_workers=0", "trainer.enable_progress_bar=false", "callbacks.rich_model_summary=null",
         "dataset.samples_per_epoch=64", "dataset.val_split=0.25", "loader.batch_size=16", "dataset.L=10",

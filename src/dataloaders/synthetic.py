@@ -21,7 +21,7 @@ from src.utils.errors import check_choice
 TASKS = {name: "src.dataloaders.sequence1d.Sequence1D" for name in sequence1d.TASKS}
 # The token tasks: every dataset registered from these modules (src/utils/registry.py).
 TOKEN_MODULES = ("src.dataloaders.recall", "src.dataloaders.counting", "src.dataloaders.formal",
-                 "src.dataloaders.state_tracking")
+                 "src.dataloaders.state_tracking", "src.dataloaders.chomsky")
 TASKS |= {name: path for name, path in registry.dataset.items() if path.rsplit(".", 1)[0] in TOKEN_MODULES}
 
 

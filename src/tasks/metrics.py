@@ -14,12 +14,14 @@ integer targets (B, L) or (B,), where the target -100 marks an unlabelled positi
     accuracy_by_position  a curve: accuracy at each position t over the set, written as CSV
                        (position, accuracy, count) with each evaluation, not logged as a scalar
     accuracy_by_length a curve: accuracy over the labelled positions of the examples of each
-                       length (an example's length: its last labelled position + 1, the input
-                       length of every token task here), written as CSV (length, accuracy, count)
+                       length, written as CSV (length, accuracy, count). An example's length: the
+                       batch's "task_lengths" (B,) where the dataset gives one (the Chomsky
+                       sequence-to-sequence tasks: the input length, the hierarchy's `length`),
+                       else its last labelled position + 1 (the input length of the other token tasks)
     unseen_accuracy    accuracy over labelled positions t >= the longest training input (0-indexed;
                        the counting paper's "unseen length accuracy"); eval sets only
-    chomsky_score      the mean over example lengths of the accuracy at that length (the
-                       Chomsky-hierarchy score; a task counts as solved at >= 0.9)
+    chomsky_score      the mean over example lengths (as accuracy_by_length keys them) of the
+                       accuracy at that length (the Chomsky-hierarchy score; solved at >= 0.9)
 All are accumulated over the epoch (the DLR repo averaged per-batch F1 scores instead), and are
 exact under DDP: their states are sums, reduced over ranks. `SplitMetrics` holds one split's
 (or one eval set's) loss, metrics, per-category accuracies and curves.
@@ -173,17 +175,20 @@ class AccuracyByPosition(Metric):
 
 class AccuracyByLength(AccuracyByPosition):
     """Accuracy over the labelled positions of the examples of each length n = 1..length (index
-    n - 1), an example's length being its last labelled position + 1: compute() -> (accuracy,
-    count), NaN where no example had that length."""
+    n - 1), an example's length being `task_lengths` (B,) where given, else its last labelled
+    position + 1: compute() -> (accuracy, count), NaN where no example had that length."""
 
-    def update(self, preds, target):  # preds (B, T, C), target (B, T), T <= length
+    def update(self, preds, target, task_lengths=None):  # preds (B, T, C), target (B, T), T <= length
         labelled = target != IGNORE_INDEX
-        t = torch.arange(target.shape[1], device=target.device)
-        last = torch.where(labelled, t, -1).amax(-1)  # (B,): -1 for an example without labels
+        if task_lengths is None:
+            t = torch.arange(target.shape[1], device=target.device)
+            index = torch.where(labelled, t, -1).amax(-1)  # (B,): -1 for an example without labels
+        else:
+            index = torch.where(labelled.any(-1), task_lengths - 1, -1)
         hit = ((preds.argmax(-1) == target) & labelled).sum(-1)
-        keep = last >= 0
-        self.count.index_add_(0, last[keep], labelled.sum(-1)[keep])
-        self.correct.index_add_(0, last[keep], hit[keep])
+        keep = index >= 0
+        self.count.index_add_(0, index[keep], labelled.sum(-1)[keep])
+        self.correct.index_add_(0, index[keep], hit[keep])
 
 
 class ChomskyScore(AccuracyByLength):
@@ -278,12 +283,14 @@ class SplitMetrics(torch.nn.Module):
                                            for name in names if name in CURVES})
 
     def update(self, preds, target, loss, extra):
+        """extra: the batch's {category: (B, L) ids, "task_lengths": (B,), ...} (may be empty)."""
         self.loss.update(loss, weight=scored(preds, target).to(loss))
-        self.scalars.update(preds, target)
+        by_length = {"task_lengths": extra["task_lengths"]} if "task_lengths" in extra else {}
+        self.scalars.update(preds, target, **by_length)  # (passed to the metrics that take it)
         for name, metric in self.grouped.items():
             metric.update(preds, target, extra[name])
         for metric in self.curves.values():
-            metric.update(preds, target)
+            metric.update(preds, target, **(by_length if isinstance(metric, AccuracyByLength) else {}))
 
     def grouped_values(self):
         """{prefix + accuracy_<category>_<group>: value}, computed over ranks; resets."""

@@ -70,6 +70,17 @@ dataset = {
     "cycle_navigation": "src.dataloaders.formal.CycleNavigation",
     "modular_arithmetic": "src.dataloaders.formal.ModularArithmetic",
     "word_problem": "src.dataloaders.state_tracking.WordProblem",
+    "modular_arithmetic_brackets": "src.dataloaders.chomsky.ModularArithmeticBrackets",
+    "reverse_string": "src.dataloaders.chomsky.ReverseString",
+    "stack_manipulation": "src.dataloaders.chomsky.StackManipulation",
+    "solve_equation": "src.dataloaders.chomsky.SolveEquation",
+    "duplicate_string": "src.dataloaders.chomsky.DuplicateString",
+    "missing_duplicate_string": "src.dataloaders.chomsky.MissingDuplicateString",
+    "odds_first": "src.dataloaders.chomsky.OddsFirst",
+    "binary_addition": "src.dataloaders.chomsky.BinaryAddition",
+    "binary_multiplication": "src.dataloaders.chomsky.BinaryMultiplication",
+    "compute_sqrt": "src.dataloaders.chomsky.ComputeSqrt",
+    "bucket_sort": "src.dataloaders.chomsky.BucketSort",
 }
 
 optimizer = {
