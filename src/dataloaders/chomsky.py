@@ -122,7 +122,8 @@ class Chomsky(TokenDataset):
         inputs, outputs = torch.as_tensor(inputs), torch.as_tensor(outputs)
         if self.L_min == self.L:  # every n = L: no blanks in the inputs, no padding (two writes a tensor)
             x, y = torch.empty((2, batch_size, self.L_input), dtype=torch.long)
-            x[:, : self.L], x[:, self.L :], y[:, : self.L], y[:, self.L :] = inputs, self.blank_id, IGNORE_INDEX, outputs
+            x[:, : self.L], x[:, self.L :] = inputs, self.blank_id
+            y[:, : self.L], y[:, self.L :] = IGNORE_INDEX, outputs
             return x, y
         return layout(inputs, outputs, n, self.output_length(n), self.blank_id, self.pad_id)
 
