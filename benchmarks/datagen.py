@@ -14,8 +14,9 @@ this process, and the median speedup with its range over the rounds:
                     the per-sample Python definitions the tests check against
                     (src/dataloaders/{counting,formal,state_tracking}_reference.py), stacked into tensors;
                     L 512, batch 64
-  chomsky           the same with src/dataloaders/chomsky_reference.py (the original's sample_batch, one
-                    example at a time); at the hierarchy's lengths 40 and 500 (or --L), batch 128
+  chomsky           the original's sample_batch one example at a time, with its numpy (and, for the
+                    numbers, Python) draws and per-example work (benchmarks/chomsky_original.py), stacked;
+                    at the hierarchy's lengths 40 and 500 (or --L), batch 128
   mqar              zoology's semantics one example at a time, with one legacy numpy.random.choice
                     each for the keys, the values and the query slots (as its multiquery_ar does per
                     row); V 8192, (L, N) in {(64, 4), (256, 16), (512, 64)} whatever --L, batch 1024
@@ -32,8 +33,8 @@ import time
 import numpy as np
 import torch
 
-from benchmarks import dlr_loader
-from src.dataloaders import chomsky_reference, counting_reference, formal_reference, state_tracking_reference
+from benchmarks import chomsky_original, dlr_loader
+from src.dataloaders import counting_reference, formal_reference, state_tracking_reference
 from src.dataloaders.sequence1d import TASKS, Sequence1D, frame, shapes
 from src.dataloaders.synthetic import sample
 
@@ -114,17 +115,20 @@ STATE_TRACKING = {  # the paper's groups, and the single-label variant
     "word_problem Z60": lambda L: dict(L=L, L_min=L, group="Z60"),
     "word_problem S5 last": lambda L: dict(L=L, L_min=L, group="S5", label_at="last"),
 }
-CHOMSKY = {task: lambda L: dict(L=L, L_min=L) for task in (
-    "modular_arithmetic_brackets", "reverse_string", "stack_manipulation", "solve_equation", "duplicate_string",
-    "missing_duplicate_string", "odds_first", "binary_addition", "binary_multiplication", "compute_sqrt",
-    "bucket_sort")}
 
 
 def chomsky_rows(L, batch):
-    """Every task at the hierarchy's length L (or at 40 and 500, the ends of its protocol)."""
-    rows, make = {}, token_rows(chomsky_reference, CHOMSKY)
+    """Every task at the hierarchy's length L (or at 40 and 500, the ends of its protocol), beside
+    the original's sample_batch one example at a time (benchmarks/chomsky_original.py)."""
+    rows = {}
     for length in [L] if L else [40, 500]:
-        rows |= {f"{task} L{length}": pair for task, pair in make(length, batch).items()}
+        for task in chomsky_original.TASKS:
+            rng, python_rng = np.random.RandomState(0), random.Random(0)
+            rows[f"{task} L{length}"] = (
+                lambda i, task=task, length=length: sample(task, batch, torch.Generator().manual_seed(i), L=length,
+                                                           L_min=length),
+                lambda i, task=task, length=length, rng=rng, python_rng=python_rng: chomsky_original.batch(
+                    task, batch, rng, python_rng, length))
     return rows
 
 

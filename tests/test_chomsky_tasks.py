@@ -180,6 +180,15 @@ def test_binary_operands_follow_the_original_law(L):
     assert_law(small, {(0, 0): 1 / 3, (1, 0): 1 / 3, (0, 1): 1 / 3})
 
 
+@pytest.mark.parametrize("V", [2, 4, 8, 5])
+def test_symbols_are_uniform_and_independent(V):
+    """Power-of-2 vocabularies draw b-bit fields of 62-bit words: each id, and each pair of
+    neighbours (within a word and across words, 70 > 62 // b), uniform."""
+    x = torch.tensor([tokens for tokens, _, _ in examples("reverse_string", 600, L=70, L_min=70, vocab_size=V)])
+    assert_law(x.flatten().tolist(), {v: 1 / V for v in range(V)})
+    assert_law((x[:, :-1] * V + x[:, 1:]).flatten().tolist(), {v: 1 / V**2 for v in range(V * V)})
+
+
 def test_stack_and_missing_string_positions_are_uniform():
     stacks = [x for x, _, _ in examples("stack_manipulation", 4000, L=5, L_min=5)]
     assert_law([next((t for t, a in enumerate(x) if a >= 2), 5) for x in stacks], {k: 1 / 4 for k in (1, 2, 3, 4)})

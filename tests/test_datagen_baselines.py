@@ -1,12 +1,17 @@
-"""benchmarks/dlr_loader.py, the per-sample baseline of `benchmarks.datagen --families dlr`: the
-same shapes as our generators and the labels docs/tasks.md defines."""
+"""The per-sample baselines of `benchmarks.datagen`: benchmarks/dlr_loader.py (--families dlr) and
+benchmarks/chomsky_original.py (--families chomsky) make our generators' shapes and the labels
+docs/tasks.md and chomsky_reference.labels define."""
+
+import random
 
 import numpy as np
 import pytest
 import torch
 
-from benchmarks import dlr_loader
+from benchmarks import chomsky_original, dlr_loader
+from src.dataloaders import chomsky_reference
 from src.dataloaders.sequence1d import TASKS, Sequence1D
+from src.dataloaders.synthetic import sample
 
 L, B = 64, 3
 
@@ -32,3 +37,14 @@ def test_baseline_batch_has_our_shapes_and_labels(task):
             AB = seq[: N * N + N].reshape(N, N + 1)
             torch.testing.assert_close(AB[:, :N] @ AB[:, :N].T, torch.eye(N, dtype=AB.dtype), atol=1e-5, rtol=0)
             torch.testing.assert_close(AB[:, :N] @ target[:, 0], AB[:, N], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("task", list(chomsky_original.TASKS))
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 6, 7, 40])
+def test_chomsky_baseline_has_our_layout_and_the_reference_labels(task, length):
+    x, y = chomsky_original.batch(task, 8, np.random.RandomState(length), random.Random(length), length)
+    ours = sample(task, 8, torch.Generator().manual_seed(0), L=length, L_min=length)
+    assert x.shape == y.shape == ours[0].shape and x.dtype == y.dtype == torch.int64
+    assert bool((x[:, :length] < chomsky_reference.input_size(task)).all())  # no <blank> in the input
+    for row, labels in zip(x.tolist(), y.tolist()):
+        assert labels == chomsky_reference.labels(task, row)
