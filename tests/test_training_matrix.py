@@ -16,6 +16,7 @@ from conftest import (ROOT, TWO_STEPS, compose_config, experiment_sizes, tiny, t
 from src.dataloaders.sequence1d import TASKS
 from src.models.sequence.backbone import bidirectional_layers
 from src.module import SequenceLightningModule
+from src.utils import registry
 from src.utils.errors import ConfigError
 
 def aliased_families():
@@ -129,6 +130,19 @@ def test_one_fit_per_pipeline(experiment, model, tmp_path, monkeypatch, data_pat
 @pytest.mark.parametrize("experiment, model", PAIRS, ids=[f"{e}-{m}" for e, m in PAIRS])
 def test_every_pair_trains_two_steps(experiment, model, tmp_path, monkeypatch, data_path):
     fit_pair(experiment, model, tmp_path, monkeypatch, data_path)
+
+
+SEQ2SEQ = sorted(n for n, path in registry.dataset.items() if path.startswith("src.dataloaders.chomsky."))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", SEQ2SEQ)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains_on_every_sequence_to_sequence_chomsky_task(model, task, tmp_path, monkeypatch, data_path):
+    """`experiment=chomsky dataset=<task>` (the input, then the outputs' blanks) for every model."""
+    overrides = ["wandb=null", "experiment=chomsky", f"dataset={task}", f"model={model}", *experiment_sizes("chomsky"),
+                 *tiny(model, 8, 1)]
+    train_on_data([*overrides, *FIT], tmp_path, monkeypatch, data_path)
 
 
 @pytest.mark.slow
