@@ -61,9 +61,27 @@ def test_the_state_mixer_is_its_own_residual_block(prenorm):
     assert model.blocks[0].mixer.fc1.weight.shape == (18, 6)
 
 
+def test_the_identity_state_mixer_adds_the_normalised_residual():
+    """state_mixer=identity is zoology's torch.nn.Identity state mixer: its sub-block still adds
+    norm2(residual), so a prenorm block is r <- r + layer(norm(r)); r <- r + mixer_norm(r)."""
+    torch.manual_seed(0)
+    model = SequenceModel(d_model=6, n_layers=2, layer=LAYER, prenorm=True, state_mixer="identity").double()
+    for block in model.blocks:  # affine parameters away from (1, 0), so that a skipped norm shows
+        torch.nn.init.normal_(block.mixer_norm.weight)
+        torch.nn.init.normal_(block.mixer_norm.bias)
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    h = x
+    for block in model.blocks:
+        h = h + block.layer(block.norm(h))[0]
+        h = h + block.mixer_norm(h)
+    torch.testing.assert_close(model(x)[0], model.final_norm(h))
+    assert [n for n, _ in model.blocks[0].named_parameters() if n.startswith("mixer")] == [
+        "mixer_norm.weight", "mixer_norm.bias"]
+
+
 def token_model(**options):
-    return SequenceModel(d_model=8, n_layers=2, layer=LAYER, encoder="embedding", n_tokens=11,
-                         decoder={"_name_": "sequence"}, d_output=11, **options)
+    options = {"decoder": {"_name_": "sequence"}, **options}
+    return SequenceModel(d_model=8, n_layers=2, layer=LAYER, encoder="embedding", n_tokens=11, d_output=11, **options)
 
 
 def test_tied_embeddings_share_one_matrix():
@@ -89,6 +107,27 @@ def test_embedding_dropout_and_final_norm():
     model.eval()
     assert torch.equal(model(x)[0], model(x)[0])
     assert isinstance(token_model(prenorm=True, norm="none").final_norm, torch.nn.Identity)  # as before
+
+
+def test_embedding_dropout_drops_tokens_plus_positions():
+    """GPT-2's and zoology's order: dropout(token embedding + position embedding)."""
+    torch.manual_seed(0)
+    model = token_model(embedding_dropout=0.5, pos_emb="learned", max_length=7)
+    x = torch.randint(0, 11, (2, 7))
+    seen = {}
+    model.blocks[0].register_forward_pre_hook(lambda module, args: seen.setdefault("h", args[0]))
+    model.train()
+    torch.manual_seed(1)
+    model(x)
+    torch.manual_seed(1)
+    expected = torch.nn.functional.dropout(model.encoder(x) + model.positions.embedding[:7], 0.5)
+    torch.testing.assert_close(seen["h"], expected)
+
+
+def test_a_vocabulary_head_without_bias():
+    model = token_model(decoder={"_name_": "sequence", "bias": False})
+    assert model.decoder.output.bias is None
+    assert token_model().decoder.output.bias is not None
 
 
 def test_gpt2_init_statistics_of_every_linear_layer():

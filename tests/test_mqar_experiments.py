@@ -28,7 +28,8 @@ def test_zoology_mqar_is_the_figure_2_protocol():
     assert (c.dataset.num_train_examples, c.dataset.num_eval_examples, c.dataset.random_non_queries) == (100000, 3000, False)
     m = c.model
     assert (m.n_layers, m.state_mixer, m.tie_embeddings, m.embedding_dropout, m.init, m.prenorm) == (
-        2, "none", True, 0.1, "gpt2", True)
+        2, "identity", True, 0.1, "gpt2", True)
+    assert c.decoder.bias is False
     assert (m.layer._name_, m.layer.n_heads, m.layer.attn_dropout, m.pos_emb) == ("mha", 1, 0.1, "learned")
     assert (c.optimizer._name_, c.optimizer.weight_decay) == ("adamw", 0.1)
     assert (c.scheduler._name_, c.scheduler.T_max, c.scheduler.eta_min, c.train.interval) == ("cosine", 64, 0.0, "epoch")
@@ -39,6 +40,24 @@ def test_zoology_mqar_is_the_figure_2_protocol():
     assert sizes == {128: 512, 256: 256, 512: 128} and c.loader.batch_size == 512
     for model in ("mamba", "lstm"):  # learned positions for attention only
         assert compose_config(["experiment=zoology-mqar", f"model={model}"]).model.pos_emb == "none"
+    # zoology's MambaBlock has no state-mixer sub-block; its TransformerBlock (every other mixer) has one
+    assert compose_config(["experiment=zoology-mqar", "model=mamba"]).model.state_mixer == "none"
+    assert compose_config(["experiment=zoology-mqar", "model=hyena"]).model.state_mixer == "identity"
+
+
+ZOOLOGY = os.environ.get("ZOOLOGY_REPO")
+
+
+@pytest.mark.skipif(not ZOOLOGY, reason="needs a zoology checkout: git clone https://github.com/HazyResearch/zoology "
+                    "&& git -C zoology checkout 8700f46, pip install einops pydantic, and ZOOLOGY_REPO=zoology")
+def test_the_zoology_mqar_model_is_zoologys():
+    """experiment=zoology-mqar's model with zoology's figure-2 attention weights copied in gives its
+    logits (float64; benchmarks/zoology_protocol.py --check, in its own process for the shims)."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.zoology_protocol", "--zoology", ZOOLOGY, "--check"],
+                         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    diff = float(out.stdout.split("max |logit difference| ")[1].split()[0])
+    assert diff < 1e-12
 
 
 @pytest.mark.parametrize("model, key", [("mha", "d_qk"), ("linear_attn", "d_qk"), ("norm_attn", "d_qk"),

@@ -33,13 +33,13 @@ def restrict(x, mode, l_output, lengths=None):
 
 
 class SequenceDecoder(nn.Module):
-    def __init__(self, d_model, d_output, l_output=None, mode="last", use_lengths=False):
+    def __init__(self, d_model, d_output, l_output=None, mode="last", use_lengths=False, bias=True):
         super().__init__()
         self.mode = check_choice("decoder.mode", mode, ["last", "pool"])
         if use_lengths and l_output != 0:
             raise ConfigError(f"decoder.use_lengths=true needs one output per sequence (l_output=0), not {l_output}")
         self.l_output, self.use_lengths = l_output, use_lengths
-        self.output = nn.Linear(d_model, d_output)
+        self.output = nn.Linear(d_model, d_output, bias=bias)  # bias=false: zoology's vocabulary head
 
     def forward(self, x, l_output=None, lengths=None):  # x: (B, L, d_model), lengths: (B,)
         """l_output: this input's number of outputs, if not the default (an eval set of another length)."""

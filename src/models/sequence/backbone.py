@@ -1,11 +1,13 @@
 """SequenceModel: encoder -> positions -> `n_layers` residual blocks -> final norm -> decoder.
 
-    x <- embedding_dropout(encoder(x))     linear (B, L, d_input) -> (B, L, D), or embedding (B, L) tokens
-    x <- x + positions                      model.pos_emb (positions.py; rope goes to the layers instead)
+    x <- encoder(x)                         linear (B, L, d_input) -> (B, L, D), or embedding (B, L) tokens
+    x <- embedding_dropout(x + positions)   model.pos_emb (positions.py; rope goes to the layers instead)
     each block, postnorm (prenorm=false):   x <- norm(x + dropout(layer(x)))
                 prenorm  (prenorm=true):    x <- x + dropout(layer(norm(x)))
         state_mixer=mlp adds a second residual sub-block of the same form around
-        MLP(x) = fc2(act(fc1 x)), fc1: D -> mlp_expand D (zoology's "state mixer")
+        MLP(x) = fc2(act(fc1 x)), fc1: D -> mlp_expand D (zoology's "state mixer");
+        state_mixer=identity the same around the identity: x <- x + norm'(x) when prenorm (zoology's
+        `torch.nn.Identity` state mixer, which is not nothing: its block adds the normalised residual)
     x <- final_norm(x);  y = decoder(x)    (B, L, d_output), the last l_output positions, or pooled
 Block i's layer is `layer`, or layers[i % len(layers)] when `layers` (a pattern, a hybrid) is given.
 
@@ -142,7 +144,7 @@ class SequenceModel(nn.Module):
         (pattern_entry), block i built from layers[i % len(layers)] (a hybrid)."""
         super().__init__()
         check_choice("model.norm", norm, ["layer", "none"])
-        check_choice("model.state_mixer", state_mixer, ["none", "mlp"])
+        check_choice("model.state_mixer", state_mixer, ["none", "mlp", "identity"])
         check_choice("model.init", init, ["default", "gpt2"])
         for key, value in (("model.d_model", d_model), ("model.n_layers", n_layers)):
             if not isinstance(value, int) or value < 1:
@@ -163,7 +165,8 @@ class SequenceModel(nn.Module):
         for i in range(n_layers):
             layer_module = build_layer(pattern[i % len(pattern)], d_model, pos_emb == "rope", bidirectional,
                                        max_length, i, n_layers)
-            mixer = MLP(d_model, mlp_expand, mlp_activation) if state_mixer == "mlp" else None
+            mixer = {"mlp": lambda: MLP(d_model, mlp_expand, mlp_activation), "identity": nn.Identity,
+                     "none": lambda: None}[state_mixer]()
             self.blocks.append(ResidualBlock(d_model, layer_module, prenorm, norm, dropout, mixer))
         if final_norm is None:
             final_norm = prenorm and norm == "layer"
@@ -205,9 +208,11 @@ class SequenceModel(nn.Module):
         this input, if not its default (an eval set of another length); lengths (B,): the real
         lengths of a padded batch, for a decoder with use_lengths."""
         if self.encoder is not None:
-            x = self.embedding_dropout(self.encoder(x))  # (B, L, D)
+            x = self.encoder(x)  # (B, L, D)
         positions = self.positions.positions(x)  # (B, L)
         x = self.positions(x, positions)
+        if self.encoder is not None:
+            x = self.embedding_dropout(x)
         states = []
         for i, block in enumerate(self.blocks):
             x, s = block(x, state=None if state is None else state[i], positions=positions)
@@ -237,8 +242,10 @@ class SequenceModel(nn.Module):
             raise ConfigError(f"decoder.mode={self.decoder.mode} ({type(self.decoder).__name__}) reads the whole "
                               "sequence: the model has no step()")
         t = state["position"]
-        x = x_t if self.encoder is None else self.embedding_dropout(self.encoder(x_t))  # (B, D)
+        x = x_t if self.encoder is None else self.encoder(x_t)  # (B, D)
         x = self.positions(x[:, None], torch.full((x.shape[0], 1), t, device=x.device))[:, 0]
+        if self.encoder is not None:
+            x = self.embedding_dropout(x)
         layers = []
         for block, s in zip(self.blocks, state["layers"]):
             x, s = block.step(x, s)
