@@ -120,6 +120,8 @@ TINY = {
     "gated_deltaproduct": dict(n_heads=2), "kda": dict(n_heads=2), "mlstm": dict(proj_multiple_of=8, n_heads=2),
     "slstm": dict(n_heads=2), "mha": dict(n_heads=2), "transformer": dict(n_heads=2), "linear_attn": dict(n_heads=2),
     "norm_attn": dict(n_heads=2), "lstm": dict(d_hidden=4), "gru": dict(d_hidden=4), "rnn": dict(d_hidden=4),
+    "ttt_linear": dict(mini_batch_size=4), "ttt_mlp": dict(mini_batch_size=4, mlp_expand=2),
+    "titans": dict(mini_batch_size=4),
 }
 # Option variants whose contract may differ from the default's (another recurrence, non-causal,
 # truncated, another discretisation): name -> (layer config stem, options over TINY[stem]).

@@ -1,0 +1,208 @@
+"""src/ops/ttt (TTT-Linear, TTT-MLP) and src/ops/titans: the chunked paths against reference.py
+(outputs, final state, every input's gradient, from a state inside a mini-batch), the inner
+gradient formulas against autograd, and reference.py against fla's naive loops
+(fla/ops/ttt/naive.py's ttt_linear with lr = 1; fla/ops/titans/naive.py's titans_linear).
+
+fla's loops are loaded from their source with two edits, each checked to be there: `torch.float32`
+reads `torch.float64` (they cast a few intermediates to float32, which would hide a float64
+comparison under float32 rounding), and Titans' layer-norm backward has its brackets restored:
+fla writes `D * grad - grad.sum(-1) / (rstd * D)` where its own commented-out line and TTT's loop
+have `(D * grad - grad.sum(-1)) / (rstd * D)`, the gradient (test_ln_l2_grad_is_the_gradient).
+
+Tolerances. float64: the same sums reordered (1e-10). float32 against the float64 loop: 1e-3 (the
+gradients go through layer-norm backwards over as few as 3 features, which amplify rounding).
+"""
+
+import importlib.util
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from op_backends import compare, gen
+
+from src.ops.titans import chunked as titans_chunked
+from src.ops.titans import reference as titans_reference
+from src.ops.titans import titans
+from src.ops.ttt import chunked, reference, ttt_linear
+
+F64 = dict(rtol=1e-10, atol=1e-10)
+F32 = dict(rtol=1e-3, atol=1e-3)
+# (B, T, H, D, K, offset): T = 1, T across mini-batches with a partial last one, an odd head width,
+# a start inside a mini-batch, T shorter than the rest of the mini-batch, K = 1
+SHAPES = [(2, 1, 2, 4, 4, 0), (2, 11, 2, 5, 4, 0), (1, 13, 3, 3, 4, 3), (2, 2, 1, 6, 4, 1), (1, 5, 2, 4, 1, 0)]
+
+
+def ttt_inputs(B, T, H, D, hidden=None, dtype=torch.float64, seed=0):
+    """q, k, v, eta, lr, w, b, then the state's tensors W (and G alike): eta in (0, 1), lr in (0, 1)."""
+    g = gen(seed)
+    r = lambda *s, scale=1.0: scale * torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    W = [r(B, H, D, D, scale=0.3), r(B, H, D, scale=0.1)] if hidden is None else \
+        [r(B, H, D, hidden, scale=0.3), r(B, H, hidden, scale=0.1), r(B, H, hidden, D, scale=0.3), r(B, H, D, scale=0.1)]
+    G = [0.1 * torch.randn(w.shape, generator=g, dtype=torch.float64) for w in W]
+    x = [r(B, T, H, D), r(B, T, H, D), r(B, T, H, D), torch.rand(B, T, H, generator=g, dtype=torch.float64),
+         torch.rand(B, T, H, generator=g, dtype=torch.float64), 1 + r(H, D, scale=0.3), r(H, D, scale=0.3), *W, *G]
+    return [t.to(dtype) for t in x]
+
+
+def ttt_call(fn, n_weights, offset, K):
+    def run(q, k, v, eta, lr, w, b, *state):
+        W, G = state[:n_weights], state[n_weights:]
+        if not offset:  # the sums are zero at a mini-batch's start
+            G = tuple(torch.zeros_like(x) for x in W)
+        W, G = tuple(W), tuple(G)
+        z, (W, G), _ = fn(q, k, v, eta, lr, w, b, (W, G), offset, K)
+        return (z, *W, *G)
+    return run
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("inner", ["linear", "mlp"])
+def test_chunked_matches_reference(shape, inner):
+    B, T, H, D, K, offset = shape
+    hidden = None if inner == "linear" else 2 * D + 1
+    n = 2 if hidden is None else 4
+    fast, ref = getattr(chunked, f"ttt_{inner}"), getattr(reference, f"ttt_{inner}")
+    for dtype, tol in ((torch.float64, F64), (torch.float32, F32)):
+        x = ttt_inputs(B, T, H, D, hidden, dtype)
+        if not offset:  # no sums in the state (ttt_call starts them at zero)
+            x = x[: 7 + n] + [None] * n
+        compare(ttt_call(fast, n, offset, K), ttt_call(ref, n, offset, K), x, tol)
+
+
+@pytest.mark.parametrize("inner", ["linear", "mlp"])
+def test_state_passing(inner):
+    """Two calls, cut inside a mini-batch, equal one call: outputs and state."""
+    q, k, v, eta, lr, w, b, *state = ttt_inputs(2, 23, 2, 4, None if inner == "linear" else 6)
+    W = tuple(state[: len(state) // 2])
+    G = tuple(torch.zeros_like(x) for x in W)
+    fn = getattr(chunked, f"ttt_{inner}")
+    z, S, n = fn(q, k, v, eta, lr, w, b, (W, G), 0, 4)
+    z1, S1, n1 = fn(q[:, :10], k[:, :10], v[:, :10], eta[:, :10], lr[:, :10], w, b, (W, G), 0, 4)
+    z2, S2, n2 = fn(q[:, 10:], k[:, 10:], v[:, 10:], eta[:, 10:], lr[:, 10:], w, b, S1, n1, 4)
+    assert (n1, n2, n) == (2, 3, 3)
+    torch.testing.assert_close(torch.cat((z1, z2), 1), z, **F64)
+    for a, c in zip(S2[0] + S2[1], S[0] + S[1]):
+        torch.testing.assert_close(a, c, **F64)
+
+
+def test_ln_l2_grad_is_the_gradient():
+    """The inner gradients are the autograd gradients of the inner losses."""
+    g = gen(3)
+    z, target = (torch.randn(3, 2, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    w, b = 1 + torch.randn(2, 5, generator=g, dtype=torch.float64), torch.randn(2, 5, generator=g, dtype=torch.float64)
+    loss = 0.5 * ((reference.layer_norm(z, w, b, 1e-6) - target) ** 2).sum()
+    torch.testing.assert_close(reference.ln_l2_grad(z, target, w, b, 1e-6), torch.autograd.grad(loss, z)[0], **F64)
+    q, k, v, eta, lr, w, b, *W = ttt_inputs(3, 1, 2, 4, hidden=7)[:11]
+    W = [x.detach().requires_grad_() for x in W]
+    z2 = reference.mlp_apply(W, k[:, 0])
+    loss = 0.5 * ((reference.layer_norm(z2, w, b, 1e-6) - (v[:, 0] - k[:, 0])) ** 2).sum()
+    for got, want in zip(reference.mlp_grads(W, k[:, 0], v[:, 0], w, b, 1e-6), torch.autograd.grad(loss, W)):
+        torch.testing.assert_close(got, want, **F64)
+
+
+def test_shapes_refused():
+    q, k, v, eta, lr, w, b, *W = ttt_inputs(1, 3, 2, 4)[:9]
+    with pytest.raises(ValueError, match="offset"):
+        ttt_linear(q, k, v, eta, lr, w, b, (W, W), offset=4, mini_batch_size=4)
+    with pytest.raises(ValueError, match="eta"):
+        ttt_linear(q, k, v, eta[..., :1], lr, w, b, (W, W))
+
+
+# --- Titans ----------------------------------------------------------------------------------------
+
+
+def titans_inputs(B, T, H, D, dtype=torch.float64, seed=0):
+    """q, k, v, theta in (0, 0.5), log(1 - alpha) for alpha in (0, 0.5), log(eta) for eta in (0.05, 1),
+    w, b, then the state M, S, M0."""
+    g = gen(seed)
+    r = lambda *s, scale=1.0: scale * torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    u = lambda: torch.rand(B, T, H, generator=g, dtype=torch.float64)  # noqa: E731
+    x = [r(B, T, H, D), r(B, T, H, D), r(B, T, H, D), 0.5 * u(), torch.log1p(-0.5 * u()), torch.log(0.05 + 0.95 * u()),
+         1 + r(H, D, scale=0.3), r(H, D, scale=0.3), r(B, H, D, D, scale=0.3), r(B, H, D, D, scale=0.1),
+         r(B, H, D, D, scale=0.3)]
+    return [t.to(dtype) for t in x]
+
+
+def titans_call(fn, offset, K):
+    def run(q, k, v, theta, ld, lm, w, b, M, S, M0):
+        z, state, _ = fn(q, k, v, theta, ld, lm, w, b, (M, S, M0), offset, K)
+        return (z, *state)
+    return run
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_titans_chunked_matches_reference(shape):
+    B, T, H, D, K, offset = shape
+    fast, ref = titans_call(titans_chunked.titans, offset, K), titans_call(titans_reference.titans, offset, K)
+    compare(fast, ref, titans_inputs(B, T, H, D), F64)
+    compare(fast, ref, titans_inputs(B, T, H, D, dtype=torch.float32), F32)
+
+
+def test_titans_refuses_shapes():
+    q, k, v, th, ld, lm, w, b, *S = titans_inputs(1, 3, 2, 4)
+    with pytest.raises(ValueError, match="gates"):
+        titans(q, k, v, th[..., :1], ld, lm, w, b, S)
+
+
+# --- fla's naive loops -----------------------------------------------------------------------------
+
+
+def fla_source(relative, edits):
+    """fla/ops/<relative> from the installed fla-core wheel, each (old, new) of `edits` applied (old
+    must be there), executed as a module without importing fla; skips with the reason if absent."""
+    spec = importlib.util.find_spec("fla")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("fla-core is not installed (pip install fla-core): no oracle from fla's naive loops")
+    path = Path(spec.submodule_search_locations[0]) / "ops" / relative
+    if not path.exists():
+        pytest.skip(f"this fla-core has no {path}")
+    text = path.read_text()
+    for old, new in edits:
+        assert old in text, f"fla's {relative} no longer has {old!r}: look at what changed"
+        text = text.replace(old, new)
+    module = types.ModuleType(f"fla_naive_{relative.replace('/', '_')[:-3]}")
+    exec(compile(text, str(path), "exec"), module.__dict__)
+    return module
+
+
+FLOAT64 = ("torch.float32", "torch.float64")
+
+
+@pytest.mark.parametrize("T", [1, 16, 37])
+def test_ttt_linear_matches_fla_naive(T):
+    """fla's chunk_ttt_linear_ref (eta one per token, no lr: lr = 1; its output z + LN(z)), from an
+    initial state and bias, at T = 1, one mini-batch, and a padded partial one; fla's final state
+    only where T is a multiple of the mini-batch (its padding steps the bias on the padded rows)."""
+    fla = fla_source("ttt/naive.py", [FLOAT64])
+    q, k, v, eta, _, w, b, W1, b1 = ttt_inputs(2, T, 3, 6)[:9]
+    eta = 0.3 * eta
+    o, W1_fla, b1_fla = fla.chunk_ttt_linear_ref(q.clone(), k.clone(), v.clone(), w, b, eta[..., None].clone(),
+                                                scale=1.0, mini_batch_size=16, initial_state=W1.clone(),
+                                                initial_state_bias=b1[:, :, None].clone(), output_final_state=True)
+    z, ((W1_end, b1_end), _), n = reference.ttt_linear(q, k, v, eta, torch.ones_like(eta), w, b,
+                                                       ((W1, b1), (0 * W1, 0 * b1)), 0, 16)
+    torch.testing.assert_close(z + reference.layer_norm(z, w, b, 1e-6), o, **F64)
+    if n == 0:
+        torch.testing.assert_close(W1_end, W1_fla, **F64)
+        torch.testing.assert_close(b1_end, b1_fla[:, :, 0], **F64)
+
+
+@pytest.mark.parametrize("T", [1, 16, 37])
+def test_titans_matches_fla_naive(T):
+    """fla's titans_linear loop (use_chunk=False; theta, alpha, eta one per token; output z + LN(z))
+    with the bracket restored (module docstring), from an initial memory; the final memory where T
+    is a multiple of the chunk (fla pads with the last gates)."""
+    fla = fla_source("titans/naive.py", [
+        FLOAT64, ("from fla.ops.titans.log_impl import combine_params_log\n", ""),
+        ("v_new = D * grad - grad.sum(-1, keepdim=True) / (rstd * D)",
+         "v_new = (D * grad - grad.sum(-1, keepdim=True)) / (rstd * D)")])
+    q, k, v, theta, ld, lm, w, b, M, _, _ = titans_inputs(2, T, 3, 6)
+    o, M_fla = fla.chunk_titans_linear_ref(q, k, v, w, b, theta[..., None], -torch.expm1(ld)[..., None],
+                                           lm.exp()[..., None], chunk_size=16, initial_state=M.clone(),
+                                           output_final_state=True, use_chunk=False)
+    z, (M_end, _, _), n = titans_reference.titans(q, k, v, theta, ld, lm, w, b, (M, torch.zeros_like(M), M), 0, 16)
+    torch.testing.assert_close(z + reference.layer_norm(z, w, b, 1e-6), o, **F64)
+    if n == 0:
+        torch.testing.assert_close(M_end, M_fla, **F64)
