@@ -54,6 +54,8 @@ def _first(keys, k):
 
 
 class ICLDFA(TokenDataset):
+    """10..19 strings of one random automaton joined by `|`; every next letter is predicted (seq_icl's in-context language learning)."""
+
     def __init__(self, vocab_size=20, max_num_nodes=12, max_outgoing_edges=4, min_num_in_context_examples=10,
                  max_num_in_context_examples=20, max_len_per_example=50, L=None, samples_per_epoch=16000,
                  val_split=0.1, seed=0, num_train_examples=5000, num_eval_examples=250):

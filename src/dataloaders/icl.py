@@ -50,7 +50,6 @@ relabelling, under which the law is the same (its key half is the first half of 
 
 import torch
 
-from src.dataloaders.recall import distinct
 from src.dataloaders.tokens import TokenDataset
 from src.utils.errors import ConfigError, check_choice
 from src.utils.labels import IGNORE_INDEX
@@ -59,6 +58,22 @@ from src.utils.labels import IGNORE_INDEX
 def _integer(key, value, low):
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ConfigError(f"dataset.{key}={value!r} must be an integer >= {low}")
+
+
+def sorted_subsets(batch_size, M, n, generator):
+    """(B, M) int64: a uniform M-subset of 0..n-1 per row, sorted. M uniform draws, sorted; a row
+    with a repeated draw is drawn again whole (rejection: the accepted rows are uniform over the
+    ordered draws of distinct values, hence their sorted rows over the subsets). For M << n (copying:
+    16 of 4080) a row repeats with probability ~M^2 / 2n; with M^2 > n, the first M of a random order."""
+    if M * M > n:  # many repeats: the first M of a random order
+        return torch.rand(batch_size, n, generator=generator).argsort(dim=1)[:, :M].sort(dim=1).values
+    at = torch.randint(0, n, (batch_size, M), generator=generator).sort(dim=1).values
+    again = (at[:, 1:] == at[:, :-1]).any(dim=1).nonzero().squeeze(1)
+    while len(again):
+        part = torch.randint(0, n, (len(again), M), generator=generator).sort(dim=1).values
+        at[again] = part
+        again = again[(part[:, 1:] == part[:, :-1]).any(dim=1)]
+    return at
 
 
 class InContext(TokenDataset):
@@ -96,6 +111,8 @@ class InContext(TokenDataset):
 
 
 class InductionHead(InContext):
+    """L random symbols holding a trigger `=>` and the symbol(s) after it, then `=>`: the answer is that symbol (safari)."""
+
     def __init__(self, vocab_size=20, L=30, induction_len=1, num_triggers=1, loss_on="all", samples_per_epoch=16000,
                  val_split=0.1, seed=0, num_train_examples=None, num_eval_examples=None):
         _integer("induction_len", induction_len, 1)
@@ -135,6 +152,8 @@ class InductionHead(InContext):
 
 
 class AssociativeRecall(InContext):
+    """`key value` pairs from one random map, then `=>` and a key of the context: the answer is its value (safari)."""
+
     def __init__(self, vocab_size=20, L=40, num_keys=1, allow_dot=False, loss_on="all", samples_per_epoch=16000,
                  val_split=0.1, seed=0, num_train_examples=None, num_eval_examples=None):
         _integer("num_keys", num_keys, 1)
@@ -170,6 +189,8 @@ class AssociativeRecall(InContext):
 
 
 class Copying(TokenDataset):
+    """M data tokens among L noise tokens, recalled in order at M markers; at random positions with variable=true (Mamba's selective copying)."""
+
     pads = False
 
     def __init__(self, vocab_size=16, L=4064, M=16, variable=True, samples_per_epoch=16000, val_split=0.1, seed=0,
@@ -185,12 +206,11 @@ class Copying(TokenDataset):
         B, L, M = len(lengths), self.L, self.M
         data = torch.randint(1, self.vocab_size - 1, (B, M), generator=generator)
         if self.variable:  # a uniform M-subset of the L + M positions, in order
-            at = distinct(B, M, 0, L + M, generator).sort(dim=1).values
+            at = sorted_subsets(B, M, L + M, generator)
         else:
             at = torch.arange(M).expand(B, M)
-        x = torch.zeros(B, L + 2 * M, dtype=torch.long)
+        x, y = torch.empty((2, B, L + 2 * M), dtype=torch.long)  # one allocation: a page-fault cost, not two
+        x[:, : L + M], x[:, L + M :] = 0, self.vocab_size - 1
         x.scatter_(1, at, data)
-        x[:, L + M :] = self.vocab_size - 1
-        y = torch.full((B, L + 2 * M), IGNORE_INDEX)
-        y[:, L + M :] = data
+        y[:, : L + M], y[:, L + M :] = IGNORE_INDEX, data
         return x, y
