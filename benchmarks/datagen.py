@@ -186,7 +186,13 @@ def icl_rows(L, batch):
     return rows
 
 
-FLOORS = {"dlr": dlr_floors}
+def icl_floors(L, batch):
+    """copying's floor: one write of its int64 batch (x and y, 2 x 4096 ids an example), which the
+    per-example baseline writes too; the other rows draw or compute far more than they write."""
+    return {"copying V16 L4064 M16": lambda i: torch.empty((2, batch, 4096), dtype=torch.long).fill_(0)}
+
+
+FLOORS = {"dlr": dlr_floors, "icl": icl_floors}
 FAMILIES = {
     "dlr": (dlr_rows, 4096, 16),
     "mqar": (mqar_rows, None, 1024),
