@@ -1,6 +1,6 @@
 """Task-generation throughput: samples/s of the synthetic tasks (src.dataloaders.synthetic.sample), one process.
 
-    python -m benchmarks.datagen [--families dlr counting formal state_tracking mqar] [--L L] [--batch B]
+    python -m benchmarks.datagen [--families dlr counting formal state_tracking mqar chomsky icl] [--L L] [--batch B]
                                  [--tasks shift dyck ...]
                                  [--seconds 2] [--rounds 5] [--threads 1]
 
@@ -20,6 +20,9 @@ this process, and the median speedup with its range over the rounds:
   mqar              zoology's semantics one example at a time, with one legacy numpy.random.choice
                     each for the keys, the values and the query slots (as its multiquery_ar does per
                     row); V 8192, (L, N) in {(64, 4), (256, 16), (512, 64)} whatever --L, batch 1024
+  icl               the originals' generators one example at a time (benchmarks/icl_original.py: safari's
+                    induction heads and associative recall, S4's copying, seq_icl's automata and prompts),
+                    at seq_icl's and Mamba's settings whatever --L, batch 32
 A family may also register FLOORS[family](L, batch) -> {task: floor(i)}, the part of a batch no
 generator avoids; the `bound` column is the median per-round per-sample time / floor time, the
 largest speedup possible (dlr: dlr_floors).
@@ -33,7 +36,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks import chomsky_original, dlr_loader
+from benchmarks import chomsky_original, dlr_loader, icl_original
 from src.dataloaders import counting_reference, formal_reference, state_tracking_reference
 from src.dataloaders.sequence1d import TASKS, Sequence1D, frame, shapes
 from src.dataloaders.synthetic import sample
@@ -159,7 +162,37 @@ def mqar_rows(L, batch):
     return rows
 
 
-FLOORS = {"dlr": dlr_floors}
+def icl_rows(L, batch):
+    """The in-context tasks at the papers' settings (seq_icl's induction heads and associative
+    recall, Mamba's selective copying, seq_icl's automata), beside the originals' generators one
+    example at a time (benchmarks/icl_original.py), stacked."""
+    settings = {
+        "induction_head V16 L256": ("induction_head", dict(vocab_size=16, L=256)),
+        "associative_recall V40 L384": ("associative_recall", dict(vocab_size=40, L=384)),
+        "copying V16 L4064 M16": ("copying", dict(vocab_size=16, L=4064, M=16)),
+        "icl_dfa": ("icl_dfa", dict(L=948)),
+    }
+    rows = {}
+    for row, (task, params) in settings.items():
+        rng = np.random.default_rng(0)
+        if task == "copying":
+            one = lambda rng, params=params: icl_original.copying(**params)  # noqa: E731 (torch's global RNG, as S4)
+        elif task == "icl_dfa":
+            one = lambda rng, params=params: icl_original.icl_dfa(rng, **params)[:2]  # noqa: E731
+        else:
+            one = lambda rng, task=task, params=params: getattr(icl_original, task)(rng, **params)  # noqa: E731
+        rows[row] = (lambda i, task=task, params=params: sample(task, batch, torch.Generator().manual_seed(i), **params),
+                     lambda i, one=one, rng=rng: [torch.stack(t) for t in zip(*(one(rng) for _ in range(batch)))])
+    return rows
+
+
+def icl_floors(L, batch):
+    """copying's floor: one write of its int64 batch (x and y, 2 x 4096 ids an example), which the
+    per-example baseline writes too; the other rows draw or compute far more than they write."""
+    return {"copying V16 L4064 M16": lambda i: torch.empty((2, batch, 4096), dtype=torch.long).fill_(0)}
+
+
+FLOORS = {"dlr": dlr_floors, "icl": icl_floors}
 FAMILIES = {
     "dlr": (dlr_rows, 4096, 16),
     "mqar": (mqar_rows, None, 1024),
@@ -167,6 +200,7 @@ FAMILIES = {
     "formal": (token_rows(formal_reference, FORMAL), 512, 64),
     "state_tracking": (token_rows(state_tracking_reference, STATE_TRACKING), 512, 64),
     "chomsky": (chomsky_rows, None, 128),
+    "icl": (icl_rows, None, 32),
 }
 
 

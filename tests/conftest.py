@@ -43,12 +43,16 @@ BASED = [*MQAR, "dataset.segments=[{L:16,num_kv_pairs:2,num_examples:8},{L:32,nu
          "dataset.num_eval_examples=4"]
 SYNTHETIC = ["dataset.L=32", "dataset.samples_per_epoch=8", "dataset.val_split=0.5"]
 TOKENS = ["dataset.samples_per_epoch=8", "dataset.val_split=0.5"]  # the token tasks keep their own lengths
+ICL = ["dataset.samples_per_epoch=8", "dataset.num_eval_examples=4"]  # the eval sets at their lengths (up to 1024)
 EXPERIMENT_SIZES = {
     "dss-listops-subtrees": LISTOPS, "s4-lra-listops": LISTOPS, "dss-pathfinder": PATHFINDER,
     "s4-lra-pathfinder": PATHFINDER, "s4-lra-pathx": PATHFINDER, "s4-lra-imdb": TEXT, "s4-lra-aan": TEXT,
     "s4-lra-cifar": [], "zoology-mqar": MQAR, "dsf-mqar": MQAR, "based-mqar": BASED, "counting": TOKENS,
     "modern-rnns": TOKENS, "chomsky": [*TOKENS, "dataset.eval_sets.ood.L=100"],  # 41..100: the quick variant
     "illusion-of-state": TOKENS, "state-tracking": [*TOKENS, "dataset.eval_sets.ood.L=64"],
+    "icl-synthetics": ICL, "selective-copying": ICL,
+    "icl-dfa": ["dataset.num_train_examples=8", "dataset.num_eval_examples=4", "dataset.max_len_per_example=6",
+                "dataset.min_num_in_context_examples=2", "dataset.max_num_in_context_examples=4"],
 }
 
 

@@ -1,6 +1,7 @@
-"""The per-sample baselines of `benchmarks.datagen`: benchmarks/dlr_loader.py (--families dlr) and
-benchmarks/chomsky_original.py (--families chomsky) make our generators' shapes and the labels
-docs/tasks.md and chomsky_reference.labels define."""
+"""The per-sample baselines of `benchmarks.datagen`: benchmarks/dlr_loader.py (--families dlr),
+benchmarks/chomsky_original.py (--families chomsky) and benchmarks/icl_original.py (--families icl)
+make our generators' shapes and the labels docs/tasks.md, chomsky_reference.labels and
+icl_reference define."""
 
 import random
 
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import chomsky_original, dlr_loader
-from src.dataloaders import chomsky_reference
+from benchmarks import chomsky_original, dlr_loader, icl_original
+from src.dataloaders import chomsky_reference, icl_reference
 from src.dataloaders.sequence1d import TASKS, Sequence1D
 from src.dataloaders.synthetic import sample
 
@@ -48,3 +49,27 @@ def test_chomsky_baseline_has_our_layout_and_the_reference_labels(task, length):
     assert bool((x[:, :length] < chomsky_reference.input_size(task)).all())  # no <blank> in the input
     for row, labels in zip(x.tolist(), y.tolist()):
         assert labels == chomsky_reference.labels(task, row)
+
+
+@pytest.mark.parametrize("task, params", [("induction_head", dict(vocab_size=16, L=40, num_triggers=3)),
+                                          ("associative_recall", dict(vocab_size=12, L=21, num_keys=2, allow_dot=True)),
+                                          ("copying", dict(vocab_size=6, L=20, M=5))])
+def test_icl_baselines_have_our_layout_and_the_reference_labels(task, params):
+    """benchmarks/icl_original.py (--families icl) makes our shapes and icl_reference's labels."""
+    ours = sample(task, 4, torch.Generator().manual_seed(0), **params)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = icl_original.copying(**params) if task == "copying" else getattr(icl_original, task)(rng, **params)
+        assert x.shape == y.shape == ours[0].shape[1:] and x.dtype == y.dtype == torch.int64
+        assert y.tolist() == icl_reference.labels(task, x.tolist(), **params)
+
+
+def test_icl_dfa_baseline_walks_its_automaton():
+    params = dict(max_len_per_example=8, min_num_in_context_examples=3, max_num_in_context_examples=6)
+    rng, L = np.random.default_rng(0), 60
+    for _ in range(20):
+        x, y, dfa = icl_original.icl_dfa(rng, L, **params)
+        automaton = {s: {ord(a) - 97: int(t) for a, t in out.items()} for s, out in dfa.items()}
+        allowed = icl_reference.walk(automaton, x.tolist(), sep=18, pad=19)
+        for t, (want, got) in enumerate(zip(icl_reference.dfa_labels(x.tolist(), allowed, 18, 19), y.tolist())):
+            assert got == want or (want is None and (got in allowed[t] or (int((x != 19).sum()) == L and got == -100)))

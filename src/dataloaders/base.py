@@ -170,7 +170,8 @@ class SyntheticDataset(BatchDataset):
             )
 
     def generate(self, batch_size, generator):
-        """(x, y) for `batch_size` samples drawn from `generator`."""
+        """(x, y), or (x, y, {name: tensor with a row per sample}), for `batch_size` samples drawn from
+        `generator`."""
         raise NotImplementedError
 
     def n_samples(self, split):
@@ -182,7 +183,7 @@ class SyntheticDataset(BatchDataset):
         if self.num_train_examples and self.examples is None:
             N = self.num_train_examples
             chunks = [self._chunk(i, min(CHUNK, N - i * CHUNK)) for i in range(math.ceil(N / CHUNK))]
-            self.examples = tuple(torch.cat(parts) for parts in zip(*chunks))  # (x (N, ...), y (N, ...))
+            self.examples = tuple(_cat(parts) for parts in zip(*chunks))  # (x (N, ...), y (N, ...)[, extra])
 
     def _chunk(self, i, size):
         return self.generate(size, torch.Generator().manual_seed(batch_seed(self.seed, "train", 0, i, 1)))
@@ -192,7 +193,8 @@ class SyntheticDataset(BatchDataset):
             order = torch.randperm(self.num_train_examples, generator=torch.Generator().manual_seed(
                 batch_seed(self.seed, "train", epoch, 0, 2)))
             ids = order[rows.start : rows.stop]
-            return tuple(part[ids] for part in self.examples)
+            return tuple({k: v[ids] for k, v in part.items()} if isinstance(part, dict) else part[ids]
+                         for part in self.examples)
         generator = torch.Generator().manual_seed(batch_seed(self.seed, split, epoch, index))
         return self.generate(len(rows), generator)
 
@@ -210,6 +212,13 @@ class SyntheticDataset(BatchDataset):
                 f"{batch_size} x {world_size} device(s); an epoch must be whole batches on every device"
             )
         return super().train_dataloader(batch_size, batch_size_eval, num_workers, pin_memory, rank, world_size)
+
+
+def _cat(parts):
+    """Tensors (or {name: tensor} dicts, a batch's extra) of several batches, concatenated along rows."""
+    if isinstance(parts[0], dict):
+        return {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+    return torch.cat(parts)
 
 
 def _workers(num_workers, pin_memory):

@@ -1,4 +1,5 @@
-"""`sample(task, batch_size, generator=None, **params)`: a batch (x, y) of any synthetic task,
+"""`sample(task, batch_size, generator=None, **params)`: a batch (x, y) of any synthetic task (icl_dfa:
+(x, y, {"dfa", "valid_next"}), the automata its metrics need),
 outside training (e.g. to mix tasks into other data), with the dataset config keys as params.
 
     from src.dataloaders import synthetic
@@ -21,7 +22,8 @@ from src.utils.errors import check_choice
 TASKS = {name: "src.dataloaders.sequence1d.Sequence1D" for name in sequence1d.TASKS}
 # The token tasks: every dataset registered from these modules (src/utils/registry.py).
 TOKEN_MODULES = ("src.dataloaders.recall", "src.dataloaders.counting", "src.dataloaders.formal",
-                 "src.dataloaders.state_tracking", "src.dataloaders.chomsky")
+                 "src.dataloaders.state_tracking", "src.dataloaders.chomsky", "src.dataloaders.icl",
+                 "src.dataloaders.dfa")
 TASKS |= {name: path for name, path in registry.dataset.items() if path.rsplit(".", 1)[0] in TOKEN_MODULES}
 
 

@@ -22,6 +22,13 @@ integer targets (B, L) or (B,), where the target -100 marks an unlabelled positi
                        the counting paper's "unseen length accuracy"); eval sets only
     chomsky_score      the mean over example lengths (as accuracy_by_length keys them) of the
                        accuracy at that length (the Chomsky-hierarchy score; solved at >= 0.9)
+    dfa_accuracy       greedy next-token validity (in-context language learning, seq_icl's
+                       dfa_accuracy): over labelled positions, the fraction whose argmax is a
+                       token the batch's "valid_next" (B, L) bitmask allows (bit v: token v may follow)
+    dfa_tv             total variation 1/2 sum_v |p_v - q_v| between the model's next-token
+                       distribution p = softmax(logits) and q, uniform over the valid tokens, averaged
+                       over every position with a valid token (seq_icl's model_dfa_diff is the L1
+                       distance, 2x this, averaged over the same positions)
 All are accumulated over the epoch (the DLR repo averaged per-batch F1 scores instead), and are
 exact under DDP: their states are sums, reduced over ranks. `SplitMetrics` holds one split's
 (or one eval set's) loss, metrics, per-category accuracies and curves.
@@ -219,8 +226,58 @@ class UnseenAccuracy(Metric):
         return self.correct / self.count
 
 
+class DFAAccuracy(Metric):
+    """Over labelled positions, the fraction whose argmax the batch's `valid_next` bitmask allows."""
+
+    full_state_update = False
+    name = "dfa_accuracy"
+
+    def __init__(self):
+        super().__init__()
+        # (state names of their own: torchmetrics merges the updates of metrics whose states are equal)
+        self.add_state("valid", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("positions", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def scored(self, target, valid_next):
+        if valid_next is None:
+            raise ConfigError(f"task.metrics={self.name} needs batches that carry valid_next (dataset icl_dfa)")
+        return target != IGNORE_INDEX
+
+    def update(self, preds, target, valid_next=None):  # preds (B, L, C), target (B, L), valid_next (B, L)
+        keep = self.scored(target, valid_next)
+        allowed = (valid_next >> preds.argmax(-1).clamp(max=63)) & 1  # (B, L) (bits 62, 63 are never set)
+        self.positions += keep.sum()
+        self.valid += (allowed.bool() & keep).sum()
+
+    def compute(self):
+        return self.valid / self.positions
+
+
+class DFATotalVariation(DFAAccuracy):
+    """Mean over the positions with a valid next token of TV(softmax(logits), uniform over them)."""
+
+    name = "dfa_tv"
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds, target, valid_next=None):
+        self.scored(target, valid_next)
+        keep = valid_next != 0
+        bits = (valid_next[keep][:, None] >> torch.arange(preds.shape[-1], device=preds.device)) & 1  # (n, C)
+        q = bits / bits.sum(-1, keepdim=True)
+        p = preds[keep].double().softmax(-1)
+        self.total += (p - q).abs().sum(-1).sum() / 2
+        self.positions += keep.sum()
+
+    def compute(self):
+        return (self.total / self.positions).float()
+
+
 SCALARS = ("mse", "r2", "accuracy", "f1_macro", "accuracy_balanced", "example_accuracy", "sequence_accuracy",
-           "unseen_accuracy", "chomsky_score")
+           "unseen_accuracy", "chomsky_score", "dfa_accuracy", "dfa_tv")
+METRIC_INPUTS = ("task_lengths", "valid_next")  # keys of a batch's extra that metrics take by name
 CURVES = ("accuracy_by_position", "accuracy_by_length")
 EVAL_SET_ONLY = ("unseen_accuracy",)  # needs positions beyond the training length
 
@@ -233,6 +290,10 @@ def build_metric(name, d_output, length=None, seen=None):
         if not seen:
             raise ConfigError("task.metrics=unseen_accuracy needs a training dataset with a known input length")
         return UnseenAccuracy(seen)
+    if name == "dfa_accuracy":
+        return DFAAccuracy()
+    if name == "dfa_tv":
+        return DFATotalVariation()
     if name == "chomsky_score":
         return ChomskyScore(length)
     if name == "accuracy_by_length":
@@ -283,10 +344,12 @@ class SplitMetrics(torch.nn.Module):
                                            for name in names if name in CURVES})
 
     def update(self, preds, target, loss, extra):
-        """extra: the batch's {category: (B, L) ids, "task_lengths": (B,), ...} (may be empty)."""
+        """extra: the batch's {category: (B, L) ids, "task_lengths": (B,), "valid_next": (B, L), ...}
+        (may be empty)."""
         self.loss.update(loss, weight=scored(preds, target).to(loss))
         by_length = {"task_lengths": extra["task_lengths"]} if "task_lengths" in extra else {}
-        self.scalars.update(preds, target, **by_length)  # (passed to the metrics that take it)
+        inputs = {k: extra[k] for k in METRIC_INPUTS if k in extra}
+        self.scalars.update(preds, target, **inputs)  # (passed to the metrics that take them)
         for name, metric in self.grouped.items():
             metric.update(preds, target, extra[name])
         for metric in self.curves.values():

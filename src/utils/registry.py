@@ -84,6 +84,10 @@ dataset = {
     "binary_multiplication": "src.dataloaders.chomsky.BinaryMultiplication",
     "compute_sqrt": "src.dataloaders.chomsky.ComputeSqrt",
     "bucket_sort": "src.dataloaders.chomsky.BucketSort",
+    "induction_head": "src.dataloaders.icl.InductionHead",
+    "associative_recall": "src.dataloaders.icl.AssociativeRecall",
+    "copying": "src.dataloaders.icl.Copying",
+    "icl_dfa": "src.dataloaders.dfa.ICLDFA",
 }
 
 optimizer = {
