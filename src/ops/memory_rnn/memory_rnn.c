@@ -7,20 +7,24 @@
        stack (kind 0, A = 3):  M_t[i] = p_0 P[i] + p_1 Q[i] + p_2 M_{t-1}[i],
                                P = (v_t, M_{t-1}[0 .. K-2]) (push), Q = (M_{t-1}[1 .. K-1], 0) (pop)
        tape (kind 1):          M_t[i] = sum_a p_a W[(i - s_a) mod K],  W = M_{t-1} with W[0] = v_t
-   Layouts: u, y (B, T, H); W_h (H, H), W_r (H, C), W_a (A, H) row-major (out, in); the write
-   layers' weights packed one after another in `wW` (each (dims[l+1], dims[l])), their biases in
-   `wb`; states h (B, H), M (B, K, C). The rows are independent: a call does rows [b0, b1)
-   (threads take disjoint ranges). The forward saves for the backward each step's memory M_t
-   (B, T, K, C), p_t (B, T, A) and the write layers' outputs z_t (B, T, Z), Z = dims[1] + .. +
-   dims[nl] (the hidden ones after relu, then v_t).
+   Layouts: u, y (B, T, H); states h (B, H), M (B, K, C). Every weight comes in both layouts, (out,
+   in) and its transpose (in, out), row-major: W_h, W_r (H, C), W_a (A, H), and the write layers
+   packed one after another (each (dims[l+1], dims[l]), biases in `wb`). A call does rows [b0, b1)
+   (threads take disjoint ranges), stepping them together: each product of the rows' vectors with a
+   weight goes four rows at a time, the four rows' partial sums in registers over a 64-byte block
+   of outputs while the weight's rows stream past once for the four (outputs fewer than a block:
+   dot products over the other layout).
 
-   The backward walks the steps back (backprop through time, nothing recomputed): with the carried
+   The forward saves each step's memory M_t (B, T, K, C), p_t (B, T, A) and the write layers'
+   outputs z_t (B, T, Z), Z = dims[1] + .. + dims[nl] (the hidden ones after relu, then v_t). The
+   backward walks the steps back (backprop through time, nothing recomputed); with the carried
    gradients dh of h_t (through W_h from step t + 1) and dM of M_t, per step
        memory:   dp_a = <dM, the action's term>,  dv and dM_{t-1} from the transposed shifts
-       softmax:  dl_a = p_a (dp_a - sum_b p_b dp_b);   dh += W_a^T dl + (f's backward of dv)
-       relu:     da = dh [h_t > 0];  du_t = da;  dh <- W_h^T da;  dM_{t-1}[0] += W_r^T da
-   and the weights' gradients summed over the steps into this call's own buffers (the caller sums
-   the threads'). libm's exp in both dtypes. The file includes itself once per dtype. */
+       softmax:  dl_a = p_a (dp_a - sum_b p_b dp_b);   dh += dl W_a + (f's backward of dv)
+       relu:     da = dh [h_t > 0];  du_t = da;  dh <- da W_h;  dM_{t-1}[0] += da W_r
+   It writes du, dl (B, T, A) and the write layers' output gradients g (B, T, Z); the weights'
+   gradients are sums of their outer products with the saved inputs over (B, T), which cpu.py
+   takes as matrix products. libm's exp. The file includes itself once per dtype. */
 
 #ifndef T
 #include <math.h>
@@ -46,121 +50,78 @@
 
 #else
 
-/* out[i] (+)= sum_k W[i, k] x[k] (+ b[i]) for i < n, W (n, m) row-major; `add`: onto out */
-static inline void NAME(matvec)(int64_t n, int64_t m, const T *W, const T *x, const T *b, int add, T *out) {
-    for (int64_t i = 0; i < n; i++) {
-        const T *Wi = W + i * m;
-        T s = 0;
+#define LANES (64 / (int64_t)sizeof(T))
+typedef T NAME(vec) __attribute__((vector_size(64), aligned(sizeof(T))));
+
+/* out_b[q0 .. q0 + LANES) += sum_k x_b[k] Wt[k, q0 ..] for four rows b (x_b at x + b sx, out_b at
+   out + b so), Wt (m, n) */
+static inline void NAME(block4)(int64_t m, int64_t n, int64_t q0, const T *x, int64_t sx, const T *Wt, T *out,
+                                int64_t so) {
+    NAME(vec) a0 = *(const NAME(vec) *)(out + q0), a1 = *(const NAME(vec) *)(out + so + q0);
+    NAME(vec) a2 = *(const NAME(vec) *)(out + 2 * so + q0), a3 = *(const NAME(vec) *)(out + 3 * so + q0);
+    for (int64_t k = 0; k < m; k++) {
+        const NAME(vec) w = *(const NAME(vec) *)(Wt + k * n + q0);
+        a0 += x[k] * w;
+        a1 += x[sx + k] * w;
+        a2 += x[2 * sx + k] * w;
+        a3 += x[3 * sx + k] * w;
+    }
+    *(NAME(vec) *)(out + q0) = a0;
+    *(NAME(vec) *)(out + so + q0) = a1;
+    *(NAME(vec) *)(out + 2 * so + q0) = a2;
+    *(NAME(vec) *)(out + 3 * so + q0) = a3;
+}
+
+/* the same for one row */
+static inline void NAME(block1)(int64_t m, int64_t n, int64_t q0, const T *x, const T *Wt, T *out) {
+    NAME(vec) a = *(const NAME(vec) *)(out + q0);
+    for (int64_t k = 0; k < m; k++) a += x[k] * *(const NAME(vec) *)(Wt + k * n + q0);
+    *(NAME(vec) *)(out + q0) = a;
+}
+
+/* out_b[j] += sum_k x_b[k] Wt[k, j] for the rows b < nb and j < n, the matrix given as Wt (m, n)
+   and as its transpose W (n, m): blocks of LANES outputs through Wt, the rest as dot products
+   with W's rows */
+static void NAME(times)(int64_t nb, int64_t m, int64_t n, const T *x, int64_t sx, const T *W, const T *Wt, T *out,
+                        int64_t so) {
+    const int64_t full = n - n % LANES;
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4)
+        for (int64_t q = 0; q < full; q += LANES) NAME(block4)(m, n, q, x + b * sx, sx, Wt, out + b * so, so);
+    for (; b < nb; b++)
+        for (int64_t q = 0; q < full; q += LANES) NAME(block1)(m, n, q, x + b * sx, Wt, out + b * so);
+    for (b = 0; b < nb; b++)
+        for (int64_t j = full; j < n; j++) {
+            const T *Wj = W + j * m, *xb = x + b * sx;
+            T s = 0;
 #pragma omp simd reduction(+ : s)
-        for (int64_t k = 0; k < m; k++) s += Wi[k] * x[k];
-        out[i] = (add ? out[i] : 0) + (b ? b[i] : 0) + s;
-    }
+            for (int64_t k = 0; k < m; k++) s += Wj[k] * xb[k];
+            out[b * so + j] += s;
+        }
 }
 
-/* out[k] += sum_i W[i, k] g[i] (W (n, m)): the transposed product */
-static inline void NAME(matvec_t)(int64_t n, int64_t m, const T *W, const T *g, T *out) {
-    for (int64_t i = 0; i < n; i++) {
-        const T *Wi = W + i * m, gi = g[i];
-#pragma omp simd
-        for (int64_t k = 0; k < m; k++) out[k] += gi * Wi[k];
-    }
-}
-
-/* dW[i, k] += g[i] x[k] (dW (n, m)) */
-static inline void NAME(outer)(int64_t n, int64_t m, const T *g, const T *x, T *dW) {
-    for (int64_t i = 0; i < n; i++) {
-        T *dWi = dW + i * m;
-        const T gi = g[i];
-#pragma omp simd
-        for (int64_t k = 0; k < m; k++) dWi[k] += gi * x[k];
-    }
-}
-
-/* The source cell of action a at cell i (-1: zero), for a stack (push, pop, no-op; cell -1 of the
-   old memory is v) or a tape (offs[a] = -s_a mod K) */
+/* The source cell of action a at cell i of the old memory: -1 reads v, -2 zero. Stack (push, pop,
+   no-op; v above the top), tape (offs[a] = -s_a mod K; v written into cell 0) */
 static inline int64_t NAME(source)(int64_t kind, int64_t K, const int64_t *offs, int64_t a, int64_t i) {
     if (kind == 0) return a == 0 ? i - 1 : (a == 1 ? (i + 1 < K ? i + 1 : -2) : i);
-    const int64_t j = i + offs[a];
-    return j >= K ? j - K : j;
+    const int64_t j = i + offs[a] >= K ? i + offs[a] - K : i + offs[a];
+    return j == 0 ? -1 : j;
 }
 
-/* The memory update: Mn = the actions' mix of Mo (with v in cell 0 for the tape, above the top for
-   the stack push); cell index -1 reads v, -2 reads zero */
+/* Mn (K, C) = the actions' mix of Mo, v */
 static void NAME(update)(int64_t kind, int64_t K, int64_t C, int64_t A, const int64_t *offs, const T *Mo,
                          const T *v, const T *p, T *Mn) {
     memset(Mn, 0, K * C * sizeof(T));
     for (int64_t a = 0; a < A; a++)
         for (int64_t i = 0; i < K; i++) {
-            int64_t j = NAME(source)(kind, K, offs, a, i);
-            if (kind == 1 && j == 0) j = -1; /* the tape writes v under the head first */
+            const int64_t j = NAME(source)(kind, K, offs, a, i);
             if (j == -2) continue;
             const T *src = j == -1 ? v : Mo + j * C;
             for (int64_t c = 0; c < C; c++) Mn[i * C + c] += p[a] * src[c];
         }
 }
 
-/* -off mod K per tape action */
-static void NAME(offsets)(int64_t kind, int64_t K, int64_t A, const int64_t *shifts, int64_t *offs) {
-    for (int64_t a = 0; a < A; a++) offs[a] = kind == 1 ? (((-shifts[a]) % K) + K) % K : 0;
-}
-
-/* h (H), the write layers' outputs z (Z; v is the last C) and p (A) of one step from a = the preactivation */
-static void NAME(heads)(int64_t H, int64_t A, int64_t nl, const int64_t *dims, const T *wW, const T *wb, const T *Wa,
-                        const T *ba, const T *h, T *z, T *p) {
-    const T *x = h, *W = wW, *b = wb;
-    T *out = z;
-    for (int64_t l = 0; l < nl; l++) {
-        NAME(matvec)(dims[l + 1], dims[l], W, x, b, 0, out);
-        if (l + 1 < nl)
-            for (int64_t i = 0; i < dims[l + 1]; i++) out[i] = out[i] > 0 ? out[i] : 0;
-        W += dims[l + 1] * dims[l];
-        b += dims[l + 1];
-        x = out;
-        out += dims[l + 1];
-    }
-    NAME(matvec)(A, H, Wa, h, ba, 0, p);
-    T mx = p[0], s = 0;
-    for (int64_t a = 1; a < A; a++) mx = p[a] > mx ? p[a] : mx;
-    for (int64_t a = 0; a < A; a++) s += (p[a] = EXP(p[a] - mx));
-    for (int64_t a = 0; a < A; a++) p[a] /= s;
-}
-
-void NAME(forward)(int64_t B, int64_t Tn, int64_t H, int64_t C, int64_t K, int64_t A, int64_t nl, const int64_t *dims,
-                   int64_t kind, const int64_t *shifts, int64_t b0, int64_t b1, const T *u, const T *Wh, const T *Wr,
-                   const T *wW, const T *wb, const T *Wa, const T *ba, const T *h0, const T *M0, T *y, T *Ms, T *ps,
-                   T *zs, T *hT, T *MT) {
-    int64_t Z = 0, offs[A];
-    for (int64_t l = 1; l <= nl; l++) Z += dims[l];
-    NAME(offsets)(kind, K, A, shifts, offs);
-    T *work = malloc(sizeof(T) * (2 * H + 2 * K * C + Z + A)); /* h, a, M, the new M, z, p */
-    T *h = work, *pre = h + H, *M = pre + H, *Mn = M + K * C, *z = Mn + K * C, *p = z + Z;
-    for (int64_t b = b0; b < b1; b++) {
-        if (h0) memcpy(h, h0 + b * H, H * sizeof(T)); else memset(h, 0, H * sizeof(T));
-        if (M0) memcpy(M, M0 + b * K * C, K * C * sizeof(T)); else memset(M, 0, K * C * sizeof(T));
-        for (int64_t t = 0; t < Tn; t++) {
-            const int64_t bt = b * Tn + t;
-            memcpy(pre, u + bt * H, H * sizeof(T));
-            NAME(matvec)(H, H, Wh, h, NULL, 1, pre);
-            NAME(matvec)(H, C, Wr, M, NULL, 1, pre);
-            for (int64_t i = 0; i < H; i++) h[i] = pre[i] > 0 ? pre[i] : 0;
-            memcpy(y + bt * H, h, H * sizeof(T));
-            NAME(heads)(H, A, nl, dims, wW, wb, Wa, ba, h, z, p);
-            NAME(update)(kind, K, C, A, offs, M, z + Z - C, p, Mn);
-            memcpy(M, Mn, K * C * sizeof(T));
-            if (Ms) { /* saved for the backward */
-                memcpy(Ms + bt * K * C, M, K * C * sizeof(T));
-                memcpy(ps + bt * A, p, A * sizeof(T));
-                memcpy(zs + bt * Z, z, Z * sizeof(T));
-            }
-        }
-        memcpy(hT + b * H, h, H * sizeof(T));
-        memcpy(MT + b * K * C, M, K * C * sizeof(T));
-    }
-    free(work);
-}
-
-/* The memory update's backward at one step: dM (K, C) of M_t -> dp (A), dv (C) and dMo (K, C) of
-   M_{t-1} (overwritten), from Mo = M_{t-1}, v, p */
+/* its backward: dM (K, C) of Mn -> dp (A), dv (C) and dMo (K, C) (all overwritten) */
 static void NAME(update_backward)(int64_t kind, int64_t K, int64_t C, int64_t A, const int64_t *offs, const T *Mo,
                                   const T *v, const T *p, const T *dM, T *dp, T *dv, T *dMo) {
     memset(dMo, 0, K * C * sizeof(T));
@@ -168,8 +129,7 @@ static void NAME(update_backward)(int64_t kind, int64_t K, int64_t C, int64_t A,
     for (int64_t a = 0; a < A; a++) {
         T s = 0;
         for (int64_t i = 0; i < K; i++) {
-            int64_t j = NAME(source)(kind, K, offs, a, i);
-            if (kind == 1 && j == 0) j = -1;
+            const int64_t j = NAME(source)(kind, K, offs, a, i);
             if (j == -2) continue;
             const T *src = j == -1 ? v : Mo + j * C, *g = dM + i * C;
             T *dsrc = j == -1 ? dv : dMo + j * C;
@@ -182,71 +142,139 @@ static void NAME(update_backward)(int64_t kind, int64_t K, int64_t C, int64_t A,
     }
 }
 
-void NAME(backward)(int64_t B, int64_t Tn, int64_t H, int64_t C, int64_t K, int64_t A, int64_t nl, const int64_t *dims,
-                    int64_t kind, const int64_t *shifts, int64_t b0, int64_t b1, const T *Wh, const T *Wr,
-                    const T *wW, const T *Wa, const T *h0, const T *M0, const T *y, const T *Ms, const T *ps,
-                    const T *zs, const T *dy, const T *dhT, const T *dMT, T *du, T *dWh, T *dWr, T *dwW, T *dwb,
-                    T *dWa, T *dba, T *dh0, T *dM0) {
-    int64_t Z = 0, maxw = H, offs[A];
+/* -s_a mod K per tape action; Z, the widest write layer */
+static void NAME(setup)(int64_t kind, int64_t K, int64_t A, const int64_t *shifts, int64_t nl, const int64_t *dims,
+                        int64_t *offs, int64_t *Z, int64_t *widest) {
+    for (int64_t a = 0; a < A; a++) offs[a] = kind == 1 ? (((-shifts[a]) % K) + K) % K : 0;
+    *Z = 0;
+    *widest = dims[0];
     for (int64_t l = 1; l <= nl; l++) {
-        Z += dims[l];
-        maxw = dims[l] > maxw ? dims[l] : maxw;
+        *Z += dims[l];
+        *widest = dims[l] > *widest ? dims[l] : *widest;
     }
-    NAME(offsets)(kind, K, A, shifts, offs);
-    /* dh (carried), dH (this step's), da, dM (of M_t), dMo (of M_{t-1}), a zero memory, dp, dl, two layer buffers */
-    T *work = calloc(3 * H + 3 * K * C + 2 * A + 2 * maxw, sizeof(T));
-    T *dh = work, *dH = dh + H, *da = dH + H, *dM = da + H, *dMo = dM + K * C, *M00 = dMo + K * C, *dp = M00 + K * C;
-    T *dl = dp + A, *g0 = dl + A, *g1 = g0 + maxw;
-    for (int64_t b = b0; b < b1; b++) {
-        memcpy(dh, dhT + b * H, H * sizeof(T));
-        memcpy(dM, dMT + b * K * C, K * C * sizeof(T));
-        for (int64_t t = Tn - 1; t >= 0; t--) {
-            const int64_t bt = b * Tn + t;
-            const T *h = y + bt * H, *z = zs + bt * Z, *p = ps + bt * A, *v = z + Z - C;
-            const T *hp = t > 0 ? y + (bt - 1) * H : (h0 ? h0 + b * H : NULL);      /* NULL: zeros */
-            const T *Mo = t > 0 ? Ms + (bt - 1) * K * C : (M0 ? M0 + b * K * C : M00);
-            NAME(update_backward)(kind, K, C, A, offs, Mo, v, p, dM, dp, g0, dMo); /* dp, dv (g0), dM_{t-1} */
-            /* the softmax, then the action logits' Linear */
-            T pd = 0;
+}
+
+void NAME(forward)(int64_t B, int64_t Tn, int64_t H, int64_t C, int64_t K, int64_t A, int64_t nl, const int64_t *dims,
+                   int64_t kind, const int64_t *shifts, int64_t b0, int64_t b1, const T *u, const T *Wh,
+                   const T *Wht, const T *Wr, const T *Wrt, const T *wW, const T *wWt, const T *wb, const T *Wa,
+                   const T *Wat, const T *ba, const T *h0, const T *M0, T *y, T *Ms, T *ps, T *zs, T *hT, T *MT) {
+    int64_t offs[A], Z, widest;
+    NAME(setup)(kind, K, A, shifts, nl, dims, offs, &Z, &widest);
+    const int64_t nb = b1 - b0, KC = K * C;
+    T *work = malloc(sizeof(T) * (nb * (2 * H + KC + Z + A) + KC)); /* h, pre, M, z, logits (rows); new M */
+    T *h = work, *pre = h + nb * H, *M = pre + nb * H, *z = M + nb * KC, *lg = z + nb * Z, *Mn = lg + nb * A;
+    for (int64_t b = 0; b < nb; b++) {
+        if (h0) memcpy(h + b * H, h0 + (b0 + b) * H, H * sizeof(T)); else memset(h + b * H, 0, H * sizeof(T));
+        if (M0) memcpy(M + b * KC, M0 + (b0 + b) * KC, KC * sizeof(T)); else memset(M + b * KC, 0, KC * sizeof(T));
+    }
+    for (int64_t t = 0; t < Tn; t++) {
+        for (int64_t b = 0; b < nb; b++) memcpy(pre + b * H, u + ((b0 + b) * Tn + t) * H, H * sizeof(T));
+        NAME(times)(nb, H, H, h, H, Wh, Wht, pre, H);   /* += W_h h */
+        NAME(times)(nb, C, H, M, KC, Wr, Wrt, pre, H);  /* += W_r M[0] */
+        for (int64_t i = 0; i < nb * H; i++) h[i] = pre[i] > 0 ? pre[i] : 0;
+        const T *in = h, *W = wW, *Wt = wWt, *bias = wb;
+        int64_t sin = H, zo = 0;
+        for (int64_t l = 0; l < nl; l++) { /* the write layers */
+            const int64_t m = dims[l], n = dims[l + 1];
+            for (int64_t b = 0; b < nb; b++) memcpy(z + b * Z + zo, bias, n * sizeof(T));
+            NAME(times)(nb, m, n, in, sin, W, Wt, z + zo, Z);
+            if (l + 1 < nl)
+                for (int64_t b = 0; b < nb; b++)
+                    for (int64_t j = 0; j < n; j++) z[b * Z + zo + j] = z[b * Z + zo + j] > 0 ? z[b * Z + zo + j] : 0;
+            in = z + zo;
+            sin = Z;
+            W += n * m;
+            Wt += n * m;
+            bias += n;
+            zo += n;
+        }
+        for (int64_t b = 0; b < nb; b++) memcpy(lg + b * A, ba, A * sizeof(T));
+        NAME(times)(nb, H, A, h, H, Wa, Wat, lg, A);
+        for (int64_t b = 0; b < nb; b++) {
+            T *p = lg + b * A, mx = p[0], s = 0;
+            for (int64_t a = 1; a < A; a++) mx = p[a] > mx ? p[a] : mx;
+            for (int64_t a = 0; a < A; a++) s += (p[a] = EXP(p[a] - mx));
+            for (int64_t a = 0; a < A; a++) p[a] /= s;
+            NAME(update)(kind, K, C, A, offs, M + b * KC, z + b * Z + Z - C, p, Mn);
+            memcpy(M + b * KC, Mn, KC * sizeof(T));
+            const int64_t bt = (b0 + b) * Tn + t;
+            memcpy(y + bt * H, h + b * H, H * sizeof(T));
+            if (Ms) { /* saved for the backward */
+                memcpy(Ms + bt * KC, M + b * KC, KC * sizeof(T));
+                memcpy(ps + bt * A, p, A * sizeof(T));
+                memcpy(zs + bt * Z, z + b * Z, Z * sizeof(T));
+            }
+        }
+    }
+    memcpy(hT + b0 * H, h, nb * H * sizeof(T));
+    memcpy(MT + b0 * KC, M, nb * KC * sizeof(T));
+    free(work);
+}
+
+void NAME(backward)(int64_t B, int64_t Tn, int64_t H, int64_t C, int64_t K, int64_t A, int64_t nl, const int64_t *dims,
+                    int64_t kind, const int64_t *shifts, int64_t b0, int64_t b1, const T *Wh, const T *Wht,
+                    const T *Wr, const T *Wrt, const T *wW, const T *wWt, const T *Wa, const T *Wat, const T *M0,
+                    const T *y, const T *Ms, const T *ps, const T *zs, const T *dy, const T *dhT, const T *dMT, T *du,
+                    T *dls, T *gs, T *dh0, T *dM0) {
+    int64_t offs[A], Z, widest;
+    NAME(setup)(kind, K, A, shifts, nl, dims, offs, &Z, &widest);
+    const int64_t nb = b1 - b0, KC = K * C;
+    /* rows: dh (carried), dH (this step's), dM (of M_t), dMo (of M_{t-1}), dl, two layer gradients;
+       one zero memory, dp */
+    T *work = calloc(nb * (2 * H + 2 * KC + A + 2 * widest) + KC + A, sizeof(T));
+    T *dh = work, *dH = dh + nb * H, *dM = dH + nb * H, *dMo = dM + nb * KC, *dl = dMo + nb * KC;
+    T *g0 = dl + nb * A, *g1 = g0 + nb * widest, *M00 = g1 + nb * widest, *dp = M00 + KC;
+    memcpy(dh, dhT + b0 * H, nb * H * sizeof(T));
+    memcpy(dM, dMT + b0 * KC, nb * KC * sizeof(T));
+    int64_t wtotal = 0;
+    for (int64_t l = 0; l < nl; l++) wtotal += dims[l + 1] * dims[l];
+    for (int64_t t = Tn - 1; t >= 0; t--) {
+        for (int64_t b = 0; b < nb; b++) { /* the memory update, then the softmax */
+            const int64_t bt = (b0 + b) * Tn + t;
+            const T *p = ps + bt * A, *v = zs + bt * Z + Z - C;
+            const T *Mo = t > 0 ? Ms + (bt - 1) * KC : (M0 ? M0 + (b0 + b) * KC : M00);
+            NAME(update_backward)(kind, K, C, A, offs, Mo, v, p, dM + b * KC, dp, g0 + b * widest, dMo + b * KC);
+            T pd = 0, *dlb = dl + b * A;
             for (int64_t a = 0; a < A; a++) pd += p[a] * dp[a];
-            for (int64_t a = 0; a < A; a++) dl[a] = p[a] * (dp[a] - pd);
-            for (int64_t i = 0; i < H; i++) dH[i] = dy[bt * H + i] + dh[i];
-            NAME(matvec_t)(A, H, Wa, dl, dH);
-            NAME(outer)(A, H, dl, h, dWa);
-            for (int64_t a = 0; a < A; a++) dba[a] += dl[a];
-            /* the write layers, last first: g0 holds the gradient of layer l's output */
-            int64_t wofs = 0, bofs = 0, zofs = Z;
-            for (int64_t l = 0; l < nl; l++) {
-                wofs += dims[l + 1] * dims[l];
-                bofs += dims[l + 1];
-            }
-            for (int64_t l = nl - 1; l >= 0; l--) {
-                const int64_t n = dims[l + 1], m = dims[l];
-                wofs -= n * m;
-                bofs -= n;
-                zofs -= n;
-                const T *out = z + zofs, *in = l > 0 ? z + zofs - m : h;
+            for (int64_t a = 0; a < A; a++) dlb[a] = p[a] * (dp[a] - pd);
+            memcpy(dls + bt * A, dlb, A * sizeof(T));
+            for (int64_t i = 0; i < H; i++) dH[b * H + i] = dy[bt * H + i] + dh[b * H + i];
+        }
+        NAME(times)(nb, A, H, dl, A, Wat, Wa, dH, H); /* += dl W_a */
+        /* the write layers, last first: g0 holds each row's gradient of layer l's output */
+        int64_t wo = wtotal, zo = Z;
+        for (int64_t l = nl - 1; l >= 0; l--) {
+            const int64_t n = dims[l + 1], m = dims[l];
+            wo -= n * m;
+            zo -= n;
+            for (int64_t b = 0; b < nb; b++) {
+                const int64_t bt = (b0 + b) * Tn + t;
+                T *g = g0 + b * widest;
                 if (l + 1 < nl)
-                    for (int64_t i = 0; i < n; i++) g0[i] = out[i] > 0 ? g0[i] : 0; /* relu */
-                NAME(outer)(n, m, g0, in, dwW + wofs);
-                for (int64_t i = 0; i < n; i++) dwb[bofs + i] += g0[i];
-                memset(g1, 0, m * sizeof(T));
-                NAME(matvec_t)(n, m, wW + wofs, g0, g1);
-                memcpy(g0, g1, m * sizeof(T));
+                    for (int64_t j = 0; j < n; j++) g[j] = zs[bt * Z + zo + j] > 0 ? g[j] : 0; /* relu */
+                memcpy(gs + bt * Z + zo, g, n * sizeof(T));
             }
-            for (int64_t i = 0; i < H; i++) da[i] = h[i] > 0 ? dH[i] + g0[i] : 0;
-            memcpy(du + bt * H, da, H * sizeof(T));
-            if (hp) NAME(outer)(H, H, da, hp, dWh);
-            NAME(outer)(H, C, da, Mo, dWr);
-            memset(dh, 0, H * sizeof(T));
-            NAME(matvec_t)(H, H, Wh, da, dh);
-            NAME(matvec_t)(H, C, Wr, da, dMo);
-            memcpy(dM, dMo, K * C * sizeof(T));
+            T *into = l > 0 ? g1 : dH; /* layer 0's input is h */
+            if (l > 0) memset(g1, 0, nb * widest * sizeof(T));
+            NAME(times)(nb, n, m, g0, widest, wWt + wo, wW + wo, into, l > 0 ? widest : H);
+            if (l > 0) memcpy(g0, g1, nb * widest * sizeof(T));
         }
-        if (dh0) {
-            memcpy(dh0 + b * H, dh, H * sizeof(T));
-            memcpy(dM0 + b * K * C, dM, K * C * sizeof(T));
+        for (int64_t b = 0; b < nb; b++) { /* relu */
+            const int64_t bt = (b0 + b) * Tn + t;
+            for (int64_t i = 0; i < H; i++) {
+                const T d = y[bt * H + i] > 0 ? dH[b * H + i] : 0;
+                dH[b * H + i] = d;
+                du[bt * H + i] = d;
+            }
         }
+        memset(dh, 0, nb * H * sizeof(T));
+        NAME(times)(nb, H, H, dH, H, Wht, Wh, dh, H);     /* dh = da W_h */
+        NAME(times)(nb, H, C, dH, H, Wrt, Wr, dMo, KC);   /* dM_{t-1}[0] += da W_r */
+        memcpy(dM, dMo, nb * KC * sizeof(T));
+    }
+    if (dh0) {
+        memcpy(dh0 + b0 * H, dh, nb * H * sizeof(T));
+        memcpy(dM0 + b0 * KC, dM, nb * KC * sizeof(T));
     }
     free(work);
 }
