@@ -50,7 +50,8 @@ def _smoke(fn, device):
         (h, S), (h_ref, S_ref) = (g(*args, True) for g in (fn, reference.memory_rnn))
         for got, want in zip((h, *S), (h_ref, *S_ref)):
             if not torch.allclose(got, want, rtol=1e-3, atol=1e-3):
-                raise RuntimeError(f"its smoke call differs from the reference by {(got - want).abs().max().item():.3g}")
+                error = (got - want).abs().max().item()
+                raise RuntimeError(f"its smoke call differs from the reference by {error:.3g}")
         args[0].requires_grad_(True)
         fn(*args)[0].sum().backward()
 
