@@ -126,6 +126,8 @@ TINY = {
     "norm_attn": dict(n_heads=2), "lstm": dict(d_hidden=4), "gru": dict(d_hidden=4), "rnn": dict(d_hidden=4),
     "ttt_linear": dict(mini_batch_size=4), "ttt_mlp": dict(mini_batch_size=4, mlp_expand=2),
     "titans": dict(mini_batch_size=4),
+    "stack_rnn": dict(d_hidden=6, stack_size=5, stack_cell_size=3),
+    "tape_rnn": dict(d_hidden=6, memory_size=5, memory_cell_size=3, mlp_layers_size=[4, 3]),
 }
 # Option variants whose contract may differ from the default's (another recurrence, non-causal,
 # truncated, another discretisation): name -> (layer config stem, options over TINY[stem]).
@@ -193,6 +195,8 @@ VARIANTS = {
     "base_conv-long-explicit": ("base_conv", dict(kernel_size=-1, implicit_long_conv=False)),
     "rwkv4-channel-mix": ("rwkv4", dict(channel_mix=True)),
     "lstm-glu": ("lstm", dict(postact="glu")),
+    "tape_rnn-jump-linear": ("tape_rnn", dict(jump=7, mlp_layers_size=[])),  # jumps past the tape's end; f one Linear
+    "stack_rnn-torch": ("stack_rnn", dict(backend="torch")),
 }
 CASES = {**{stem: (stem, {}) for stem in LAYER_CONFIGS}, **VARIANTS}
 

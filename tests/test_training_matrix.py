@@ -91,7 +91,7 @@ def test_the_bidirectional_experiments_refuse_exactly_the_causal_only_layers():
     refused = [m for m in MODELS if refusal(compose_config(["experiment=dss-pathfinder-segmentation", f"model={m}"]))]
     assert refused == ["base_conv", "based", "based_hybrid", "deltanet", "dsf_ssd", "gated_deltanet",
                        "gated_deltaproduct", "gla", "griffin", "gru", "h3", "hawk", "hgrn2", "hyena", "kda", "lru", "lstm", "mamba", "mamba2", "mamba3", "mamba_attn_hybrid", "mlstm",
-                       "qlstm", "retnet", "rnn", "rwkv4", "rwkv6", "rwkv7", "s6", "slstm", "ssd", "titans", "ttt_linear", "ttt_mlp", "xlstm"]
+                       "qlstm", "retnet", "rnn", "rwkv4", "rwkv6", "rwkv7", "s6", "slstm", "ssd", "stack_rnn", "tape_rnn", "titans", "ttt_linear", "ttt_mlp", "xlstm"]
 
 
 def fit_pair(experiment, model, tmp_path, monkeypatch, data_path):

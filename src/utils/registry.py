@@ -48,6 +48,8 @@ layer = {
     "hyena": "src.models.sequence.layers.hyena.Hyena",
     "h3": "src.models.sequence.layers.h3.H3",
     "rwkv4": "src.models.sequence.layers.rwkv4.RWKV4",
+    "stack_rnn": "src.models.sequence.layers.memory_rnn.StackRNN",
+    "tape_rnn": "src.models.sequence.layers.memory_rnn.TapeRNN",
 }
 
 dataset = {
