@@ -45,6 +45,7 @@ layer = {
     "hyena": "src.models.sequence.layers.hyena.Hyena",
     "h3": "src.models.sequence.layers.h3.H3",
     "rwkv4": "src.models.sequence.layers.rwkv4.RWKV4",
+    "mesanet": "src.models.sequence.layers.mesanet.MesaNet",
 }
 
 dataset = {
