@@ -120,7 +120,7 @@ TINY = {
     "gated_deltaproduct": dict(n_heads=2), "kda": dict(n_heads=2), "mlstm": dict(proj_multiple_of=8, n_heads=2),
     "slstm": dict(n_heads=2), "mha": dict(n_heads=2), "transformer": dict(n_heads=2), "linear_attn": dict(n_heads=2),
     "norm_attn": dict(n_heads=2), "lstm": dict(d_hidden=4), "gru": dict(d_hidden=4), "rnn": dict(d_hidden=4),
-    "mesanet": dict(n_heads=2),
+    "mesanet": dict(n_heads=2), "log_linear_mamba2": dict(d_state=6, headdim=4), "log_linear_gdn": dict(n_heads=2),
 }
 # Option variants whose contract may differ from the default's (another recurrence, non-causal,
 # truncated, another discretisation): name -> (layer config stem, options over TINY[stem]).
@@ -189,6 +189,8 @@ VARIANTS = {
     "rwkv4-channel-mix": ("rwkv4", dict(channel_mix=True)),
     "lstm-glu": ("lstm", dict(postact="glu")),
     "mesanet-exact-gate": ("mesanet", dict(cg_steps=None, use_output_gate=True)),
+    "log_linear_mamba2-groups": ("log_linear_mamba2", dict(ngroups=2, D_has_hdim=True)),
+    "log_linear_gdn-no-conv-neg": ("log_linear_gdn", dict(use_short_conv=False, allow_neg_eigval=True)),
 }
 CASES = {**{stem: (stem, {}) for stem in LAYER_CONFIGS}, **VARIANTS}
 

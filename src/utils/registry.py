@@ -46,6 +46,8 @@ layer = {
     "h3": "src.models.sequence.layers.h3.H3",
     "rwkv4": "src.models.sequence.layers.rwkv4.RWKV4",
     "mesanet": "src.models.sequence.layers.mesanet.MesaNet",
+    "log_linear_mamba2": "src.models.sequence.layers.log_linear.LogLinearMamba2",
+    "log_linear_gdn": "src.models.sequence.layers.log_linear.LogLinearGatedDeltaNet",
 }
 
 dataset = {
