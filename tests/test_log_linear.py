@@ -1,5 +1,5 @@
 """src/ops/log_linear: the per-level path (chunked.py, on gla's and delta_rule's torch path and C
-loop) against reference.py's Fenwick loop (forward, final levels, every input's gradient, from
+loop) and, with Mamba-2 inside, the dense-in-chunks path, against reference.py's Fenwick loop (forward, final levels, every input's gradient, from
 zeros and from a state), the loop against fla's naive_log_linear_attn (loaded by path; float64,
 every gradient) and, for Gated DeltaNet inside, against the definition written out with the
 delta rule's attention matrix; unit lambdas give the inner model back.
@@ -17,7 +17,7 @@ from op_backends import compare
 
 from src.ops.delta_rule import reference as delta_reference
 from src.ops.gla import reference as gla_reference
-from src.ops.log_linear import DISPATCH, chunked, log_linear_attn, log_linear_delta_rule, reference
+from src.ops.log_linear import DISPATCH, chunked, log_linear_attn, log_linear_delta_rule, reference, torch_path
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 F32 = dict(rtol=1e-4, atol=1e-4)
@@ -67,18 +67,30 @@ def inner(name):
     return name
 
 
+def dense(q, k, v, beta, g, lam, state, final, inner, chunk):
+    return chunked.log_linear_attn(q, k, v, g, lam, state, final, inner, chunk)
+
+
+# (path, delta): the per-level form for both inner models; the dense-in-chunks form of Mamba-2,
+# with chunks of 4 (levels above them as passes) and of 64 (every level in one chunk)
+PATHS = {"levels-mamba2": (chunked.log_linear, False), "levels-gated_deltanet": (chunked.log_linear, True),
+         "dense4-mamba2": (lambda *a, **kw: dense(*a, **kw, chunk=4), False),
+         "dense64-mamba2": (lambda *a, **kw: dense(*a, **kw, chunk=64), False)}
+
+
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("delta", [False, True], ids=["mamba2", "gated_deltanet"])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("name", ["torch", "cpu"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_levels_match_the_fenwick_loop(shape, delta, name, dtype):
+def test_paths_match_the_fenwick_loop(shape, path, name, dtype):
     *dims, t0 = shape
+    fn, delta = PATHS[path]
     args = inputs(*dims, t0, dtype=dtype)
     if not t0:
         del args[6]  # no buckets at position 0
     if not delta:
         del args[3]  # beta
-    compare(with_state(chunked.log_linear, t0, delta, inner=inner(name)), with_state(reference._fenwick, t0, delta),
+    compare(with_state(fn, t0, delta, inner=inner(name)), with_state(reference._fenwick, t0, delta),
             args, F64 if dtype == torch.float64 else F32)
 
 
@@ -86,12 +98,11 @@ def test_levels_match_the_fenwick_loop(shape, delta, name, dtype):
 def test_split_sequences_continue_and_levels_merge_at_powers_of_two(delta):
     q, k, v, beta, g, lam, _ = inputs(2, 23, 2, 2, 4, 3, 0)
     b = beta if delta else None
-    o, (S, t) = chunked.log_linear(q, k, v, b, g, lam, None, True)
+    o, (S, t) = torch_path(q, k, v, b, g, lam, None, True)
     state, outs = None, []
     for lo, hi in ((0, 1), (1, 4), (4, 8), (8, 9), (9, 23)):
         part = (x[:, lo:hi] for x in (q, k, v))
-        o_part, state = chunked.log_linear(*part, None if b is None else b[:, lo:hi], g[:, lo:hi], lam[:, lo:hi],
-                                           state, True)
+        o_part, state = torch_path(*part, None if b is None else b[:, lo:hi], g[:, lo:hi], lam[:, lo:hi], state, True)
         assert state[1] == hi and state[0].shape[2] == hi.bit_length()  # one more level past 1, 2, 4, 8, 16
         outs.append(o_part)
     torch.testing.assert_close(torch.cat(outs, 1), o, **F64)
@@ -133,7 +144,7 @@ def test_dispatch_and_its_errors():
     q, k, v, beta, g, lam, _ = inputs(1, 9, 1, 2, 4, 4, 0, dtype=torch.float32)
     assert DISPATCH.resolve("auto", torch.device("cpu"), (q, k, v, None, g, lam, None, False)) in ("cpu", "torch")
     torch.testing.assert_close(log_linear_attn(q, k, v, g, lam, backend="torch")[0],
-                               chunked.log_linear_attn(q, k, v, g, lam, inner="torch")[0])
+                               chunked.log_linear(q, k, v, None, g, lam, None, False, inner="torch")[0])
     with pytest.raises(ValueError, match="position 9 needs 5 levels; level_scales has 4"):
         log_linear_attn(q, k, v, g, lam[..., :4])
     with pytest.raises(ValueError, match="G | H"):

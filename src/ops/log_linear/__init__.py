@@ -14,8 +14,9 @@ with A the inner model's attention (reference.py); no 1/sqrt(K) scale. fla's nai
 (Mamba-2) and HanGuo97/log-linear-attention's hattention_recurrent (both inner models). state:
 (levels (B, H, bit_length(t), K, V), t) after t tokens: it grows by one (K, V) level each time t
 passes a power of two; t0 + T must be at most 2^(n_levels - 1) (every level has its lambda).
-Backends: `torch` and `cpu` (chunked.py: one inner gla / delta_rule pass per level, on those ops'
-torch path or C loop; `cpu` first on CPU), `triton` (gpu.py: fla's log-linear kernel for Mamba-2
+Backends: `torch` and `cpu` (chunked.py: with Mamba-2 inside, the levels within chunks of 64 as one
+dense weighting and those above as inner gla passes; with the delta rule, one inner delta_rule pass
+per level; the inner ops on their torch path or C loop, `cpu` first on CPU), `triton` (gpu.py: fla's log-linear kernel for Mamba-2
 from position 0, fla's gated delta rule kernels per level otherwise; CUDA only). reference.py
 (the per-token Fenwick loop) is the oracle.
 """
@@ -57,9 +58,16 @@ def _smoke(fn, device):
     fn(q, k, v, beta, g, lam, None, False)[0].sum().backward()
 
 
-_TORCH = functools.partial(chunked.log_linear, inner="torch")
+def torch_path(q, k, v, beta, g, level_scales, initial_state=None, output_final_state=False, inner="torch"):
+    """chunked.py's paths: dense in chunks with Mamba-2 inside (beta None), per level with the delta rule."""
+    if beta is None:
+        return chunked.log_linear_attn(q, k, v, g, level_scales, initial_state, output_final_state, inner)
+    return chunked.log_linear(q, k, v, beta, g, level_scales, initial_state, output_final_state, inner)
+
+
+_TORCH = torch_path
 DISPATCH = Dispatcher("log_linear", {"torch": lambda: _TORCH,
-                                     "cpu": lambda: functools.partial(chunked.log_linear, inner="cpu"),
+                                     "cpu": lambda: functools.partial(torch_path, inner="cpu"),
                                      "triton": lambda: gpu.log_linear},
                       {"cuda": ["triton", "torch"], "cpu": ["cpu", "torch"], "default": ["torch"]}, _smoke,
                       {"triton": gpu.unsupported, "cpu": lambda q, *args: None if q.device.type == "cpu" else

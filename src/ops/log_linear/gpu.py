@@ -1,7 +1,7 @@
 """fla's kernels behind the log_linear signature, imported only when called (CUDA only):
 
     Mamba-2 inside (beta None)       fla.ops.log_linear_attn.chunk_log_linear_attn, from position 0;
-                                     the final Fenwick state is formed here (_final_levels)
+                                     the final Fenwick state is chunked.py's (its sums over the buckets)
     Gated DeltaNet inside            chunked.py on fla's gated delta rule kernels (inner="triton")
 
 fla's log-linear kernel keeps its own state (LogLinearAttentionState: the tree plus the inputs of
@@ -16,20 +16,6 @@ import torch
 from src.ops.log_linear import chunked
 
 
-def _final_levels(k, v, g, T):
-    """The Fenwick buckets after T tokens from position 0: the bucket at level l (bit l - 1 of T
-    set) holds positions [T >> l << l, T >> (l-1) << (l-1)), decayed to the end:
-    sum_s exp(g_{s+1} + ... + g_{T-1}) k_s v_s^T. k (B, T, H, K), v (B, T, H, V). -> (B, H, m, K, V)."""
-    b = g.float().cumsum(1)
-    w = torch.exp(b[:, -1:] - b).to(k.dtype)  # (B, T, H)
-    s = torch.arange(T, device=k.device)
-    levels = []
-    for l in range(1, T.bit_length() + 1):
-        inside = (s >= T >> l << l) & (s < T >> (l - 1) << (l - 1))  # empty where bit l - 1 of T is 0
-        levels.append(torch.einsum("bthk,bthv->bhkv", k * (w * inside[:, None])[..., None], v))
-    return torch.stack(levels, dim=2)
-
-
 def log_linear(q, k, v, beta, g, level_scales, initial_state, output_final_state):
     if beta is not None:
         return chunked.log_linear(q, k, v, beta, g, level_scales, initial_state, output_final_state, inner="triton")
@@ -38,8 +24,8 @@ def log_linear(q, k, v, beta, g, level_scales, initial_state, output_final_state
     o, _ = chunk_log_linear_attn(q, k, v, g, level_scales)
     if not output_final_state:
         return o, None
-    kh = k.expand(-1, -1, v.shape[2], -1)
-    return o, (_final_levels(kh, v, g, q.shape[1]), q.shape[1])
+    levels = v.new_zeros(v.shape[0], v.shape[2], 0, k.shape[-1], v.shape[-1])
+    return o, chunked._final(k.expand(-1, -1, v.shape[2], -1), v, g, levels, 0)
 
 
 def unsupported(q, k, v, beta, g, level_scales, initial_state=None, output_final_state=False):
