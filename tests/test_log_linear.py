@@ -149,3 +149,12 @@ def test_dispatch_and_its_errors():
         log_linear_attn(q, k, v, g, lam[..., :4])
     with pytest.raises(ValueError, match="G | H"):
         log_linear_delta_rule(q, k, v[:, :, :1].expand(-1, -1, 3, -1), beta, g, lam)
+
+
+def test_strong_decays_over_many_chunks_keep_gradients_finite():
+    """exp of the decay between chunks is masked before it is taken: a later chunk's would overflow."""
+    q, k, v, _, g, lam, _ = inputs(1, 120, 1, 1, 3, 2, 0, dtype=torch.float32)
+    g = (20 * g - 10).requires_grad_()
+    o, _ = chunked.log_linear_attn(q, k, v, g, lam, None, True, chunk=4)
+    (grad,) = torch.autograd.grad(o.sum(), g)
+    assert torch.isfinite(o).all() and torch.isfinite(grad).all()

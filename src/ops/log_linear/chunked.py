@@ -138,7 +138,8 @@ def _inter(q, k, v, g, lam, t0, C):
     N, c0 = qc.shape[2], (t0 - front) // C
     c = torch.arange(N, device=q.device)
     earlier = c[:, None] > c[None, :]
-    W = torch.exp((E - b[..., -1])[..., :, None] - E[..., None, :]).masked_fill(~earlier, 0).to(q.dtype)  # (.., N, N)
+    W = torch.exp(((E - b[..., -1])[..., :, None] - E[..., None, :]).masked_fill(~earlier, float("-inf")))
+    W = W.to(q.dtype)  # (B, H, N, N); masked before exp: a later chunk's exponent is > 0 and may overflow
     level = torch.tensor([[(C.bit_length() - 1 + ((c0 + i) ^ (c0 + j)).bit_length()) if i > j else 0 for j in range(N)]
                           for i in range(N)], device=q.device)
     qd = qc * torch.exp(b).to(q.dtype)[..., None]
