@@ -1,8 +1,9 @@
 """src/ops/log_linear: the per-level path (chunked.py, on gla's and delta_rule's torch path and C
-loop) and, with Mamba-2 inside, the dense-in-chunks path, against reference.py's Fenwick loop (forward, final levels, every input's gradient, from
-zeros and from a state), the loop against fla's naive_log_linear_attn (loaded by path; float64,
-every gradient) and, for Gated DeltaNet inside, against the definition written out with the
-delta rule's attention matrix; unit lambdas give the inner model back.
+loop) and, with Mamba-2 inside, the dense-in-chunks path, against reference.py's Fenwick loop
+(forward, final levels, every input's gradient, from zeros and from a state), the loop against
+fla's naive_log_linear_attn (loaded by path; float64, every gradient) and, for Gated DeltaNet
+inside, against the definition written out with the delta rule's attention matrix; unit lambdas
+give the inner model back.
 
 Tolerances. float64: the same sums reordered (1e-10). float32: the inner ops' float32 products
 and decays (their own tests' 1e-4).
@@ -21,8 +22,9 @@ from src.ops.log_linear import DISPATCH, chunked, log_linear_attn, log_linear_de
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 F32 = dict(rtol=1e-4, atol=1e-4)
-# (B, T, G, H, K, V, t0): T = 1 (from a state: from zeros g is not read at all), odd T, T across several powers of two, groups, K and V not powers
-# of two, starts from states at odd positions and at a power of two
+# (B, T, G, H, K, V, t0): T = 1 (from a state: from zeros g is not read at all), odd T, T across
+# several powers of two, groups, K and V not powers of two, starts from states at odd positions
+# and at a power of two
 SHAPES = [(2, 1, 1, 2, 4, 3, 3), (2, 13, 2, 2, 5, 3, 0), (1, 37, 1, 2, 6, 5, 5), (2, 9, 1, 1, 3, 7, 8),
           (1, 20, 1, 3, 4, 4, 13), (1, 1, 2, 2, 3, 2, 7)]
 N_LEVELS = 8
@@ -54,7 +56,8 @@ def with_state(fn, t0, delta, **kw):
     (its buckets only for t0 > 0)."""
     def run(*args):
         q, k, v, *beta, g, lam = args[: len(args) - (t0 > 0)]
-        o, (S, t) = fn(q, k, v, beta[0] if delta else None, g, lam, (levels(args[-1], t0), t0) if t0 else None, True, **kw)
+        state = (levels(args[-1], t0), t0) if t0 else None
+        o, (S, t) = fn(q, k, v, beta[0] if delta else None, g, lam, state, True, **kw)
         assert t == t0 + q.shape[1] and S.shape[2] == t.bit_length()
         return o, S
     return run
@@ -67,8 +70,8 @@ def inner(name):
     return name
 
 
-def dense(q, k, v, beta, g, lam, state, final, inner, chunk):
-    return chunked.log_linear_attn(q, k, v, g, lam, state, final, inner, chunk)
+def dense(q, k, v, beta, g, lam, state, final, inner, chunk):  # inner: the per-level form's only
+    return chunked.log_linear_attn(q, k, v, g, lam, state, final, chunk)
 
 
 # (path, delta): the per-level form for both inner models; the dense-in-chunks form of Mamba-2,

@@ -7,18 +7,20 @@ read with the query's own weight for its level.
     log_linear_delta_rule(q, k, v, beta, g, level_scales, initial_state=None,
                           output_final_state=False, backend="auto") -> (o, state)   (Gated DeltaNet)
 
-q, k (B, T, G, K) with G dividing H (a group shared by H / G heads, as Mamba-2's B, C); v (B, T, H, V); g (B, T, H) the log decay; beta (B, T, H); level_scales (B, T, H,
-n_levels), lambda_t[l] >= 0 in the layers:
+q, k (B, T, G, K) with G dividing H (a group shared by H / G heads, as Mamba-2's B, C);
+v (B, T, H, V); g (B, T, H) the log decay; beta (B, T, H); level_scales (B, T, H, n_levels),
+lambda_t[l] >= 0 in the layers:
     o_t = sum_{s <= t} lambda_t[l(t, s)] A_ts v_s,      l(t, s) = 0 if s = t, else 1 + floor(log2(t xor s))
 with A the inner model's attention (reference.py); no 1/sqrt(K) scale. fla's naive_log_linear_attn
 (Mamba-2) and HanGuo97/log-linear-attention's hattention_recurrent (both inner models). state:
 (levels (B, H, bit_length(t), K, V), t) after t tokens: it grows by one (K, V) level each time t
 passes a power of two; t0 + T must be at most 2^(n_levels - 1) (every level has its lambda).
-Backends: `torch` and `cpu` (chunked.py: with Mamba-2 inside, the levels within chunks of 64 as one
-dense weighting and those above as inner gla passes; with the delta rule, one inner delta_rule pass
-per level; the inner ops on their torch path or C loop, `cpu` first on CPU), `triton` (gpu.py: fla's log-linear kernel for Mamba-2
-from position 0, fla's gated delta rule kernels per level otherwise; CUDA only). reference.py
-(the per-token Fenwick loop) is the oracle.
+Backends: `torch` and `cpu` (chunked.py; with Mamba-2 inside, the levels within chunks of 64 as
+one dense weighting and those above as sums of chunk states, in matmuls, the same for both; with
+the delta rule, one delta_rule pass per level, on its torch path or, for `cpu`, its C loop; `cpu`
+first on CPU), `triton` (gpu.py: fla's log-linear kernel for Mamba-2 from position 0, fla's gated
+delta rule kernels per level otherwise; CUDA only). reference.py (the per-token Fenwick loop) is
+the oracle.
 """
 
 import functools
@@ -53,7 +55,8 @@ def _smoke(fn, device):
             (o, S), (o_ref, S_ref) = fn(*args), _TORCH(*args)
             if not (torch.allclose(o, o_ref, rtol=1e-3, atol=1e-3) and torch.allclose(S[0], S_ref[0], rtol=1e-3,
                                                                                         atol=1e-3)):
-                raise RuntimeError(f"its smoke call differs from the torch path by {(o - o_ref).abs().max().item():.3g}")
+                raise RuntimeError(f"its smoke call differs from the torch path by "
+                                   f"{(o - o_ref).abs().max().item():.3g}")
     q.requires_grad_(True)
     fn(q, k, v, beta, g, lam, None, False)[0].sum().backward()
 
@@ -61,7 +64,7 @@ def _smoke(fn, device):
 def torch_path(q, k, v, beta, g, level_scales, initial_state=None, output_final_state=False, inner="torch"):
     """chunked.py's paths: dense in chunks with Mamba-2 inside (beta None), per level with the delta rule."""
     if beta is None:
-        return chunked.log_linear_attn(q, k, v, g, level_scales, initial_state, output_final_state, inner)
+        return chunked.log_linear_attn(q, k, v, g, level_scales, initial_state, output_final_state)
     return chunked.log_linear(q, k, v, beta, g, level_scales, initial_state, output_final_state, inner)
 
 
@@ -79,7 +82,8 @@ def _check(q, k, v, beta, g, level_scales, initial_state):
     if q.shape != k.shape or q.shape[:2] != (B, T) or H % q.shape[2] or g.shape != (B, T, H) \
             or (beta is not None and beta.shape != (B, T, H)) or level_scales.shape[:3] != (B, T, H):
         raise ValueError(f"log_linear: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, g {tuple(g.shape)}, "
-                         f"level_scales {tuple(level_scales.shape)}: need q, k (B, T, G, K) with G | H, v (B, T, H, V), "
+                         f"level_scales {tuple(level_scales.shape)}: need q, k (B, T, G, K) with G | H, "
+                         "v (B, T, H, V), "
                          "g, beta (B, T, H), level_scales (B, T, H, n_levels)")
     end = T + (0 if initial_state is None else initial_state[1])
     if end > 1 << (level_scales.shape[-1] - 1):

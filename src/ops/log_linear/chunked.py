@@ -25,11 +25,12 @@ in one chunk has level bit_length(i xor j) <= log2 C (i, j the positions in the 
     o_intra = ((Q K^T) * exp(b_i - b_j) * lambda_i[bit_length(i xor j)], j <= i) V
 per chunk, C^2 (K + V) a chunk; the levels above log2 C hold whole chunks, so the new tokens'
 buckets there are sums of the chunks' states (dS_c = sum_j exp(b_end - b_j) k_j v_j^T) weighted by
-the decay between chunks and masked to the level (_inter); the buckets of the state at t0 are read directly, bucket l by query t at level
-max(l, bit_length(t xor t0)) (a bucket stays whole as the tree merges), decayed by
+the decay between chunks and masked to the level (_inter); the buckets of the state at t0 are
+read directly, bucket l by query t at level max(l, bit_length(t xor t0)) (a bucket stays whole as
+the tree merges), decayed by
 exp(b_t - b_{t0 - 1}); and the final buckets are sums over their (contiguous) ranges, plus the
 state's buckets inside them. O(T C (K + V) + (T + N^2) K V log(T / C)), N = T / C chunks, all in
-matmuls. `inner` is the backend of the per-level gla / delta_rule calls (auto, torch, cpu,
+matmuls. `inner` is the backend of the per-level form's gla / delta_rule calls (auto, torch, cpu,
 triton); the dense path makes none.
 """
 
@@ -179,7 +180,7 @@ def _final(k, v, g, levels, t0):
     return torch.stack(out, dim=2) if out else levels[:, :, :0], t1
 
 
-def log_linear_attn(q, k, v, g, level_scales, initial_state=None, output_final_state=False, inner="auto", chunk=64):
+def log_linear_attn(q, k, v, g, level_scales, initial_state=None, output_final_state=False, chunk=64):
     """Same arguments and result as reference.log_linear_attn (see the module docstring)."""
     q, k = _heads(q, k, v)
     B, T, H, K = q.shape
