@@ -28,7 +28,7 @@ def moved(layer):
 def mamba2_formula(m, x):
     """The layer with fla's naive_log_linear_attn as its scan (the conv by torch's Conv1d)."""
     naive = fla_naive("log_linear_attn/naive.py")
-    H, L = m.nheads, x.shape[1]
+    H = m.nheads
     z, xBC, dt, dl = m.in_proj(x).split([m.d_inner, m.conv_dim, H, H * m.num_levels], dim=-1)
     conv = F.conv1d(F.pad(xBC.transpose(1, 2), (m.d_conv - 1, 0)), m.conv1d.conv.weight, m.conv1d.conv.bias,
                     groups=m.conv_dim)

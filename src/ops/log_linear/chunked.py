@@ -186,7 +186,7 @@ def log_linear_attn(q, k, v, g, level_scales, initial_state=None, output_final_s
     B, T, H, K = q.shape
     levels, t0 = (q.new_zeros(B, H, 0, K, v.shape[-1]), 0) if initial_state is None else initial_state
     levels = levels.to(q.dtype)
-    t1, C = t0 + T, min(chunk, 1 << (T - 1 + t0 % chunk).bit_length())
+    C = min(chunk, 1 << (T - 1 + t0 % chunk).bit_length())  # a power of two; less for a short sequence
     lam = level_scales.to(q.dtype)
     o = _intra(q, k, v, g, lam, t0, C)
     if levels.shape[2]:
