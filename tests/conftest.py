@@ -128,6 +128,7 @@ TINY = {
     "titans": dict(mini_batch_size=4),
     "stack_rnn": dict(d_hidden=6, stack_size=5, stack_cell_size=3),
     "tape_rnn": dict(d_hidden=6, memory_size=5, memory_cell_size=3, mlp_layers_size=[4, 3]),
+    "mesanet": dict(n_heads=2), "log_linear_mamba2": dict(d_state=6, headdim=4), "log_linear_gdn": dict(n_heads=2),
 }
 # Option variants whose contract may differ from the default's (another recurrence, non-causal,
 # truncated, another discretisation): name -> (layer config stem, options over TINY[stem]).
@@ -197,6 +198,9 @@ VARIANTS = {
     "lstm-glu": ("lstm", dict(postact="glu")),
     "tape_rnn-jump-linear": ("tape_rnn", dict(jump=7, mlp_layers_size=[])),  # jumps past the tape's end; f one Linear
     "stack_rnn-torch": ("stack_rnn", dict(backend="torch")),
+    "mesanet-exact-gate": ("mesanet", dict(cg_steps=None, use_output_gate=True)),
+    "log_linear_mamba2-groups": ("log_linear_mamba2", dict(ngroups=2, D_has_hdim=True)),
+    "log_linear_gdn-no-conv-neg": ("log_linear_gdn", dict(use_short_conv=False, allow_neg_eigval=True)),
 }
 CASES = {**{stem: (stem, {}) for stem in LAYER_CONFIGS}, **VARIANTS}
 

@@ -50,6 +50,9 @@ layer = {
     "rwkv4": "src.models.sequence.layers.rwkv4.RWKV4",
     "stack_rnn": "src.models.sequence.layers.memory_rnn.StackRNN",
     "tape_rnn": "src.models.sequence.layers.memory_rnn.TapeRNN",
+    "mesanet": "src.models.sequence.layers.mesanet.MesaNet",
+    "log_linear_mamba2": "src.models.sequence.layers.log_linear.LogLinearMamba2",
+    "log_linear_gdn": "src.models.sequence.layers.log_linear.LogLinearGatedDeltaNet",
 }
 
 dataset = {

@@ -1,0 +1,151 @@
+"""src/ops/mesa_net: the chunked torch path against reference.py (forward, final states, every
+input's gradient) with the exact solve and with fla's conjugate gradient, the CG solve's implicit
+gradient against torch.linalg.solve's, and reference.py against fla's own naive.py
+(naive_mesa_net_exact and naive_mesa_net_CG, loaded by path, run in float64).
+
+Tolerances. float64: the same sums reordered (1e-10), also for CG: the chunked path runs the same
+CG steps on the same matrices, applied in another order. float32: 1e-4 for the exact solve
+(condition numbers ~10 at lambda >= 0.25); 1e-3 for CG, whose steps divide by residuals that
+shrink to ~1e-3 (cg.py).
+"""
+
+import contextlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import fla_naive
+from op_backends import compare
+
+from src.ops.mesa_net import DISPATCH, cg, chunked, mesa_net, reference
+from src.utils.errors import ConfigError
+
+F64 = dict(rtol=1e-10, atol=1e-10)
+F32 = dict(rtol=1e-4, atol=1e-4)
+F32_CG = dict(rtol=1e-3, atol=1e-3)
+# (B, T, H, K, V, chunk): T = 1, odd T over several chunks with a partial last one, K and V not
+# powers of two, V > K, one chunk longer than T
+SHAPES = [(2, 1, 2, 4, 3, 8), (2, 13, 1, 5, 3, 4), (1, 37, 2, 6, 5, 8), (2, 9, 1, 3, 7, 64)]
+
+
+def inputs(B, T, H, K, V, dtype=torch.float64, seed=0):
+    """q, k unit rows, v, g in (-inf, 0) mostly near 0, beta in (0, 1), lamb in (0.25, 1.25), and
+    initial states (H_kk positive semi-definite)."""
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=gen, dtype=torch.float64)  # noqa: E731
+    q, k = F.normalize(r(B, T, H, K), dim=-1), F.normalize(r(B, T, H, K), dim=-1)
+    g = F.logsigmoid(r(B, T, H) + 2)
+    beta, lamb = torch.rand(B, T, H, generator=gen, dtype=torch.float64), 0.25 + torch.rand(H, K, generator=gen,
+                                                                                            dtype=torch.float64)
+    S = r(B, H, K, K)
+    return [t.to(dtype) for t in (q, k, r(B, T, H, V), g, beta, lamb, S @ S.transpose(-1, -2) / K, r(B, H, K, V))]
+
+
+def with_state(fn, **kw):
+    def run(q, k, v, g, beta, lamb, Hkk0, Hkv0):
+        o, (Hkk, Hkv) = fn(q, k, v, g, beta, lamb, (Hkk0, Hkv0), True, **kw)
+        return o, Hkk, Hkv
+    return run
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("cg_steps", [None, 3, 30])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_chunked_matches_the_loop(shape, cg_steps, dtype):
+    *dims, chunk = shape
+    tol = F64 if dtype == torch.float64 else F32 if cg_steps is None else F32_CG
+    compare(with_state(chunked.mesa_net, cg_steps=cg_steps, chunk=chunk), with_state(reference.mesa_net,
+            cg_steps=cg_steps), inputs(*dims, dtype=dtype), tol)
+
+
+def test_chunked_continues_from_its_state():
+    q, k, v, g, beta, lamb, *_ = inputs(2, 23, 2, 5, 4)
+    o, S = chunked.mesa_net(q, k, v, g, beta, lamb, None, True, chunk=4)
+    o1, S1 = chunked.mesa_net(*(t[:, :10] for t in (q, k, v, g, beta)), lamb, None, True, chunk=4)
+    o2, S2 = chunked.mesa_net(*(t[:, 10:] for t in (q, k, v, g, beta)), lamb, S1, True, chunk=4)
+    torch.testing.assert_close(torch.cat((o1, o2), 1), o, **F64)
+    for a, b in zip(S2, S):
+        torch.testing.assert_close(a, b, **F64)
+
+
+def test_cg_solve_and_its_implicit_gradient_approach_the_exact_solve():
+    """On a well-conditioned system, 2K steps of fla's CG and its implicit gradient agree with
+    torch.linalg.solve to ~1e-5 (fla's eps); few steps do not."""
+    gen = torch.Generator().manual_seed(0)
+    K = 6
+    S = torch.randn(3, K, K, generator=gen, dtype=torch.float64)
+    A = (S @ S.transpose(-1, -2) / K + torch.eye(K, dtype=torch.float64)).requires_grad_()
+    b = torch.randn(3, K, generator=gen, dtype=torch.float64).requires_grad_()
+    w = torch.randn(3, K, generator=gen, dtype=torch.float64)
+    exact = torch.linalg.solve(A, b)
+    want = torch.autograd.grad((exact * w).sum(), (A, b))
+    x = cg.solve(lambda p, M: (M @ p[..., None])[..., 0], b, 2 * K, A)
+    torch.testing.assert_close(x, exact, rtol=2e-3, atol=2e-3)
+    for got, ref in zip(torch.autograd.grad((x * w).sum(), (A, b)), want):
+        torch.testing.assert_close(got, ref, rtol=2e-3, atol=2e-3)
+    assert not torch.allclose(cg.conjugate_gradient(lambda p: (A @ p[..., None])[..., 0], b, 1), exact, atol=1e-2)
+
+
+def test_fla_cg_at_its_default_steps_is_near_the_exact_solve():
+    """fla's 30 CG steps land within ~1e-3 of the exact solve (its eps caps the accuracy: cg.py)."""
+    args = inputs(2, 40, 2, 8, 8)[:6]
+    exact = reference.mesa_net(*args)[0]
+    errors = [(chunked.mesa_net(*args, cg_steps=n)[0] - exact).abs().max().item() for n in (2, 30)]
+    assert errors[1] < 3e-3 and errors[1] < errors[0] / 10, errors
+
+
+@contextlib.contextmanager
+def default_dtype(dtype):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def fla_float64():
+    """fla's mesa_net/naive.py with its float32 casts (.float(), default-dtype zeros) made float64:
+    the same loops, run under torch.set_default_dtype(torch.float64)."""
+    module = fla_naive("mesa_net/naive.py")
+    source = Path(module.__file__).read_text().replace(".float()", ".double()")
+    namespace = {"__name__": "fla_naive_mesa_net_float64"}
+    exec(compile(source, module.__file__, "exec"), namespace)
+    return SimpleNamespace(**namespace)
+
+
+def test_reference_matches_fla_naive_exact_with_every_gradient():
+    naive = fla_float64()
+    args = inputs(2, 11, 2, 5, 5)  # fla's naive takes V = K
+
+    def fla(q, k, v, g, beta, lamb, Hkk0, Hkv0):
+        with default_dtype(torch.float64):
+            return naive.naive_mesa_net_exact(q, k, v, g, lamb, beta, Hkk0, Hkv0)
+
+    compare(with_state(reference.mesa_net), fla, args, F64)
+
+
+def test_reference_cg_matches_fla_naive_cg():
+    """naive_mesa_net_CG runs the same CG steps (its chunks of 8 here; T a multiple of them)."""
+    naive = fla_float64()
+    q, k, v, g, beta, lamb, Hkk0, Hkv0 = inputs(2, 24, 2, 6, 6)
+    for steps in (2, 30):
+        with default_dtype(torch.float64):
+            want = naive.naive_mesa_net_CG(q, k, v, g, lamb, beta, 8, steps, Hkk0, Hkv0)
+        got = reference.mesa_net(q, k, v, g, beta, lamb, (Hkk0, Hkv0), True, cg_steps=steps)
+        torch.testing.assert_close(got[0], want[0], **F64)
+        torch.testing.assert_close(got[1][0], want[1], **F64)
+        torch.testing.assert_close(got[1][1], want[2], **F64)
+
+
+def test_dispatch_runs_torch_on_cpu_and_refuses_fla_there():
+    args = inputs(1, 5, 1, 4, 4, dtype=torch.float32)[:6]
+    torch.testing.assert_close(mesa_net(*args, backend="torch")[0], chunked.mesa_net(*args, cg_steps=30)[0])
+    assert DISPATCH.resolve("auto", torch.device("cpu"), args) == "torch"
+    with pytest.raises(ConfigError, match="model.layer.backend='triton'"):
+        mesa_net(*args, backend="triton")
+    with pytest.raises(ValueError, match="lamb"):
+        mesa_net(*args[:5], args[5][:, :3])
