@@ -120,6 +120,7 @@ TINY = {
     "gated_deltaproduct": dict(n_heads=2), "kda": dict(n_heads=2), "mlstm": dict(proj_multiple_of=8, n_heads=2),
     "slstm": dict(n_heads=2), "mha": dict(n_heads=2), "transformer": dict(n_heads=2), "linear_attn": dict(n_heads=2),
     "norm_attn": dict(n_heads=2), "lstm": dict(d_hidden=4), "gru": dict(d_hidden=4), "rnn": dict(d_hidden=4),
+    "fox": dict(n_heads=2), "path_attn": dict(n_heads=2, w_rank=4),
 }
 # Option variants whose contract may differ from the default's (another recurrence, non-causal,
 # truncated, another discretisation): name -> (layer config stem, options over TINY[stem]).
@@ -187,6 +188,9 @@ VARIANTS = {
     "base_conv-long-explicit": ("base_conv", dict(kernel_size=-1, implicit_long_conv=False)),
     "rwkv4-channel-mix": ("rwkv4", dict(channel_mix=True)),
     "lstm-glu": ("lstm", dict(postact="glu")),
+    "fox-pro": ("fox", dict(qkv_bias=True, qk_norm=True, use_output_gate=True)),
+    "path_attn-fox-full-w": ("path_attn", dict(use_forget_gate=True, use_qk_norm=True, use_low_rank_w=False)),
+    "path_attn-noconv": ("path_attn", dict(use_w_shortconv=False)),
 }
 CASES = {**{stem: (stem, {}) for stem in LAYER_CONFIGS}, **VARIANTS}
 

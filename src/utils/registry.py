@@ -45,6 +45,8 @@ layer = {
     "hyena": "src.models.sequence.layers.hyena.Hyena",
     "h3": "src.models.sequence.layers.h3.H3",
     "rwkv4": "src.models.sequence.layers.rwkv4.RWKV4",
+    "fox": "src.models.sequence.layers.fox.ForgettingAttention",
+    "path_attn": "src.models.sequence.layers.path_attn.PaTHAttention",
 }
 
 dataset = {
