@@ -76,7 +76,8 @@ def main():
     fox_naive = fla_naive("forgetting_attn/naive.py").naive_forgetting_attn
     path_naive = fla_naive("path_attn/naive.py").naive_path_attn
     ops = {"fox": (forgetting_attn, fox_naive, fox_reference.forgetting_attn),
-           "path": (path_attn, lambda q, k, v, w, b, g: path_naive(q, k, v, w, b, g, K**-0.5), path_reference.path_attn)}
+           "path": (path_attn, lambda q, k, v, w, b, g: path_naive(q, k, v, w, b, g, K**-0.5),
+                    path_reference.path_attn)}
     print(f"float32, B {B}, H {H}, K = V = {K}, {torch.get_num_threads()} threads, {rounds} interleaved rounds")
     print("| op | pass | T | fla ms | ours ms | ratio (median) | ratio range | rel. error ours / fla |")
     print("|---|---|---:|---:|---:|---:|---:|---|")

@@ -15,7 +15,8 @@ def x_in(L=30, seed=0):
 
 def plain_attention(layer, x):
     """Causal softmax attention of the layer's own q, k, v projections, then W_o."""
-    q, k, v = (p(x).unflatten(-1, (layer.n_heads, -1)).transpose(1, 2) for p in (layer.q_proj, layer.k_proj, layer.v_proj))
+    projections = (layer.q_proj, layer.k_proj, layer.v_proj)
+    q, k, v = (p(x).unflatten(-1, (layer.n_heads, -1)).transpose(1, 2) for p in projections)
     return layer.o_proj(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).flatten(-2))
 
 

@@ -50,7 +50,8 @@ DISPATCH = Dispatcher("path_attn", {"torch": lazy("src.ops.path_attn.chunked.pat
 def path_attn(q, k, v, w, beta, g=None, scale=None, backend="auto"):
     """See the module docstring."""
     if w.shape != k.shape or beta.shape != q.shape[:3] or (g is not None and g.shape != q.shape[:3]):
+        gate = None if g is None else tuple(g.shape)
         raise ValueError(f"path_attn: w {tuple(w.shape)} must have k's shape {tuple(k.shape)}, beta "
-                         f"{tuple(beta.shape)} and g {None if g is None else tuple(g.shape)} (B, T, H) = {tuple(q.shape[:3])}")
+                         f"{tuple(beta.shape)} and g {gate} (B, T, H) = {tuple(q.shape[:3])}")
     args = (q, k, v, w, beta, g, scale)
     return DISPATCH.function(backend, q.device, args)(*args)
