@@ -129,6 +129,7 @@ TINY = {
     "stack_rnn": dict(d_hidden=6, stack_size=5, stack_cell_size=3),
     "tape_rnn": dict(d_hidden=6, memory_size=5, memory_cell_size=3, mlp_layers_size=[4, 3]),
     "mesanet": dict(n_heads=2), "log_linear_mamba2": dict(d_state=6, headdim=4), "log_linear_gdn": dict(n_heads=2),
+    "fox": dict(n_heads=2), "path_attn": dict(n_heads=2, w_rank=4),
 }
 # Option variants whose contract may differ from the default's (another recurrence, non-causal,
 # truncated, another discretisation): name -> (layer config stem, options over TINY[stem]).
@@ -201,6 +202,9 @@ VARIANTS = {
     "mesanet-exact-gate": ("mesanet", dict(cg_steps=None, use_output_gate=True)),
     "log_linear_mamba2-groups": ("log_linear_mamba2", dict(ngroups=2, D_has_hdim=True)),
     "log_linear_gdn-no-conv-neg": ("log_linear_gdn", dict(use_short_conv=False, allow_neg_eigval=True)),
+    "fox-pro": ("fox", dict(qkv_bias=True, qk_norm=True, use_output_gate=True)),
+    "path_attn-fox-full-w": ("path_attn", dict(use_forget_gate=True, use_qk_norm=True, use_low_rank_w=False)),
+    "path_attn-noconv": ("path_attn", dict(use_w_shortconv=False)),
 }
 CASES = {**{stem: (stem, {}) for stem in LAYER_CONFIGS}, **VARIANTS}
 

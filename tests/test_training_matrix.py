@@ -89,9 +89,9 @@ def test_every_model_builds_or_says_why_not(experiment, monkeypatch, data_path):
 
 def test_the_bidirectional_experiments_refuse_exactly_the_causal_only_layers():
     refused = [m for m in MODELS if refusal(compose_config(["experiment=dss-pathfinder-segmentation", f"model={m}"]))]
-    assert refused == ["base_conv", "based", "based_hybrid", "deltanet", "dsf_ssd", "gated_deltanet",
+    assert refused == ["base_conv", "based", "based_hybrid", "deltanet", "dsf_ssd", "fox", "gated_deltanet",
                        "gated_deltaproduct", "gla", "griffin", "gru", "h3", "hawk", "hgrn2", "hyena", "kda", "log_linear_gdn", "log_linear_mamba2", "lru", "lstm", "mamba", "mamba2", "mamba3", "mamba_attn_hybrid", "mesanet", "mlstm",
-                       "qlstm", "retnet", "rnn", "rwkv4", "rwkv6", "rwkv7", "s6", "slstm", "ssd", "stack_rnn", "tape_rnn", "titans", "ttt_linear", "ttt_mlp", "xlstm"]
+                       "path_attn", "qlstm", "retnet", "rnn", "rwkv4", "rwkv6", "rwkv7", "s6", "slstm", "ssd", "stack_rnn", "tape_rnn", "titans", "ttt_linear", "ttt_mlp", "xlstm"]
 
 
 def fit_pair(experiment, model, tmp_path, monkeypatch, data_path):

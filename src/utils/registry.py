@@ -53,6 +53,8 @@ layer = {
     "mesanet": "src.models.sequence.layers.mesanet.MesaNet",
     "log_linear_mamba2": "src.models.sequence.layers.log_linear.LogLinearMamba2",
     "log_linear_gdn": "src.models.sequence.layers.log_linear.LogLinearGatedDeltaNet",
+    "fox": "src.models.sequence.layers.fox.ForgettingAttention",
+    "path_attn": "src.models.sequence.layers.path_attn.PaTHAttention",
 }
 
 dataset = {

@@ -1,0 +1,61 @@
+"""PaTH attention by chunks, the Householder products in their UT (compact WY) form, as fla's
+parallel kernel computes them; the logits are then a dense causal softmax.
+
+In a chunk of C positions (local index m), the product of its transformations is
+    H_e ... H_s = I - sum_{s <= n <= m <= e} T_mn beta_n w_m w_n^T,
+    T = (I + strict_lower(diag(beta) W W^T))^{-1}   (unit lower triangular; W (C, K) rows w_m),
+for every sub-range s..e of the chunk at once (a trailing block of a triangular inverse is the
+inverse of the trailing block). With Y = T diag(beta) W and Z = T strict_lower(diag(beta) W K^T):
+    within the chunk   logit_ij = q_i . k_j - sum_{m <= i} (q_i . w_m) Z_mj      (j <= i)
+    query to the chunk's start    q~_i = q_i - sum_{m <= i} (q_i . w_m) y_m      (Q~ = Q - tril(Q W^T) Y)
+    key to the chunk's end        k~_j = k_j - sum_m Z_mj w_m                     (K~ = K - Z^T W)
+    through a whole chunk c       q^T P_c = q^T - (q . W_c^T) Y_c                 (P_c = I - W_c^T Y_c)
+and for a key chunk c' before the query chunk c
+    logits(c, c') = Q~_c P_{c-1} ... P_{c'+1} K~_{c'}^T,
+computed one block diagonal d = c - c' at a time: N - 1 steps of batched matmuls for N chunks, the
+queries carried one chunk further back per step (O(T^2 K) work, as attention). The triangular
+solves are torch.linalg.solve_triangular; autograd gives the gradients.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def _chunks(x, T_pad, C):  # (B, T, H, ...) -> (B, H, N, C, ...), zero-padded to T_pad positions
+    x = F.pad(x, (0, 0) * (x.dim() - 3) + (0, 0, 0, T_pad - x.shape[1]))
+    return x.transpose(1, 2).unflatten(2, (T_pad // C, C))
+
+
+def path_attn(q, k, v, w, beta, g=None, scale=None, chunk=64):
+    """As reference.path_attn; `chunk` positions per chunk."""
+    B, T, H, K = q.shape
+    scale = K**-0.5 if scale is None else scale
+    C = min(chunk, T)
+    T_pad = -(-T // C) * C  # padded positions: w = 0, beta = 0 (H = I), q = k = 0; never read by a real query
+    q, k, w = (_chunks(t, T_pad, C) for t in (q, k, w))  # (B, H, N, C, K)
+    bw = _chunks(beta, T_pad, C)[..., None] * w
+    strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
+    incl = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    A = torch.eye(C, dtype=q.dtype, device=q.device) + (bw @ w.mT).masked_fill(~strict, 0)
+    Y = torch.linalg.solve_triangular(A, bw, upper=False, unitriangular=True)  # (B, H, N, C, K)
+    Z = torch.linalg.solve_triangular(A, (bw @ k.mT).masked_fill(~strict, 0), upper=False, unitriangular=True)
+    qw = (q @ w.mT).masked_fill(~incl, 0)  # (B, H, N, C, C)
+    local = (q @ k.mT).masked_fill(~incl, 0) - qw @ Z  # logits within each chunk, [i, j]
+    q_start, k_end = q - qw @ Y, k - Z.mT @ w
+
+    N = T_pad // C
+    logits = q.new_zeros(B, H, N, N, C, C)  # [query chunk, key chunk, i, j]
+    diag = torch.arange(N, device=q.device)
+    logits[:, :, diag, diag] = local
+    rows = q_start[:, :, 1:]  # query chunks c = d .. N-1, holding Q~_c P_{c-1} ... P_{c-d+1}
+    for d in range(1, N):
+        logits[:, :, diag[d:], diag[: N - d]] = rows @ k_end[:, :, : N - d].mT
+        rows = rows[:, :, 1:]  # carry chunks c = d+1 .. N-1 back through chunk c - d
+        rows = rows - (rows @ w[:, :, 1 : N - d].mT) @ Y[:, :, 1 : N - d]
+    logits = logits.transpose(3, 4).reshape(B, H, T_pad, T_pad)[..., :T, :T]
+    if g is not None:
+        G = g.cumsum(1).transpose(1, 2)  # (B, H, T)
+        logits = logits + G[..., :, None] - G[..., None, :]
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    weights = (scale * logits).masked_fill(~causal, float("-inf")).softmax(-1)
+    return torch.einsum("bhij,bjhv->bihv", weights, v)
