@@ -81,6 +81,7 @@ dataset = {
     "binary_multiplication": "src.dataloaders.chomsky.BinaryMultiplication",
     "compute_sqrt": "src.dataloaders.chomsky.ComputeSqrt",
     "bucket_sort": "src.dataloaders.chomsky.BucketSort",
+    "mad": "src.dataloaders.mad.mad_task",
 }
 
 optimizer = {
