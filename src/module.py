@@ -86,14 +86,15 @@ class Gated:
 
 
 def compression(compress, data, dataset_config):
-    """model.compress: null follows the dataset (`compress`, MAD's compression task, whose labels are
-    its inputs); false on such a dataset is refused (a causal model would copy x_t)."""
+    """model.compress (not a key of configs/backbone/base.yaml: `+model.compress=true` sets it):
+    absent or null follows the dataset (`compress`: MAD's compression task, whose labels are its
+    inputs); false on such a dataset is refused (a causal model would copy x_t)."""
     asks = getattr(data, "compress", False)
     if compress is None:
         return asks
     if asks and not compress:
         raise ConfigError(f"dataset {dataset_config.get('task', dataset_config._name_)} labels each position with its "
-                          "own input: it needs model.compress=true (or null), else the model copies x_t")
+                          "own input: it needs model.compress=true (or unset), else the model copies x_t")
     return bool(compress)
 
 

@@ -17,7 +17,8 @@ the runs' train.mode when it is their train.monitor, else min for a loss / mse a
 anything else). `--by` alone averages each group's metrics (a `runs` column counts them).
 
 With no options the runs' `results` config block (configs/config.yaml; an experiment sets its
-paper's) gives the metric, best_over, by and plots.
+paper's) gives the metric, best_over, by and plots, and `score` (`--score mad`: MAD's score of
+the reduced rows, src/results/mad.py; experiment=mad-grid sets it).
 """
 
 import json
@@ -32,7 +33,7 @@ from src.utils.run_results import flat
 
 SKIP_DIRS = {"checkpoints", "curves", "val_outputs", "wandb", "jobs", "devices", ".submitit", "figures"}
 NOT_KEYS = ("results.", "wandb.", "train.resume", "train.ckpt")
-BLOCK = ("metric", "best_over", "by", "plots")  # the config's `results` options
+BLOCK = ("metric", "best_over", "by", "plots", "score")  # the config's `results` options (score: mad)
 
 
 def natural(path):
