@@ -1,6 +1,6 @@
-"""The per-sample baselines of `benchmarks.datagen`: benchmarks/dlr_loader.py (--families dlr) and
-benchmarks/chomsky_original.py (--families chomsky) make our generators' shapes and the labels
-docs/tasks.md and chomsky_reference.labels define."""
+"""The per-sample baselines of `benchmarks.datagen`: benchmarks/dlr_loader.py (--families dlr),
+benchmarks/chomsky_original.py (--families chomsky) and mad_reference (--families mad) make our
+generators' shapes and the labels docs/tasks.md and the references' labels define."""
 
 import random
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import chomsky_original, dlr_loader
-from src.dataloaders import chomsky_reference
+from benchmarks import chomsky_original, datagen, dlr_loader
+from src.dataloaders import chomsky_reference, mad_reference
 from src.dataloaders.sequence1d import TASKS, Sequence1D
 from src.dataloaders.synthetic import sample
 
@@ -48,3 +48,24 @@ def test_chomsky_baseline_has_our_layout_and_the_reference_labels(task, length):
     assert bool((x[:, :length] < chomsky_reference.input_size(task)).all())  # no <blank> in the input
     for row, labels in zip(x.tolist(), y.tolist()):
         assert labels == chomsky_reference.labels(task, row)
+
+
+
+@pytest.mark.parametrize("row", list(datagen.MAD))
+def test_mad_baseline_has_our_shapes_and_the_reference_labels(row, monkeypatch):
+    """benchmarks.datagen's MAD rows: MAD's per-example generator and ours make batches of one shape
+    and layout, in the same form, whose labels are the reference's from the tokens."""
+    from src.dataloaders.mad import mad_task
+
+    task, settings, form = datagen.MAD[row]
+    settings = {**settings, "seq_len": min(settings.get("seq_len", 256), 256)} if "seq_len" in settings else settings
+    monkeypatch.setitem(datagen.MAD, row, (task, settings, form))
+    batched, per_sample = datagen.mad_rows(None, 4)[row]
+    ours, theirs = batched(0), per_sample(0)
+    assert [t.shape for t in ours] == [t.shape for t in theirs] and theirs[0].dtype == torch.int64
+    data = mad_task(task, **settings)
+    full = {k: getattr(data, k) for k in ("vocab_size", "multi_query", "noise_vocab_size", "kv_map_seed")
+            if hasattr(data, k)} | ({"num_tokens_to_copy": data.n} if task == "selective_copying" else {})
+    for x, y in zip(*(t.tolist() for t in theirs)):
+        expected = mad_reference.labels(task, x, form == "train", **full)
+        assert all(b == a or (b is None and a != -100) for a, b in zip(y, expected)), row

@@ -138,7 +138,8 @@ def kv_map(vocab_size=256, noise_vocab_size=0, seed=12345, original=False):
 def memorization(rng, training=False, vocab_size=256, seq_len=32, noise_vocab_size=0, frac_noise=0.0,
                  kv_map_seed=12345, original=False, table=None):
     """seq_len / 2 pairs `key <insert>`, the value labelled at <insert> (id vocab_size - 1); a noise
-    pair (2 noise ids, unlabelled) with probability frac_noise, but never pair `keep`."""
+    pair (2 noise ids, unlabelled) with probability frac_noise, but never pair `keep`. table: the
+    map, built once (as MAD's benchmark config does), else from the seed."""
     table = table or kv_map(vocab_size, noise_vocab_size, kv_map_seed, original)
     keys = list(table)
     noise = np.arange(vocab_size - 1 - noise_vocab_size, vocab_size - 1)
