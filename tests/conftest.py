@@ -41,6 +41,7 @@ MQAR = ["dataset.vocab_size=64", "dataset.L=32", "dataset.num_kv_pairs=2", "data
 BASED = [*MQAR, "dataset.segments=[{L:16,num_kv_pairs:2,num_examples:8},{L:32,num_kv_pairs:4,num_examples:8}]",
          "dataset.eval_sets=null", "dataset.eval_sets={L64_N8:{L:64,num_kv_pairs:8,num_eval_examples:4}}",
          "dataset.num_eval_examples=4"]
+MAD = ["dataset.num_train_examples=16", "dataset.num_eval_examples=8", "loader.batch_size=4"]  # each task's own lengths
 SYNTHETIC = ["dataset.L=32", "dataset.samples_per_epoch=8", "dataset.val_split=0.5"]
 TOKENS = ["dataset.samples_per_epoch=8", "dataset.val_split=0.5"]  # the token tasks keep their own lengths
 EXPERIMENT_SIZES = {
@@ -49,6 +50,7 @@ EXPERIMENT_SIZES = {
     "s4-lra-cifar": [], "zoology-mqar": MQAR, "dsf-mqar": MQAR, "based-mqar": BASED, "counting": TOKENS,
     "modern-rnns": TOKENS, "chomsky": [*TOKENS, "dataset.eval_sets.ood.L=100"],  # 41..100: the quick variant
     "illusion-of-state": TOKENS, "state-tracking": [*TOKENS, "dataset.eval_sets.ood.L=64"],
+    "mad": MAD,
 }
 
 
