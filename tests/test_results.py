@@ -249,7 +249,8 @@ def write_mad_run(path, model, setting, lr, wd, accuracy):
     override = "dataset={" + ",".join(f"{k}:{v}" for k, v in setting.items()) + "}"
     (path / "results.json").write_text(json.dumps({
         "status": "finished", "metrics": {"val/accuracy_balanced": accuracy, "val/loss": 1 - accuracy},
-        "monitor": "val/accuracy_balanced", "mode": "max", "choices": {"model": model, "experiment": "mad-grid"},
+        "monitor": "val/accuracy_balanced", "mode": "max",
+        "choices": {"model": model, "experiment": "mad-grid", "dataset": "mad"},  # the group choice under the dict
         "overrides": [f"model={model}", override, f"optimizer.lr={lr}", f"optimizer.weight_decay={wd}"],
         "config": {"dataset": dataset, "optimizer": {"lr": lr, "weight_decay": wd},
                    "results": {"metric": "val/accuracy_balanced", "best_over": ["optimizer.lr", "optimizer.weight_decay"],

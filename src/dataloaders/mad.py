@@ -20,12 +20,12 @@ fuzzy_in_context_recall  keys and values are motifs of 1..K and 1..V distinct id
     `k* v*` inserted once the length reaches probe_idx; then ([copy prefix]) `k* v*`, left-padded
     to seq_len + 1 with <pad>; x drops the last token. A repeated key is labelled with its value's
     ids (y_t = the next token).
-memorization  seq_len / 2 pairs `k <insert>`, labelled at <insert> with the value of k under a
+memorization  seq_len / 2 pairs `k <insert>`, labelled at `<insert>` with the value of k under a
     fixed map (numpy's default_rng(kv_map_seed), as MAD's generate_kv_map).
-compression  seq_len - 1 uniform ids then <compress>; y = x (the model must rebuild the input
+compression  seq_len - 1 uniform ids then `<compress>`; y = x (the model must rebuild the input
     from the bottleneck: model.compress).
 selective_copying  n = num_tokens_to_copy ids scattered among seq_len - 2n - 1 blanks, then
-    <copy> and n blanks labelled with the n ids in order.
+    `<copy>` and n blanks labelled with the n ids in order.
 
 MAD's bugs, fixed; `original: true` keeps MAD's behaviour:
   - fuzzy_in_context_recall: the probe pair can miss the context (probe_idx is drawn beyond the
@@ -33,7 +33,7 @@ MAD's bugs, fixed; `original: true` keeps MAD's behaviour:
     examples (1.7% of the training ones) ask for a key they never showed. Fixed: the probe pair goes
     in before the pair that would end the context if it is not in by then.
   - selective_copying: the blanks' insert positions come from numpy's unseeded global RNG and are
-    drawn from [0, n), never after the last id (which is then always next to <copy>). Fixed: the
+    drawn from [0, n), never after the last id (which is then always next to `<copy>`). Fixed: the
     example's generator, [0, n].
   - compression with noise: MAD returns its inputs as the targets, so the noise ids are labelled.
     Fixed: unlabelled (what its code builds before returning the inputs).

@@ -94,8 +94,10 @@ def key_columns(runs):
             for k, seen in values.items():
                 seen.add(g.get(k))
         keys = {k for k, seen in values.items() if len(seen) > 1}
-        for r, g in zip(runs, given):  # a key only overridden: its value from the override
-            r.config.update({k: v for k, v in g.items() if k in keys and k not in r.config})
+        for r, g in zip(runs, given):  # a key only overridden, or a dict merged into a config group
+            # (`dataset={task:compression}`, not the group's choice): its value from the override
+            r.config.update({k: v for k, v in g.items()
+                             if k in keys and (k not in r.config or str(v).startswith("{"))})
     else:
         shared = set(runs[0].config).intersection(*(r.config for r in runs[1:]))
         keys = {k for k in shared if len({repr(r.config[k]) for r in runs}) > 1}
