@@ -51,6 +51,8 @@ value at the key's first occurrence), their cumulative sums place the probe pair
 context, as MAD's loop does one pair at a time.
 """
 
+import inspect
+
 import numpy as np
 import torch
 
@@ -148,7 +150,8 @@ class MADTask(TokenDataset):
     def _noise(self, noise_vocab_size, frac_noise):
         _check(isinstance(frac_noise, (int, float)) and 0 <= frac_noise < 1,
                f"dataset.frac_noise={frac_noise!r} must be in [0, 1) ({self.name})")
-        _check(isinstance(noise_vocab_size, int) and noise_vocab_size >= 0 and (noise_vocab_size > 0 or frac_noise == 0),
+        _check(isinstance(noise_vocab_size, int) and noise_vocab_size >= 0
+               and (noise_vocab_size > 0 or frac_noise == 0),
                f"dataset.noise_vocab_size={noise_vocab_size!r} must be a non-negative integer, positive when "
                f"dataset.frac_noise > 0 ({self.name})")
         self.noise_vocab_size, self.frac_noise = noise_vocab_size, frac_noise
@@ -194,7 +197,8 @@ class InContextRecall(MADTask):
         shown = first[:, :nk] < P  # (B, nk)
         probe = torch.rand(B, nk, generator=generator).masked_fill_(~shown, -1).argmax(dim=1)  # uniform over shown
         answer = candidates.gather(1, first.gather(1, probe[:, None]))[:, 0]
-        pairs = torch.stack([torch.where(noise, noise_ids[..., 0], keys), torch.where(noise, noise_ids[..., 1], values)], 2)
+        pairs = torch.stack([torch.where(noise, noise_ids[..., 0], keys),
+                             torch.where(noise, noise_ids[..., 1], values)], 2)
         answers = torch.where(repeated & self.multi_query, values, IGNORE_INDEX)
         labels = torch.stack([torch.full_like(answers, IGNORE_INDEX), answers], 2)
         prefix = [] if self.multi_query else [torch.full((B, 1), self.vocab_size - 1)]
@@ -276,7 +280,8 @@ class FuzzyInContextRecall(MADTask):
         first = first_occurrence(torch.where(noise, -1 - t, code))  # noise pairs: each its own
         seen = ~noise & (first < t)
         v_len = torch.where(is_probe, probe_v[:, None], v_size.gather(1, first))
-        values = torch.where(is_probe[..., None], probe_values[:, None], candidates.gather(1, first[..., None].expand(B, T, V)))
+        values = torch.where(is_probe[..., None], probe_values[:, None],
+                             candidates.gather(1, first[..., None].expand(B, T, V)))
         length = k_size + torch.where(noise, v_size, v_len)
         S = torch.cat([torch.zeros(B, 1, dtype=torch.long), length.cumsum(1)], 1)  # (B, T + 1): length before pair j
         reach = S[:, :T] >= probe_idx[:, None]
@@ -304,7 +309,8 @@ class FuzzyInContextRecall(MADTask):
         put(pad[:, None] + E[:, :T], ids, in_value & ~noise[..., None], used & (t < J[:, None])[..., None],
             presented & self.multi_query)
         probe, in_value, used = lay_out(probe_keys, probe_k, probe_values, probe_v)
-        put(pad + S.gather(1, j[:, None])[:, 0], probe, in_value, used & inserted[:, None], torch.zeros(B, dtype=torch.bool))
+        put(pad + S.gather(1, j[:, None])[:, 0], probe, in_value, used & inserted[:, None],
+            torch.zeros(B, dtype=torch.bool))
         start = pad + end
         if not self.multi_query:
             out[rows, start] = self.vocab_size - 1  # the copy prefix
@@ -369,7 +375,8 @@ class Compression(MADTask):
         x[:, -1] = self.vocab_size - 1  # <compress>
         noise = self._noise_pairs(B, L, generator)
         noise[:, -1] = False
-        x = torch.where(noise, self.n_ids + torch.randint(0, max(self.noise_vocab_size, 1), (B, L), generator=generator), x)
+        noise_ids = self.n_ids + torch.randint(0, max(self.noise_vocab_size, 1), (B, L), generator=generator)
+        x = torch.where(noise, noise_ids, x)
         return x, x.clone() if self.original else x.masked_fill(noise, IGNORE_INDEX)
 
 
@@ -409,9 +416,9 @@ def mad_task(task="in_context_recall", vocab_size=None, seq_len=None, num_train_
              samples_per_epoch=12800, val_split=0.1, seed=0):
     """`dataset=mad`: MAD's task `task` at its baseline setting (configs/tasks/<task>.yml), with
     every key that is not null over it; a key the task does not take is refused."""
+    given = {k: v for k, v in locals().items() if k != "task" and v is not None}
     cls = CLASSES[check_choice("dataset.task", task, TASKS)]
-    given = {k: v for k, v in locals().items() if k not in ("task", "cls") and v is not None}
-    takes = cls.__init__.__code__.co_varnames[1 : cls.__init__.__code__.co_argcount]
+    takes = list(inspect.signature(cls).parameters)
     other = sorted(set(given) - set(takes))
     if other:
         raise ConfigError(f"dataset.{other[0]}={given[other[0]]!r} does not apply to dataset.task={task}; "
