@@ -323,3 +323,18 @@ def test_a_key_the_task_does_not_take_is_refused():
         mad_task("fuzzy_in_context_recall", vocab_size=6)
     with pytest.raises(ConfigError, match="seq_len=7 must be even"):
         mad_task("in_context_recall", seq_len=7)
+
+
+def test_mad_grid_sweeps_mads_settings_times_its_optimiser_grid():
+    """configs/experiment/mad-grid.yaml: `dataset` over grid() (each a dict merged into dataset=mad),
+    times lr {1e-4, 5e-4, 1e-3} x weight decay {0, 0.1}: 396 jobs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs/experiment/mad-grid.yaml").hydra.sweeper.params
+    sweeps = {key: OverridesParser.create().parse_override(f"{key}={value}").sweep_iterator()
+              for key, value in params.items()}
+    settings = [dict(s) for s in sweeps["dataset"]]
+    assert settings == grid()
+    assert [float(v) for v in sweeps["optimizer.lr"]] == [1e-4, 5e-4, 1e-3]
+    assert [float(v) for v in sweeps["optimizer.weight_decay"]] == [0.0, 0.1]
