@@ -1,6 +1,6 @@
 """Task-generation throughput: samples/s of the synthetic tasks (src.dataloaders.synthetic.sample), one process.
 
-    python -m benchmarks.datagen [--families dlr counting formal state_tracking mqar chomsky icl] [--L L] [--batch B]
+    python -m benchmarks.datagen [--families dlr counting formal state_tracking mqar chomsky icl mad] [--L L] [--batch B]
                                  [--tasks shift dyck ...]
                                  [--seconds 2] [--rounds 5] [--threads 1]
 
@@ -23,6 +23,11 @@ this process, and the median speedup with its range over the rounds:
   icl               the originals' generators one example at a time (benchmarks/icl_original.py: safari's
                     induction heads and associative recall, S4's copying, seq_icl's automata and prompts),
                     at seq_icl's and Mamba's settings whatever --L, batch 32
+  mad               MAD's instance functions one example at a time, as MAD's dataset builds its sets
+                    (src/dataloaders/mad_reference.py: MAD's numpy calls, the same numbers for a seed),
+                    stacked; each task at its MAD baseline in MAD's training form (12,800 of the
+                    14,080 examples a setting draws; fuzzy recall in both forms), and in-context
+                    recall at seq_len 1024; batch 128 (MAD's), whatever --L
 A family may also register FLOORS[family](L, batch) -> {task: floor(i)}, the part of a batch no
 generator avoids; the `bound` column is the median per-round per-sample time / floor time, the
 largest speedup possible (dlr: dlr_floors).
@@ -37,7 +42,7 @@ import numpy as np
 import torch
 
 from benchmarks import chomsky_original, dlr_loader, icl_original
-from src.dataloaders import counting_reference, formal_reference, state_tracking_reference
+from src.dataloaders import counting_reference, formal_reference, mad_reference, state_tracking_reference
 from src.dataloaders.sequence1d import TASKS, Sequence1D, frame, shapes
 from src.dataloaders.synthetic import sample
 
@@ -193,6 +198,41 @@ def icl_floors(L, batch):
 
 
 FLOORS = {"dlr": dlr_floors, "icl": icl_floors}
+
+
+MAD = {  # row: (task, the settings over its baseline, MAD's form)
+    "in_context_recall": ("in_context_recall", {}, "train"),
+    "in_context_recall seq_len=1024": ("in_context_recall", {"seq_len": 1024}, "train"),
+    "noisy_in_context_recall": ("noisy_in_context_recall", {}, "train"),
+    "fuzzy_in_context_recall": ("fuzzy_in_context_recall", {}, "train"),
+    "fuzzy_in_context_recall test": ("fuzzy_in_context_recall", {}, "test"),
+    "memorization": ("memorization", {}, "train"),
+    "compression": ("compression", {}, "train"),
+    "selective_copying": ("selective_copying", {}, "train"),
+}
+
+
+def mad_rows(L, batch):
+    """Each row: our batched generator (the dataset built once) beside MAD's instance function
+    called once per example with one numpy Generator (mad_reference), stacked."""
+    from src.dataloaders.mad import mad_task
+
+    rows = {}
+    for row, (task, settings, form) in MAD.items():
+        data, rng, training = mad_task(task, **settings), np.random.default_rng(0), form == "train"
+        full = {k: getattr(data, k) for k in ("vocab_size", "seq_len", "multi_query", "noise_vocab_size",
+                                              "frac_noise", "original", "kv_map_seed") if hasattr(data, k)}
+        full |= {"num_tokens_to_copy": data.n} if task == "selective_copying" else {}
+        if task == "memorization":
+            full["table"] = mad_reference.kv_map(data.vocab_size, data.noise_vocab_size, data.kv_map_seed)
+        rows[row] = (
+            lambda i, data=data, training=training: data.draw(batch, torch.Generator().manual_seed(i), training),
+            lambda i, task=task, rng=rng, training=training, full=full: [torch.tensor(t) for t in zip(
+                *(mad_reference.instance(task, rng, training, **full) for _ in range(batch)))])
+    return rows
+
+
+FLOORS = {"dlr": dlr_floors}
 FAMILIES = {
     "dlr": (dlr_rows, 4096, 16),
     "mqar": (mqar_rows, None, 1024),
@@ -201,6 +241,7 @@ FAMILIES = {
     "state_tracking": (token_rows(state_tracking_reference, STATE_TRACKING), 512, 64),
     "chomsky": (chomsky_rows, None, 128),
     "icl": (icl_rows, None, 32),
+    "mad": (mad_rows, None, 128),
 }
 
 

@@ -291,7 +291,7 @@ def tasks_table():
     for name, path in registry.dataset.items():
         module, cls_name = path.rsplit(".", 1)
         cls = getattr(importlib.import_module(module), cls_name)
-        tasks = _sequence1d_tasks(module) if name == "sequence1d" else [None]
+        tasks = _sequence1d_tasks(module) if name in ("sequence1d", "mad") else [None]  # families: task=
         for task in tasks:
             rows.append(_task_row(name, task, cls, trained))
     return "\n".join(["| task | command | definition (one line; exact semantics below) | source |",

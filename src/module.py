@@ -85,6 +85,19 @@ class Gated:
         return len(self.loader)
 
 
+def compression(compress, data, dataset_config):
+    """model.compress (not a key of configs/backbone/base.yaml: `+model.compress=true` sets it):
+    absent or null follows the dataset (`compress`: MAD's compression task, whose labels are its
+    inputs); false on such a dataset is refused (a causal model would copy x_t)."""
+    asks = getattr(data, "compress", False)
+    if compress is None:
+        return asks
+    if asks and not compress:
+        raise ConfigError(f"dataset {dataset_config.get('task', dataset_config._name_)} labels each position with its "
+                          "own input: it needs model.compress=true (or unset), else the model copies x_t")
+    return bool(compress)
+
+
 def longest_input(datasets):
     """The longest input over `datasets` (None when one does not know its length)."""
     lengths = [getattr(d, "L_input", None) for d in datasets]
@@ -100,6 +113,7 @@ class SequenceLightningModule(L.LightningModule):
         data = self.dataset
         longest = longest_input([data, *self.eval_sets.values()])
         model = {k: v for k, v in OmegaConf.to_container(config.model).items() if k != "_name_"}
+        model["compress"] = compression(model.get("compress"), data, config.dataset)
         self.model = SequenceModel(
             **model, encoder=config.encoder, decoder=OmegaConf.to_container(config.decoder), d_input=data.d_input,
             n_tokens=data.n_tokens, d_output=data.d_output, l_output=data.l_output,

@@ -41,6 +41,7 @@ MQAR = ["dataset.vocab_size=64", "dataset.L=32", "dataset.num_kv_pairs=2", "data
 BASED = [*MQAR, "dataset.segments=[{L:16,num_kv_pairs:2,num_examples:8},{L:32,num_kv_pairs:4,num_examples:8}]",
          "dataset.eval_sets=null", "dataset.eval_sets={L64_N8:{L:64,num_kv_pairs:8,num_eval_examples:4}}",
          "dataset.num_eval_examples=4"]
+MAD = ["dataset.num_train_examples=16", "dataset.num_eval_examples=8", "loader.batch_size=4"]  # each task's own lengths
 SYNTHETIC = ["dataset.L=32", "dataset.samples_per_epoch=8", "dataset.val_split=0.5"]
 TOKENS = ["dataset.samples_per_epoch=8", "dataset.val_split=0.5"]  # the token tasks keep their own lengths
 ICL = ["dataset.samples_per_epoch=8", "dataset.num_eval_examples=4"]  # the eval sets at their lengths (up to 1024)
@@ -53,6 +54,7 @@ EXPERIMENT_SIZES = {
     "icl-synthetics": ICL, "selective-copying": ICL,
     "icl-dfa": ["dataset.num_train_examples=8", "dataset.num_eval_examples=4", "dataset.max_len_per_example=6",
                 "dataset.min_num_in_context_examples=2", "dataset.max_num_in_context_examples=4"],
+    "mad": MAD,
 }
 
 

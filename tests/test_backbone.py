@@ -38,7 +38,7 @@ def test_no_norm_and_dropout():
 def test_unknown_norm():
     from src.utils.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="model.norm='batch' is not valid; choose one of: 'layer', 'none'"):
+    with pytest.raises(ConfigError, match="model.norm='batch' is not valid; choose one of: 'layer', 'rms', 'none'"):
         SequenceModel(d_model=6, n_layers=1, layer=LAYER, norm="batch")
 
 
@@ -172,3 +172,53 @@ def test_gpt2_init_draws_a_learned_position_table_like_the_token_embedding():
     from src.models.sequence.positions import sinusoids
 
     torch.testing.assert_close(make("sinusoidal").positions.embedding.detach(), sinusoids(torch.arange(256), 64))
+
+
+def test_mads_block_rmsnorm_and_swiglu():
+    """MAD's shape: x <- x + layer(rms(x)); x <- x + W3 (silu(W1 rms(x)) * W2 rms(x)); final RMSNorm.
+    Hidden width 8 D / 3 rounded up to 16 (352 at D = 128, as MAD's SwiGLU)."""
+    torch.manual_seed(0)
+    model = SequenceModel(d_model=6, n_layers=2, layer=LAYER, prenorm=True, norm="rms", state_mixer="swiglu").double()
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    rms = lambda norm, h: h / h.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt() * norm.weight  # noqa: E731
+    h = x
+    for block in model.blocks:
+        h = h + block.layer(rms(block.norm, h))[0]
+        u, m = rms(block.mixer_norm, h), block.mixer
+        h = h + m.w3(torch.nn.functional.silu(m.w1(u)) * m.w2(u))
+    torch.testing.assert_close(model(x)[0], rms(model.final_norm, h))
+    wide = SequenceModel(d_model=128, n_layers=1, layer=LAYER, state_mixer="swiglu")
+    assert wide.blocks[0].mixer.w1.weight.shape == (352, 128) and wide.blocks[0].mixer.w1.bias is None
+
+
+def test_compress_decodes_every_position_from_the_last():
+    """model.compress: o_t = norm(gelu(W2 norm(gelu(W1 norm(z + s(t)))))), z the last position: the
+    output at every position moves with the last input only through z (a causal stack)."""
+    from src.models.sequence.compress import sinusoids
+
+    torch.manual_seed(0)
+    model = SequenceModel(d_model=6, n_layers=1, layer=LAYER, prenorm=True, norm="rms", compress=True).double()
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    y = model(x)[0]
+    c = model.compress
+    h = model.final_norm(x + model.blocks[0].layer(model.blocks[0].norm(x))[0])
+    u = h[:, -1:] + sinusoids(5, 6).double()
+    gelu = torch.nn.functional.gelu
+    torch.testing.assert_close(y, c.norm2(gelu(c.fc2(c.norm1(gelu(c.fc1(c.norm0(u))))))))
+    x2 = x.clone()
+    x2[:, 0] += 1  # a first input changes every output (it reaches z)
+    assert not torch.allclose(model(x2)[0][:, 0], y[:, 0])
+    angle = 3 * 10000 ** (-torch.arange(3) / 2)
+    torch.testing.assert_close(sinusoids(5, 6)[3], torch.cat([angle.sin(), angle.cos()]))  # MAD's layout
+    from src.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no step"):
+        model.step(x[:, 0], model.default_state(2))
+
+
+def test_mad_init():
+    torch.manual_seed(0)
+    model = SequenceModel(d_model=64, n_layers=1, layer={"_name_": "mha"}, encoder="embedding", n_tokens=300,
+                          decoder={"_name_": "sequence"}, d_output=300, init="mad")
+    assert abs(model.encoder.weight.std().item() - 0.02) < 0.002
+    assert all((m.bias == 0).all() for m in model.modules() if isinstance(m, torch.nn.Linear) and m.bias is not None)

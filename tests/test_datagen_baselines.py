@@ -1,7 +1,7 @@
 """The per-sample baselines of `benchmarks.datagen`: benchmarks/dlr_loader.py (--families dlr),
-benchmarks/chomsky_original.py (--families chomsky) and benchmarks/icl_original.py (--families icl)
-make our generators' shapes and the labels docs/tasks.md, chomsky_reference.labels and
-icl_reference define."""
+benchmarks/chomsky_original.py (--families chomsky), benchmarks/icl_original.py (--families icl) and
+mad_reference (--families mad) make our generators' shapes and the labels docs/tasks.md and the
+references' labels define."""
 
 import random
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import chomsky_original, dlr_loader, icl_original
-from src.dataloaders import chomsky_reference, icl_reference
+from benchmarks import chomsky_original, datagen, dlr_loader, icl_original
+from src.dataloaders import chomsky_reference, icl_reference, mad_reference
 from src.dataloaders.sequence1d import TASKS, Sequence1D
 from src.dataloaders.synthetic import sample
 
@@ -73,3 +73,24 @@ def test_icl_dfa_baseline_walks_its_automaton():
         allowed = icl_reference.walk(automaton, x.tolist(), sep=18, pad=19)
         for t, (want, got) in enumerate(zip(icl_reference.dfa_labels(x.tolist(), allowed, 18, 19), y.tolist())):
             assert got == want or (want is None and (got in allowed[t] or (int((x != 19).sum()) == L and got == -100)))
+
+
+
+@pytest.mark.parametrize("row", list(datagen.MAD))
+def test_mad_baseline_has_our_shapes_and_the_reference_labels(row, monkeypatch):
+    """benchmarks.datagen's MAD rows: MAD's per-example generator and ours make batches of one shape
+    and layout, in the same form, whose labels are the reference's from the tokens."""
+    from src.dataloaders.mad import mad_task
+
+    task, settings, form = datagen.MAD[row]
+    settings = {**settings, "seq_len": min(settings.get("seq_len", 256), 256)} if "seq_len" in settings else settings
+    monkeypatch.setitem(datagen.MAD, row, (task, settings, form))
+    batched, per_sample = datagen.mad_rows(None, 4)[row]
+    ours, theirs = batched(0), per_sample(0)
+    assert [t.shape for t in ours] == [t.shape for t in theirs] and theirs[0].dtype == torch.int64
+    data = mad_task(task, **settings)
+    full = {k: getattr(data, k) for k in ("vocab_size", "multi_query", "noise_vocab_size", "kv_map_seed")
+            if hasattr(data, k)} | ({"num_tokens_to_copy": data.n} if task == "selective_copying" else {})
+    for x, y in zip(*(t.tolist() for t in theirs)):
+        expected = mad_reference.labels(task, x, form == "train", **full)
+        assert all(b == a or (b is None and a != -100) for a, b in zip(y, expected)), row

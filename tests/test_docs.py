@@ -39,7 +39,9 @@ def test_every_registered_layer_task_and_experiment_is_listed():
     assert [m for m in docs.model_configs() if f"`model={m}`" not in layers] == []
     atomic = docs._sequence1d_tasks(registry.dataset["sequence1d"].rsplit(".", 1)[0])
     assert len(atomic) > 5
-    assert [n for n in [*registry.dataset, *atomic] if n != "sequence1d" and f"| `{n}` |" not in tasks] == []
+    families = ("sequence1d", "mad")  # listed task by task
+    mad = docs._sequence1d_tasks(registry.dataset["mad"].rsplit(".", 1)[0])
+    assert [n for n in [*registry.dataset, *atomic, *mad] if n not in families and f"| `{n}` |" not in tasks] == []
     assert [e for e in docs.experiments() if f"| `{e}` |" not in experiments] == []
 
 
@@ -155,8 +157,19 @@ def train_commands(page):
             words = shlex.split(line)[3:]
             if any(w in ("...", "<overrides>") or re.search(r"<\w+>|=[EM]$", w) for w in words):
                 continue  # a pattern (experiment=E model=M, dataset.task=<task>), not a command
-            commands.append([w.split(",")[0] if "=" in w and "{" not in w else w for w in words if w != "-m"])
+            commands.append([first_choice(w) if "=" in w else w for w in words if w != "-m"])
     return commands
+
+
+def first_choice(word):
+    """`key=a,b` -> `key=a`, and `key={a:1,b:2},{a:3}` -> `key={a:1,b:2}` (commas inside braces
+    and brackets kept)."""
+    depth = 0
+    for i, char in enumerate(word):
+        depth += char in "{[" and 1 or char in "}]" and -1 or 0
+        if char == "," and depth == 0:
+            return word[:i]
+    return word
 
 
 COMMANDS = [(page, c) for page in PAGES for c in train_commands(page)]

@@ -240,3 +240,45 @@ def test_the_depth_figure_is_the_least_depth_reaching_the_threshold_per_length(t
     assert (tmp_path / "f" / "depth-val_accuracy-0.9.png").stat().st_size > 5000
     with pytest.raises(ConfigError, match="threshold='high' is not a number"):
         main([str(tmp_path / "sweep"), "--metric", "val/accuracy", "--plot", "depth:threshold=high"])
+
+
+def write_mad_run(path, model, setting, lr, wd, accuracy):
+    """A finished run of experiment=mad-grid: `setting` the dataset dict ({task, key: value})."""
+    path.mkdir(parents=True)
+    dataset = {"_name_": "mad", "task": setting["task"], "vocab_size": setting.get("vocab_size")}
+    override = "dataset={" + ",".join(f"{k}:{v}" for k, v in setting.items()) + "}"
+    (path / "results.json").write_text(json.dumps({
+        "status": "finished", "metrics": {"val/accuracy_balanced": accuracy, "val/loss": 1 - accuracy},
+        "monitor": "val/accuracy_balanced", "mode": "max",
+        "choices": {"model": model, "experiment": "mad-grid", "dataset": "mad"},  # the group choice under the dict
+        "overrides": [f"model={model}", override, f"optimizer.lr={lr}", f"optimizer.weight_decay={wd}"],
+        "config": {"dataset": dataset, "optimizer": {"lr": lr, "weight_decay": wd},
+                   "results": {"metric": "val/accuracy_balanced", "best_over": ["optimizer.lr", "optimizer.weight_decay"],
+                               "score": "mad"}}}))
+
+
+def test_the_mad_score_is_the_mean_over_tasks_of_the_mean_over_settings_of_the_best_over_the_optimiser(tmp_path, capsys):
+    """Model a: recall settings best 1.0 and 0.5 (mean 0.75), copying 0.25: score 0.5. Model b: 0.1
+    everywhere. Every run but the best of its setting is lower, at another lr or weight decay."""
+    settings = [{"task": "in_context_recall"}, {"task": "in_context_recall", "vocab_size": 32},
+                {"task": "selective_copying"}]
+    best = {"a": [1.0, 0.5, 0.25], "b": [0.1, 0.1, 0.1]}
+    i = 0
+    for model in "ab":
+        for setting, top in zip(settings, best[model]):
+            for lr, wd, drop in ((1e-4, 0.0, 0.05), (1e-3, 0.0, 0.0), (1e-3, 0.1, 0.02)):
+                write_mad_run(tmp_path / "grid" / str(i), model, setting, lr, wd, top - drop)
+                i += 1
+    main([str(tmp_path / "grid"), "--format", "csv"])
+    out = capsys.readouterr().out
+    score = out[out.index("MAD score"):].splitlines()[1:]
+    rows = list(csv.DictReader(score))
+    assert [(r["model"], float(r["in_context_recall"]), float(r["selective_copying"]), r["settings"],
+             float(r["mad_score"])) for r in rows] == [("a", 0.75, 0.25, "3", 0.5), ("b", 0.1, 0.1, "3", 0.1)]
+    table_rows = list(csv.DictReader(out[: out.index("MAD score")].strip().splitlines()))
+    assert len(table_rows) == 6 and {r["optimizer.lr"] for r in table_rows} == {"0.001"}  # the best per setting
+
+
+def test_the_mad_score_needs_mad_runs(grid):
+    with pytest.raises(ConfigError, match="--score mad reads runs of experiment=mad"):
+        main([str(grid), "--score", "mad"])

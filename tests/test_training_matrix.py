@@ -3,7 +3,7 @@
 Default tier: every pair composes and builds, or stops at start with one line saying why (a layer
 with no bidirectional form in a bidirectional experiment); one 2-step fit per pipeline. Slow tier
 (`-m slow`): every pair trains 2 steps on tiny data, and every model trains 2 steps on every
-atomic task of the DLR experiment.
+atomic task of the DLR experiment, every sequence-to-sequence Chomsky task and every MAD task.
 """
 
 import re
@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from conftest import (ROOT, TWO_STEPS, compose_config, experiment_sizes, tiny, train_in_process, train_on_data,
                       write_listops_and_pathfinder, write_lra)
+from src.dataloaders import mad
 from src.dataloaders.sequence1d import TASKS
 from src.models.sequence.backbone import bidirectional_layers
 from src.module import SequenceLightningModule
@@ -142,6 +143,22 @@ def test_every_model_trains_on_every_sequence_to_sequence_chomsky_task(model, ta
     """`experiment=chomsky dataset=<task>` (the input, then the outputs' blanks) for every model."""
     overrides = ["wandb=null", "experiment=chomsky", f"dataset={task}", f"model={model}", *experiment_sizes("chomsky"),
                  *tiny(model, 8, 1)]
+    train_on_data([*overrides, *FIT], tmp_path, monkeypatch, data_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", mad.TASKS)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains_on_every_mad_task(model, task, tmp_path, monkeypatch, data_path):
+    """`experiment=mad dataset.task=<task>` at the task's MAD baseline lengths (compression through
+    model.compress), or a one-line refusal at start (a non-causal layer on a causal task)."""
+    overrides = ["wandb=null", "experiment=mad", f"dataset.task={task}", f"model={model}", *experiment_sizes("mad"),
+                 *tiny(model, 8, 1)]
+    config = compose_config([*overrides, *FIT])
+    if task != "compression" and refusal(config):
+        with pytest.raises(ConfigError, match="non-causal"):
+            SequenceLightningModule(OmegaConf.to_container(config, resolve=True))
+        return
     train_on_data([*overrides, *FIT], tmp_path, monkeypatch, data_path)
 
 

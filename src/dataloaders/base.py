@@ -174,6 +174,11 @@ class SyntheticDataset(BatchDataset):
         `generator`."""
         raise NotImplementedError
 
+    def generate_split(self, batch_size, generator, split):
+        """The samples of `split`: those of `generate`, unless a task draws its training samples
+        differently from its evaluation ones (MAD's tasks: src/dataloaders/mad.py)."""
+        return self.generate(batch_size, generator)
+
     def n_samples(self, split):
         if split == "train":
             return self.num_train_examples or self.samples_per_epoch
@@ -186,7 +191,7 @@ class SyntheticDataset(BatchDataset):
             self.examples = tuple(_cat(parts) for parts in zip(*chunks))  # (x (N, ...), y (N, ...)[, extra])
 
     def _chunk(self, i, size):
-        return self.generate(size, torch.Generator().manual_seed(batch_seed(self.seed, "train", 0, i, 1)))
+        return self.generate_split(size, torch.Generator().manual_seed(batch_seed(self.seed, "train", 0, i, 1)), "train")
 
     def batch(self, split, epoch, index, rows):
         if split == "train" and self.num_train_examples:
@@ -196,7 +201,7 @@ class SyntheticDataset(BatchDataset):
             return tuple({k: v[ids] for k, v in part.items()} if isinstance(part, dict) else part[ids]
                          for part in self.examples)
         generator = torch.Generator().manual_seed(batch_seed(self.seed, split, epoch, index))
-        return self.generate(len(rows), generator)
+        return self.generate_split(len(rows), generator, split)
 
     def train_dataloader(self, batch_size, batch_size_eval=None, num_workers=0, pin_memory=False, rank=0, world_size=1):
         per_step = batch_size * world_size

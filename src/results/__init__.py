@@ -17,7 +17,8 @@ the runs' train.mode when it is their train.monitor, else min for a loss / mse a
 anything else). `--by` alone averages each group's metrics (a `runs` column counts them).
 
 With no options the runs' `results` config block (configs/config.yaml; an experiment sets its
-paper's) gives the metric, best_over, by and plots.
+paper's) gives the metric, best_over, by and plots, and `score` (`--score mad`: MAD's score of
+the reduced rows, src/results/mad.py; experiment=mad-grid sets it).
 """
 
 import json
@@ -32,7 +33,7 @@ from src.utils.run_results import flat
 
 SKIP_DIRS = {"checkpoints", "curves", "val_outputs", "wandb", "jobs", "devices", ".submitit", "figures"}
 NOT_KEYS = ("results.", "wandb.", "train.resume", "train.ckpt")
-BLOCK = ("metric", "best_over", "by", "plots")  # the config's `results` options
+BLOCK = ("metric", "best_over", "by", "plots", "score")  # the config's `results` options (score: mad)
 
 
 def natural(path):
@@ -93,8 +94,10 @@ def key_columns(runs):
             for k, seen in values.items():
                 seen.add(g.get(k))
         keys = {k for k, seen in values.items() if len(seen) > 1}
-        for r, g in zip(runs, given):  # a key only overridden: its value from the override
-            r.config.update({k: v for k, v in g.items() if k in keys and k not in r.config})
+        for r, g in zip(runs, given):  # a key only overridden, or a dict merged into a config group
+            # (`dataset={task:compression}`, not the group's choice): its value from the override
+            r.config.update({k: v for k, v in g.items()
+                             if k in keys and (k not in r.config or str(v).startswith("{"))})
     else:
         shared = set(runs[0].config).intersection(*(r.config for r in runs[1:]))
         keys = {k for k in shared if len({repr(r.config[k]) for r in runs}) > 1}

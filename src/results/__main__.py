@@ -4,6 +4,7 @@
     python -m src.results multirun/sweep --metric val/accuracy --best-over optimizer.lr --format md
     python -m src.results multirun/sweep --sort keys          # rows by the swept keys (default: best --metric first)
     python -m src.results multirun/sweep --best-over optimizer.lr --plot line:x=model.d_model,facet=dataset.L
+    python -m src.results multirun/mad-grid --score mad     # MAD's score per model (experiment=mad-grid: the default)
 
 Options left out come from the runs' `results` config block (an experiment's defaults).
 
@@ -35,6 +36,7 @@ def parser():
     p.add_argument("--plot", nargs="+", default=None, metavar="KIND[:opt=val,...]",
                    help="figures: line, state, heatmap, depth, length (src/results/figures.py)")
     p.add_argument("--figures", help="the figures' directory (default: DIR/figures of the first DIR)")
+    p.add_argument("--score", choices=("mad",), help="also print a benchmark's score of the rows (default: results.score)")
     return p
 
 
@@ -59,6 +61,14 @@ def main(argv=None):
     table = results.render(rows, columns, args.format)
     sys.stdout.write(table)
     sys.stdout.flush()  # before the figures' lines on stderr
+    score = args.score or block.get("score")
+    if score == "mad":
+        from src.results import mad
+
+        sys.stdout.write(f"\nMAD score ({metric}, best over {', '.join(best_over) or 'nothing'}):\n")
+        sys.stdout.write(mad.table(rows, metric, args.format))
+    elif score is not None:
+        raise ConfigError(f"results.score={score!r} is not a score; choose one of: mad")
     if args.output:
         fmt = "md" if args.output.endswith(".md") else "csv"
         Path(args.output).write_text(table if fmt == args.format else results.render(rows, columns, fmt))

@@ -95,6 +95,7 @@ dataset = {
     "associative_recall": "src.dataloaders.icl.AssociativeRecall",
     "copying": "src.dataloaders.icl.Copying",
     "icl_dfa": "src.dataloaders.dfa.ICLDFA",
+    "mad": "src.dataloaders.mad.mad_task",
 }
 
 optimizer = {

@@ -5,16 +5,22 @@
     each block, postnorm (prenorm=false):   x <- norm(x + dropout(layer(x)))
                 prenorm  (prenorm=true):    x <- x + dropout(layer(norm(x)))
         state_mixer=mlp adds a second residual sub-block of the same form around
-        MLP(x) = fc2(act(fc1 x)), fc1: D -> mlp_expand D (zoology's "state mixer");
+        MLP(x) = fc2(act(fc1 x)), fc1: D -> mlp_expand D (zoology's "state mixer"), or
+        state_mixer=swiglu around SwiGLU(x) = W3 (silu(W1 x) * W2 x) (MAD's channel mixer);
         state_mixer=identity the same around the identity: x <- x + norm'(x) when prenorm (zoology's
         `torch.nn.Identity` state mixer, which is not nothing: its block adds the normalised residual)
     x <- final_norm(x);  y = decoder(x)    (B, L, d_output), the last l_output positions, or pooled
+    compress=true: x <- Compress(x) before the decoder, every position decoded from the last one
+        (MAD's autoencoder, compress.py)
+norm: layer (LayerNorm) | rms (RMSNorm, eps 1e-5, MAD's) | none.
 Block i's layer is `layer`, or layers[i % len(layers)] when `layers` (a pattern, a hybrid) is given.
 
 Every tensor between encoder and decoder is (B, L, D). Without `encoder` / `decoder` the model
 maps (B, L, D) to (B, L, D). tie_embeddings: the decoder's weight is the embedding matrix.
 init=gpt2 (zoology, GPT-2): every nn.Linear and nn.Embedding weight ~ N(0, 0.02), biases 0, and
 the output projection of each residual branch (its last nn.Linear) ~ N(0, 0.02 / sqrt(2 n_layers)).
+init=mad (MAD's LanguageModel): the token embedding ~ N(0, 0.02), every nn.Linear bias 0; with
+compress (MAD's AutoEncoder) every nn.Linear weight ~ N(0, 0.02) too.
 
 Recurrence: `default_state(B)` and `step(x_t, state)` run the model one position at a time
 through every layer's `step` (and the encoder, positions, norms, mixers and head, which act per
@@ -28,6 +34,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from src.models.sequence.compress import Compress
 from src.models.sequence.layers.activation import Activation
 from src.models.sequence.positions import Positions, input_width
 from src.tasks.decoders import build_decoder
@@ -101,16 +108,37 @@ class MLP(nn.Module):
         return self.fc2(self.activation(self.fc1(x)))
 
 
+class SwiGLU(nn.Module):
+    """W3 (silu(W1 x) * W2 x), no biases, hidden width 8 D / 3 rounded up to a multiple of 16
+    (MAD's SwiGLU), position by position."""
+
+    def __init__(self, d_model):
+        super().__init__()
+        hidden = -(-int(8 * d_model / 3) // 16) * 16
+        self.w1 = nn.Linear(d_model, hidden, bias=False)
+        self.w2 = nn.Linear(d_model, hidden, bias=False)
+        self.w3 = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x):  # (..., D)
+        return self.w3(nn.functional.silu(self.w1(x)) * self.w2(x))
+
+
+def norm_layer(norm, d_model):
+    """The module of model.norm at width d_model."""
+    return {"layer": lambda: nn.LayerNorm(d_model), "rms": lambda: nn.RMSNorm(d_model, eps=1e-5),
+            "none": nn.Identity}[norm]()
+
+
 class ResidualBlock(nn.Module):
     def __init__(self, d_model, layer, prenorm, norm, dropout, mixer=None):
         super().__init__()
         self.layer = layer
         self.prenorm = prenorm
-        self.norm = nn.LayerNorm(d_model) if norm == "layer" else nn.Identity()
+        self.norm = norm_layer(norm, d_model)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.mixer = mixer
         if mixer is not None:
-            self.mixer_norm = nn.LayerNorm(d_model) if norm == "layer" else nn.Identity()
+            self.mixer_norm = norm_layer(norm, d_model)
 
     def _residual(self, f, norm, x):  # one residual sub-block around f: (..., D) -> ((..., D), f's extra)
         y, extra = f(norm(x) if self.prenorm else x)
@@ -135,17 +163,18 @@ class SequenceModel(nn.Module):
     def __init__(self, d_model, n_layers, layer, prenorm=False, norm="layer", final_norm=None, dropout=0.0,
                  bidirectional=False, state_mixer="none", mlp_expand=4, mlp_activation="gelu", embedding_dropout=0.0,
                  tie_embeddings=False, init="default", pos_emb="none", pos_aug="none", pos_max_len=None,
-                 pos_init="random", pos_frozen=False, layers=None, encoder=None, decoder=None, d_input=None,
-                 n_tokens=None, d_output=None, l_output=None, max_length=None):
+                 pos_init="random", pos_frozen=False, layers=None, compress=False, encoder=None, decoder=None,
+                 d_input=None, n_tokens=None, d_output=None, l_output=None, max_length=None):
         """encoder: None | linear | embedding (of d_input features / n_tokens tokens); decoder: None or
         the sequence decoder's options (src/tasks/decoders.py) for d_output outputs at l_output
         positions; max_length: the longest input (sizes positions and `l_max`); final_norm: None
         means `prenorm`. layers: None (every block is `layer`) or a list of layer configs
-        (pattern_entry), block i built from layers[i % len(layers)] (a hybrid)."""
+        (pattern_entry), block i built from layers[i % len(layers)] (a hybrid). compress: decode
+        every position from the last one (compress.py; src/module.py resolves null)."""
         super().__init__()
-        check_choice("model.norm", norm, ["layer", "none"])
-        check_choice("model.state_mixer", state_mixer, ["none", "mlp", "identity"])
-        check_choice("model.init", init, ["default", "gpt2"])
+        check_choice("model.norm", norm, ["layer", "rms", "none"])
+        check_choice("model.state_mixer", state_mixer, ["none", "mlp", "swiglu", "identity"])
+        check_choice("model.init", init, ["default", "gpt2", "mad"])
         for key, value in (("model.d_model", d_model), ("model.n_layers", n_layers)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{key}={value!r} must be a positive integer")
@@ -165,15 +194,19 @@ class SequenceModel(nn.Module):
         for i in range(n_layers):
             layer_module = build_layer(pattern[i % len(pattern)], d_model, pos_emb == "rope", bidirectional,
                                        max_length, i, n_layers)
-            mixer = {"mlp": lambda: MLP(d_model, mlp_expand, mlp_activation), "identity": nn.Identity,
+            mixer = {"mlp": lambda: MLP(d_model, mlp_expand, mlp_activation), "swiglu": lambda: SwiGLU(d_model),
+                     "identity": nn.Identity,
                      "none": lambda: None}[state_mixer]()
             self.blocks.append(ResidualBlock(d_model, layer_module, prenorm, norm, dropout, mixer))
         if final_norm is None:
-            final_norm = prenorm and norm == "layer"
-        self.final_norm = nn.LayerNorm(d_model) if final_norm else nn.Identity()
+            final_norm = prenorm and norm != "none"
+        self.final_norm = norm_layer(norm if norm != "none" else "layer", d_model) if final_norm else nn.Identity()
+        self.compress = Compress(d_model, lambda d: norm_layer(norm, d)) if compress else None
         self.decoder = None if decoder is None else build_decoder(decoder, d_model, d_output, l_output)
         if init == "gpt2":
             self.init_gpt2()
+        if init == "mad":
+            self.init_mad()
         if tie_embeddings:
             self.tie()
 
@@ -203,6 +236,16 @@ class SequenceModel(nn.Module):
                 if linears:  # the branch's output projection
                     linears[-1].weight.normal_(0.0, std / math.sqrt(2 * len(self.blocks)))
 
+    @torch.no_grad()
+    def init_mad(self, std=0.02):
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                module.weight.normal_(0.0, std)
+            if isinstance(module, nn.Linear) and self.compress is not None:
+                module.weight.normal_(0.0, std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                module.bias.zero_()
+
     def forward(self, x, state=None, l_output=None, lengths=None):  # x: (B, L, d_input) or (B, L) tokens
         """-> (outputs, per-block states). l_output: the number of positions the decoder reads for
         this input, if not its default (an eval set of another length); lengths (B,): the real
@@ -218,6 +261,8 @@ class SequenceModel(nn.Module):
             x, s = block(x, state=None if state is None else state[i], positions=positions)
             states.append(s)
         x = self.final_norm(x)
+        if self.compress is not None:
+            x = self.compress(x)
         return (x if self.decoder is None else self.decoder(x, l_output, lengths)), states
 
     @property
@@ -238,6 +283,8 @@ class SequenceModel(nn.Module):
         return {"position": 0, "layers": [block.layer.default_state(batch_size, device) for block in self.blocks]}
 
     def step(self, x_t, state):  # x_t: (B, d_input) or (B,) tokens -> (B, d_output) or (B, D), state
+        if self.compress is not None:
+            raise ConfigError("model.compress=true decodes every position from the last one: the model has no step()")
         if self.decoder is not None and (self.decoder.mode != "last" or not hasattr(self.decoder, "output")):
             raise ConfigError(f"decoder.mode={self.decoder.mode} ({type(self.decoder).__name__}) reads the whole "
                               "sequence: the model has no step()")
