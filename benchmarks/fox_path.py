@@ -16,12 +16,12 @@ over chunks, not steps), so the ratios are those of one dense form against anoth
 import argparse
 import importlib.util
 import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.timing import relative_error, timed
 from src.ops.forgetting_attn import forgetting_attn
 from src.ops.forgetting_attn import reference as fox_reference
 from src.ops.path_attn import path_attn
@@ -50,18 +50,6 @@ def inputs(op, T, grad):
                                               2 * torch.rand(B, T, H, generator=g), gate]
     return [t.requires_grad_(grad) for t in x]
 
-
-def timed(fn, x, backward):
-    start = time.perf_counter()
-    y = fn(*x)
-    if backward:
-        torch.autograd.grad(y.sum(), x)
-    return time.perf_counter() - start
-
-
-def error(fn, x, y64):
-    with torch.no_grad():
-        return ((fn(*[t.detach() for t in x]).double() - y64).norm() / y64.norm()).item()
 
 
 def main():
@@ -95,7 +83,7 @@ def main():
                 if not backward:
                     with torch.no_grad():
                         y64 = reference(*[t.detach().double() for t in x])
-                    err = f"{error(ours, x, y64):.1e} / {error(theirs, x, y64):.1e}"
+                    err = f"{relative_error(ours, x, y64):.1e} / {relative_error(theirs, x, y64):.1e}"
                 print(f"| {op} | {'fwd+bwd' if backward else 'fwd'} | {T} | {1000 * statistics.median(t_fla):.1f} | "
                       f"{1000 * statistics.median(t_ours):.1f} | {statistics.median(ratios):.1f}x | "
                       f"{min(ratios):.1f}-{max(ratios):.1f}x | {err} |", flush=True)

@@ -14,11 +14,11 @@ float64.
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.timing import timed
 from src.ops.mamba3 import mamba3_siso, reference
 
 B, H, P, N, S = 2, 4, 64, 128, 32
@@ -32,14 +32,6 @@ def inputs(T, grad):
     x = [r(B, T, 1, N), r(B, T, 1, N), r(B, T, H, P), adt, dt, r(B, T, H), r(H, N), r(H, N), r(B, T, H, S), r(H),
          r(B, T, H, P)]
     return [t.requires_grad_(grad) for t in x]
-
-
-def timed(fn, x, backward):
-    start = time.perf_counter()
-    y = fn(*x)
-    if backward:
-        torch.autograd.grad(y.sum(), x)
-    return time.perf_counter() - start
 
 
 def main():

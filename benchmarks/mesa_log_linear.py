@@ -20,12 +20,12 @@ wall time over the rounds, the median ratio original / ours and its range, and t
 import argparse
 import importlib.util
 import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.timing import relative_error, timed
 from src.ops.log_linear import log_linear_attn, log_linear_delta_rule
 from src.ops.log_linear import reference as log_linear_reference
 from src.ops.mesa_net import mesa_net
@@ -74,20 +74,6 @@ def cases():
     ]
 
 
-def timed(fn, x, backward):
-    x = [t.detach().requires_grad_(backward) for t in x]
-    start = time.perf_counter()
-    y = fn(*x)
-    if backward:
-        torch.autograd.grad(y.sum(), x)
-    return time.perf_counter() - start
-
-
-def error(fn, x, y64):
-    with torch.no_grad():
-        return f"{((fn(*x).double() - y64).norm() / y64.norm()).item():.1e}"
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -106,8 +92,9 @@ def main():
             y64 = None
             with torch.no_grad():
                 y64 = (ref64 or original)(*[t.double() for t in x])
-            err = f"{error(ours, x, y64)} / {error(original, x, y64)}"
+            err = f"{relative_error(ours, x, y64):.1e} / {relative_error(original, x, y64):.1e}"
             for backward in (False, True):
+                x = [t.detach().requires_grad_(backward) for t in x]
                 timed(ours, x, backward)  # warm-up (and the C loops' compile)
                 t_orig, t_ours = [], []
                 for _ in range(rounds):
