@@ -33,6 +33,16 @@ log = logging.getLogger(__name__)
 LAYER_BACKENDS = ["auto", "torch", "cuda", "triton", "cpu"]  # a key that serves several ops: see backend_of
 
 
+def fla_refuses(q):
+    """Why fla's Triton kernels cannot take inputs like q (None if they can): they run on a CUDA device,
+    in float32, float16 or bfloat16. The `unsupported` hooks of the fla-backed ops start with it."""
+    if not q.is_cuda:
+        return "inputs are not on a CUDA device"
+    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"dtype {q.dtype} (fla's kernels take float32, float16, bfloat16)"
+    return None
+
+
 def agrees_with(torch_path, smoke_inputs, tol=1e-3):
     """A `smoke(fn, device)` for a kernel: fn(*args, **kwargs) on `smoke_inputs(device)` -> (args,
     kwargs) runs there and agrees with `torch_path` on the same call within `tol`."""

@@ -8,7 +8,7 @@ Not run on hardware in this repository yet: the dispatcher takes it only where i
 smoke call agrees with the torch path. Install: see requirements-gpu.txt.
 """
 
-import torch
+from src.ops.dispatch import fla_refuses
 
 
 def delta_rule(q, k, v, beta, g=None, scale=None, initial_state=None, output_final_state=False):
@@ -28,8 +28,4 @@ def delta_rule(q, k, v, beta, g=None, scale=None, initial_state=None, output_fin
 
 def unsupported(q, *args, **kwargs):
     """Why fla's kernels cannot take this call (None if they can)."""
-    if not q.is_cuda:
-        return "inputs are not on a CUDA device"
-    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"dtype {q.dtype} (fla's kernels take float32, float16, bfloat16)"
-    return None
+    return fla_refuses(q)

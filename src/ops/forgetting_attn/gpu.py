@@ -5,7 +5,7 @@ The dispatcher takes it only where it imports and a smoke call agrees with the t
 Install: see requirements-gpu.txt.
 """
 
-import torch
+from src.ops.dispatch import fla_refuses
 
 
 def forgetting_attn(q, k, v, g, scale=None):
@@ -16,8 +16,4 @@ def forgetting_attn(q, k, v, g, scale=None):
 
 def unsupported(q, *args, **kwargs):
     """Why fla's kernel cannot take this call (None if it can)."""
-    if not q.is_cuda:
-        return "inputs are not on a CUDA device"
-    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"dtype {q.dtype} (fla's kernels take float32, float16, bfloat16)"
-    return None
+    return fla_refuses(q)

@@ -11,6 +11,8 @@ smoke call agrees with the torch path. Install: see requirements-gpu.txt.
 
 import torch
 
+from src.ops.dispatch import fla_refuses
+
 
 def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False, negative=None):
     assert negative is None, "fla's kernels take log decays only (see unsupported)"
@@ -33,8 +35,4 @@ def unsupported(q, k, v, g=None, u=None, scale=None, initial_state=None, output_
     """Why fla's kernels cannot take this call (None if they can)."""
     if negative is not None:
         return "signed decays (negative): fla's kernels take log decays only; backend=torch runs them"
-    if not q.is_cuda:
-        return "inputs are not on a CUDA device"
-    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"dtype {q.dtype} (fla's kernels take float32, float16, bfloat16)"
-    return None
+    return fla_refuses(q)

@@ -11,7 +11,7 @@ yet: the dispatcher takes it only where it imports and a smoke call agrees with 
 Install: see requirements-gpu.txt.
 """
 
-import torch
+from src.ops.dispatch import fla_refuses
 
 from src.ops.log_linear import chunked
 
@@ -30,10 +30,8 @@ def log_linear(q, k, v, beta, g, level_scales, initial_state, output_final_state
 
 def unsupported(q, k, v, beta, g, level_scales, initial_state=None, output_final_state=False):
     """Why fla's kernels cannot take this call (None if they can)."""
-    if not q.is_cuda:
-        return "inputs are not on a CUDA device"
-    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"dtype {q.dtype} (fla's kernels take float32, float16, bfloat16)"
+    if fla_refuses(q):
+        return fla_refuses(q)
     if beta is None and initial_state is not None:
         return "a start from a state: fla's log-linear kernel keeps its own kind of state; backend=torch runs it"
     if beta is None and (q.shape[2] != 1 or v.shape[-1] & (v.shape[-1] - 1) or q.shape[-1] % 16):

@@ -6,7 +6,7 @@ The dispatcher takes it only where it imports and a smoke call agrees with the t
 Install: see requirements-gpu.txt.
 """
 
-import torch
+from src.ops.dispatch import fla_refuses
 
 
 def path_attn(q, k, v, w, beta, g=None, scale=None):
@@ -18,10 +18,8 @@ def path_attn(q, k, v, w, beta, g=None, scale=None):
 
 def unsupported(q, k, v, *args, **kwargs):
     """Why fla's kernel cannot take this call (None if it can)."""
-    if not q.is_cuda:
-        return "inputs are not on a CUDA device"
-    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"dtype {q.dtype} (fla's kernels take float32, float16, bfloat16)"
+    if fla_refuses(q):
+        return fla_refuses(q)
     if q.shape[-1] not in (16, 32, 64, 128) or v.shape[-1] not in (16, 32, 64, 128):
         return f"head widths {q.shape[-1]}, {v.shape[-1]} (fla's kernel takes 16, 32, 64, 128)"
     return None
