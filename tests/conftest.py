@@ -339,10 +339,13 @@ def write_lra(root):
     return root
 
 
-def fla_naive(relative):
+def fla_naive(relative, edits=()):
     """The module fla/ops/<relative> (a naive.py reference) loaded by its path from the installed
-    pure-Python fla-core wheel (importing fla.ops would pull Triton); skips with the reason if absent."""
+    pure-Python fla-core wheel (importing fla.ops would pull Triton); skips with the reason if absent.
+    edits: (old, new) replacements made in its source first (each old must be there), e.g. its
+    float32 casts made float64."""
     import importlib.util
+    import types
 
     spec = importlib.util.find_spec("fla")
     if spec is None or not spec.submodule_search_locations:
@@ -350,7 +353,16 @@ def fla_naive(relative):
     path = Path(spec.submodule_search_locations[0]) / "ops" / relative
     if not path.exists():
         pytest.skip(f"this fla-core has no {path}")
-    module_spec = importlib.util.spec_from_file_location(f"fla_naive_{relative.replace('/', '_')[:-3]}", path)
+    name = f"fla_naive_{relative.replace('/', '_')[:-3]}"
+    if edits:
+        text = path.read_text()
+        for old, new in edits:
+            assert old in text, f"fla's {relative} no longer has {old!r}: look at what changed"
+            text = text.replace(old, new)
+        module = types.ModuleType(name)
+        exec(compile(text, str(path), "exec"), module.__dict__)
+        return module
+    module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module

@@ -10,8 +10,6 @@ shrink to ~1e-3 (cg.py).
 """
 
 import contextlib
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -110,11 +108,7 @@ def default_dtype(dtype):
 def fla_float64():
     """fla's mesa_net/naive.py with its float32 casts (.float(), default-dtype zeros) made float64:
     the same loops, run under torch.set_default_dtype(torch.float64)."""
-    module = fla_naive("mesa_net/naive.py")
-    source = Path(module.__file__).read_text().replace(".float()", ".double()")
-    namespace = {"__name__": "fla_naive_mesa_net_float64"}
-    exec(compile(source, module.__file__, "exec"), namespace)
-    return SimpleNamespace(**namespace)
+    return fla_naive("mesa_net/naive.py", [(".float()", ".double()")])
 
 
 def test_reference_matches_fla_naive_exact_with_every_gradient():

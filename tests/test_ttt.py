@@ -13,13 +13,10 @@ Tolerances. float64: the same sums reordered (1e-10). float32 against the float6
 gradients go through layer-norm backwards over as few as 3 features, which amplify rounding).
 """
 
-import importlib.util
-import types
-from pathlib import Path
-
 import pytest
 import torch
 
+from conftest import fla_naive
 from op_backends import compare, gen
 
 from src.ops.titans import chunked as titans_chunked
@@ -149,24 +146,6 @@ def test_titans_refuses_shapes():
 # --- fla's naive loops -----------------------------------------------------------------------------
 
 
-def fla_source(relative, edits):
-    """fla/ops/<relative> from the installed fla-core wheel, each (old, new) of `edits` applied (old
-    must be there), executed as a module without importing fla; skips with the reason if absent."""
-    spec = importlib.util.find_spec("fla")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("fla-core is not installed (pip install fla-core): no oracle from fla's naive loops")
-    path = Path(spec.submodule_search_locations[0]) / "ops" / relative
-    if not path.exists():
-        pytest.skip(f"this fla-core has no {path}")
-    text = path.read_text()
-    for old, new in edits:
-        assert old in text, f"fla's {relative} no longer has {old!r}: look at what changed"
-        text = text.replace(old, new)
-    module = types.ModuleType(f"fla_naive_{relative.replace('/', '_')[:-3]}")
-    exec(compile(text, str(path), "exec"), module.__dict__)
-    return module
-
-
 FLOAT64 = ("torch.float32", "torch.float64")
 
 
@@ -175,7 +154,7 @@ def test_ttt_linear_matches_fla_naive(T):
     """fla's chunk_ttt_linear_ref (eta one per token, no lr: lr = 1; its output z + LN(z)), from an
     initial state and bias, at T = 1, one mini-batch, and a padded partial one; fla's final state
     only where T is a multiple of the mini-batch (its padding steps the bias on the padded rows)."""
-    fla = fla_source("ttt/naive.py", [FLOAT64])
+    fla = fla_naive("ttt/naive.py", [FLOAT64])
     q, k, v, eta, _, w, b, W1, b1 = ttt_inputs(2, T, 3, 6)[:9]
     eta = 0.3 * eta
     o, W1_fla, b1_fla = fla.chunk_ttt_linear_ref(q.clone(), k.clone(), v.clone(), w, b, eta[..., None].clone(),
@@ -194,7 +173,7 @@ def test_titans_matches_fla_naive(T):
     """fla's titans_linear loop (use_chunk=False; theta, alpha, eta one per token; output z + LN(z))
     with the bracket restored (module docstring), from an initial memory; the final memory where T
     is a multiple of the chunk (fla pads with the last gates)."""
-    fla = fla_source("titans/naive.py", [
+    fla = fla_naive("titans/naive.py", [
         FLOAT64, ("from fla.ops.titans.log_impl import combine_params_log\n", ""),
         ("v_new = D * grad - grad.sum(-1, keepdim=True) / (rstd * D)",
          "v_new = (D * grad - grad.sum(-1, keepdim=True)) / (rstd * D)")])
