@@ -43,6 +43,14 @@ def test_zoology_mqar_is_the_figure_2_protocol():
     # zoology's MambaBlock has no state-mixer sub-block; its TransformerBlock (every other mixer) has one
     assert compose_config(["experiment=zoology-mqar", "model=mamba"]).model.state_mixer == "none"
     assert compose_config(["experiment=zoology-mqar", "model=hyena"]).model.state_mixer == "identity"
+    # figure 2's mixers (iclr24_zoology_figure2/configs.py): BaseConv short then long by layer index,
+    # H3 with d_state = L and head_dim 2, Based as BaseConv then one-head Taylor attention of feature_dim 8
+    layers = compose_config(["experiment=zoology-mqar", "model=base_conv"]).model.layers
+    assert [(e._name_, e.kernel_size) for e in layers] == [("base_conv", 3), ("base_conv", -1)]
+    h3 = compose_config(["experiment=zoology-mqar", "model=h3", "recall=L128_N8"]).model.layer
+    assert (h3.d_state, h3.head_dim) == (128, 2)
+    based = compose_config(["experiment=zoology-mqar", "model=based_hybrid"]).model.layers
+    assert [e._name_ for e in based] == ["base_conv", "based"] and (based[1].n_heads, based[1].feature_dim) == (1, 8)
 
 
 ZOOLOGY = os.environ.get("ZOOLOGY_REPO")
