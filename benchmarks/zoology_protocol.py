@@ -9,9 +9,10 @@ val/example_accuracy) after every epoch.
         [--ours "override ..."] [--out DIR]
 
 --check only builds both models, copies zoology's weights into ours and prints the largest logit
-difference (float64, eval mode). The zoology side is figure 2's attention (iclr24_zoology_figure2/
-configs.py): MHA with one head and dropout 0.1, learned positions, torch.nn.Identity as state
-mixer, 2 layers, tied embeddings, AdamW with weight decay 0.1, cosine per epoch, run through its
+difference (float64, eval mode); --mixer base_conv checks figure 2's BaseConv (kernel_size [3, -1]
+by layer: a short, then an implicit long filter; no positions) instead of its attention. The
+zoology side is figure 2's attention (iclr24_zoology_figure2/configs.py): MHA with one head and
+dropout 0.1, learned positions, torch.nn.Identity as state mixer, 2 layers, tied embeddings, AdamW with weight decay 0.1, cosine per epoch, run through its
 `Trainer` (zoology/train.py) with zoology's data (MQAR, random_non_queries=False, data seed 123) and
 `set_determinism(seed)`. Commit 8700f46 (2025-03): at zoology's HEAD (d88d6f5, 2026-01)
 `LanguageModel.forward` returns the hidden states by default, so its discrete cross-entropy path no
@@ -56,18 +57,26 @@ def load_zoology(path):
                                  data=data_utils)
 
 
+MIXERS = {  # figure 2's (iclr24_zoology_figure2/configs.py): zoology's mixer, ours
+    "attention": (dict(name="zoology.mixers.attention.MHA", kwargs={"dropout": 0.1, "num_heads": 1}), "mha"),
+    "base_conv": (dict(name="zoology.mixers.base_conv.BaseConv", kwargs={"kernel_size": [3, -1]}), "base_conv"),
+}
+
+
 def zoology_model(z, a):
+    mixer = MIXERS[a.mixer][0]
+    if a.mixer != "attention":
+        mixer = {**mixer, "kwargs": {**mixer["kwargs"], "l_max": a.L}}
     cfg = z.config.ModelConfig(
-        d_model=a.d_model, n_layers=2, max_position_embeddings=a.L, vocab_size=a.vocab,
-        sequence_mixer=dict(name="zoology.mixers.attention.MHA", kwargs={"dropout": 0.1, "num_heads": 1}),
-        state_mixer=dict(name="torch.nn.Identity", kwargs={}))
+        d_model=a.d_model, n_layers=2, max_position_embeddings=a.L if a.mixer == "attention" else 0,
+        vocab_size=a.vocab, sequence_mixer=mixer, state_mixer=dict(name="torch.nn.Identity", kwargs={}))
     m = z.model.LanguageModel(cfg)
     m.backbone.embeddings.device = "cpu"
     return m
 
 
 def our_overrides(a, seed, epochs):
-    return ["experiment=zoology-mqar", f"model.d_model={a.d_model}", f"dataset.L={a.L}", f"dataset.num_kv_pairs={a.kv}",
+    return ["experiment=zoology-mqar", f"model={MIXERS[a.mixer][1]}", f"model.d_model={a.d_model}", f"dataset.L={a.L}", f"dataset.num_kv_pairs={a.kv}",
             f"dataset.vocab_size={a.vocab}", f"dataset.num_train_examples={a.train}",
             f"dataset.num_eval_examples={a.test}", f"loader.batch_size={a.batch}", f"optimizer.lr={a.lr}",
             f"trainer.max_epochs={epochs}", f"train.seed={seed}", "callbacks.early_stopping=null", "wandb=null",
@@ -88,14 +97,22 @@ def check(z, a):
     ours = SequenceLightningModule(OmegaConf.to_container(config, resolve=True)).model.double().eval()
     p, D = dict(ours.named_parameters()), a.d_model
     pairs = [("encoder.weight", theirs.backbone.embeddings.word_embeddings.weight),
-             ("positions.embedding", theirs.backbone.embeddings.position_embeddings.weight),
              ("final_norm.weight", theirs.backbone.ln_f.weight), ("final_norm.bias", theirs.backbone.ln_f.bias)]
+    if a.mixer == "attention":
+        pairs.append(("positions.embedding", theirs.backbone.embeddings.position_embeddings.weight))
     for i, block in enumerate(theirs.backbone.layers):
         mix = block.sequence_mixer
-        for j, n in enumerate("qkv"):  # Wqkv's rows are (three h d): q, then k, then v
-            pairs += [(f"blocks.{i}.layer.{n}.weight", mix.Wqkv.weight[j * D:(j + 1) * D]),
-                      (f"blocks.{i}.layer.{n}.bias", mix.Wqkv.bias[j * D:(j + 1) * D])]
-        pairs += [(f"blocks.{i}.layer.out.weight", mix.out_proj.weight), (f"blocks.{i}.layer.out.bias", mix.out_proj.bias)]
+        if a.mixer == "attention":
+            for j, n in enumerate("qkv"):  # Wqkv's rows are (three h d): q, then k, then v
+                pairs += [(f"blocks.{i}.layer.{n}.weight", mix.Wqkv.weight[j * D:(j + 1) * D]),
+                          (f"blocks.{i}.layer.{n}.bias", mix.Wqkv.bias[j * D:(j + 1) * D])]
+            pairs += [(f"blocks.{i}.layer.out.weight", mix.out_proj.weight),
+                      (f"blocks.{i}.layer.out.bias", mix.out_proj.bias)]
+        else:  # BaseConv: the projection, then a short conv (conv.conv) or an implicit filter's MLP (conv.mlp)
+            pairs += [(f"blocks.{i}.layer.{name}", value) for name, value in mix.named_parameters()
+                      if name.startswith("projection.")]
+            pairs += [(f"blocks.{i}.layer.{name}" if name.startswith("conv.conv.") else f"blocks.{i}.layer.filter.{name[5:]}",
+                       value) for name, value in mix.named_parameters() if name.startswith(("conv.conv.", "conv.mlp."))]
         for ours_name, norm in (("norm", block.norm1), ("mixer_norm", block.norm2)):
             with torch.no_grad():  # off 1 so that a swapped or missing norm shows
                 norm.weight.add_(0.1 * torch.randn_like(norm.weight))
@@ -143,6 +160,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zoology", type=Path, required=True, help="a checkout of HazyResearch/zoology (8700f46)")
     parser.add_argument("--check", action="store_true")
+    parser.add_argument("--mixer", choices=sorted(MIXERS), default="attention", help="figure 2's mixer on both sides")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--d-model", type=int, default=64)
