@@ -20,6 +20,8 @@ solves are torch.linalg.solve_triangular; autograd gives the gradients.
 import torch
 import torch.nn.functional as F
 
+from src.ops.path_attn.reference import attend
+
 
 def _chunks(x, T_pad, C):  # (B, T, H, ...) -> (B, H, N, C, ...), zero-padded to T_pad positions
     x = F.pad(x, (0, 0) * (x.dim() - 3) + (0, 0, 0, T_pad - x.shape[1]))
@@ -53,9 +55,4 @@ def path_attn(q, k, v, w, beta, g=None, scale=None, chunk=64):
         rows = rows[:, :, 1:]  # carry chunks c = d+1 .. N-1 back through chunk c - d
         rows = rows - (rows @ w[:, :, 1 : N - d].mT) @ Y[:, :, 1 : N - d]
     logits = logits.transpose(3, 4).reshape(B, H, T_pad, T_pad)[..., :T, :T]
-    if g is not None:
-        G = g.cumsum(1).transpose(1, 2)  # (B, H, T)
-        logits = logits + G[..., :, None] - G[..., None, :]
-    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    weights = (scale * logits).masked_fill(~causal, float("-inf")).softmax(-1)
-    return torch.einsum("bhij,bjhv->bihv", weights, v)
+    return attend(logits, v, g, scale)

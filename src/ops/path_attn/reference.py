@@ -24,9 +24,16 @@ def path_attn(q, k, v, w, beta, g=None, scale=None):
         reflected = u - beta[:, j : j + 1, :, None] * (u * w[:, j : j + 1]).sum(-1, keepdim=True) * w[:, j : j + 1]
         u = torch.where(rows >= j, reflected, u)  # H_j acts on the queries at or after j
     logits = torch.stack(columns[::-1], dim=-1).transpose(1, 2)  # (B, H, T, T): [b, h, i, j]
+    return attend(logits, v, g, scale)
+
+
+def attend(logits, v, g, scale):
+    """logits (B, H, T, T) [b, h, i, j], v (B, T, H, V), g (B, T, H) or None -> o (B, T, H, V):
+    the gated causal softmax of the module docstring."""
+    T = logits.shape[-1]
     if g is not None:
         G = g.cumsum(1).transpose(1, 2)  # (B, H, T)
         logits = logits + G[..., :, None] - G[..., None, :]
-    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    causal = torch.ones(T, T, dtype=torch.bool, device=logits.device).tril()
     weights = (scale * logits).masked_fill(~causal, float("-inf")).softmax(-1)
     return torch.einsum("bhij,bjhv->bihv", weights, v)
