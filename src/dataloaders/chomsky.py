@@ -119,12 +119,12 @@ class Chomsky(TokenDataset):
     def generate(self, batch_size, generator):
         n = self.lengths(batch_size, generator)
         inputs, outputs = self.inputs_outputs(n, generator)  # tensors or numpy arrays
+        if self.L_min == self.L:  # every n = L: no blanks in the inputs, no padding (two writes an array)
+            xy = np.empty((2, batch_size, self.L_input), np.int64)  # numpy: ~1 us a write, torch's ~5-10
+            xy[0, :, : self.L], xy[0, :, self.L :] = inputs, self.blank_id
+            xy[1, :, : self.L], xy[1, :, self.L :] = IGNORE_INDEX, outputs
+            return tuple(torch.from_numpy(xy))
         inputs, outputs = torch.as_tensor(inputs), torch.as_tensor(outputs)
-        if self.L_min == self.L:  # every n = L: no blanks in the inputs, no padding (two writes a tensor)
-            x, y = torch.empty((2, batch_size, self.L_input), dtype=torch.long)
-            x[:, : self.L], x[:, self.L :] = inputs, self.blank_id
-            y[:, : self.L], y[:, self.L :] = IGNORE_INDEX, outputs
-            return x, y
         return layout(inputs, outputs, n, self.output_length(n), self.blank_id, self.pad_id)
 
     def batch(self, split, epoch, index, rows):
@@ -345,17 +345,16 @@ class BinaryOperation(Chomsky):
         small = n <= 2  # one number ~ U{0..2^n - 2} in n bits (a; m = 0)
         a_length = np.where(small, n, 1 + rng.integers(0, np.maximum(n - 2, 1)))  # U{1..n-2}
         lengths = np.stack([a_length, np.maximum(n - 1 - a_length, 0)])  # (2, B)
-        value = rng.integers(0, 2 ** np.minimum(n, 2) - 1) * small
         t = np.arange(L)
         shift = np.maximum(t - a_length[:, None] - 1, 0)  # (B, L): the bit of m at t > len(a)
-        if L <= WORD:
-            def draw(rows):  # a ~ U{1..2^len(a) - 1}, m ~ U{1..2^len(m) - 1}
-                a, m = random_bits(lengths[:, rows], rng)
-                return (a != 0) & (m != 0) | small[rows], a, m
-
-            a, m = first_accepted(B, draw, 4)
-            a, m = np.where(small, value, a), m * ~small
-            a_bits, m_bits, result = a[:, None] >> t & 1, m[:, None] >> shift & 1, to_bits(self.combine(a, m), width)
+        if L <= WORD:  # a ~ U{1..2^len(a) - 1}, m ~ U{1..2^len(m) - 1} (small: a ~ U{0..2^n - 2}, m = 0)
+            high = 2 ** np.maximum(lengths, 1)  # (2, B), exclusive
+            high[0, small] -= 1
+            a, m = rng.integers((~small).astype(np.int64), high)
+            m *= ~small
+            in_a = t < a_length[:, None]
+            x = np.where(in_a, a[:, None], m[:, None]) >> np.where(in_a, t, shift) & 1
+            result = to_bits(self.combine(a, m), width)
         else:
             k = bigint.n_limbs(L)
 
@@ -365,11 +364,10 @@ class BinaryOperation(Chomsky):
 
             a, m = (torch.from_numpy(v) for v in first_accepted(B, draw, 4))
             a[small], m[small] = 0, 0
-            a[:, 0] += torch.from_numpy(value)
+            a[:, 0] += torch.from_numpy(rng.integers(0, 2 ** np.minimum(n, 2) - 1) * small)
             a_bits, m_bits = bigint.unpack(torch.cat([a, m])).numpy()[:, :L].reshape(2, B, L)
-            m_bits = np.take_along_axis(m_bits, shift, 1)
+            x = np.where(t < a_length[:, None], a_bits, np.take_along_axis(m_bits, shift, 1))
             result = bigint.unpack(self.combine(a, m)).numpy()[:, :width]
-        x = np.where(t < a_length[:, None], a_bits, m_bits)
         x[t == a_length[:, None]] = self.SEPARATOR
         size = self.size(bit_length(result), n)  # the result's bits
         j = np.arange(width)
