@@ -12,7 +12,9 @@ unrolling S_t = eta_t S_{t-1} - theta_t u_t and M_t = (1 - alpha_t) M_{t-1} + S_
 
 (P N is fla's G, f its f). P and N come from cumulative sums of the log gates within the chunk,
 exponentiated only where t >= i (no overflow). Chunk boundaries as reference.py: the rest of the
-current chunk, whole chunks, a partial last one; M0 <- M at each chunk's end.
+current chunk, whole chunks, a partial last one; M0 <- M at each chunk's end. The coefficients
+(P N (q k^T), b, f, the last rows) are free of the state, so the whole chunks get theirs in one
+batched pass; the loop over chunks does only the products with M, S and g.
 """
 
 import torch
@@ -21,7 +23,7 @@ from src.ops.ttt.reference import ln_l2_grad
 
 
 def _decays(log_gate):
-    """(B, H, m) log gates -> (B, H, m, m): exp(sum_{i < r <= t} log_gate_r) for i <= t, else 0."""
+    """(..., m) log gates -> (..., m, m): exp(sum_{i < r <= t} log_gate_r) for i <= t, else 0."""
     c = log_gate.cumsum(-1)
     diff = c[..., :, None] - c[..., None, :]
     m = c.shape[-1]
@@ -29,34 +31,62 @@ def _decays(log_gate):
     return diff.masked_fill(~lower, -float("inf")).exp()
 
 
-def _chunk(M, S, M0, q, k, v, theta, log_decay, log_momentum, w, b, eps):
-    g = 2 * ln_l2_grad(k @ M0, v - k, w[:, None], b[:, None], eps)  # (B, H, m, D)
+def _coefficients(q, k, theta, log_decay, log_momentum):
+    """The state-free factors of chunks of m tokens, q, k (..., m, D), gates (..., m): A = 2 (P N) *
+    (q k^T) (..., m, m); b, f (..., m, 1); the last rows 2 (P N)_m k, 2 N_m k (..., m, D) and m_m
+    (..., 1, 1). The 2 is the squared loss's, so that g below is half the gradient."""
     P = _decays(log_decay)  # b_t / b_i
-    N = _decays(log_momentum) * theta[..., None, :]  # theta_s prod eta
-    mom = log_momentum.cumsum(-1).exp()  # m_t
+    N = 2 * _decays(log_momentum) * theta[..., None, :]  # 2 theta_s prod eta
+    mom = log_momentum.cumsum(-1).exp()[..., None]  # m_t
     PN = P @ N
-    f = (P @ mom[..., None])[..., 0]
-    dec = log_decay.cumsum(-1).exp()  # b_t
-    z = dec[..., None] * (q @ M) + f[..., None] * (q @ S) - (PN * (q @ k.transpose(-1, -2))) @ g
-    M_end = dec[..., -1, None, None] * M + f[..., -1, None, None] * S - (PN[..., -1, :, None] * k).transpose(-1, -2) @ g
-    S_end = mom[..., -1, None, None] * S - (N[..., -1, :, None] * k).transpose(-1, -2) @ g
-    return z, M_end, S_end
+    dec = log_decay.cumsum(-1).exp()[..., None]  # b_t
+    return PN * (q @ k.transpose(-1, -2)), dec, P @ mom, PN[..., -1, :, None] * k, N[..., -1, :, None] * k, mom[..., -1:, :]
+
+
+def _chunk(M, S, M0, q, k, target, coefficients, w, b, eps):
+    """One chunk (or the part of one), (B, H, m, D), from the state (M, S) at its start, every gradient
+    at M0: z and the state at its end."""
+    A, dec, f, PNk, Nk, mom = coefficients
+    g = ln_l2_grad(k @ M0, target, w, b, eps)  # half of d l / d(k M0)
+    z = dec * (q @ M) + f * (q @ S) - A @ g
+    M_end = dec[..., -1:, :] * M + f[..., -1:, :] * S - PNk.transpose(-1, -2) @ g
+    return z, M_end, mom * S - Nk.transpose(-1, -2) @ g
 
 
 def titans(q, k, v, theta, log_decay, log_momentum, w, b, state, offset=0, chunk_size=16, eps=1e-6):
     """See reference.titans."""
     q, k, v = (x.transpose(1, 2) for x in (q, k, v))  # (B, H, T, D)
-    theta, log_decay, log_momentum = (x.transpose(1, 2) for x in (theta, log_decay, log_momentum))  # (B, H, T)
+    gates = tuple(x.transpose(1, 2) for x in (theta, log_decay, log_momentum))  # (B, H, T)
+    w, b = w[:, None], b[:, None]
     M, S, M0 = state
-    T, out, start = q.shape[2], [], 0
-    while start < T:
-        end = min(start + chunk_size - offset, T)
+    T, K, out = q.shape[2], chunk_size, []
+
+    def part(start, end):  # the rest of a chunk, or a partial last one: its own coefficients
+        nonlocal M, S
         p = slice(start, end)
-        z, M, S = _chunk(M, S, M0, q[:, :, p], k[:, :, p], v[:, :, p], theta[:, :, p], log_decay[:, :, p],
-                         log_momentum[:, :, p], w, b, eps)
+        coefficients = _coefficients(q[:, :, p], k[:, :, p], *(x[:, :, p] for x in gates))
+        z, M, S = _chunk(M, S, M0, q[:, :, p], k[:, :, p], v[:, :, p] - k[:, :, p], coefficients, w, b, eps)
         out.append(z)
-        offset += end - start
-        if offset == chunk_size:
+
+    start = min(K - offset, T) if offset else 0
+    if offset:
+        part(0, start)
+        offset += start
+        if offset == K:
             M0, offset = M, 0
-        start = end
+    n = (T - start) // K if offset == 0 else 0  # whole chunks
+    if n:
+        chunks = slice(start, start + n * K)
+        qc, kc, vc = (x[:, :, chunks].unflatten(2, (n, K)) for x in (q, k, v))  # (B, H, n, K, D)
+        coefficients = _coefficients(qc, kc, *(x[:, :, chunks].unflatten(2, (n, K)) for x in gates))
+        target = vc - kc
+        for i in range(n):
+            z, M, S = _chunk(M, S, M0, qc[:, :, i], kc[:, :, i], target[:, :, i], [c[:, :, i] for c in coefficients],
+                             w, b, eps)
+            out.append(z)
+            M0 = M
+        start += n * K
+    if start < T:
+        part(start, T)
+        offset += T - start
     return torch.cat(out, dim=2).transpose(1, 2), (M, S, M0), offset

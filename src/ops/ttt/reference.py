@@ -35,9 +35,9 @@ def layer_norm(z, w, b, eps):
 
 
 def _normalise(z, eps):
-    mu = z.mean(-1, keepdim=True)
-    std = (z.var(-1, unbiased=False, keepdim=True) + eps).sqrt()
-    return (z - mu) / std, std
+    centred = z - z.mean(-1, keepdim=True)
+    std = (centred.square().mean(-1, keepdim=True) + eps).sqrt()  # torch's var: ~10x slower on small tensors
+    return centred / std, std
 
 
 def ln_l2_grad(z, target, w, b, eps):
