@@ -1,7 +1,7 @@
 """The ttt ops (TTT-Linear, TTT-MLP; the chunked dual form) and the titans op (chunked) against the
 originals' loops, on CPU, measured side by side, interleaved round by round.
 
-    python -m benchmarks.ttt [--rounds 3] [--threads N] [--quick]
+    python -m benchmarks.ttt [--rounds 3] [--threads N] [--batch 2] [--ops ttt_linear ttt_mlp titans] [--quick]
 
 Baselines: fla's naive.py (loaded from the installed fla-core wheel by path, as it ships; it
 scales q in place, so it gets copies): for
@@ -9,8 +9,8 @@ TTT-Linear chunk_ttt_linear_ref (a loop over mini-batches in the dual form, one 
 with lr = 1 in ours), for Titans chunk_titans_linear_ref with use_chunk=False (the per-token loop)
 and use_chunk=True (its chunk form; its coefficients come from Python double loops); and our
 reference.py (the per-token primal form, which is the official code's decoding path) for all
-three, TTT-MLP having no fla loop. Inputs (float32) at the layers' defaults at d_model 256: B 2,
-H 4 heads of D 64, mini-batches / chunks of 16, TTT-MLP's hidden 4 D. Forward, and forward +
+three, TTT-MLP having no fla loop. Inputs (float32) at the layers' defaults at d_model 256: B 2 (or
+--batch), H 4 heads of D 64, mini-batches / chunks of 16, TTT-MLP's hidden 4 D. Forward, and forward +
 backward (the gradients of q, k, v), at two lengths. The table gives median wall times, the median
 ratio baseline / ours and its range, and the relative error ||y - y_64|| / ||y_64|| of ours in
 float32 against our loop in float64.
@@ -45,7 +45,7 @@ def fla_module(relative):
     return module
 
 
-def inputs(T, hidden=None):
+def inputs(T, hidden=None, B=B):
     g = torch.Generator().manual_seed(0)
     r = lambda *s, scale=1.0: scale * torch.randn(*s, generator=g)  # noqa: E731
     u = lambda: torch.rand(B, T, H, generator=g)  # noqa: E731
@@ -104,6 +104,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=B, help="sequences a call (the layers' B 2 by default)")
+    parser.add_argument("--ops", nargs="+", default=["ttt_linear", "ttt_mlp", "titans"],
+                        choices=["ttt_linear", "ttt_mlp", "titans"])
     parser.add_argument("--quick", action="store_true", help="T 64 / 128, 1 round (a smoke run)")
     args = parser.parse_args()
     if args.threads:
@@ -111,15 +114,15 @@ def main():
     rounds = 1 if args.quick else args.rounds
     lengths = (64, 128) if args.quick else (256, 1024)
     ttt_fla, titans_fla = fla_module("ttt/naive.py"), fla_module("titans/naive.py")
-    print(f"float32, B {B}, H {H}, D {D}, mini-batch {K}, {torch.get_num_threads()} threads, {rounds} interleaved rounds")
+    print(f"float32, B {args.batch}, H {H}, D {D}, mini-batch {K}, {torch.get_num_threads()} threads, {rounds} interleaved rounds")
     print("| op | pass | T | ours ms | baseline | baseline ms | ratio (median) | ratio range | rel. error |")
     print("|---|---|---:|---:|---|---:|---:|---:|---:|")
     ops = [("ttt_linear", None, ttt_calls(ttt_fla, None)), ("ttt_mlp", 4 * D, ttt_calls(ttt_fla, 4 * D)),
            ("titans", None, titans_calls(titans_fla))]
-    for op, hidden, calls in ops:
+    for op, hidden, calls in (o for o in ops if o[0] in args.ops):
         for backward in (False, True):
             for T in lengths:
-                x = inputs(T, hidden)
+                x = inputs(T, hidden, args.batch)
                 err = "" if backward else f"{error(calls['ours'], calls['our loop'], x):.1e}"
                 times = {name: [] for name in calls}
                 for name, fn in calls.items():
