@@ -232,7 +232,6 @@ def mad_rows(L, batch):
     return rows
 
 
-FLOORS = {"dlr": dlr_floors}
 FAMILIES = {
     "dlr": (dlr_rows, 4096, 16),
     "mqar": (mqar_rows, None, 1024),

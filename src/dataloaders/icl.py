@@ -48,6 +48,7 @@ synthetic set (num_train_examples / num_eval_examples), a duplicate example havi
 relabelling, under which the law is the same (its key half is the first half of that order).
 """
 
+import numpy as np
 import torch
 
 from src.dataloaders.tokens import TokenDataset
@@ -64,16 +65,18 @@ def sorted_subsets(batch_size, M, n, generator):
     """(B, M) int64: a uniform M-subset of 0..n-1 per row, sorted. M uniform draws, sorted; a row
     with a repeated draw is drawn again whole (rejection: the accepted rows are uniform over the
     ordered draws of distinct values, hence their sorted rows over the subsets). For M << n (copying:
-    16 of 4080) a row repeats with probability ~M^2 / 2n; with M^2 > n, the first M of a random order."""
+    16 of 4080) a row repeats with probability ~M^2 / 2n; with M^2 > n, the first M of a random order.
+    The draws are torch's (the batch's generator); the sorts and checks numpy's, ~1 us an op on
+    these (B, M) arrays against torch's ~10."""
     if M * M > n:  # many repeats: the first M of a random order
         return torch.rand(batch_size, n, generator=generator).argsort(dim=1)[:, :M].sort(dim=1).values
-    at = torch.randint(0, n, (batch_size, M), generator=generator).sort(dim=1).values
-    again = (at[:, 1:] == at[:, :-1]).any(dim=1).nonzero().squeeze(1)
+    at = np.sort(torch.randint(0, n, (batch_size, M), generator=generator).numpy(), axis=1)
+    again = np.flatnonzero((at[:, 1:] == at[:, :-1]).any(axis=1))
     while len(again):
-        part = torch.randint(0, n, (len(again), M), generator=generator).sort(dim=1).values
+        part = np.sort(torch.randint(0, n, (len(again), M), generator=generator).numpy(), axis=1)
         at[again] = part
-        again = again[(part[:, 1:] == part[:, :-1]).any(dim=1)]
-    return at
+        again = again[(part[:, 1:] == part[:, :-1]).any(axis=1)]
+    return torch.from_numpy(at)
 
 
 class InContext(TokenDataset):
@@ -209,8 +212,8 @@ class Copying(TokenDataset):
             at = sorted_subsets(B, M, L + M, generator)
         else:
             at = torch.arange(M).expand(B, M)
-        x, y = torch.empty((2, B, L + 2 * M), dtype=torch.long)  # one allocation: a page-fault cost, not two
-        x[:, : L + M], x[:, L + M :] = 0, self.vocab_size - 1
-        x.scatter_(1, at, data)
+        x, y = np.empty((2, B, L + 2 * M), np.int64)  # one allocation: a page-fault cost, not two; numpy's writes
+        x[:, : L + M], x[:, L + M :] = 0, self.vocab_size - 1  # cost ~1 us of overhead, torch's ~10
+        np.put_along_axis(x, at.numpy(), data.numpy(), 1)
         y[:, : L + M], y[:, L + M :] = IGNORE_INDEX, data
-        return x, y
+        return torch.from_numpy(x), torch.from_numpy(y)
