@@ -40,7 +40,8 @@ def _coefficients(q, k, theta, log_decay, log_momentum):
     mom = log_momentum.cumsum(-1).exp()[..., None]  # m_t
     PN = P @ N
     dec = log_decay.cumsum(-1).exp()[..., None]  # b_t
-    return PN * (q @ k.transpose(-1, -2)), dec, P @ mom, PN[..., -1, :, None] * k, N[..., -1, :, None] * k, mom[..., -1:, :]
+    last = PN[..., -1, :, None] * k, N[..., -1, :, None] * k, mom[..., -1:, :]
+    return PN * (q @ k.transpose(-1, -2)), dec, P @ mom, *last
 
 
 def _chunk(M, S, M0, q, k, target, coefficients, w, b, eps):
