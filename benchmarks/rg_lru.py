@@ -4,8 +4,10 @@ runs `rnn_scan`, a Python loop over time, on one CPU thread.
     python -m benchmarks.rg_lru [--repeats 3]
 
 Rows, forward and forward + backward, at (B=8, L=512, D=128) and (B=4, L=2048, D=256), float32:
-  RG-LRU scan: h_t = a_t h_{t-1} + b_t, our linear_scan (backend `cpu`, the C loop, and `torch`,
-      blocked; inputs (B, D, L)) against recurrentgemma's rnn_scan (inputs (B, L, D));
+  scan: the RG-LRU's h_t = a_t h_{t-1} + b_t, our linear_scan (backend `cpu`, the C loop, and
+      `torch`, blocked) against recurrentgemma's rnn_scan (inputs (B, L, D)); ours on inputs
+      (B, D, L) contiguous (BDL: rows of contiguous steps) and on transposed views of
+      recurrentgemma's (B, L, D) ones (BLD: the layout the Hawk layer passes);
   block: the whole recurrent block (lru width D, 1 gate block), ours with the scan's two backends
       against recurrentgemma's RecurrentBlock with the same parameters.
 Each time is the median of `repeats` runs after a warm-up, the three interleaved run by run. The
@@ -107,15 +109,20 @@ def main():
         torch.manual_seed(0)
         a, b = torch.rand(B, L, D).requires_grad_(), torch.randn(B, L, D).requires_grad_()  # recurrentgemma's layout
         reset = torch.zeros(B, L, dtype=torch.bool)
-        at, bt = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (a, b))  # ours: (B, D, L)
-        scans = {"cpu": lambda: linear_scan(at, bt, backend="cpu"), "torch": lambda: linear_scan(at, bt, backend="torch"),
-                 "theirs": lambda: layers.rnn_scan(b, a, reset, None)[0]}
-        for backward in (False, True):
-            compare(f"RG-LRU scan {'fwd+bwd' if backward else 'fwd'} B={B} L={L} D={D}", scans, args.repeats, backward,
-                    (a, b, at, bt))
-            with torch.no_grad():
-                y64 = layers.rnn_scan(b.double(), a.double(), reset, None, acc_dtype=torch.float64)[0]
-                print(f" {(linear_scan(at, bt, backend='cpu').transpose(1, 2).double() - y64).abs().max().item():8.1e}")
+        at, bt = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (a, b))
+        with torch.no_grad():
+            y64 = layers.rnn_scan(b.double(), a.double(), reset, None, acc_dtype=torch.float64)[0]
+        # ours on rows of contiguous steps (B, D, L), and on recurrentgemma's (B, L, D) as Hawk calls it
+        for layout, (ao, bo) in (("BDL", (at, bt)), ("BLD", (a, b))):
+            view = (lambda t: t) if layout == "BDL" else (lambda t: t.transpose(1, 2))
+            scans = {k: functools.partial(lambda k: linear_scan(view(ao), view(bo), backend=k), k) for k in ("cpu", "torch")}
+            scans["theirs"] = lambda: layers.rnn_scan(b, a, reset, None)[0]
+            for backward in (False, True):
+                compare(f"scan {layout} {'fwd+bwd' if backward else 'fwd'} B={B} L={L} D={D}", scans, args.repeats,
+                        backward, (a, b, at, bt))
+                with torch.no_grad():
+                    y = linear_scan(view(ao), view(bo), backend="cpu").transpose(1, 2)  # (B, L, D)
+                    print(f" {(y.double() - y64).abs().max().item():8.1e}")
         theirs = modules.RecurrentBlock(width=D, num_heads=1)
         ours = {k: build_layer(dict(_name_="hawk", backend=k), D) for k in ("cpu", "torch")}
         for layer in ours.values():

@@ -298,14 +298,19 @@ def run_dir(tmp_path):
 
 
 def need_c_loop(op="linear_scan"):
-    """Skips the test, saying why, where the C loop of the op src/ops/<op> cannot run (no C compiler)."""
+    """Skips the test, saying why, where the C loop of the op src/ops/<op> cannot run for want of a
+    C compiler. Where there is one, a loop that does not compile or whose smoke call disagrees
+    with the torch path fails the test instead: a broken loop must not pass as a skip."""
     import importlib
+    import os
+    import shutil
 
     import torch
 
     why = importlib.import_module(f"src.ops.{op}").DISPATCH.why_unusable("cpu", torch.device("cpu"))
     if why:
-        pytest.skip(f"the {op} C loop is not usable here: {why}")
+        cc = os.environ.get("CC", "cc")
+        (pytest.fail if shutil.which(cc) else pytest.skip)(f"the {op} C loop is not usable here ({cc}): {why}")
 
 
 def write_listops_and_pathfinder(root):

@@ -60,6 +60,21 @@ def test_cpu_linear_scan_splits_rows_over_threads(reverse):
             lambda a, b, h: reference.linear_scan(a * 0.9, b, h, reverse=reverse), [a, b, h], F64)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cpu_linear_scan_on_time_major_views(dtype, reverse):
+    """(B, L, R) activations seen as (B, R, L), as the layers pass them: the C loop scans them in
+    their layout, its forward in groups of 256, 128 and 64 rows and a partial one (485 = 256 +
+    128 + 64 + 37 rows; 2 x 485 x 70 elements are also above the size where rows are split
+    over threads, at multiples of 64). Against the float64 loop, gradients included."""
+    need_c_loop()
+    a, b, h = linear_inputs((2, 485, 70), dtype, True)
+    a, b = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (a, b))  # (2, 485, 70) views of (2, 70, 485)
+    assert b.transpose(1, 2).is_contiguous() and 2 * 485 * 70 >= _cpu.PARALLEL_FROM
+    compare(lambda a, b, h: linear_scan(a, b, h, reverse=reverse, backend="cpu"),
+            lambda a, b, h: reference.linear_scan(a, b, h, reverse=reverse), [a, b, h], F64)
+
+
 def test_cpu_linear_scan_leaves_gradients_of_constants_alone():
     """Only b needs a gradient: the C backward skips grad_a and grad_h0 and still gets b's."""
     need_c_loop()
