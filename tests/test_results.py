@@ -83,8 +83,10 @@ def test_every_figure_is_drawn(grid, tmp_path, capsys):
     main([str(grid), "--metric", "val/accuracy", "--best-over", "optimizer.lr", "--figures", str(out), "--plot",
           "line:x=model.d_model", "state", "heatmap:x=model.d_model,y=model"])
     main([str(runs), "--metric", "val/accuracy", "--figures", str(out), "--plot", "length"])
+    (runs / "2" / "metrics.csv").write_text("epoch,step,val/accuracy\n0,99,0.5\n1,199,0.8\n")
+    main([str(runs), "--metric", "val/accuracy", "--figures", str(out), "--plot", "curve"])
     names = sorted(p.name for p in out.glob("*.png"))
-    assert names == ["heatmap-val_accuracy-model.d_model-model.png", "length-val_accuracy.png",
+    assert names == ["curve-val_accuracy.png", "heatmap-val_accuracy-model.d_model-model.png", "length-val_accuracy.png",
                      "line-val_accuracy-model.d_model.png", "state-val_accuracy.png"]
     assert all((out / n).stat().st_size > 5000 for n in names)
 
@@ -131,11 +133,13 @@ VARYING = "model, model.d_model, optimizer.lr"
     (["--metric", "val/acc"], "--metric val/acc: no run logged it; metrics: val/accuracy, val/loss"),
     (["--best-over", "lr"], f"--best-over lr: not a key of these runs; keys that vary: {VARYING}"),
     (["--by", "dataset.l"], f"--by dataset.l: not a key of these runs; keys that vary: {VARYING}"),
-    (["--plot", "bars"], "--plot 'bars' is not a figure; choose one of: line, state, heatmap, depth, length"),
+    (["--plot", "bars"], "--plot 'bars' is not a figure; choose one of: line, state, heatmap, depth, length, curve"),
     (["--plot", "line"], "--plot line needs x=KEY; keys that vary: model.d_model, optimizer.lr"),
     (["--plot", "line:x=model.width"], "x=model.width: no run has it"),
     (["--plot", "heatmap:x=model"], "--plot heatmap needs x=KEY,y=KEY"),
     (["--plot", "length"], "--plot length: no run has eval sets with dataset.eval_sets.NAME.L"),
+    (["--plot", "curve"], "--plot curve: no run logged val/loss in its metrics.csv"),
+    (["--plot", "curve:x=time"], "--plot curve: x='time'; choose step or epoch"),
 ])
 def test_bad_options_are_one_line_errors(grid, args, message):
     with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
@@ -218,6 +222,21 @@ def test_the_length_figure_is_titled_with_the_runs_models_and_tasks(tmp_path, dr
         write_run(tmp_path / "lengths" / str(i), model, 1e-3, 16, 0.9, eval_sets={"L128": (128, 0.7)})
     main(["lengths", "--metric", "val/accuracy", "--plot", "length"])
     assert drawn[0].axes[0].get_title() == "lengths: model a, b, task shift"
+
+
+def test_the_curve_figure_is_each_runs_logged_metric_against_step_or_epoch(tmp_path, drawn):
+    """Lightning's metrics.csv has a row per log call; the rows without the metric (training
+    steps) are left out, and each run is one line."""
+    log = "epoch,step,train/loss_step,val/accuracy\n0,9,2.5,\n0,19,2.1,\n0,19,,0.4\n1,39,,0.7\n2,59,,0.9\n"
+    for i, model in enumerate("ab"):
+        write_run(tmp_path / "runs" / str(i), model, 1e-3, 16, 0.9)
+        (tmp_path / "runs" / str(i) / "metrics.csv").write_text(log if i == 0 else log.replace("0.9", "0.6"))
+    main([str(tmp_path / "runs"), "--metric", "val/accuracy", "--figures", str(tmp_path), "--plot", "curve",
+          "curve:x=epoch"])
+    by_step, by_epoch = drawn[0].axes[0], drawn[1].axes[0]
+    assert [(list(line.get_xdata()), list(line.get_ydata())) for line in by_step.get_lines()] == [
+        ([19.0, 39.0, 59.0], [0.4, 0.7, 0.9]), ([19.0, 39.0, 59.0], [0.4, 0.7, 0.6])]
+    assert list(by_epoch.get_lines()[0].get_xdata()) == [0.0, 1.0, 2.0] and by_epoch.get_xlabel() == "epoch"
 
 
 def test_the_depth_figure_is_the_least_depth_reaching_the_threshold_per_length(tmp_path, capsys):

@@ -34,7 +34,7 @@ def parser():
     p.add_argument("--format", choices=("text", "md", "csv"), default="text")
     p.add_argument("--output", help="also write the table here (.csv or .md)")
     p.add_argument("--plot", nargs="+", default=None, metavar="KIND[:opt=val,...]",
-                   help="figures: line, state, heatmap, depth, length (src/results/figures.py)")
+                   help="figures: line, state, heatmap, depth, length, curve (src/results/figures.py)")
     p.add_argument("--figures", help="the figures' directory (default: DIR/figures of the first DIR)")
     p.add_argument("--score", choices=("mad",), help="also print a benchmark's score of the rows (default: results.score)")
     return p

@@ -15,6 +15,8 @@
               dataset.`length_key` (L) and each eval set NAME at dataset.eval_sets.NAME.L; for
               runs without such eval sets, accuracy against position (the last
               curves/val/accuracy_by_position/ CSV); titled with the runs' directory, models and tasks
+    curve     metric against training `x` (step, the default, or epoch), one line per run, from
+              every row of the run's metrics.csv that logged it (learning curves); titled as length
 
 A figure whose x, y, hue or facet is a `--best-over` key is drawn from every run, not from the
 best one per group (which would leave one value of that key per group: a one-row heatmap).
@@ -22,6 +24,7 @@ A log axis (values spanning a factor of 8 or more) reads 64 for sizes and 1e-3 f
 Each figure is written to `<figures dir>/<kind>-<metric>[-<keys>].png`.
 """
 
+import csv
 import math
 import os
 import sys
@@ -36,9 +39,9 @@ from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 from src.results.length import curve_files, read_curve, title  # noqa: E402
 from src.utils.errors import ConfigError  # noqa: E402
 
-KINDS = ("line", "state", "heatmap", "depth", "length")
+KINDS = ("line", "state", "heatmap", "depth", "length", "curve")
 OPTIONS = {"line": ("x", "hue", "facet"), "state": ("x", "hue", "facet"), "heatmap": ("x", "y", "facet"),
-           "depth": ("x", "depth", "threshold", "hue", "facet"), "length": ("length_key",)}
+           "depth": ("x", "depth", "threshold", "hue", "facet"), "length": ("length_key",), "curve": ("x",)}
 
 
 def parse(spec):
@@ -254,18 +257,53 @@ def length(rows, metric, keys, path, length_key="L"):
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     drawn, x_label = 0, None
     for r in rows:
-        label = " ".join(f"{k}={r.get(k, r.config.get(k))}" for k in keys if k != "runs") or Path(r.dir).name
         points = by_length(r, metric, length_key)
         x_label = x_label or (f"evaluation length (dataset.{length_key})" if len(points) > 1 else None)
         if len(points) <= 1:
             points = last_curve(r.dir)
             x_label = x_label or "position"
         if points:
-            ax.plot([p[0] for p in points], [p[1] for p in points], "o-" if len(points) < 40 else "-", label=label)
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-" if len(points) < 40 else "-",
+                    label=run_label(r, keys))
             drawn += 1
     if not drawn:
         raise ConfigError(f"--plot length: no run has eval sets with dataset.eval_sets.NAME.{length_key} and "
                           f"{metric.replace('/', '/NAME/', 1)}, nor curves/val/accuracy_by_position (task.metrics)")
+    return save(runs_axes(ax, rows, x_label, metric, drawn), path)
+
+
+def history(run_dir, metric, x):
+    """[(x, metric)] of every row of the run's metrics.csv (Lightning's CSV log) that has both."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [(float(r[x]), float(r[metric])) for r in csv.DictReader(f) if r.get(x) and r.get(metric)]
+
+
+def curve(rows, metric, keys, path, x="step"):
+    if x not in ("step", "epoch"):
+        raise ConfigError(f"--plot curve: x={x!r}; choose step or epoch")
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    drawn = 0
+    for r in rows:
+        points = history(r.dir, metric, x)
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-" if len(points) < 40 else "-",
+                    label=run_label(r, keys))
+            drawn += 1
+    if not drawn:
+        raise ConfigError(f"--plot curve: no run logged {metric} in its metrics.csv")
+    return save(runs_axes(ax, rows, x, metric, drawn), path)
+
+
+def run_label(row, keys):
+    """A run's legend entry: its values of the table's keys, else its directory's name."""
+    return " ".join(f"{k}={row.get(k, row.config.get(k))}" for k in keys if k != "runs") or Path(row.dir).name
+
+
+def runs_axes(ax, rows, x_label, metric, drawn):
+    """Labels, a title naming the runs' directory, models and tasks, and a legend up to 12 lines."""
     ax.set_xlabel(x_label)
     ax.set_ylabel(metric)
     common = os.path.commonpath([os.path.abspath(r.dir) for r in rows])
@@ -274,7 +312,7 @@ def length(rows, metric, keys, path, length_key="L"):
     ax.grid(alpha=0.3)
     if drawn <= 12:
         ax.legend(fontsize=7)
-    return save(fig, path)
+    return ax.figure
 
 
 def run_model(row):
@@ -303,7 +341,7 @@ def draw(spec, rows, keys, metric, out_dir, runs=None, best_over=()):
     axes = [o.get(k) for k in ("x", "y", "hue", "facet")]
     axes += [default_hue(rows)] if kind in ("line", "state") and "hue" not in o else []
     reduced = [k for k in best_over if k in axes]
-    if reduced and runs is not None and kind != "length":
+    if reduced and runs is not None and kind not in ("length", "curve"):
         print(f"note: --plot {spec if isinstance(spec, str) else kind}: {reduced[0]} is a --best-over key; "
               "drawn from every run, not the best per group", file=sys.stderr)
         rows = runs
@@ -318,6 +356,8 @@ def draw(spec, rows, keys, metric, out_dir, runs=None, best_over=()):
                             o.get("threshold", 0.9), o.get("hue", default_hue(rows)), o.get("facet"), path)
     if kind == "length":
         return length(rows, metric, keys, path, o.get("length_key", "L"))
+    if kind == "curve":
+        return curve(rows, metric, keys, path, o.get("x", "step"))
     hue = o.get("hue", default_hue(rows))
     if kind == "state":
         return lines(rows, metric, o.get("x", "state_size"), hue, o.get("facet"), path, log_x=True)
