@@ -98,6 +98,9 @@ def test_the_smoke_suite_end_to_end(tmp_path):
     assert files(tmp_path) == before
     rebuilt = scorecard("--from", str(tmp_path))
     assert rebuilt.returncode == 0 and files(tmp_path) == before
+    checked = scorecard("--from", str(tmp_path), "--check")
+    assert checked.returncode == 0 and "all 8 finished runs match the current configs" in checked.stdout
+    assert files(tmp_path) == before
 
 
 @pytest.mark.slow  # 4 tiny runs, 4 refused
@@ -107,6 +110,30 @@ def test_a_cell_that_fails_is_marked_and_the_others_scored(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {r.split(",")[2]: r for r in (tmp_path / "scorecard.csv").read_text().splitlines()[1:]}
     assert ",failed," in rows["parity"] and ",ok," in rows["shift"]
+
+
+def test_check_names_the_runs_whose_config_the_current_code_would_compose_otherwise(tmp_path, capsys):
+    """A finished run saved with the config its cell's command composes now passes; one whose
+    saved config has another value (a default changed since it ran) is named with the key."""
+    from src.config import prepare
+    from src.scorecard.__main__ import check
+
+    suite = load_suite("smoke")
+    manifest = plan("smoke", {**suite, "cells": {"shift": suite["cells"]["shift"]}}, ["lstm"])
+    (tmp_path / "scorecard.json").write_text(json.dumps(manifest))
+    command = manifest["cells"]["shift"]["command"].split()[3:]
+    for job in manifest["jobs"]:
+        filled = [a.replace("{model}", job["model"]).replace("{lr}", str(job["lr"])).replace("{seed}", str(job["seed"]))
+                  for a in command]
+        config = OmegaConf.to_container(prepare(compose_config(filled)), resolve=True)
+        if job["lr"] == 0.003:
+            config["model"]["d_model"] = 32
+        (tmp_path / job["dir"]).mkdir(parents=True)
+        (tmp_path / job["dir"] / "results.json").write_text(json.dumps({"status": "finished", "config": config}))
+    assert check(tmp_path) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "stale: lstm/lite/shift/lr=0.003,seed=0: model.d_model differ from the current configs",
+        "1 of 2 finished runs stale"]
 
 
 def test_match_chooses_the_width_whose_size_is_closest_to_the_target(monkeypatch):

@@ -2,7 +2,7 @@
 
     python -m src.scorecard suite=lite model=attn,lstm [OVERRIDE ...] [hydra.sweep.dir=DIR] [hydra/launcher=pool]
     python -m src.scorecard suite=lite model=all
-    python -m src.scorecard --from DIR
+    python -m src.scorecard --from DIR [--check]
 
 A suite (configs/suite/<name>.yaml) names its cells, each a task config (configs/cell/<config>.yaml,
 added to a run as `+cell=<config>`) with its family and the metrics that score it, the model size
@@ -19,9 +19,14 @@ The sweep directory gets scorecard.json (the suite, models, cells and runs: src/
 reads it), then the scores: scorecard.csv, scorecard.md, scorecard.png and cards/<model>.png
 (src/scorecard/report.py). `--from DIR` writes the scores again from DIR's runs, running nothing.
 Each cell's row names the `python -m train` command that reproduces its chosen run alone.
+`--from DIR --check` writes nothing: it composes each finished run's command with the current
+configs and code and names, one line each, the runs whose saved config differs (a default or a
+preset changed since they ran), exiting 1 if any does. A live sweep refuses such runs itself;
+`--from` alone rescores whatever the runs hold.
 """
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -184,11 +189,49 @@ def report(directory):
     print((Path(directory) / "scorecard.md").read_text())
 
 
+def stale(directory):
+    """([(run dir, the keys that differ)] of the finished runs of the scorecard in `directory` whose
+    saved config is not the one their cell's command composes now, the number of finished runs).
+    Keys that do not change what a run trains are left out, as a sweep leaves them out when it
+    skips a finished run."""
+    import train
+    from src.config import prepare
+    from src.utils import run_results
+    from src.utils.sweep import SAME_RUN, differing
+
+    manifest = json.loads((Path(directory) / "scorecard.json").read_text())
+    out, finished = [], 0
+    for job in manifest["jobs"]:
+        done = run_results.read(Path(directory) / job["dir"])
+        if not done or done.get("status") != "finished":
+            continue
+        finished += 1
+        command = manifest["cells"][job["cell"]]["command"]
+        for key in ("model", "lr", "seed", "width"):
+            command = command.replace("{" + key + "}", str(job.get(key)))
+        config = prepare(train._compose(shlex.split(command)[3:]))  # after "python -m train"
+        keys = differing(done["config"], OmegaConf.to_container(config, resolve=True), SAME_RUN)
+        if keys:
+            out.append((job["dir"], keys))
+    return out, finished
+
+
+def check(directory):
+    """Prints the stale runs of the scorecard in `directory`, one line each; 1 if there is one."""
+    runs, finished = stale(directory)
+    for run_dir, keys in runs:
+        print(f"stale: {run_dir}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''} differ from the current configs")
+    print(f"{len(runs)} of {finished} finished runs stale" if runs
+          else f"all {finished} finished runs match the current configs")
+    return 1 if runs else 0
+
+
 def main(argv):
     if argv[:1] == ["--from"]:
-        if len(argv) != 2 or not (Path(argv[1]) / "scorecard.json").is_file():
-            raise ConfigError(f"--from {' '.join(argv[1:])}: give one directory holding a scorecard.json")
-        return report(argv[1])
+        args = [a for a in argv[1:] if a != "--check"]
+        if len(args) != 1 or not (Path(args[0]) / "scorecard.json").is_file():
+            raise ConfigError(f"--from {' '.join(argv[1:])}: give one directory holding a scorecard.json (and --check)")
+        return check(args[0]) if "--check" in argv else report(args[0])
     import train
 
     name, models, changes, rest = parse(argv)
@@ -220,7 +263,7 @@ def main(argv):
 
 if __name__ == "__main__":
     try:
-        main(sys.argv[1:])
+        sys.exit(main(sys.argv[1:]))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
