@@ -197,13 +197,13 @@ def stale(directory):
     import train
     from src.config import prepare
     from src.utils import run_results
-    from src.utils.sweep import SAME_RUN, differing
+    from src.utils.sweep import FINISHED, SAME_RUN, differing
 
     manifest = json.loads((Path(directory) / "scorecard.json").read_text())
     out, finished = [], 0
     for job in manifest["jobs"]:
         done = run_results.read(Path(directory) / job["dir"])
-        if not done or done.get("status") != "finished":
+        if not done or done.get("status") not in FINISHED:
             continue
         finished += 1
         command = manifest["cells"][job["cell"]]["command"]
@@ -230,7 +230,7 @@ def main(argv):
     if argv[:1] == ["--from"]:
         args = [a for a in argv[1:] if a != "--check"]
         if len(args) != 1 or not (Path(args[0]) / "scorecard.json").is_file():
-            raise ConfigError(f"--from {' '.join(argv[1:])}: give one directory holding a scorecard.json (and --check)")
+            raise ConfigError(f"--from {' '.join(argv[1:])}: give one directory holding a scorecard.json, and --check or nothing")
         return check(args[0]) if "--check" in argv else report(args[0])
     import train
 
