@@ -116,16 +116,15 @@ def test_check_names_the_runs_whose_config_the_current_code_would_compose_otherw
     """A finished run saved with the config its cell's command composes now passes; one whose
     saved config has another value (a default changed since it ran) is named with the key."""
     from src.config import prepare
-    from src.scorecard.__main__ import check
+    from src.scorecard.__main__ import check, job_overrides
 
     suite = load_suite("smoke")
     manifest = plan("smoke", {**suite, "cells": {"shift": suite["cells"]["shift"]}}, ["lstm"])
     (tmp_path / "scorecard.json").write_text(json.dumps(manifest))
-    command = manifest["cells"]["shift"]["command"].split()[3:]
+    assert job_overrides(manifest, manifest["jobs"][0])[:4] == ["+cell=lite/shift", "model=lstm", "optimizer.lr=0.001",
+                                                                "train.seed=0"]
     for job in manifest["jobs"]:
-        filled = [a.replace("{model}", job["model"]).replace("{lr}", str(job["lr"])).replace("{seed}", str(job["seed"]))
-                  for a in command]
-        config = OmegaConf.to_container(prepare(compose_config(filled)), resolve=True)
+        config = OmegaConf.to_container(prepare(compose_config(job_overrides(manifest, job))), resolve=True)
         if job["lr"] == 0.003:
             config["model"]["d_model"] = 32
         (tmp_path / job["dir"]).mkdir(parents=True)

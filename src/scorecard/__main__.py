@@ -189,6 +189,15 @@ def report(directory):
     print((Path(directory) / "scorecard.md").read_text())
 
 
+def job_overrides(manifest, job):
+    """The `python -m train` overrides of one run of a manifest: its cell's command with the run's
+    model, lr, seed and width filled in."""
+    command = manifest["cells"][job["cell"]]["command"]
+    for key in ("model", "lr", "seed", "width"):
+        command = command.replace("{" + key + "}", str(job.get(key)))
+    return shlex.split(command)[3:]  # after "python -m train"
+
+
 def stale(directory):
     """([(run dir, the keys that differ)] of the finished runs of the scorecard in `directory` whose
     saved config is not the one their cell's command composes now, the number of finished runs).
@@ -206,10 +215,7 @@ def stale(directory):
         if not done or done.get("status") not in FINISHED:
             continue
         finished += 1
-        command = manifest["cells"][job["cell"]]["command"]
-        for key in ("model", "lr", "seed", "width"):
-            command = command.replace("{" + key + "}", str(job.get(key)))
-        config = prepare(train._compose(shlex.split(command)[3:]))  # after "python -m train"
+        config = prepare(train._compose(job_overrides(manifest, job)))
         keys = differing(done["config"], OmegaConf.to_container(config, resolve=True), SAME_RUN)
         if keys:
             out.append((job["dir"], keys))
