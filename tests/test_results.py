@@ -61,6 +61,20 @@ def test_by_averages_the_groups(grid, capsys):
     assert float(rows[1]["val/accuracy"]) == pytest.approx(sum(mine) / 6)
 
 
+def test_by_a_key_that_only_some_runs_have(tmp_path, capsys):
+    """A layer's option is a key of that layer's runs alone; here the first run read lacks it."""
+    for i, (model, w1_std) in enumerate((("a", None), ("b", 0.02), ("b", 0.25))):
+        write_run(tmp_path / "s" / str(i), model, 1e-3, 16, 0.5 + i / 10)
+        if w1_std is not None:
+            path = tmp_path / "s" / str(i) / "results.json"
+            run = json.loads(path.read_text())
+            run["config"]["model"]["layer"]["w1_std"] = w1_std
+            path.write_text(json.dumps(run))
+    rows = table(capsys, tmp_path / "s", "--metric", "val/accuracy", "--by", "model", "model.layer.w1_std")
+    assert [(r["model"], r["model.layer.w1_std"], r["val/accuracy"]) for r in rows] == [
+        ("b", "0.25", "0.7"), ("b", "0.02", "0.6"), ("a", "", "0.5")]
+
+
 def test_formats(grid, capsys, tmp_path):
     main([str(grid), "--format", "md", "--output", str(tmp_path / "t.csv")])
     md = capsys.readouterr().out.splitlines()

@@ -149,8 +149,9 @@ def reduce(runs, keys, metric, best_over=(), by=(), mode=None):
     the mean of the group's metrics; the runs themselves when neither is given."""
     if not best_over and not by:
         return runs, keys
-    check_keys(best_over, runs[0].config if runs else {}, keys, "--best-over")  # a key at one value: groups of one
-    check_keys(by, runs[0].config if runs else {}, keys, "--by")
+    known = set().union(*(r.config for r in runs))  # a key of any run (a layer's option: only its runs)
+    check_keys(best_over, known, keys, "--best-over")  # a key at one value: groups of one
+    check_keys(by, known, keys, "--by")
     group_keys = list(by) or [k for k in keys if k not in best_over]
     groups = {}
     for r in runs:

@@ -298,8 +298,9 @@ def curve(rows, metric, keys, path, x="step"):
 
 
 def run_label(row, keys):
-    """A run's legend entry: its values of the table's keys, else its directory's name."""
-    return " ".join(f"{k}={row.get(k, row.config.get(k))}" for k in keys if k != "runs") or Path(row.dir).name
+    """A run's legend entry: its values of the table's keys (those it has), else its directory's name."""
+    values = ((k, row.get(k, row.config.get(k))) for k in keys if k != "runs")
+    return " ".join(f"{k}={v}" for k, v in values if v is not None) or Path(row.dir).name
 
 
 def runs_axes(ax, rows, x_label, metric, drawn):

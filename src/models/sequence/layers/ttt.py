@@ -14,7 +14,12 @@ Per head (n_heads, d = d_model / n_heads), i = t mod K the token's place in its 
     y       = W_o [LayerNorm(o) (* gelu(W_g x) if use_gate)]
 
 W0 (the inner model's start, W1 ~ N(0, 0.02), biases 0; TTT-MLP's hidden width mlp_expand d) and
-the inner LN's w = 1, b = 0 are learned in the outer loop, as the official code's. State per
+the inner LN's w = 1, b = 0 are learned in the outer loop, as the official code's. TTT-MLP's
+`w1_std` sets the start of its first weight: with the official 0.02 the features h(x) =
+gelu(x W1) are ~0.01 |x| each, so after a mini-batch the readout z(q) = h(q) W2 + b2 - eta sum_s
+lr_s [(h(q) . h(k_s)) + 1] g_s is the bias's sum of gradients, the same for every query: recall
+starts with no signal (measured in docs/results.md). With w1_std = 1 / sqrt(d), |h(x)|^2 ~ |x|^2,
+TTT-Linear's scale. State per
 sequence: the inner weights at the current mini-batch's start and the gradient sums of its tokens
 so far (both the inner model's size), and the place i (an integer): the weights change only at
 mini-batch ends, so step carries the partial mini-batch and equals forward exactly.
@@ -134,11 +139,15 @@ class TTTMLP(TTTLinear):
     """
 
     def __init__(self, d_model, n_heads=4, mini_batch_size=16, base_lr=1.0, rope_theta=10000.0, use_gate=False,
-                 mlp_expand=4, eps=1e-6):
+                 mlp_expand=4, w1_std=0.02, eps=1e-6):
         _TestTimeMemory.__init__(self)
         if mlp_expand < 1:
             raise ConfigError(f"model.layer.mlp_expand={mlp_expand} is not a positive integer")
+        if not w1_std > 0:
+            raise ConfigError(f"model.layer.w1_std={w1_std} is not positive")
         self._build_ttt(d_model, n_heads, mini_batch_size, base_lr, rope_theta, use_gate, eps, mlp_expand * d_model // n_heads)
+        with torch.no_grad():
+            self.W0[0].normal_(0, w1_std)  # W1, the inner MLP's first weight (H, d, hidden)
 
 
 class Titans(_TestTimeMemory):
