@@ -95,7 +95,7 @@ class TTTLinear(_TestTimeMemory):
         super().__init__()
         self._build_ttt(d_model, n_heads, mini_batch_size, base_lr, rope_theta, use_gate, eps, hidden=None)
 
-    def _build_ttt(self, d_model, n_heads, mini_batch_size, base_lr, rope_theta, use_gate, eps, hidden):
+    def _build_ttt(self, d_model, n_heads, mini_batch_size, base_lr, rope_theta, use_gate, eps, hidden, w1_std=0.02):
         self._build(d_model, n_heads, mini_batch_size, base_lr, use_gate, eps, n_gates=1)
         if self.d % 2:
             raise ConfigError(f"head width d_model / model.layer.n_heads = {self.d} is odd: rope needs it even")
@@ -103,8 +103,9 @@ class TTTLinear(_TestTimeMemory):
         self.token_idx = nn.Parameter(torch.zeros(mini_batch_size))  # learnable offset of 1 / (i + 1)
         H, d = n_heads, self.d
         shapes = [(H, d, d), (H, d)] if hidden is None else [(H, d, hidden), (H, hidden), (H, hidden, d), (H, d)]
-        self.W0 = nn.ParameterList(nn.Parameter(torch.randn(*s) * 0.02 if len(s) == 3 else torch.zeros(*s))
-                                   for s in shapes)
+        stds = [w1_std if i == 0 else 0.02 for i in range(len(shapes))]  # W1's, then W2's: N(0, std^2); biases 0
+        self.W0 = nn.ParameterList(nn.Parameter(torch.randn(*s) * std if len(s) == 3 else torch.zeros(*s))
+                                   for s, std in zip(shapes, stds))
         self.op = ttt_linear if hidden is None else ttt_mlp
 
     def _rope(self, x, place):  # x (B, L, H, d), place (L,)
@@ -145,9 +146,8 @@ class TTTMLP(TTTLinear):
             raise ConfigError(f"model.layer.mlp_expand={mlp_expand} is not a positive integer")
         if not w1_std > 0:
             raise ConfigError(f"model.layer.w1_std={w1_std} is not positive")
-        self._build_ttt(d_model, n_heads, mini_batch_size, base_lr, rope_theta, use_gate, eps, mlp_expand * d_model // n_heads)
-        with torch.no_grad():
-            self.W0[0].normal_(0, w1_std)  # W1, the inner MLP's first weight (H, d, hidden)
+        self._build_ttt(d_model, n_heads, mini_batch_size, base_lr, rope_theta, use_gate, eps,
+                        mlp_expand * d_model // n_heads, w1_std)
 
 
 class Titans(_TestTimeMemory):
