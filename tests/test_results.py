@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from src.results.__main__ import main
+from src.results.figures import legend_keys
 from src.utils.errors import ConfigError
 
 
@@ -73,6 +74,15 @@ def test_by_a_key_that_only_some_runs_have(tmp_path, capsys):
     rows = table(capsys, tmp_path / "s", "--metric", "val/accuracy", "--by", "model", "model.layer.w1_std")
     assert [(r["model"], r["model.layer.w1_std"], r["val/accuracy"]) for r in rows] == [
         ("b", "0.25", "0.7"), ("b", "0.02", "0.6"), ("a", "", "0.5")]
+
+
+def test_a_legend_names_what_tells_the_lines_apart():
+    class Row(dict):
+        config = {"model.layer.d_state": 4}
+
+    rows = [Row(model="a", lr=1e-3), Row(model="b", lr=1e-3)]
+    assert legend_keys(rows, ["model", "lr", "model.layer.d_state"]) == ["model"]
+    assert legend_keys(rows[:1], ["model", "lr"]) == ["model", "lr"]  # one line: every key
 
 
 def test_formats(grid, capsys, tmp_path):

@@ -254,6 +254,7 @@ def by_length(row, metric, length_key):
 
 
 def length(rows, metric, keys, path, length_key="L"):
+    keys = legend_keys(rows, keys)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     drawn, x_label = 0, None
     for r in rows:
@@ -284,6 +285,7 @@ def history(run_dir, metric, x):
 def curve(rows, metric, keys, path, x="step"):
     if x not in ("step", "epoch"):
         raise ConfigError(f"--plot curve: x={x!r}; choose step or epoch")
+    keys = legend_keys(rows, keys)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     drawn = 0
     for r in rows:
@@ -295,6 +297,14 @@ def curve(rows, metric, keys, path, x="step"):
     if not drawn:
         raise ConfigError(f"--plot curve: no run logged {metric} in its metrics.csv")
     return save(runs_axes(ax, rows, x, metric, drawn), path)
+
+
+def legend_keys(rows, keys):
+    """The keys whose values differ between the rows (all of them if none does): a legend names what
+    tells the lines apart."""
+    value = lambda r, k: str(r.get(k, r.config.get(k)))  # noqa: E731
+    varying = [k for k in keys if len({value(r, k) for r in rows}) > 1]
+    return varying or keys
 
 
 def run_label(row, keys):
