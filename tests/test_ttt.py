@@ -19,10 +19,10 @@ import torch
 from conftest import fla_naive
 from op_backends import compare, gen
 
+from src.models.sequence.layers.ttt import TTTMLP
 from src.ops.titans import chunked as titans_chunked
 from src.ops.titans import reference as titans_reference
 from src.ops.titans import titans
-from src.models.sequence.layers.ttt import TTTMLP
 from src.ops.ttt import chunked, reference, ttt_linear
 from src.utils.errors import ConfigError
 

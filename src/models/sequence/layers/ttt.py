@@ -14,15 +14,20 @@ Per head (n_heads, d = d_model / n_heads), i = t mod K the token's place in its 
     y       = W_o [LayerNorm(o) (* gelu(W_g x) if use_gate)]
 
 W0 (the inner model's start, W1 ~ N(0, 0.02), biases 0; TTT-MLP's hidden width mlp_expand d) and
-the inner LN's w = 1, b = 0 are learned in the outer loop, as the official code's. TTT-MLP's
-`w1_std` sets the start of its first weight: with the official 0.02 the features h(x) =
-gelu(x W1) are ~0.01 |x| each, so after a mini-batch the readout z(q) = h(q) W2 + b2 - eta sum_s
-lr_s [(h(q) . h(k_s)) + 1] g_s is the bias's sum of gradients, the same for every query: recall
-starts with no signal (measured in docs/results.md). With w1_std = 1 / sqrt(d), |h(x)|^2 ~ |x|^2,
-TTT-Linear's scale. State per
+the inner LN's w = 1, b = 0 are learned in the outer loop, as the official code's. State per
 sequence: the inner weights at the current mini-batch's start and the gradient sums of its tokens
 so far (both the inner model's size), and the place i (an integer): the weights change only at
 mini-batch ends, so step carries the partial mini-batch and equals forward exactly.
+
+TTT-MLP's `w1_std` is the start of its first weight. From the official 0.02 the features
+h(x) = gelu(x W1) are ~0.01 |x| each, so after a mini-batch the readout
+
+    z(q) = h(q) W2 + b2 - eta sum_s lr_s [(h(q) . h(k_s)) + 1] g_s
+
+is the output bias's sum of gradients (the + 1), the same for every query: recall starts with no
+signal (tests/test_ttt.py measures it), and MQAR at width 64 stays at chance for 3,072 steps
+(docs/results.md). With w1_std = 1 / sqrt(d), |h(x)|^2 ~ |x|^2, TTT-Linear's scale, and the layer
+learns it in 512.
 
 Titans (no official code; fla's titans op, fla/ops/titans/naive.py, in a TTT layer):
 
