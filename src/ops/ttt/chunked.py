@@ -1,91 +1,101 @@
 """TTT-Linear and TTT-MLP in the mini-batch dual form (Sun et al. 2024, Sec. 2.5): one step of
 matrix products a mini-batch, the same computation as reference.py's token loop.
 
-Within a mini-batch (rows t, s of its m tokens; W0 its start weights, G the gradient sums of the
-tokens before the segment, zero from a mini-batch's start), every gradient is at W0, so for
-TTT-Linear with g_s = d l / d Z(k_s; W0) (one layer-norm backward for the whole segment):
+Each inner layer's bias is a last row of its weight, read by a last input feature of 1
+(x^ = [x, 1], W^ = [W; b]). Within a mini-batch (rows t, s of its m tokens; W0 its start weights,
+G the gradient sums of the tokens before the segment, zero from a mini-batch's start), every
+gradient is at W0, so for TTT-Linear with g_s = d l / d Z(k_s; W0) (one layer-norm backward for
+the whole segment):
 
-    z_t = q_t W1 + b1 - eta_t (q_t G1 + Gb1 + sum_{s <= t} lr_s (q_t . k_s + 1) g_s)
-        = q W1 + b1 - eta * (q G1 + Gb1 + (tril(q k^T + 1) * lr_s) g)
-    G1 <- G1 + (lr k)^T g,   Gb1 <- Gb1 + sum_s lr_s g_s;   at the mini-batch's end W0 <- W0 - eta_last G
+    z_t = q^_t W^0 - eta_t (q^_t G^ + sum_{s <= t} lr_s (q^_t . k^_s) g_s)
+        = q^ W^0 - eta * (q^ G^ + (tril(q^ k^^T) * lr_s) g)
+    G^ <- G^ + k^^T (lr g);   at the mini-batch's end W^0 <- W^0 - eta_last G^
 
 TTT-MLP applies the same to each layer: the first layer's on (q, k; g1), then gelu, then the
-second's on (gelu(Z1 of q), gelu(Z1 of k); g2), with g1 = (g2 W2^T) gelu'(Z1 of k). The sequence
-is cut into the rest of the current mini-batch (offset tokens already in it), whole mini-batches
-and a partial last one; the state carries the partial one's sums (see reference.py).
+second's on (gelu(Z1 of q), gelu(Z1 of k); g2), with g1 = (g2 W2^T) gelu'(Z1 of k).
+
+The sequence is cut into the rest of the current mini-batch (offset tokens already in it, its
+sums G in the state), whole mini-batches, and a partial last one (see reference.py). A whole
+mini-batch needs no sums: its end weights are W^0 - k^^T (eta_last lr g).
 """
 
 import torch
+import torch.nn.functional as F
 
-from src.ops.ttt.reference import gelu, gelu_grad, ln_l2_grad
-
-
-def _tri(x, y, lr):
-    """tril(x y^T + 1) with column s scaled by lr_s: (B, H, m, m)."""
-    return torch.tril(x @ y.transpose(-1, -2) + 1) * lr[..., None, :]
+from src.ops.ttt.reference import ln_l2_grad
 
 
-def _layer(x_q, x_k, g, W, b, G, Gb, eta, lr):
-    """One linear inner layer in dual form: its outputs at the queries, and the segment's sums
-    added to (G, Gb) (None: zero)."""
-    z = x_q @ W + b[..., None, :]
-    upd = _tri(x_q, x_k, lr) @ g
-    if G is not None:
-        upd = upd + x_q @ G + Gb[..., None, :]
-    lg = lr[..., None] * g
-    G_new = x_k.transpose(-1, -2) @ lg
-    Gb_new = lg.sum(-2)
-    if G is not None:
-        G_new, Gb_new = G + G_new, Gb + Gb_new
-    return z - eta[..., None] * upd, G_new, Gb_new
+def _ones_column(x):
+    """(..., m, n) -> (..., m, n + 1): the bias's input, 1, as a last feature."""
+    return torch.cat((x, x.new_ones(*x.shape[:-1], 1)), -1)
 
 
-def _linear_segment(W, G, q, k, v, eta, lr, w, b, eps):
-    W1, b1 = W
-    g = ln_l2_grad(k @ W1 + b1[..., None, :], v - k, w[:, None], b[:, None], eps)
-    z, G1, Gb1 = _layer(q, k, g, W1, b1, *(G or (None, None)), eta, lr)
-    return z, (G1, Gb1)
+def _linear_grads(W, k, target, w, b, eps):
+    """The inner gradients at W of a segment's tokens, one (input, d l / d output) pair a layer:
+    k^ (..., m, D + 1), target (..., m, D)."""
+    return [(k, ln_l2_grad(k @ W[0], target, w, b, eps))]
 
 
-def _mlp_segment(W, G, q, k, v, eta, lr, w, b, eps):
-    W1, b1, W2, b2 = W
-    G1, Gb1, G2, Gb2 = G or (None,) * 4
-    z1 = k @ W1 + b1[..., None, :]
-    x2 = gelu(z1)
-    g2 = ln_l2_grad(x2 @ W2 + b2[..., None, :], v - k, w[:, None], b[:, None], eps)
-    g1 = (g2 @ W2.transpose(-1, -2)) * gelu_grad(z1)
-    z1_q, G1, Gb1 = _layer(q, k, g1, W1, b1, G1, Gb1, eta, lr)
-    x2_q = gelu(z1_q)
-    z, G2, Gb2 = _layer(x2_q, x2, g2, W2, b2, G2, Gb2, eta, lr)
-    return z, (G1, Gb1, G2, Gb2)
+def _mlp_grads(W, k, target, w, b, eps):
+    W1, W2 = W
+    z1 = k @ W1
+    x2 = _ones_column(F.gelu(z1, approximate="tanh"))
+    g2 = ln_l2_grad(x2 @ W2, target, w, b, eps)
+    g1 = torch.ops.aten.gelu_backward(g2 @ W2[..., :-1, :].transpose(-1, -2), z1, approximate="tanh")
+    return [(k, g1), (x2, g2)]
 
 
-def _ttt(segment, q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps):
-    q, k, v = (x.transpose(1, 2) for x in (q, k, v))  # (B, H, T, D)
+def _read(W, G, q, grads, eta, lr):
+    """The outputs at the queries q^ (..., m, D + 1) of the layers W (each (..., n + 1, n')) after
+    the steps of the gradients `grads` (each token's own and those before it, weighted by lr) and
+    of the sums G (None: zero), all scaled by eta (..., m)."""
+    for i, (Wi, (x, g)) in enumerate(zip(W, grads)):
+        if i:
+            q = _ones_column(F.gelu(z, approximate="tanh"))
+        step = (torch.tril(q @ x.transpose(-1, -2)) * lr[..., None, :]) @ g
+        if G is not None:
+            step = step + q @ G[i]
+        z = q @ Wi - eta[..., None] * step
+    return z
+
+
+def _ttt(inner, q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps):
+    q, k = (_ones_column(x.transpose(1, 2)) for x in (q, k))  # (B, H, T, D + 1)
+    target = v.transpose(1, 2) - k[..., :-1]  # (B, H, T, D)
     eta, lr = eta.transpose(1, 2), lr.transpose(1, 2)  # (B, H, T)
-    W, G = state
-    G = G if offset else None  # the sums are zero at a mini-batch's start
-    T, K, out, start = q.shape[2], mini_batch_size, [], 0
+    w, b = w[:, None], b[:, None]
+    join = lambda pairs: [torch.cat((A, c[..., None, :]), -2) for A, c in zip(pairs[::2], pairs[1::2])]  # noqa: E731
+    W, G = join(state[0]), join(state[1]) if offset else None  # the sums are zero at a mini-batch's start
+    T, K, out = q.shape[2], mini_batch_size, []
+
+    start = 0
     while start < T:
         end = min(start + K - offset, T)
-        part = slice(start, end)
-        z, G = segment(W, G, q[:, :, part], k[:, :, part], v[:, :, part], eta[:, :, part], lr[:, :, part], w, b, eps)
-        out.append(z)
+        p = (slice(None), slice(None), slice(start, end))
+        grads = inner(W, k[p], target[p], w, b, eps)
+        out.append(_read(W, G, q[p], grads, eta[p], lr[p]))
         offset += end - start
+        last = eta[:, :, end - 1, None, None]  # (B, H, 1, 1)
+        if offset == K and G is None:
+            W = [Wi - x.transpose(-1, -2) @ (last * lr[p][..., None] * g) for Wi, (x, g) in zip(W, grads)]
+        else:
+            sums = [x.transpose(-1, -2) @ (lr[p][..., None] * g) for x, g in grads]
+            G = sums if G is None else [a + c for a, c in zip(G, sums)]
+            if offset == K:
+                W = [Wi - last * Gi for Wi, Gi in zip(W, G)]
         if offset == K:
-            a = eta[:, :, end - 1]  # (B, H)
-            W = tuple(Wi - a.reshape(*a.shape, *[1] * (Gi.dim() - 2)) * Gi for Wi, Gi in zip(W, G))
             G, offset = None, 0
         start = end
-    G = tuple(torch.zeros_like(Wi) for Wi in W) if G is None else G
-    return torch.cat(out, dim=2).transpose(1, 2), (W, G), offset
+    split = lambda Ws: tuple(x for Wi in Ws for x in (Wi[..., :-1, :], Wi[..., -1, :]))  # noqa: E731
+    G = tuple(torch.zeros_like(x) for x in split(W)) if G is None else split(G)
+    return torch.cat(out, dim=2).transpose(1, 2), (split(W), G), offset
 
 
 def ttt_linear(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):
     """See reference.ttt_linear."""
-    return _ttt(_linear_segment, q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps)
+    return _ttt(_linear_grads, q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps)
 
 
 def ttt_mlp(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):
     """See reference.ttt_mlp."""
-    return _ttt(_mlp_segment, q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps)
+    return _ttt(_mlp_grads, q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps)
