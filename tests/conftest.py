@@ -448,3 +448,11 @@ def same_outputs_and_input_gradients(theirs, ours, x):
     (y_theirs * weights).sum().backward()
     (y_ours * weights).sum().backward()
     torch.testing.assert_close(x_ours.grad, x_theirs.grad, rtol=1e-10, atol=1e-10)
+
+
+def attention_kernels(run):
+    """The fused-attention kernels that `run()` (a forward and backward) calls: torch's CPU flash
+    kernel only where q, k and v have one width, else its dense L x L fallback (`..._math`)."""
+    with torch.profiler.profile() as profile:
+        run()
+    return {e.key for e in profile.key_averages() if e.key.startswith("aten::_scaled_dot_product")}

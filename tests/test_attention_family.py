@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_layer
+from conftest import attention_kernels, tiny_layer
 from src.models.sequence.layers.linear_attention import FEATURE_MAPS, LinearAttention
 from src.models.sequence.layers.mha import MultiHeadAttention
 from src.utils.errors import ConfigError
@@ -45,6 +45,16 @@ def test_softmax_attention_against_loops(causal, window):
         return e / e.sum(-1, keepdim=True)
 
     torch.testing.assert_close(layer(x)[0], by_loops(layer, x, weights), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("d_qk", [8, 6, 12])
+def test_softmax_attention_runs_the_flash_kernel(d_qk):
+    """Causal, no window: torch's CPU flash kernel with is_causal (no mask), forward and backward,
+    at any d_qk (the narrower of q, k and v padded)."""
+    layer = MultiHeadAttention(D, n_heads=2, d_qk=d_qk)
+    x = torch.randn(2, 9, D)
+    assert attention_kernels(lambda: layer(x)[0].sum().backward()) == {
+        "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention_for_cpu_backward"}
 
 
 def dsf_loop(layer, x, normalizer, phi):

@@ -68,9 +68,14 @@ class MultiHeadAttention(SequenceLayer):
         if positions is None:
             positions = torch.arange(L, device=x.device)
         q, k, v = self._qkv(x, positions)
-        mask = attention_mask(L, self.causal, self.window, x.device)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,  # scale 1/sqrt(d_qk / n_heads)
-                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        # torch's CPU flash kernel needs one width for q, k and v (else it builds the L x L matrix:
+        # zero columns pad the narrower) and skips the masked blocks only through is_causal
+        dv, scale = v.shape[-1], q.shape[-1] ** -0.5  # 1/sqrt(d_qk / n_heads)
+        width = max(q.shape[-1], dv)
+        q, k, v = (F.pad(t, (0, width - t.shape[-1])) for t in (q, k, v))
+        mask = attention_mask(L, self.causal, self.window, x.device) if self.window else None
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal and mask is None, scale=scale,
+                                           dropout_p=self.attn_dropout if self.training else 0.0)[..., :dv]
         return self.dropout(self.out(rearrange(o, "b n l d -> b l (n d)"))), None
 
     def default_state(self, batch_size, device=None):
