@@ -15,12 +15,20 @@ and for a key chunk c' before the query chunk c
 computed one block diagonal d = c - c' at a time: N - 1 steps of batched matmuls for N chunks, the
 queries carried one chunk further back per step (O(T^2 K) work, as attention). The triangular
 solves are torch.linalg.solve_triangular; autograd gives the gradients.
+
+The scale and the gate go into the products, not onto the T x T logits: q is scaled first, and the
+gate is two more coordinates that the transformations leave alone (w is 0 there), as in FoX,
+    [scale q_i, scale G_i, scale] . [k_j, 1, -G_j] = scale (q_i . k_j + G_i - G_j).
+The blocks are written into a tensor of -inf, those above the diagonal never touched, so the
+softmax needs no mask: the T x T logits are filled, laid out as (T, T) (the one copy), normalised
+and read out. (The blocks are written into a [chunk, chunk, b, h, i, j] tensor, not through a view
+of the (T, T) one: autograd's backward of in-place writes into a view copies the whole base each
+write: forward + backward took 2x as long at T 1024.)
 """
 
 import torch
 import torch.nn.functional as F
 
-from src.ops.path_attn.reference import attend
 
 
 def _chunks(x, T_pad, C):  # (B, T, H, ...) -> (B, H, N, C, ...), zero-padded to T_pad positions
@@ -32,9 +40,14 @@ def path_attn(q, k, v, w, beta, g=None, scale=None, chunk=64):
     """As reference.path_attn; `chunk` positions per chunk."""
     B, T, H, K = q.shape
     scale = K**-0.5 if scale is None else scale
+    q = q * scale
+    if g is not None:  # the gate's coordinates (module docstring)
+        G = g.cumsum(1)[..., None].to(q.dtype)  # (B, T, H, 1)
+        one = torch.ones_like(G)
+        q, k, w = torch.cat((q, scale * G, scale * one), -1), torch.cat((k, one, -G), -1), F.pad(w, (0, 2))
     C = min(chunk, T)
     T_pad = -(-T // C) * C  # padded positions: w = 0, beta = 0 (H = I), q = k = 0; never read by a real query
-    q, k, w = (_chunks(t, T_pad, C) for t in (q, k, w))  # (B, H, N, C, K)
+    q, k, w = (_chunks(t, T_pad, C) for t in (q, k, w))  # (B, H, N, C, K (+ 2))
     bw = _chunks(beta, T_pad, C)[..., None] * w
     strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
     incl = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
@@ -42,17 +55,19 @@ def path_attn(q, k, v, w, beta, g=None, scale=None, chunk=64):
     Y = torch.linalg.solve_triangular(A, bw, upper=False, unitriangular=True)  # (B, H, N, C, K)
     Z = torch.linalg.solve_triangular(A, (bw @ k.mT).masked_fill(~strict, 0), upper=False, unitriangular=True)
     qw = (q @ w.mT).masked_fill(~incl, 0)  # (B, H, N, C, C)
-    local = (q @ k.mT).masked_fill(~incl, 0) - qw @ Z  # logits within each chunk, [i, j]
+    local = (q @ k.mT - qw @ Z).masked_fill(~incl, float("-inf"))  # logits within each chunk, [i, j]
     q_start, k_end = q - qw @ Y, k - Z.mT @ w
 
     N = T_pad // C
-    logits = q.new_zeros(B, H, N, N, C, C)  # [query chunk, key chunk, i, j]
+    # chunks first, so that a run of chunks is one block of memory (matmuls take it without a copy)
+    q_start, k_end, w, Y = (x.permute(2, 0, 1, 3, 4).contiguous() for x in (q_start, k_end, w, Y))  # (N, B, H, C, .)
+    logits = q.new_full((N, N, B, H, C, C), float("-inf"))  # [query chunk, key chunk, b, h, i, j]
     diag = torch.arange(N, device=q.device)
-    logits[:, :, diag, diag] = local
-    rows = q_start[:, :, 1:]  # query chunks c = d .. N-1, holding Q~_c P_{c-1} ... P_{c-d+1}
+    logits[diag, diag] = local.permute(2, 0, 1, 3, 4)
+    rows = q_start[1:]  # query chunks c = d .. N-1, holding Q~_c P_{c-1} ... P_{c-d+1}
     for d in range(1, N):
-        logits[:, :, diag[d:], diag[: N - d]] = rows @ k_end[:, :, : N - d].mT
-        rows = rows[:, :, 1:]  # carry chunks c = d+1 .. N-1 back through chunk c - d
-        rows = rows - (rows @ w[:, :, 1 : N - d].mT) @ Y[:, :, 1 : N - d]
-    logits = logits.transpose(3, 4).reshape(B, H, T_pad, T_pad)[..., :T, :T]
-    return attend(logits, v, g, scale)
+        logits[diag[d:], diag[: N - d]] = rows @ k_end[: N - d].mT
+        rows = rows[1:]  # carry chunks c = d+1 .. N-1 back through chunk c - d
+        rows = rows - (rows @ w[1 : N - d].mT) @ Y[1 : N - d]
+    weights = logits.permute(2, 3, 0, 4, 1, 5).reshape(B, H, T_pad, T_pad)[..., :T, :T].softmax(-1)  # (B, H, T, T)
+    return (weights @ v.transpose(1, 2)).transpose(1, 2)  # (B, T, H, V)
