@@ -450,6 +450,10 @@ def same_outputs_and_input_gradients(theirs, ours, x):
     torch.testing.assert_close(x_ours.grad, x_theirs.grad, rtol=1e-10, atol=1e-10)
 
 
+FLASH = {"aten::_scaled_dot_product_flash_attention_for_cpu",  # torch's CPU flash kernel, forward and backward
+         "aten::_scaled_dot_product_flash_attention_for_cpu_backward"}
+
+
 def attention_kernels(run):
     """The fused-attention kernels that `run()` (a forward and backward) calls: torch's CPU flash
     kernel only where q, k and v have one width, else its dense L x L fallback (`..._math`)."""

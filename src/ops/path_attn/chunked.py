@@ -21,8 +21,8 @@ gate is two more coordinates that the transformations leave alone (w is 0 there)
     [scale q_i, scale G_i, scale] . [k_j, 1, -G_j] = scale (q_i . k_j + G_i - G_j).
 The blocks are written into a tensor of -inf, those above the diagonal never touched, so the
 softmax needs no mask: the T x T logits are filled, laid out as (T, T) (the one copy), normalised
-and read out. (The blocks are written into a [chunk, chunk, b, h, i, j] tensor, not through a view
-of the (T, T) one: autograd's backward of in-place writes into a view copies the whole base each
+and read out. (The blocks are written into a [chunk, chunk, i, j] tensor, not through a view of
+the (T, T) one: autograd's backward of in-place writes into a view copies the whole base each
 write: forward + backward took 2x as long at T 1024.)
 """
 
@@ -59,15 +59,13 @@ def path_attn(q, k, v, w, beta, g=None, scale=None, chunk=64):
     q_start, k_end = q - qw @ Y, k - Z.mT @ w
 
     N = T_pad // C
-    # chunks first, so that a run of chunks is one block of memory (matmuls take it without a copy)
-    q_start, k_end, w, Y = (x.permute(2, 0, 1, 3, 4).contiguous() for x in (q_start, k_end, w, Y))  # (N, B, H, C, .)
-    logits = q.new_full((N, N, B, H, C, C), float("-inf"))  # [query chunk, key chunk, b, h, i, j]
+    logits = q.new_full((B, H, N, N, C, C), float("-inf"))  # [query chunk, key chunk, i, j]
     diag = torch.arange(N, device=q.device)
-    logits[diag, diag] = local.permute(2, 0, 1, 3, 4)
-    rows = q_start[1:]  # query chunks c = d .. N-1, holding Q~_c P_{c-1} ... P_{c-d+1}
+    logits[:, :, diag, diag] = local
+    rows = q_start[:, :, 1:]  # query chunks c = d .. N-1, holding Q~_c P_{c-1} ... P_{c-d+1}
     for d in range(1, N):
-        logits[diag[d:], diag[: N - d]] = rows @ k_end[: N - d].mT
-        rows = rows[1:]  # carry chunks c = d+1 .. N-1 back through chunk c - d
-        rows = rows - (rows @ w[1 : N - d].mT) @ Y[1 : N - d]
-    weights = logits.permute(2, 3, 0, 4, 1, 5).reshape(B, H, T_pad, T_pad)[..., :T, :T].softmax(-1)  # (B, H, T, T)
+        logits[:, :, diag[d:], diag[: N - d]] = rows @ k_end[:, :, : N - d].mT
+        rows = rows[:, :, 1:]  # carry chunks c = d+1 .. N-1 back through chunk c - d
+        rows = rows - (rows @ w[:, :, 1 : N - d].mT) @ Y[:, :, 1 : N - d]
+    weights = logits.transpose(3, 4).reshape(B, H, T_pad, T_pad)[..., :T, :T].softmax(-1)  # (B, H, T, T)
     return (weights @ v.transpose(1, 2)).transpose(1, 2)  # (B, T, H, V)

@@ -30,6 +30,16 @@ def _ones_column(x):
     return torch.cat((x, x.new_ones(*x.shape[:-1], 1)), -1)
 
 
+def _join(pairs):
+    """(W1, b1, W2, b2, ..) -> [W^1, W^2, ..]: each bias as its weight's last row."""
+    return [torch.cat((W, b[..., None, :]), -2) for W, b in zip(pairs[::2], pairs[1::2])]
+
+
+def _split(layers):
+    """The inverse of _join: a flat tuple (W1, b1, W2, b2, ..) of views."""
+    return tuple(x for W in layers for x in (W[..., :-1, :], W[..., -1, :]))
+
+
 def _linear_grads(W, k, target, w, b, eps):
     """The inner gradients at W of a segment's tokens, one (input, d l / d output) pair a layer:
     k^ (..., m, D + 1), target (..., m, D)."""
@@ -64,11 +74,8 @@ def _ttt(inner, q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps):
     target = v.transpose(1, 2) - k[..., :-1]  # (B, H, T, D)
     eta, lr = eta.transpose(1, 2), lr.transpose(1, 2)  # (B, H, T)
     w, b = w[:, None], b[:, None]
-    join = lambda pairs: [torch.cat((A, c[..., None, :]), -2) for A, c in zip(pairs[::2], pairs[1::2])]  # noqa: E731
-    W, G = join(state[0]), join(state[1]) if offset else None  # the sums are zero at a mini-batch's start
-    T, K, out = q.shape[2], mini_batch_size, []
-
-    start = 0
+    W, G = _join(state[0]), _join(state[1]) if offset else None  # the sums are zero at a mini-batch's start
+    T, K, out, start = q.shape[2], mini_batch_size, [], 0
     while start < T:
         end = min(start + K - offset, T)
         p = (slice(None), slice(None), slice(start, end))
@@ -86,9 +93,8 @@ def _ttt(inner, q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps):
         if offset == K:
             G, offset = None, 0
         start = end
-    split = lambda Ws: tuple(x for Wi in Ws for x in (Wi[..., :-1, :], Wi[..., -1, :]))  # noqa: E731
-    G = tuple(torch.zeros_like(x) for x in split(W)) if G is None else split(G)
-    return torch.cat(out, dim=2).transpose(1, 2), (split(W), G), offset
+    G = tuple(torch.zeros_like(x) for x in _split(W)) if G is None else _split(G)
+    return torch.cat(out, dim=2).transpose(1, 2), (_split(W), G), offset
 
 
 def ttt_linear(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):
