@@ -32,7 +32,8 @@ def mesa_net(q, k, v, g, beta, lamb, initial_state=None, output_final_state=Fals
     """Same arguments and result as reference.mesa_net."""
     B, T, H, K = q.shape
     C = chunk_size(T, chunk)
-    qc, kc, vc = (chunks(t, C) for t in (q, k, v))  # (B, H, N, C, K or V)
+    # (B, H, N, C, K or V), contiguous: the CG steps' products would otherwise copy the views each step
+    qc, kc, vc = (chunks(t, C).contiguous() for t in (q, k, v))
     b = log_decay(g, q, C)  # (B, H, N, C, 1)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
     M = torch.exp((b - b.transpose(-1, -2)).masked_fill(~causal, float("-inf"))).to(q.dtype)
@@ -51,6 +52,6 @@ def mesa_net(q, k, v, g, beta, lamb, initial_state=None, output_final_state=Fals
         Hi = eb[..., None] * Hkk_starts[:, :, :, None] + torch.einsum("...ij,...jk,...jl->...ikl", M, kc, kc)
         x = torch.linalg.solve(Hi + torch.diag_embed(ridge.expand(-1, -1, C, -1)), qc)
     else:
-        x = solve(_matvec, qc, cg_steps, Hkk_starts, kc, M, eb, ridge)
+        x = solve(_matvec, qc, cg_steps, Hkk_starts.contiguous(), kc, M, eb, ridge)
     o = (x * eb) @ Hkv_starts + ((x @ kc.transpose(-1, -2)) * M) @ vc
     return unchunk(o, T), ((Hkk, Hkv) if output_final_state else None)
