@@ -1,7 +1,7 @@
 """The `repro` tier: one test per seed paper's claim, each running the claim's command at CPU scale
 (docs/results.md#claims) and asserting the claim with the tolerance stated beside it.
 
-    python -m pytest -m repro -n 0 tests/test_repro.py     # about 20 minutes on 2 idle cores
+    python -m pytest -m repro -n 0 tests/test_repro.py     # about 26 minutes on 2 cores
 
 CI does not run this tier (pytest.ini deselects it). Each command is a lite scorecard cell
 (configs/cell/lite/, 256-768 steps at width 64) or an experiment at its CPU budget, run as
