@@ -4,7 +4,8 @@
     python -m pytest -m repro -n 0 tests/test_repro.py     # about 26 minutes on 2 cores
 
 CI does not run this tier (pytest.ini deselects it). Each command is a lite scorecard cell
-(configs/cell/lite/, 256-768 steps at width 64) or an experiment at its CPU budget, run as
+(configs/cell/lite/, 256-768 steps at width 64; Hyena's width test 3,072 steps at widths 64 and 128)
+or an experiment at its CPU budget, run as
 `python -m train` in a subprocess with OMP_NUM_THREADS=1; the figures it asserts are test-split
 metrics of the checkpoint best by validation, as the scorecard reads them. A claim whose command fails here fails the test; one that
 does not hold at CPU scale is not in this file (docs/results.md#claims says what scale it needs).
