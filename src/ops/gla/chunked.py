@@ -95,11 +95,13 @@ def decayed_scores(x, y, bx, by, diagonal):
 
 def pass_states(S, decay, dS):
     """The state at each chunk's start, S_{n+1} = decay_n * S_n + dS_n. S (B, H, K, V);
-    decay (B, H, N, K or 1, 1); dS (B, H, N, K, V). -> starts (B, H, N, K, V), final state."""
+    decay (B, H, N, K or 1, 1); dS (B, H, N, K, V). -> starts (B, H, N, K, V), final state. The chunks
+    are taken by unbind, not [:, :, n]: the backward of N selects would write N zero tensors of the
+    whole (B, H, N, ...) size (O(N^2) memory traffic), unbind's stacks the N gradients once."""
     starts = []
-    for n in range(dS.shape[2]):
+    for dn, dSn in zip(decay.unbind(2), dS.unbind(2)):
         starts.append(S)
-        S = decay[:, :, n] * S + dS[:, :, n]
+        S = dn * S + dSn
     return torch.stack(starts, dim=2), S
 
 
