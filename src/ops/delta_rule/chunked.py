@@ -60,7 +60,8 @@ def delta_rule(q, k, v, beta, g=None, scale=None, initial_state=None, output_fin
     decay = torch.exp(b[..., -1, :]).to(q.dtype)[..., None]  # (B, H, N, K or 1, 1)
     S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state.to(q.dtype)
     out = []
-    for Un, Wn, qn, QKn, dn, kn in zip(*(x.unbind(2) for x in (U, W, qd, QK, decay, kd))):  # unbind: see gla.chunked.pass_states
+    # unbind, not [:, :, n]: see gla.chunked.pass_states
+    for Un, Wn, qn, QKn, dn, kn in zip(*(x.unbind(2) for x in (U, W, qd, QK, decay, kd))):
         u = Un - Wn @ S
         out.append(qn @ S + QKn @ u)
         S = dn * S + kn @ u

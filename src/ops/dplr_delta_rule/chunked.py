@@ -38,8 +38,9 @@ def dplr_delta_rule(q, k, v, a, b, g, scale=None, initial_state=None, output_fin
     decay = torch.exp(c[..., -1, :]).to(q.dtype)[..., None]  # (B, H, N, K or 1, 1)
     S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state.to(q.dtype)
     out = []
+    # unbind, not [:, :, n]: see gla.chunked.pass_states
     for Wvn, Wsn, qn, Nn, on, dn, bn, kvn in zip(*(x.unbind(2) for x in (Wv, Ws, qd, N_qb, o_v, decay, bd, kv))):
-        w = Wvn + Wsn @ S  # unbind: see gla.chunked.pass_states
+        w = Wvn + Wsn @ S
         out.append(qn @ S + Nn @ w + on)
         S = dn * S + bn @ w + kvn
     return unchunk(torch.stack(out, dim=2), T), (S if output_final_state else None)

@@ -56,14 +56,14 @@ def memory_rnn(u, W_h, W_r, write, W_a, b_a, kind, size, shifts=(), initial_stat
     """u (B, T, H); W_h (H, H); W_r (H, C); write ((W_1, b_1), ..., (W_n, b_n)), W_n (C, .);
     W_a (A, H), b_a (A,); kind "stack" (A = 3) or "tape" (A = len(shifts)); size K (cells);
     initial_state (h (B, H), M (B, K, C)) or None. -> h (B, T, H), final state (h, M) or None."""
-    B, T, H = u.shape
+    B, _, H = u.shape
     if initial_state is None:
         h, M = u.new_zeros(B, H), u.new_zeros(B, size, W_r.shape[1])
     else:
         h, M = (s.to(u.dtype) for s in initial_state)
     out = []
-    for t in range(T):
-        h = F.relu(u[:, t] + F.linear(h, W_h) + F.linear(M[:, 0], W_r))
+    for u_t in u.unbind(1):  # unbind, not u[:, t]: the backward of T selects would write T zero copies of u
+        h = F.relu(u_t + F.linear(h, W_h) + F.linear(M[:, 0], W_r))
         v = write_value(h, write)
         p = torch.softmax(F.linear(h, W_a, b_a), dim=-1)
         M = update_stack(M, p, v) if kind == "stack" else update_tape(M, p, v, shifts)

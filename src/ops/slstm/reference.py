@@ -23,15 +23,15 @@ import torch.nn.functional as F
 def slstm(x, R, b, initial_state=None, output_final_state=False):
     """x (B, T, 4, H, d); R (H, d, 4, d); b (4, H, d); initial_state (h, c, n, m), each (B, H, d), or
     None. -> h (B, T, H, d), final state (h, c, n, m) or None."""
-    B, T, _, H, d = x.shape
+    B, _, _, H, d = x.shape
     if initial_state is None:
         h, c, n = (x.new_zeros(B, H, d) for _ in range(3))
         m = x.new_full((B, H, d), -float("inf"))
     else:
         h, c, n, m = (s.to(x.dtype) for s in initial_state)
     out = []
-    for t in range(T):
-        r = x[:, t] + b + torch.einsum("bhk,hkgj->bghj", h, R)  # (B, 4, H, d)
+    for x_t in x.unbind(1):  # unbind, not x[:, t]: the backward of T selects would write T zero copies of x
+        r = x_t + b + torch.einsum("bhk,hkgj->bghj", h, R)  # (B, 4, H, d)
         ri, rf, rz, ro = r.unbind(1)  # (B, H, d) each
         lf = F.logsigmoid(rf) + m
         m = torch.maximum(lf, ri)

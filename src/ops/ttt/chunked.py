@@ -75,24 +75,26 @@ def _ttt(inner, q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps):
     eta, lr = eta.transpose(1, 2), lr.transpose(1, 2)  # (B, H, T)
     w, b = w[:, None], b[:, None]
     W, G = _join(state[0]), _join(state[1]) if offset else None  # the sums are zero at a mini-batch's start
-    T, K, out, start = q.shape[2], mini_batch_size, [], 0
-    while start < T:
-        end = min(start + K - offset, T)
-        p = (slice(None), slice(None), slice(start, end))
-        grads = inner(W, k[p], target[p], w, b, eps)
-        out.append(_read(W, G, q[p], grads, eta[p], lr[p]))
-        offset += end - start
-        last = eta[:, :, end - 1, None, None]  # (B, H, 1, 1)
+    T, K, out = q.shape[2], mini_batch_size, []
+    sizes, room = [], K - offset  # the segments: the rest of the current mini-batch, whole ones, a partial last
+    while sum(sizes) < T:
+        sizes.append(min(room, T - sum(sizes)))
+        room = K
+    # split, not [..., start:end]: the backward of a slice a segment writes a zero tensor of the whole size
+    for q_i, k_i, target_i, eta_i, lr_i in zip(*(x.split(sizes, dim=2) for x in (q, k, target, eta, lr))):
+        grads = inner(W, k_i, target_i, w, b, eps)
+        out.append(_read(W, G, q_i, grads, eta_i, lr_i))
+        offset += q_i.shape[2]
+        last = eta_i[:, :, -1, None, None]  # (B, H, 1, 1)
         if offset == K and G is None:
-            W = [Wi - x.transpose(-1, -2) @ (last * lr[p][..., None] * g) for Wi, (x, g) in zip(W, grads)]
+            W = [Wi - x.transpose(-1, -2) @ (last * lr_i[..., None] * g) for Wi, (x, g) in zip(W, grads)]
         else:
-            sums = [x.transpose(-1, -2) @ (lr[p][..., None] * g) for x, g in grads]
+            sums = [x.transpose(-1, -2) @ (lr_i[..., None] * g) for x, g in grads]
             G = sums if G is None else [a + c for a, c in zip(G, sums)]
             if offset == K:
                 W = [Wi - last * Gi for Wi, Gi in zip(W, G)]
         if offset == K:
             G, offset = None, 0
-        start = end
     G = tuple(torch.zeros_like(x) for x in _split(W)) if G is None else _split(G)
     return torch.cat(out, dim=2).transpose(1, 2), (_split(W), G), offset
 

@@ -37,7 +37,7 @@ def wkv(w, u, k, v):
     """w, u (D,); k, v (batch, L, D) -> wkv (batch, L, D)."""
     state = default_state(k[:, 0].shape, k.dtype, k.device)
     ys = []
-    for t in range(k.shape[1]):
-        y, state = wkv_step(w, u, k[:, t], v[:, t], state)
+    for k_t, v_t in zip(k.unbind(1), v.unbind(1)):  # unbind: the backward of k[:, t] writes a zero copy of k
+        y, state = wkv_step(w, u, k_t, v_t, state)
         ys.append(y)
     return torch.stack(ys, dim=1)
