@@ -1,12 +1,11 @@
 """The chunked ops' loops over chunks (and the per-step loops that are the torch paths of
-memory_rnn, slstm and wkv, the ops without a chunked form: a step is a chunk of 1) take each
-chunk by unbind or split, whose backward stacks
-the N gradients once, not by indexing [:, :, n] or slicing, whose backward writes a zero tensor of
-the whole (B, H, N, ...) size per chunk: O(N^2) memory traffic, 2.1x slower forward + backward for
-the delta rule at T 4096 (benchmarks/README.md). Checked by the memory that the select and slice
-backwards allocate in one forward + backward at 2, 4 and 8 chunks: a + b N where each chunk is
-sliced from a tensor of its own size, so that its second difference is zero (exactly: byte
-counts), a + b N + c N^2 where a loop indexes the whole sequence's."""
+memory_rnn, slstm and wkv, a step being a chunk of 1) take each chunk by unbind or split, whose
+backward stacks the N gradients once, not by indexing [:, :, n] or slicing, whose backward writes
+a zero tensor of the whole (B, H, N, ...) size per chunk: O(N^2) memory traffic, 2x slower forward
++ backward for the delta rule at T 4096 (benchmarks/README.md). Checked by the memory that the
+select and slice backwards allocate in one forward + backward at 2, 4 and 8 chunks: a + b N where
+each chunk is sliced from a tensor of its own size, so that its second difference is zero
+(exactly: byte counts), a + b N + c N^2 where a loop indexes the whole sequence's."""
 
 import sys
 
