@@ -76,10 +76,8 @@ def _ttt(inner, q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps):
     w, b = w[:, None], b[:, None]
     W, G = _join(state[0]), _join(state[1]) if offset else None  # the sums are zero at a mini-batch's start
     T, K, out = q.shape[2], mini_batch_size, []
-    sizes, room = [], K - offset  # the segments: the rest of the current mini-batch, whole ones, a partial last
-    while sum(sizes) < T:
-        sizes.append(min(room, T - sum(sizes)))
-        room = K
+    first = min(K - offset, T)  # the segments: the rest of the current mini-batch, whole ones, a partial last
+    sizes = [first] + [K] * ((T - first) // K) + ([(T - first) % K] if (T - first) % K else [])
     # split, not [..., start:end]: the backward of a slice a segment writes a zero tensor of the whole size
     for q_i, k_i, target_i, eta_i, lr_i in zip(*(x.split(sizes, dim=2) for x in (q, k, target, eta, lr))):
         grads = inner(W, k_i, target_i, w, b, eps)
