@@ -19,9 +19,8 @@ four products (k M0 for g, two for z, one for the state) and a 2 x 2 mix:
 
 Chunk boundaries as reference.py: the rest of the current chunk, whole chunks, a partial last one;
 M0 <- M at each chunk's end. The gate factors and A, free of the state, are computed for all whole
-chunks in one batched pass; the loop scales q and k by them a chunk at a time (small tensors: with
-these scalings done for the whole sequence at once, and M and S apart, the forward ran 1.2x slower
-on CPU, benchmarks/README.md#ttt-and-titans-against-their-loops).
+chunks in one batched pass; the loop scales q and k by them a chunk at a time ((B H, m, D) tensors,
+where the whole sequence's would be large temporaries).
 """
 
 import torch
