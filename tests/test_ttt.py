@@ -92,13 +92,25 @@ def test_ln_l2_grad_is_the_gradient():
     z, target = (torch.randn(3, 2, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
     w, b = 1 + torch.randn(2, 5, generator=g, dtype=torch.float64), torch.randn(2, 5, generator=g, dtype=torch.float64)
     loss = 0.5 * ((reference.layer_norm(z, w, b, 1e-6) - target) ** 2).sum()
-    torch.testing.assert_close(reference.ln_l2_grad(z, target, w, b, 1e-6), torch.autograd.grad(loss, z)[0], **F64)
+    want = torch.autograd.grad(loss, z)[0]
+    torch.testing.assert_close(reference.ln_l2_grad(z, target, w, b, 1e-6), want, **F64)
+    torch.testing.assert_close(chunked.ln_grad(z, (b - target) * w, w.square(), 1e-6), want, **F64)  # c folded in
     q, k, v, eta, lr, w, b, *W = ttt_inputs(3, 1, 2, 4, hidden=7)[:11]
     W = [x.detach().requires_grad_() for x in W]
     z2 = reference.mlp_apply(W, k[:, 0])
     loss = 0.5 * ((reference.layer_norm(z2, w, b, 1e-6) - (v[:, 0] - k[:, 0])) ** 2).sum()
     for got, want in zip(reference.mlp_grads(W, k[:, 0], v[:, 0], w, b, 1e-6), torch.autograd.grad(loss, W)):
         torch.testing.assert_close(got, want, **F64)
+
+
+def test_gelu_is_torchs():
+    """chunked's gelu (the sigmoid form) equals torch's tanh approximation and the reference's, value
+    and gradient; 3 sigmas of inputs, the range where tanh and sigmoid saturate included."""
+    x = (3 * torch.randn(4, 16, 9, generator=gen(5), dtype=torch.float64)).requires_grad_()
+    y = chunked._Gelu.apply(x)
+    torch.testing.assert_close(y, torch.nn.functional.gelu(x, approximate="tanh"), **F64)
+    torch.testing.assert_close(y, reference.gelu(x), **F64)
+    torch.testing.assert_close(torch.autograd.grad(y.sum(), x)[0], reference.gelu_grad(x), **F64)
 
 
 def test_shapes_refused():

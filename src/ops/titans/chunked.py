@@ -25,6 +25,8 @@ where the whole sequence's would be large temporaries).
 
 import torch
 
+from src.ops.ttt.chunked import ln_grad
+
 
 def _decays(log_gate):
     """(..., m) log gates -> (..., m, m): exp(sum_{i < r <= t} log_gate_r) for i <= t, else 0."""
@@ -38,7 +40,7 @@ def _decays(log_gate):
 def _coefficients(q, k, theta, log_decay, log_momentum):
     """The state-free factors of chunks of m tokens, q, k (..., m, D), gates (..., m): [b, f] (..., m, 2, 1),
     A = 2 (P N) * (q k^T) (..., m, m), the rows [(P N)_m, N_m] (..., m, 2, 1) and the mix (..., 2, 2). The 2
-    is the squared loss's, so that g (_ln_grad) is half the gradient."""
+    is the squared loss's, so that g (ln_grad) is half the gradient."""
     P = _decays(log_decay)  # b_t / b_i
     N = 2 * _decays(log_momentum) * theta[..., None, :]  # 2 theta_s prod eta
     mom = log_momentum.cumsum(-1).exp()[..., None]  # m_t (..., m, 1)
@@ -51,24 +53,12 @@ def _coefficients(q, k, theta, log_decay, log_momentum):
     return bf, PN * (q @ k.transpose(-1, -2)), last, mix
 
 
-def _ln_grad(z, c, w2, eps):
-    """Half of d/dz of || LN_{w,b}(z) - target ||^2 over the last dim (w, b the layer norm's weight and
-    bias), with c = (b - target) w and w2 = w^2: for z^ = (z - mean z) / std, h = z^ w2 + c (the gradient at z^),
-    (h - mean h - z^ mean(h z^)) / std. src.ops.ttt.reference.ln_l2_grad with c folded in: in this op
-    3-6% faster than it, forward and forward + backward (T 256 and 1024, 7 interleaved rounds)."""
-    centred = z - z.mean(-1, keepdim=True)
-    inv = (centred.square().mean(-1, keepdim=True) + eps).rsqrt()  # torch's var: ~10x slower on small tensors
-    z_hat = centred * inv
-    h = torch.addcmul(c, z_hat, w2)
-    return torch.addcmul(h - h.mean(-1, keepdim=True), z_hat, (h * z_hat).mean(-1, keepdim=True), value=-1) * inv
-
-
 def _chunk(MS, M0, q, k, kv, coefficients, w, bw, w2, eps):
     """One chunk (or the part of one), q, k, kv = k - v (B H, m, D), from the stacked state MS (B H, 2D, D) at
     its start, every gradient at M0: z and the state at its end."""
     bf, A, last, mix = coefficients
     BH, m, D = q.shape
-    g = _ln_grad(torch.bmm(k, M0), torch.addcmul(bw, kv, w), w2, eps)  # (B H, m, D)
+    g = ln_grad(torch.bmm(k, M0), torch.addcmul(bw, kv, w), w2, eps)  # (B H, m, D)
     z = torch.baddbmm(torch.bmm((bf * q[:, :, None]).view(BH, m, 2 * D), MS), A, g, alpha=-1)
     mixed = torch.bmm(mix, MS.view(BH, 2, D * D)).view(BH, 2 * D, D)
     return z, torch.baddbmm(mixed, (last * k[:, :, None]).view(BH, m, 2 * D).transpose(1, 2), g, alpha=-1)
