@@ -104,13 +104,20 @@ def test_ln_l2_grad_is_the_gradient():
 
 
 def test_gelu_is_torchs():
-    """chunked's gelu (the sigmoid form) equals torch's tanh approximation and the reference's, value
-    and gradient; 3 sigmas of inputs, the range where tanh and sigmoid saturate included."""
+    """chunked's gelu pair (gelu, gelu') equals torch's tanh approximation and its gelu_backward, and
+    the reference's gelu and gelu_grad, and its gradient is theirs (gelu'' through autograd of the
+    reference's gelu_grad); 3 sigmas of inputs, the range where the sigmoid saturates included."""
     x = (3 * torch.randn(4, 16, 9, generator=gen(5), dtype=torch.float64)).requires_grad_()
-    y = chunked._Gelu.apply(x)
+    y, d = chunked._Gelu.apply(x, True)
+    torch.testing.assert_close(chunked._Gelu.apply(x, False), y, **F64)
     torch.testing.assert_close(y, torch.nn.functional.gelu(x, approximate="tanh"), **F64)
-    torch.testing.assert_close(y, reference.gelu(x), **F64)
-    torch.testing.assert_close(torch.autograd.grad(y.sum(), x)[0], reference.gelu_grad(x), **F64)
+    torch.testing.assert_close(d, torch.ops.aten.gelu_backward(torch.ones_like(x), x, approximate="tanh"), **F64)
+    dy, dd = (torch.randn(x.shape, generator=gen(6 + i), dtype=torch.float64) for i in range(2))
+    got = torch.autograd.grad((y * dy + d * dd).sum(), x)[0]
+    want = torch.autograd.grad((reference.gelu(x) * dy + reference.gelu_grad(x) * dd).sum(), x)[0]
+    torch.testing.assert_close(got, want, **F64)
+    got = torch.autograd.grad((chunked._Gelu.apply(x, False) * dy).sum(), x)[0]
+    torch.testing.assert_close(got, reference.gelu_grad(x) * dy, **F64)
 
 
 def test_shapes_refused():
