@@ -110,6 +110,9 @@ def test_gelu_is_torchs():
     x = (3 * torch.randn(4, 16, 9, generator=gen(5), dtype=torch.float64)).requires_grad_()
     y, d = chunked._Gelu.apply(x, True)
     torch.testing.assert_close(chunked._Gelu.apply(x, False), y, **F64)
+    for got, want in zip(chunked._gelu(x.detach(), True), (y, d)):  # the path without autograd
+        torch.testing.assert_close(got, want, **F64)
+    torch.testing.assert_close(chunked._gelu(x.detach(), False), y, **F64)
     torch.testing.assert_close(y, torch.nn.functional.gelu(x, approximate="tanh"), **F64)
     torch.testing.assert_close(d, torch.ops.aten.gelu_backward(torch.ones_like(x), x, approximate="tanh"), **F64)
     dy, dd = (torch.randn(x.shape, generator=gen(6 + i), dtype=torch.float64) for i in range(2))
