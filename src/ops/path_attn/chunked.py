@@ -19,16 +19,15 @@ solves are torch.linalg.solve_triangular; autograd gives the gradients.
 The scale and the gate go into the products, not onto the T x T logits: q is scaled first, and the
 gate is two more coordinates that the transformations leave alone (w is 0 there), as in FoX,
     [scale q_i, scale G_i, scale] . [k_j, 1, -G_j] = scale (q_i . k_j + G_i - G_j).
-The blocks are written into a tensor of -inf, those above the diagonal never touched, so the
-softmax needs no mask: the T x T logits are filled, laid out as (T, T) (the one copy), normalised
-and read out. (The blocks are written into a [chunk, chunk, i, j] tensor, not through a view of
-the (T, T) one: autograd's backward of in-place writes into a view copies the whole base each
-write: forward + backward took 2x as long at T 1024.)
+The block diagonals are gathered, then written in one indexed assignment into a tensor of -inf laid
+out as the (T, T) logits ([(b, h), query chunk, i, key chunk, j]), those above the diagonal never
+touched, so the softmax needs no mask and no copy. One write, not one a diagonal: the backward of
+each in-place write copies the whole gradient (N of them at N chunks: forward + backward took 1.9x
+as long at T 1024), and a write through a view copies the whole base each time.
 """
 
 import torch
 import torch.nn.functional as F
-
 
 
 def _chunks(x, T_pad, C):  # (B, T, H, ...) -> (B, H, N, C, ...), zero-padded to T_pad positions
@@ -59,13 +58,19 @@ def path_attn(q, k, v, w, beta, g=None, scale=None, chunk=64):
     q_start, k_end = q - qw @ Y, k - Z.mT @ w
 
     N = T_pad // C
-    logits = q.new_full((B, H, N, N, C, C), float("-inf"))  # [query chunk, key chunk, i, j]
-    diag = torch.arange(N, device=q.device)
-    logits[:, :, diag, diag] = local
-    rows = q_start[:, :, 1:]  # query chunks c = d .. N-1, holding Q~_c P_{c-1} ... P_{c-d+1}
+    # chunk-major (N, B H, C, ..): the steps below slice the chunks, and a leading slice stays contiguous
+    # (sliced in the middle, every product of the loop copied its operands: a quarter of the forward)
+    local, q_start, k_end, w, Y = (t.permute(2, 0, 1, 3, 4).flatten(1, 2) for t in (local, q_start, k_end, w, Y))
+    blocks = [local]  # block diagonal d: (N - d, B H, C, C), the pairs (c, c - d)
+    rows = q_start[1:]  # query chunks c = d .. N-1, holding Q~_c P_{c-1} ... P_{c-d+1}
     for d in range(1, N):
-        logits[:, :, diag[d:], diag[: N - d]] = rows @ k_end[:, :, : N - d].mT
-        rows = rows[:, :, 1:]  # carry chunks c = d+1 .. N-1 back through chunk c - d
-        rows = rows - (rows @ w[:, :, 1 : N - d].mT) @ Y[:, :, 1 : N - d]
-    weights = logits.transpose(3, 4).reshape(B, H, T_pad, T_pad)[..., :T, :T].softmax(-1)  # (B, H, T, T)
+        blocks.append(rows @ k_end[: N - d].mT)
+        rows = rows[1:]  # carry chunks c = d+1 .. N-1 back through chunk c - d
+        rows = rows - (rows @ w[1 : N - d].mT) @ Y[1 : N - d]
+    diag = torch.arange(N, device=q.device)
+    query, key = (torch.cat([i for d in range(N) for i in [diag[d:] if side else diag[: N - d]]]) for side in (1, 0))
+    logits = q.new_full((B * H, N, C, N, C), float("-inf"))  # [(b, h), query chunk, i, key chunk, j]: (T, T) as is
+    # one write (each write's backward copies the whole gradient); the indexed dims lead: (pairs, B H, C, C)
+    logits[:, query, :, key] = torch.cat(blocks)
+    weights = logits.view(B, H, T_pad, T_pad)[..., :T, :T].softmax(-1)  # (B, H, T, T)
     return (weights @ v.transpose(1, 2)).transpose(1, 2)  # (B, T, H, V)
