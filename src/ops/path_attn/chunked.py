@@ -68,7 +68,7 @@ def path_attn(q, k, v, w, beta, g=None, scale=None, chunk=64):
         rows = rows[1:]  # carry chunks c = d+1 .. N-1 back through chunk c - d
         rows = rows - (rows @ w[1 : N - d].mT) @ Y[1 : N - d]
     diag = torch.arange(N, device=q.device)
-    query, key = (torch.cat([i for d in range(N) for i in [diag[d:] if side else diag[: N - d]]]) for side in (1, 0))
+    query, key = torch.cat([diag[d:] for d in range(N)]), torch.cat([diag[: N - d] for d in range(N)])  # blocks' order
     logits = q.new_full((B * H, N, C, N, C), float("-inf"))  # [(b, h), query chunk, i, key chunk, j]: (T, T) as is
     # one write (each write's backward copies the whole gradient); the indexed dims lead: (pairs, B H, C, C)
     logits[:, query, :, key] = torch.cat(blocks)

@@ -125,7 +125,7 @@ def _ttt(inner, q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps):
     B, T, H, D = q.shape
     q, k, kv = (x.transpose(1, 2).reshape(B * H, T, D) for x in (q, k, k - v))  # (BH, T, D)
     eta, lr = (x.transpose(1, 2).reshape(B * H, T) for x in (eta, lr))
-    w, b = (x.repeat(B, 1)[:, None] for x in (w, b))  # (BH, 1, D)
+    w, b = (x.expand(B, H, D).reshape(B * H, 1, D) for x in (w, b))  # as the titans op
     bw, w2 = b * w, w.square()  # ln_grad's c = (b - target) w = b w + (k - v) w, a segment at a time
 
     def pairs(flat):  # (W1 (B, H, n, n'), c1 (B, H, n'), ..) -> [(W1 (BH, n, n'), c1 (BH, 1, n')), ..]
