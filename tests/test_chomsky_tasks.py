@@ -4,8 +4,11 @@ per-sample definitions (src/dataloaders/chomsky_reference.py), their big-integer
 "task_lengths"."""
 
 import collections
+import inspect
 import math
+import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src.dataloaders import bigint, synthetic
+from src.dataloaders import bigint, chomsky, synthetic
 from src.dataloaders import chomsky_reference as reference
 from src.dataloaders.base import batch_seed
 from src.dataloaders.chomsky import WORD, BinaryAddition, ComputeSqrt, bracket_expressions
@@ -122,6 +125,29 @@ def test_the_originals_examples():
     ids = {c: i + 5 for i, c in enumerate("+-()x=")}
     assert outputs("solve_equation", [ids[c] if c in ids else int(c) for c in "(x+2)=4"]) == [2]
     assert outputs("solve_equation", [ids[c] if c in ids else int(c) for c in "-x=3"]) == [2]
+
+
+LOOPED = [task for task in TASKS if dataset_class(task).LOOP]
+
+
+@pytest.mark.parametrize("task", LOOPED)
+def test_the_c_loops_make_the_torch_paths_batches(task, monkeypatch):
+    """chomsky.c against the torch path, id for id, from the same draws: lengths 1-3, mixed and
+    fixed, past the int64 numbers, and vocabularies of b-bit fields, base-V digits and torch.randint."""
+    if chomsky.c_loops() is None:
+        cc = os.environ.get("CC", "cc")
+        (pytest.fail if shutil.which(cc) else pytest.skip)(f"chomsky.c is not usable here ({cc})")
+    sizes = (1, 3, 4, 7) if task == "bucket_sort" else (1, 3, 4, 7, 2**23)  # its torch path holds (B, V, L)
+    vocabularies = [{}, *({"vocab_size": V} for V in sizes)] if "vocab_size" in inspect.signature(
+        dataset_class(task)).parameters else [{}]
+    cases = [(L, L_min, params, seed) for L, L_min in [(1, 1), (2, 2), (3, 3), (2, 1), (40, 1), (63, 63), (130, 1)]
+             for params in vocabularies for seed in range(2)]
+    looped = [synthetic.sample(task, 9, torch.Generator().manual_seed(seed), L=L, L_min=L_min, **params)
+              for L, L_min, params, seed in cases]
+    monkeypatch.setattr(chomsky, "c_loops", lambda: None)
+    for (L, L_min, params, seed), (x, y) in zip(cases, looped):
+        x_torch, y_torch = synthetic.sample(task, 9, torch.Generator().manual_seed(seed), L=L, L_min=L_min, **params)
+        assert torch.equal(x, x_torch) and torch.equal(y, y_torch), (L, L_min, params, seed)
 
 
 def test_the_reference_sampler_is_the_reference_definition():

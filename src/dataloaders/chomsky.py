@@ -40,9 +40,11 @@ Where the original's docstring and code differ, the code is followed (it made th
 numbers): odds_first puts the odd indices (0-indexed) first. The original's loss also trains the
 outputs after the end token (zeros) that its accuracy masks; here those positions are -100.
 
-Vectorised generation (no loop over examples): the strings, the stack and the missing bit in torch
-(symbols of a power-of-2 vocabulary as b-bit fields of 62-bit words; a batch of one length, L_min =
-L, written without the layout's masks);
+Vectorised generation (no loop over examples in Python): the strings, the stack and the missing bit
+draw in torch (symbols of a power-of-2 vocabulary as b-bit fields of 62-bit words) and are laid out
+by C loops (chomsky.c, one pass a row, compiled on first use as the ops' loops are), or without a C
+compiler by the torch path, from the same draws (the same batch; a batch of one length, L_min = L,
+written without the layout's masks);
 the expressions and numbers in numpy (many ops on small arrays, each a fraction of torch's cost),
 from a numpy generator seeded by one draw of the batch's torch generator. The bracketed
 expressions split every sub-expression of the batch at once, one tree level a step, then are
@@ -58,8 +60,11 @@ from float64, corrected). Draws are exact but for floor(u c) of 53-bit uniforms 
 trees and 62-bit modulo draws of small ranges (each value's probability within 2^-40 of uniform).
 """
 
+import ctypes
 import functools
+import logging
 import math
+import pathlib
 
 import numpy as np
 import torch
@@ -67,8 +72,11 @@ import torch
 from src.dataloaders import bigint
 from src.dataloaders.bigint import arange
 from src.dataloaders.tokens import TokenDataset
+from src.ops import _cpu
 from src.utils.errors import ConfigError
 from src.utils.labels import IGNORE_INDEX
+
+log = logging.getLogger(__name__)
 
 
 def _integer(key, value, low, high=None):
@@ -77,15 +85,53 @@ def _integer(key, value, low, high=None):
         raise ConfigError(f"dataset.{key}={value!r} must be an integer {valid}")
 
 
-def uniform(V, shape, generator):
-    """Uniform ids 0..V-1 of `shape` (B, L); for V = 2^b, b-bit fields of 62-bit words (exact, one
-    draw per 62 // b ids: ~4x faster than torch.randint for bits)."""
-    if V & (V - 1) or V == 1:
+def per_word(V):
+    """The ids 0..V-1 one 62-bit word gives: for V = 2^b its 62 // b b-bit fields (exact; ~4x faster
+    than torch.randint for bits); else the d base-V digits of its residue mod V^d, the largest V^d <=
+    2^22 (each d-tuple's probability within 2^-40 of uniform; torch.randint's own is within 2^-32,
+    and costs ~2.6 ns an id); 0 for V = 1 or V > 2^22 (one torch.randint id a draw)."""
+    if V == 1:
+        return 0
+    if not V & (V - 1):
+        return WORD // (V.bit_length() - 1)
+    d = 0
+    while V ** (d + 1) <= 2**22:
+        d += 1
+    return d
+
+
+def uniform_draw(V, shape, generator):
+    """What `uniform` draws: (B, ceil(L / per_word(V))) 62-bit words; the (B, L) ids if per_word is 0."""
+    if not (per := per_word(V)):
         return torch.randint(0, V, shape, generator=generator)
-    b = V.bit_length() - 1
-    (B, L), per = shape, WORD // b
-    words = torch.randint(0, 2**WORD, (B, -(-L // per), 1), generator=generator)
-    return ((words >> b * arange(per)) & (V - 1)).view(B, -1)[:, :L]
+    (B, L) = shape
+    return torch.randint(0, 2**WORD, (B, -(-L // per)), generator=generator)
+
+
+def uniform_ids(V, L, draw):
+    """(B, L) ids 0..V-1 of a `uniform_draw`: word w's digit (or field) i is id w per_word(V) + i."""
+    if not (per := per_word(V)):
+        return draw
+    B, i = len(draw), arange(per)
+    if V & (V - 1):
+        return ((draw % V**per)[:, :, None] // V**i % V).view(B, -1)[:, :L]
+    return ((draw[:, :, None] >> (V.bit_length() - 1) * i) & (V - 1)).view(B, -1)[:, :L]
+
+
+@functools.cache
+def c_loops():
+    """chomsky.c compiled and loaded, or None (said once) where it cannot be: then the torch path."""
+    try:
+        return _cpu.library(pathlib.Path(__file__).with_name("chomsky.c"))
+    except RuntimeError as error:
+        log.info(f"chomsky: the C loops are not usable ({error}); the torch path lays the batches out")
+        return None
+
+
+def _c_arg(value):  # a tensor or a contiguous int64 numpy array: its data; an int
+    if isinstance(value, np.ndarray):
+        return ctypes.c_void_p(value.ctypes.data)
+    return ctypes.c_void_p(value.data_ptr()) if isinstance(value, torch.Tensor) else ctypes.c_int64(value)
 
 
 def layout(inputs, outputs, n, o, blank, pad):
@@ -116,8 +162,23 @@ class Chomsky(TokenDataset):
     def inputs_outputs(self, n, generator):
         raise NotImplementedError
 
+    LOOP = None  # the task's function in chomsky.c, if it has one (then `draws` and `loop_args`)
+
+    def draws(self, n, generator):  # the random tensors both paths read
+        raise NotImplementedError
+
+    def loop_args(self, n, *draws):  # the LOOP's arguments before (n, B, width, blank, pad, x, y)
+        raise NotImplementedError
+
     def generate(self, batch_size, generator):
         n = self.lengths(batch_size, generator)
+        if self.LOOP and (loops := c_loops()) is not None:
+            xy = torch.empty(2, batch_size, self.L_input, dtype=torch.long)
+            args = [np.ascontiguousarray(v, np.int64) if isinstance(v, np.ndarray) else v  # held until the call returns
+                    for v in [*self.loop_args(n, *self.draws(n, generator)), n, batch_size, self.L_input,
+                              self.blank_id, self.pad_id, *xy]]
+            getattr(loops, self.LOOP)(*map(_c_arg, args))
+            return tuple(xy)
         inputs, outputs = self.inputs_outputs(n, generator)  # tensors or numpy arrays
         if self.L_min == self.L:  # every n = L: no blanks in the inputs, no padding (two writes an array)
             xy = np.empty((2, batch_size, self.L_input), np.int64)  # numpy: ~1 us a write, torch's ~5-10
@@ -131,12 +192,11 @@ class Chomsky(TokenDataset):
         x, y = super().batch(split, epoch, index, rows)
         return x, y, {"task_lengths": (x < self.blank_id).sum(-1)}
 
-    def symbols(self, n, generator):  # (B, L) uniform symbols
-        return uniform(self.input_size, (len(n), self.L), generator)
-
 
 class Strings(Chomsky):
-    """A string of `vocab_size` symbols in, a rearrangement of it out."""
+    """A string of `vocab_size` symbols in, a rearrangement of it out: `outputs(n, x)` (B, L)."""
+
+    LOOP, TASK = "strings", None  # TASK: the task's number in chomsky.c's strings
 
     def __init__(self, L=40, L_min=1, vocab_size=2, samples_per_epoch=16000, val_split=0.1, seed=0,
                  num_train_examples=None):
@@ -144,39 +204,55 @@ class Strings(Chomsky):
         self.input_size = self.d_output = vocab_size
         super().__init__(L, L_min, samples_per_epoch, val_split, seed, num_train_examples)
 
+    def draws(self, n, generator):
+        return (uniform_draw(self.input_size, (len(n), self.L), generator),)
+
+    def loop_args(self, n, draw):
+        return [self.TASK, draw, draw.shape[1], per_word(self.input_size), self.input_size]
+
+    def inputs_outputs(self, n, generator):
+        x = uniform_ids(self.input_size, self.L, *self.draws(n, generator))
+        return x, self.outputs(n, x)
+
 
 class ReverseString(Strings):
-    def inputs_outputs(self, n, generator):
-        x = self.symbols(n, generator)
-        return x, x.gather(1, (n[:, None] - 1 - arange(self.L)).clamp(min=0))
+    TASK = 0
+
+    def outputs(self, n, x):
+        return x.gather(1, (n[:, None] - 1 - arange(self.L)).clamp(min=0))
 
 
 class DuplicateString(Strings):
+    TASK = 1
+
     def output_length(self, n):
         return 2 * n
 
-    def inputs_outputs(self, n, generator):
-        x = self.symbols(n, generator)  # output j < n: x_j (the copy); n + k: x_k (scattered; past 2n unused)
-        return x, x.repeat(1, 2).scatter_(1, n[:, None] + arange(self.L), x)
+    def outputs(self, n, x):  # output j < n: x_j (the copy); n + k: x_k (scattered; past 2n unused)
+        return x.repeat(1, 2).scatter_(1, n[:, None] + arange(self.L), x)
 
 
 class OddsFirst(Strings):
-    def inputs_outputs(self, n, generator):
-        x, j, odd = self.symbols(n, generator), arange(self.L), n[:, None] // 2  # odd: x_1, x_3, ..
-        return x, x.gather(1, torch.where(j < odd, 2 * j + 1, 2 * (j - odd)).clamp(max=self.L - 1))
+    TASK = 2
+
+    def outputs(self, n, x):
+        j, odd = arange(self.L), n[:, None] // 2  # odd: x_1, x_3, ..
+        return x.gather(1, torch.where(j < odd, 2 * j + 1, 2 * (j - odd)).clamp(max=self.L - 1))
 
 
 class BucketSort(Strings):
+    TASK = 3
+
     def __init__(self, L=40, L_min=1, vocab_size=5, samples_per_epoch=16000, val_split=0.1, seed=0,
                  num_train_examples=None):
         super().__init__(L, L_min, vocab_size, samples_per_epoch, val_split, seed, num_train_examples)
 
-    def inputs_outputs(self, n, generator):
-        x, V = self.symbols(n, generator), self.input_size
+    def outputs(self, n, x):
+        V = self.input_size
         counted = x.masked_fill(arange(self.L) >= n[:, None], V)  # padding counts as symbol V
         counts = torch.zeros(len(n), V + 1, dtype=torch.long).scatter_add_(1, counted, torch.ones_like(x))
         upto = counts[:, :V].cumsum(-1)  # (B, V): symbols <= c
-        return x, (upto[:, :, None] <= arange(self.L)).sum(1)  # sorted[j] = #{c: upto[c] <= j}
+        return (upto[:, :, None] <= arange(self.L)).sum(1)  # sorted[j] = #{c: upto[c] <= j}
 
 
 def randbelow(high, generator):
@@ -187,16 +263,23 @@ def randbelow(high, generator):
 class MissingDuplicateString(Chomsky):
     input_size, d_output = 4, 2  # 0, 1, 2 = the missing bit, 3 = the odd length's filler; bits
     MISSING, EMPTY = 2, 3
+    LOOP = "missing_duplicate"
 
     def output_length(self, n):
         return 1 + 0 * n  # (an int or a tensor, as n)
 
+    def draws(self, n, generator):  # the bits' words, the missing position
+        words = uniform_draw(2, (len(n), max(self.L // 2, 1)), generator)
+        return words, randbelow((2 * (n // 2)).clamp(min=1), generator)
+
+    def loop_args(self, n, words, missing):
+        return [words, words.shape[1], missing]
+
     def inputs_outputs(self, n, generator):
-        B, t, half = len(n), arange(self.L), n[:, None] // 2
-        bits = uniform(2, (B, max(self.L // 2, 1)), generator)
+        words, i = self.draws(n, generator)
+        bits, t, half, i = uniform_ids(2, max(self.L // 2, 1), words), arange(self.L), n[:, None] // 2, i[:, None]
         x = bits.gather(1, torch.where(t < half, t, t - half).clamp(max=bits.shape[1] - 1))  # t mod half to 2 half
         x = x.masked_fill(t == 2 * half, self.EMPTY)  # odd n (even n: the position is past the input)
-        i = randbelow((2 * half[:, 0]).clamp(min=1), generator)[:, None]  # the missing position
         answer = x.gather(1, i)
         x = x.scatter(1, i, self.MISSING)
         one = n[:, None] == 1
@@ -207,15 +290,22 @@ class StackManipulation(Chomsky):
     input_size, d_output = 5, 3  # bits 0 1, 2 = pop, 3 = push 0, 4 = push 1; outputs bits 0 1, 2 = end
     END = 2
     TOKENS = torch.tensor([2, 3, 4, 2, 3, 4, 0, 1, 0, 1, 0, 1])  # [6 stack + u]: action 2 + u mod 3, bit u mod 2
+    LOOP = "stack_manipulation"
 
     def output_length(self, n):
         return n + 1
 
+    def draws(self, n, generator):  # the stack's size: U{1..n-1} (1 at n = 1); (B, L) ids 0..5
+        k = 1 + randbelow((n - 1).clamp(min=1), generator)
+        return k, torch.randint(0, 6, (len(n), self.L), generator=generator)
+
+    def loop_args(self, n, k, raw):
+        return [raw, self.L, k]
+
     def inputs_outputs(self, n, generator):
+        k, x = self.draws(n, generator)  # x: the bit x mod 2, or action 2 + x mod 3
         B, L, t = len(n), self.L, arange(self.L)
-        k = 1 + randbelow((n - 1).clamp(min=1), generator)[:, None]  # the stack: U{1..n-1} (1 at n = 1)
-        stack, valid = t < k, t < n[:, None]
-        x = torch.randint(0, 6, (B, L), generator=generator)  # 0..5: the bit x mod 2, or action 2 + x mod 3
+        stack, valid = t < k[:, None], t < n[:, None]
         x = self.TOKENS[x + 6 * stack]  # (a table: no division)
         push = stack | (x >= 3)
         walk = ((2 * push.long() - 1) * valid).cumsum(-1)  # +1 push, -1 pop, 0 after the input
@@ -302,7 +392,11 @@ class ComputeSqrt(Chomsky):
     def output_length(self, n):
         return (n + 1) // 2
 
-    def inputs_outputs(self, n, generator):
+    LOOP = "compute_sqrt"
+
+    def draws(self, n, generator):
+        """(s, q, c), numpy: N = s^2 + 2q + c ~ U{1..2^n - 1} (0 <= 2q + c <= 2s) and s = isqrt(N); s, q
+        (B,) int64 (L <= 62) or (B, k) limbs, c (B,) bits."""
         rng, n = numpy_rng(generator), n.numpy()
         h, width = (n + 1) // 2, self.output_length(self.L)
         if self.L <= WORD:  # N ~ U{1..2^n - 1}; its root in float64 is within 1, then corrected
@@ -310,20 +404,40 @@ class ComputeSqrt(Chomsky):
             s = np.sqrt(N).astype(np.int64)
             s -= s * s > N
             s += (s + 1) * (s + 1) <= N
-            return N[:, None] >> big_endian_shifts(n, self.L) & 1, s[:, None] >> big_endian_shifts(h, width) & 1
+            return s, (N - s * s) >> 1, (N - s * s) & 1
         k = bigint.n_limbs(width)
         S, half_R, odd_R = _sqrt_bounds(self.L, k)
 
         def draw(rows):  # (s, r = 2q + c), s, q ~ U{0..2^h - 1}, c a bit: r ~ U{0..2^(h + 1) - 1}
             m = len(rows)
             s, q = random_limbs(np.concatenate([h[rows], h[rows]]), k, rng).view(2, m, k)
-            c = torch.from_numpy(rng.integers(0, 2, m))
+            c = rng.integers(0, 2, m)
+            if (loops := c_loops()) is not None:  # the same test, one pass a row (chomsky.c)
+                accepted, n_rows = np.empty(m, np.int64), n[rows]
+                loops.sqrt_accepted(*map(_c_arg, [s, q, c, n_rows, m, k, S, half_R, odd_R, accepted]))
+                return accepted.astype(bool), s.numpy(), q.numpy(), c
+            c = torch.from_numpy(c)
             sign = bigint.compare(torch.cat([q, s, q]), torch.cat([s, S[n[rows]], half_R[n[rows]]])).view(3, m)
             within = (sign[0] < 0) | ((sign[0] == 0) & (c == 0))  # r <= 2s
             fits = (sign[1] < 0) | ((sign[1] == 0) & ((sign[2] < 0) | ((sign[2] == 0) & (c <= odd_R[n[rows]]))))
             return ((s != 0).any(-1) & within & fits).numpy(), s.numpy(), q.numpy(), c.numpy()  # fits: s^2 + r < 2^n
 
-        s, q, c = (torch.from_numpy(v) for v in first_accepted(len(n), draw, self.TRIES))
+        return first_accepted(len(n), draw, self.TRIES)
+
+    def loop_args(self, n, s, q, c):
+        k = bigint.n_limbs(self.output_length(self.L))
+        if s.ndim == 1:  # one int64: its k limbs
+            s, q = ((v[:, None] >> bigint.BITS * np.arange(k)) & bigint.MASK for v in (s, q))
+        return [s, q, c, k]
+
+    def inputs_outputs(self, n, generator):
+        s, q, c = self.draws(n, generator)
+        n = n.numpy()
+        h, width = (n + 1) // 2, self.output_length(self.L)
+        if self.L <= WORD:
+            N = s * s + 2 * q + c
+            return N[:, None] >> big_endian_shifts(n, self.L) & 1, s[:, None] >> big_endian_shifts(h, width) & 1
+        s, q, c = map(torch.from_numpy, (s, q, c))
         N = bigint.multiply(s, s) + torch.cat([2 * q, torch.zeros_like(q)], 1)
         N[:, 0] += c
         N_bits, s_bits = bigint.unpack(bigint.normalize(N)).numpy(), bigint.unpack(s).numpy()
@@ -339,32 +453,49 @@ class BinaryOperation(Chomsky):
     def output_length(self, n):
         return n + 1
 
-    def inputs_outputs(self, n, generator):
+    LOOP = "binary"
+
+    def draws(self, n, generator):
+        """(len(a) (B,), a, m), numpy: below 2^62 (L <= 62) (B,) int64, else (B, k) 16-bit limbs."""
         rng, n = numpy_rng(generator), n.numpy()
-        B, L, width = len(n), self.L, self.output_length(self.L)
+        B, L = len(n), self.L
         small = n <= 2  # one number ~ U{0..2^n - 2} in n bits (a; m = 0)
         a_length = np.where(small, n, 1 + rng.integers(0, np.maximum(n - 2, 1)))  # U{1..n-2}
         lengths = np.stack([a_length, np.maximum(n - 1 - a_length, 0)])  # (2, B)
-        t = np.arange(L)
-        shift = np.maximum(t - a_length[:, None] - 1, 0)  # (B, L): the bit of m at t > len(a)
         if L <= WORD:  # a ~ U{1..2^len(a) - 1}, m ~ U{1..2^len(m) - 1} (small: a ~ U{0..2^n - 2}, m = 0)
             high = 2 ** np.maximum(lengths, 1)  # (2, B), exclusive
             high[0, small] -= 1
             a, m = rng.integers((~small).astype(np.int64), high)
-            m *= ~small
+            return a_length, a, m * ~small
+        k = bigint.n_limbs(L)
+
+        def draw(rows):
+            a, m = random_limbs(lengths[:, rows].ravel(), k, rng).view(2, len(rows), k)
+            return (a.any(-1) & m.any(-1)).numpy() | small[rows], a.numpy(), m.numpy()
+
+        a, m = first_accepted(B, draw, 4)
+        a[small], m[small] = 0, 0
+        a[:, 0] += rng.integers(0, 2 ** np.minimum(n, 2) - 1) * small
+        return a_length, a, m
+
+    def loop_args(self, n, a_length, a, m):
+        k = bigint.n_limbs(self.L)
+        if a.ndim == 1:  # one int64: its k limbs
+            a, m = ((v[:, None] >> bigint.BITS * np.arange(k)) & bigint.MASK for v in (a, m))
+        return [int(isinstance(self, BinaryMultiplication)), a, m, k, a_length]
+
+    def inputs_outputs(self, n, generator):
+        a_length, a, m = self.draws(n, generator)
+        n = n.numpy()
+        B, L, width = len(n), self.L, self.output_length(self.L)
+        t = np.arange(L)
+        shift = np.maximum(t - a_length[:, None] - 1, 0)  # (B, L): the bit of m at t > len(a)
+        if L <= WORD:
             in_a = t < a_length[:, None]
             x = np.where(in_a, a[:, None], m[:, None]) >> np.where(in_a, t, shift) & 1
             result = to_bits(self.combine(a, m), width)
         else:
-            k = bigint.n_limbs(L)
-
-            def draw(rows):
-                a, m = random_limbs(lengths[:, rows].ravel(), k, rng).view(2, len(rows), k)
-                return (a.any(-1) & m.any(-1)).numpy() | small[rows], a.numpy(), m.numpy()
-
-            a, m = (torch.from_numpy(v) for v in first_accepted(B, draw, 4))
-            a[small], m[small] = 0, 0
-            a[:, 0] += torch.from_numpy(rng.integers(0, 2 ** np.minimum(n, 2) - 1) * small)
+            a, m = torch.from_numpy(a), torch.from_numpy(m)
             a_bits, m_bits = bigint.unpack(torch.cat([a, m])).numpy()[:, :L].reshape(2, B, L)
             x = np.where(t < a_length[:, None], a_bits, np.take_along_axis(m_bits, shift, 1))
             result = bigint.unpack(self.combine(a, m)).numpy()[:, :width]
