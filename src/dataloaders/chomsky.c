@@ -22,21 +22,31 @@ static void frame(int64_t *x, int64_t *y, int64_t n, int64_t o, int64_t width, i
     for (int64_t t = n + o; t < width; t++) x[t] = pad, y[t] = IGNORE;
 }
 
-/* x[0..n): the row's first n ids 0..V-1, from its words (per ids a word, chomsky.per_word: b-bit
-   fields for V = 2^b, else the base-V digits of the word mod V^per) or its ids (per = 0). */
+/* x[0..n): the row's first n ids 0..V-1, from its words w (per ids a word, chomsky.per_word: b-bit
+   fields for V = 2^b, else the base-V digits of floor(w V^per / 2^62)) or its ids (per = 0). */
 static void symbols(int64_t *x, const int64_t *draw, int64_t per, int64_t V, int64_t n) {
     if (!per) {
         for (int64_t t = 0; t < n; t++) x[t] = draw[t];
         return;
     }
-    int64_t bits = (V & (V - 1)) ? 0 : __builtin_ctzll((uint64_t)V), modulus = 1;
-    for (int64_t i = 0; i < per && !bits; i++) modulus *= V;
+    int64_t bits = (V & (V - 1)) ? 0 : __builtin_ctzll((uint64_t)V), power[WORD + 1];
+    /* digits (per <= 13 for V >= 3): floor(u / V^i) as (u r_i) >> 64, r_i = floor(2^64 / V^i) + 1, exact
+       for u < V^per <= 2^22 (u V^i < 2^64); digit i = floor(u / V^i) - V floor(u / V^(i+1)), each
+       independent of the others (a division chain would serialise them) */
+    uint64_t reciprocal[WORD + 1];
+    power[0] = 1;
+    for (int64_t i = 1; !bits && i <= per; i++) power[i] = power[i - 1] * V, reciprocal[i] = UINT64_MAX / power[i] + 1;
     for (int64_t w = 0; w * per < n; w++) {
-        int64_t word = bits ? draw[w] : draw[w] % modulus, stop = n - w * per < per ? n - w * per : per;
-        if (bits)
-            for (int64_t i = 0; i < stop; i++, word >>= bits) x[w * per + i] = word & (V - 1);
-        else
-            for (int64_t i = 0; i < stop; i++, word /= V) x[w * per + i] = word % V;
+        int64_t *out = x + w * per, stop = n - w * per < per ? n - w * per : per;
+        if (bits) {
+            int64_t word = draw[w];
+            for (int64_t i = 0; i < stop; i++, word >>= bits) out[i] = word & (V - 1);
+        } else {
+            uint64_t u = (uint64_t)(((unsigned __int128)(uint64_t)draw[w] * power[per]) >> WORD), q[WORD + 1];
+            q[0] = u;
+            for (int64_t i = 1; i <= stop; i++) q[i] = (uint64_t)(((unsigned __int128)u * reciprocal[i]) >> 64);
+            for (int64_t i = 0; i < stop; i++) out[i] = (int64_t)(q[i] - (uint64_t)V * q[i + 1]);
+        }
     }
 }
 

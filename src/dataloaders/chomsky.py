@@ -40,24 +40,26 @@ Where the original's docstring and code differ, the code is followed (it made th
 numbers): odds_first puts the odd indices (0-indexed) first. The original's loss also trains the
 outputs after the end token (zeros) that its accuracy masks; here those positions are -100.
 
-Vectorised generation (no loop over examples in Python): the strings, the stack and the missing bit
-draw in torch (symbols of a power-of-2 vocabulary as b-bit fields of 62-bit words) and are laid out
-by C loops (chomsky.c, one pass a row, compiled on first use as the ops' loops are), or without a C
-compiler by the torch path, from the same draws (the same batch; a batch of one length, L_min = L,
-written without the layout's masks);
-the expressions and numbers in numpy (many ops on small arrays, each a fraction of torch's cost),
-from a numpy generator seeded by one draw of the batch's torch generator. The bracketed
-expressions split every sub-expression of the batch at once, one tree level a step, then are
-evaluated bottom up. The stack height is the walk h_t (push +1, pop -1, held at 0): h = S -
-min(0, min_{s<=t} S_s) for the free walk S; the survivor at height j is the last push that
-reached j. Numbers below 2^62 are one int64; longer ones are 16-bit limbs (bigint.py: sums and
+Generation draws a batch at a time (no loop over examples in Python): the strings, the stack and the
+missing bit in torch (symbols from 62-bit words: b-bit fields for a vocabulary of 2^b, base-V
+digits otherwise, `per_word`), the expressions and numbers in numpy (many ops on small arrays, each
+a fraction of torch's cost), from a numpy generator seeded by one draw of the batch's torch
+generator. C loops (chomsky.c, compiled on first use as the ops' loops are) turn the draws of the
+strings, the stack, the missing bit, the binary tasks and compute_sqrt into the batch's layout in
+one pass a row; without a C compiler the torch path does, from the same draws (the same batch; a
+batch of one length, L_min = L, written without the layout's masks). The bracketed expressions
+split every sub-expression of the batch at once, one tree level a step, then are evaluated bottom
+up. The torch path's stack height is the walk h_t (push +1, pop -1, held at 0): h = S - min(0,
+min_{s<=t} S_s) for the free walk S; the survivor at height j is the last push that reached j (the
+C loop keeps the stack). Numbers below 2^62 are one int64; longer ones are 16-bit limbs (bigint.py: sums and
 products of 500-bit numbers with lookahead carries). compute_sqrt draws (s, r) rather than N:
 N = s^2 + r with 0 <= r <= 2s is a bijection between N >= 1 and those pairs, so drawing s ~
 U{0..2^h - 1} and r ~ U{0..2^(h+1) - 1} (h = ceil(n/2)) and keeping the first pair with s >= 1,
 r <= 2s and s^2 + r < 2^n (s < S, or s = S and r <= 2^n - 1 - S^2, S = isqrt(2^n - 1)) gives N
 uniform and its root s, with one squaring instead of a square root (below 2^62: N drawn, its root
 from float64, corrected). Draws are exact but for floor(u c) of 53-bit uniforms in the expression
-trees and 62-bit modulo draws of small ranges (each value's probability within 2^-40 of uniform).
+trees, 62-bit modulo draws of small ranges and the base-V digits (each value's, or d-tuple's,
+probability within 2^-40 of uniform).
 """
 
 import ctypes
@@ -87,7 +89,7 @@ def _integer(key, value, low, high=None):
 
 def per_word(V):
     """The ids 0..V-1 one 62-bit word gives: for V = 2^b its 62 // b b-bit fields (exact; ~4x faster
-    than torch.randint for bits); else the d base-V digits of its residue mod V^d, the largest V^d <=
+    than torch.randint for bits); else the d base-V digits of floor(w V^d / 2^62), the largest V^d <=
     2^22 (each d-tuple's probability within 2^-40 of uniform; torch.randint's own is within 2^-32,
     and costs ~2.6 ns an id); 0 for V = 1 or V > 2^22 (one torch.randint id a draw)."""
     if V == 1:
@@ -113,8 +115,10 @@ def uniform_ids(V, L, draw):
     if not (per := per_word(V)):
         return draw
     B, i = len(draw), arange(per)
-    if V & (V - 1):
-        return ((draw % V**per)[:, :, None] // V**i % V).view(B, -1)[:, :L]
+    if V & (V - 1):  # floor(w V^per / 2^62) (< 2^22) with products below 2^53
+        D = V**per
+        u = ((draw >> 31) * D + ((draw & (2**31 - 1)) * D >> 31)) >> 31
+        return (u[:, :, None] // V**i % V).view(B, -1)[:, :L]
     return ((draw[:, :, None] >> (V.bit_length() - 1) * i) & (V - 1)).view(B, -1)[:, :L]
 
 
@@ -173,12 +177,13 @@ class Chomsky(TokenDataset):
     def generate(self, batch_size, generator):
         n = self.lengths(batch_size, generator)
         if self.LOOP and (loops := c_loops()) is not None:
-            xy = torch.empty(2, batch_size, self.L_input, dtype=torch.long)
+            xy = torch.empty(2, batch_size, self.L_input, dtype=torch.long)  # one block: two of 1 MB at L 500
+            x, y = xy[0], xy[1]  # page-faulted on every call here, 10x the loop's time (unbind: 5 us)
             args = [np.ascontiguousarray(v, np.int64) if isinstance(v, np.ndarray) else v  # held until the call returns
                     for v in [*self.loop_args(n, *self.draws(n, generator)), n, batch_size, self.L_input,
-                              self.blank_id, self.pad_id, *xy]]
+                              self.blank_id, self.pad_id, x, y]]
             getattr(loops, self.LOOP)(*map(_c_arg, args))
-            return tuple(xy)
+            return x, y
         inputs, outputs = self.inputs_outputs(n, generator)  # tensors or numpy arrays
         if self.L_min == self.L:  # every n = L: no blanks in the inputs, no padding (two writes an array)
             xy = np.empty((2, batch_size, self.L_input), np.int64)  # numpy: ~1 us a write, torch's ~5-10
@@ -398,14 +403,14 @@ class ComputeSqrt(Chomsky):
         """(s, q, c), numpy: N = s^2 + 2q + c ~ U{1..2^n - 1} (0 <= 2q + c <= 2s) and s = isqrt(N); s, q
         (B,) int64 (L <= 62) or (B, k) limbs, c (B,) bits."""
         rng, n = numpy_rng(generator), n.numpy()
-        h, width = (n + 1) // 2, self.output_length(self.L)
         if self.L <= WORD:  # N ~ U{1..2^n - 1}; its root in float64 is within 1, then corrected
             N = first_accepted(len(n), lambda rows: ((v := random_bits(n[rows], rng)) != 0, v), 4)[0]
             s = np.sqrt(N).astype(np.int64)
             s -= s * s > N
             s += (s + 1) * (s + 1) <= N
-            return s, (N - s * s) >> 1, (N - s * s) & 1
-        k = bigint.n_limbs(width)
+            r = N - s * s
+            return s, r >> 1, r & 1
+        h, k = (n + 1) // 2, bigint.n_limbs(self.output_length(self.L))
         S, half_R, odd_R = _sqrt_bounds(self.L, k)
 
         def draw(rows):  # (s, r = 2q + c), s, q ~ U{0..2^h - 1}, c a bit: r ~ U{0..2^(h + 1) - 1}
