@@ -7,9 +7,10 @@ runs made at different times).
 
 The revision's file is read with `git show` and executed as a module; the functions it imports
 from other src/ops modules are taken from those modules at the same revision too (mesa_net's
-pass_states is gla's). Inputs: float32, B 2, H 4, K = V = 64, chunks of 64 (titans, ttt_linear,
-ttt_mlp: their mini-batches of 16), at two lengths; memory_rnn a stack of 30 cells of 8 under 256
-units, slstm 4 heads of 64, wkv 256 channels. The table gives the median wall times of forward +
+pass_states is gla's). Inputs: float32, B 2, H 4, K = V = 64, chunks of 64 (mesa_net: each
+revision's default; titans, ttt_linear, ttt_mlp: their mini-batches of 16), at two lengths;
+memory_rnn a stack of 30 cells of 8 under 256 units, slstm 4 heads of 64, wkv 256 channels. The
+table gives the median wall times of forward +
 backward (with --forward, of the forward alone), the median ratio revision / working tree and its
 range, and the largest difference of the outputs. The backward takes the gradients of the first
 three inputs: q, k, v; for memory_rnn u, W_h, W_r; slstm x, R, b; wkv w, u, k.

@@ -22,12 +22,13 @@ def conjugate_gradient(matvec, b, steps):
     """x ~ A^-1 b by `steps` CG steps from 0; matvec(p) = A p on (..., K) rows. No autograd."""
     x, r = torch.zeros_like(b), b.clone()
     p, delta = r.clone(), (r * r).sum(-1, keepdim=True)
-    for _ in range(steps):
+    for _ in range(steps):  # x and r updated in place, p anew (addcmul: one pass each, not two)
         Ap = matvec(p)
         alpha = delta / ((p * Ap).sum(-1, keepdim=True) + EPS)
-        x, r = x + alpha * p, r - alpha * Ap
+        x.addcmul_(alpha, p)
+        r.addcmul_(alpha, Ap, value=-1)
         new = (r * r).sum(-1, keepdim=True)
-        p, delta = r + new / (delta + EPS) * p, new
+        p, delta = torch.addcmul(r, new / (delta + EPS), p), new
     return x
 
 

@@ -22,14 +22,18 @@ from src.ops.mesa_net.cg import solve
 
 
 def _matvec(x, H0, k, M, eb, ridge):
-    """(H_i + diag(lambda)) x_i for every row: x, k (..., C, K), H0 (..., K, K), M (..., C, C),
-    eb (..., C, 1) = exp(b), ridge broadcasting to x. H0 x as in reference.py (H0 is symmetric; the
-    orientation decides the gradient of a non-symmetric initial state)."""
-    return (x * eb) @ H0.transpose(-1, -2) + ((x @ k.transpose(-1, -2)) * M) @ k + ridge * x
+    """(H_i + diag(lambda)) x_i for every row: x, k (..., C, K), H0 (..., K, K), M (..., C, C), eb
+    (..., C, 1) = exp(b), ridge broadcasting to x. H0 x as in reference.py (H0 is symmetric; the
+    orientation decides the gradient of a non-symmetric initial state). The sums go into the first
+    product's result in place (addcmul_): two passes over the rows a call instead of four (CG runs it
+    30 times; baddbmm would copy its input first)."""
+    Ax = ((x @ k.transpose(-1, -2)) * M) @ k
+    return Ax.addcmul_(ridge, x).addcmul_(eb, x @ H0.transpose(-1, -2))
 
 
-def mesa_net(q, k, v, g, beta, lamb, initial_state=None, output_final_state=False, cg_steps=None, chunk=64):
-    """Same arguments and result as reference.mesa_net."""
+def mesa_net(q, k, v, g, beta, lamb, initial_state=None, output_final_state=False, cg_steps=None, chunk=32):
+    """Same arguments and result as reference.mesa_net. Chunks of 32: on CPU 1.1-1.2x faster than 64
+    forward and forward + backward at T 256 and 1024 (the C x C products shrink; B 2, 4 heads of 64)."""
     B, T, H, K = q.shape
     C = chunk_size(T, chunk)
     # (B, H, N, C, K or V), contiguous: the CG steps' products would otherwise copy the views each step
