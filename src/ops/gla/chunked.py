@@ -38,8 +38,10 @@ def floor(dtype):
 
 
 def chunks(x, C):
-    """(B, T, H, ...) -> (B, H, N, C, ...), T padded with zeros to N C."""
-    x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, -x.shape[1] % C))
+    """(B, T, H, ...) -> (B, H, N, C, ...), T padded with zeros to N C; a view of x if C divides T
+    (F.pad copies even when it pads nothing)."""
+    if x.shape[1] % C:
+        x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, -x.shape[1] % C))
     x = x.unflatten(1, (-1, C))  # (B, N, C, H, ...)
     return x.movedim(3, 1)
 

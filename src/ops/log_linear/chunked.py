@@ -78,8 +78,8 @@ def _level(l, q, k, v, beta, g, lam, start, t0, inner):
     return o.reshape(B, -1, H, V)[:, front : front + T], S.unflatten(0, (B, -1))[:, -1]
 
 
-def _heads(q, k, v):
-    return (x.repeat_interleave(v.shape[2] // x.shape[2], dim=2) for x in (q, k))  # groups -> heads
+def _heads(q, k, v):  # groups -> heads (no copy where each head is its own group)
+    return (x if x.shape[2] == v.shape[2] else x.repeat_interleave(v.shape[2] // x.shape[2], dim=2) for x in (q, k))
 
 
 def log_linear(q, k, v, beta, g, level_scales, initial_state, output_final_state, inner="auto"):
@@ -109,47 +109,44 @@ def log_linear_delta_rule(q, k, v, beta, g, level_scales, initial_state=None, ou
     return log_linear(q, k, v, beta, g, level_scales, initial_state, output_final_state, inner)
 
 
-def _intra(q, k, v, g, lam, t0, C):
-    """The pairs within aligned chunks of C: (B, T, H, V)."""
-    T, n_levels = q.shape[1], lam.shape[-1]
-    front = t0 % C
-    pad = lambda x: F.pad(x, (0, 0) * (x.dim() - 2) + (front, 0))  # noqa: E731
-    qc, kc, vc, lc = (chunks(pad(x), C) for x in (q, k, v, lam))  # (B, H, N, C, ...)
-    b = chunks(pad(g.to(decay_dtype(q.dtype))), C).cumsum(-1)  # (B, H, N, C)
-    i = torch.arange(C, device=q.device)
+def _chunked(x, front, C):
+    """(B, T, H, ...) -> (B, H, N, C, ...) contiguous, aligned chunks: `front` zeros in front."""
+    return chunks(F.pad(x, (0, 0) * (x.dim() - 2) + (front, 0)) if front else x, C).contiguous()
+
+
+def _intra(qc, kc, vc, lc, b):
+    """The pairs within aligned chunks of C: (B, H, N, C, V), from the chunked q, k, v, lambda
+    (B, H, N, C, ...) and the log decays from each chunk's start b (B, H, N, C)."""
+    C, n_levels = qc.shape[3], lc.shape[-1]
+    i = torch.arange(C, device=qc.device)
     causal = i[:, None] >= i[None, :]
-    decay = torch.exp((b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf"))).to(q.dtype)
-    level = torch.tensor([[(a ^ c).bit_length() for c in range(C)] for a in range(C)], device=q.device)
+    decay = torch.exp((b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf"))).to(qc.dtype)
+    level = torch.tensor([[(a ^ c).bit_length() for c in range(C)] for a in range(C)], device=qc.device)
     weight = lc.gather(-1, level.clamp(max=n_levels - 1).expand(*lc.shape[:3], C, C))  # lambda_i[l(i, j)]
-    o = ((qc @ kc.transpose(-1, -2)) * decay * weight) @ vc
-    return unchunk(o, front + T)[:, front:]
+    return ((qc @ kc.transpose(-1, -2)) * decay * weight) @ vc
 
 
-def _inter(q, k, v, g, lam, t0, C):
-    """The pairs in different aligned chunks of C (levels above log2 C): (B, T, H, V). With dS_c the
-    chunk's sum of exp(b_end - b_j) k_j v_j^T and E the cumulative log decay at the chunks' ends,
-    the bucket at level l read in chunk c is sum over chunks c' < c at that level (log2 C +
-    bit_length(c xor c'), absolute chunk indices) of exp(E_{c-1} - E_{c'}) dS_{c'}."""
-    T, front = q.shape[1], t0 % C
-    pad = lambda x: F.pad(x, (0, 0) * (x.dim() - 2) + (front, 0))  # noqa: E731
-    qc, kc, vc, lc = (chunks(pad(x), C) for x in (q, k, v, lam))  # (B, H, N, C, ...)
-    b = chunks(pad(g.to(decay_dtype(q.dtype))), C).cumsum(-1)  # (B, H, N, C)
-    dS = (kc * torch.exp(b[..., -1:] - b).to(q.dtype)[..., None]).transpose(-1, -2) @ vc  # (B, H, N, K, V)
+def _inter(qc, kc, vc, lc, b, c0):
+    """The pairs in different aligned chunks (levels above log2 C): (B, H, N, C, V), chunk 0 the
+    absolute chunk c0. With dS_c the chunk's sum of exp(b_end - b_j) k_j v_j^T and E the cumulative
+    log decay at the chunks' ends, the bucket at level l read in chunk c is sum over chunks c' < c at
+    that level (log2 C + bit_length(c xor c'), absolute chunk indices) of exp(E_{c-1} - E_{c'}) dS_{c'}."""
+    N, C = qc.shape[2:4]
+    dS = (kc * torch.exp(b[..., -1:] - b).to(qc.dtype)[..., None]).transpose(-1, -2) @ vc  # (B, H, N, K, V)
     E = b[..., -1].cumsum(-1)  # (B, H, N)
-    N, c0 = qc.shape[2], (t0 - front) // C
-    c = torch.arange(N, device=q.device)
+    c = torch.arange(N, device=qc.device)
     earlier = c[:, None] > c[None, :]
     W = torch.exp(((E - b[..., -1])[..., :, None] - E[..., None, :]).masked_fill(~earlier, float("-inf")))
-    W = W.to(q.dtype)  # (B, H, N, N); masked before exp: a later chunk's exponent is > 0 and may overflow
+    W = W.to(qc.dtype)  # (B, H, N, N); masked before exp: a later chunk's exponent is > 0 and may overflow
     level = torch.tensor([[(C.bit_length() - 1 + ((c0 + i) ^ (c0 + j)).bit_length()) if i > j else 0 for j in range(N)]
-                          for i in range(N)], device=q.device)
-    qd = qc * torch.exp(b).to(q.dtype)[..., None]
-    o = torch.zeros_like(qc[..., :1]) * vc[:, :, :, :1]  # (B, H, N, C, V)
+                          for i in range(N)], device=qc.device)
+    qd = qc * torch.exp(b).to(qc.dtype)[..., None]
+    o = qc.new_zeros(*qc.shape[:-1], vc.shape[-1])  # (B, H, N, C, V)
     for l in level.unique().tolist():
         if l:
             S = torch.einsum("bhnm,bhmkv->bhnkv", W * (level == l), dS)  # the bucket at level l, per chunk
-            o = o + (qd * lc[..., l, None]) @ S
-    return unchunk(o, front + T)[:, front:]
+            o.addcmul_(lc[..., l, None], qd @ S)  # lambda_t[l] q_t S: the scale on the (C, V) product
+    return o
 
 
 def _read_state(q, levels, t0, lam, e):
@@ -188,9 +185,13 @@ def log_linear_attn(q, k, v, g, level_scales, initial_state=None, output_final_s
     levels = levels.to(q.dtype)
     C = min(chunk, 1 << (T - 1 + t0 % chunk).bit_length())  # a power of two; less for a short sequence
     lam = level_scales.to(q.dtype)
-    o = _intra(q, k, v, g, lam, t0, C)
+    front = t0 % C  # chunks aligned to multiples of C: padded in front
+    qc, kc, vc, lc = (_chunked(x, front, C) for x in (q, k, v, lam))  # (B, H, N, C, ...), once for both
+    b = _chunked(g.to(decay_dtype(q.dtype)), front, C).cumsum(-1)  # (B, H, N, C)
+    oc = _intra(qc, kc, vc, lc, b)
+    if T + front > C:  # the levels above the chunk
+        oc = oc + _inter(qc, kc, vc, lc, b, (t0 - front) // C)
+    o = unchunk(oc, front + T)[:, front:]
     if levels.shape[2]:
         o = o + _read_state(q, levels, t0, lam, torch.exp(g.to(decay_dtype(q.dtype)).cumsum(1)).to(q.dtype))
-    if T + t0 % C > C:  # the levels above the chunk
-        o = o + _inter(q, k, v, g, lam, t0, C)
     return o, (_final(k, v, g, levels, t0) if output_final_state else None)
