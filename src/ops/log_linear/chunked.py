@@ -132,7 +132,7 @@ def _inter(qc, kc, vc, lc, b, c0):
     log decay at the chunks' ends, the bucket at level l read in chunk c is sum over chunks c' < c at
     that level (log2 C + bit_length(c xor c'), absolute chunk indices) of exp(E_{c-1} - E_{c'}) dS_{c'}."""
     N, C = qc.shape[2:4]
-    dS = (kc * torch.exp(b[..., -1:] - b).to(qc.dtype)[..., None]).transpose(-1, -2) @ vc  # (B, H, N, K, V)
+    dS = kc.transpose(-1, -2) @ (vc * torch.exp(b[..., -1:] - b).to(qc.dtype)[..., None])  # (B, H, N, K, V)
     E = b[..., -1].cumsum(-1)  # (B, H, N)
     c = torch.arange(N, device=qc.device)
     earlier = c[:, None] > c[None, :]
@@ -140,12 +140,12 @@ def _inter(qc, kc, vc, lc, b, c0):
     W = W.to(qc.dtype)  # (B, H, N, N); masked before exp: a later chunk's exponent is > 0 and may overflow
     level = torch.tensor([[(C.bit_length() - 1 + ((c0 + i) ^ (c0 + j)).bit_length()) if i > j else 0 for j in range(N)]
                           for i in range(N)], device=qc.device)
-    qd = qc * torch.exp(b).to(qc.dtype)[..., None]
+    eb = torch.exp(b).to(qc.dtype)[..., None]  # (B, H, N, C, 1): the decay from the chunk's start
     o = qc.new_zeros(*qc.shape[:-1], vc.shape[-1])  # (B, H, N, C, V)
     for l in level.unique().tolist():
         if l:
             S = torch.einsum("bhnm,bhmkv->bhnkv", W * (level == l), dS)  # the bucket at level l, per chunk
-            o.addcmul_(lc[..., l, None], qd @ S)  # lambda_t[l] q_t S: the scale on the (C, V) product
+            o.addcmul_(lc[..., l, None] * eb, qc @ S)  # lambda_t[l] exp(b_t) q_t S: scales on the (C, V) product
     return o
 
 
