@@ -51,9 +51,9 @@ batch of one length, L_min = L, written without the layout's masks). The bracket
 split every sub-expression of the batch at once, one tree level a step, then are evaluated bottom
 up. The torch path's stack height is the walk h_t (push +1, pop -1, held at 0): h = S - min(0,
 min_{s<=t} S_s) for the free walk S; the survivor at height j is the last push that reached j (the
-C loop keeps the stack). Numbers below 2^62 are one int64; longer ones are 16-bit limbs (bigint.py: sums and
-products of 500-bit numbers with lookahead carries). compute_sqrt draws (s, r) rather than N:
-N = s^2 + r with 0 <= r <= 2s is a bijection between N >= 1 and those pairs, so drawing s ~
+C loop keeps the stack). Numbers below 2^62 are one int64; longer ones are 16-bit limbs (bigint.py:
+sums and products of 500-bit numbers with lookahead carries). compute_sqrt draws (s, r) rather than
+N: N = s^2 + r with 0 <= r <= 2s is a bijection between N >= 1 and those pairs, so drawing s ~
 U{0..2^h - 1} and r ~ U{0..2^(h+1) - 1} (h = ceil(n/2)) and keeping the first pair with s >= 1,
 r <= 2s and s^2 + r < 2^n (s < S, or s = S and r <= 2^n - 1 - S^2, S = isqrt(2^n - 1)) gives N
 uniform and its root s, with one squaring instead of a square root (below 2^62: N drawn, its root
@@ -106,7 +106,7 @@ def uniform_draw(V, shape, generator):
     """What `uniform` draws: (B, ceil(L / per_word(V))) 62-bit words; the (B, L) ids if per_word is 0."""
     if not (per := per_word(V)):
         return torch.randint(0, V, shape, generator=generator)
-    (B, L) = shape
+    B, L = shape
     return torch.randint(0, 2**WORD, (B, -(-L // per)), generator=generator)
 
 
@@ -177,8 +177,10 @@ class Chomsky(TokenDataset):
     def generate(self, batch_size, generator):
         n = self.lengths(batch_size, generator)
         if self.LOOP and (loops := c_loops()) is not None:
-            xy = torch.empty(2, batch_size, self.L_input, dtype=torch.long)  # one block: two of 1 MB at L 500
-            x, y = xy[0], xy[1]  # page-faulted on every call here, 10x the loop's time (unbind: 5 us)
+            # one block (as two tensors of 1 MB at L 500 they were page-faulted on every call, 10x the
+            # loop's time), split by indexing (unbind: 5 us)
+            xy = torch.empty(2, batch_size, self.L_input, dtype=torch.long)
+            x, y = xy[0], xy[1]
             args = [np.ascontiguousarray(v, np.int64) if isinstance(v, np.ndarray) else v  # held until the call returns
                     for v in [*self.loop_args(n, *self.draws(n, generator)), n, batch_size, self.L_input,
                               self.blank_id, self.pad_id, x, y]]
