@@ -65,6 +65,18 @@ def test_chunked_matches_the_loop(shape, gate, bonus, dtype, tol):
 CPU_SHAPES = [shape[:5] for shape in SHAPES] + [(2, 45, 2, 5, 16), (1, 70, 2, 64, 64)]
 
 
+
+def test_chunks_pads_only_where_the_chunk_does_not_divide_T():
+    """chunks() is a view of x where C divides T (every chunked op calls it on every input; F.pad
+    copies even when it pads nothing), and zero-pads the last chunk otherwise."""
+    x = torch.randn(2, 48, 3, 5)
+    c = chunked.chunks(x, 16)  # (B, H, N, C, K)
+    assert c.shape == (2, 3, 3, 16, 5) and c.data_ptr() == x.data_ptr()
+    assert torch.equal(c[:, 1, 2, 3], x[:, 2 * 16 + 3, 1])
+    c = chunked.chunks(x[:, :45], 16)
+    assert c.shape == (2, 3, 3, 16, 5) and torch.equal(c[:, :, 2, 13:], torch.zeros(2, 3, 3, 5))
+    assert torch.equal(c[:, 0, 2, 12], x[:, 44, 0])
+
 @pytest.mark.parametrize("shape", CPU_SHAPES)
 @pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("bonus", [False, True])
