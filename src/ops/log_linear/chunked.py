@@ -135,6 +135,15 @@ def _intra(qc, kc, vc, lc, b):
     return ((qc @ kc.transpose(-1, -2)) * decay * weight) @ vc
 
 
+@functools.lru_cache(maxsize=64)
+def _levels_across(N, c0, C, device):
+    """[(l, (N, N) mask of the chunk pairs (c, c') at level l)] for the levels l of the pairs c' < c of
+    N chunks from absolute chunk c0: log2 C + bit_length((c0 + c) xor (c0 + c'))."""
+    level = torch.tensor([[(C.bit_length() - 1 + ((c0 + i) ^ (c0 + j)).bit_length()) if i > j else 0 for j in range(N)]
+                          for i in range(N)], device=device)
+    return [(l, level == l) for l in level.unique().tolist() if l]
+
+
 def _inter(qc, kc, vc, lc, b, c0):
     """The pairs in different aligned chunks (levels above log2 C): (B, H, N, C, V), chunk 0 the
     absolute chunk c0. With dS_c the chunk's sum of exp(b_end - b_j) k_j v_j^T and E the cumulative
@@ -147,14 +156,11 @@ def _inter(qc, kc, vc, lc, b, c0):
     earlier = c[:, None] > c[None, :]
     W = torch.exp(((E - b[..., -1])[..., :, None] - E[..., None, :]).masked_fill(~earlier, float("-inf")))
     W = W.to(qc.dtype)  # (B, H, N, N); masked before exp: a later chunk's exponent is > 0 and may overflow
-    level = torch.tensor([[(C.bit_length() - 1 + ((c0 + i) ^ (c0 + j)).bit_length()) if i > j else 0 for j in range(N)]
-                          for i in range(N)], device=qc.device)
     eb = torch.exp(b).to(qc.dtype)[..., None]  # (B, H, N, C, 1): the decay from the chunk's start
     o = qc.new_zeros(*qc.shape[:-1], vc.shape[-1])  # (B, H, N, C, V)
-    for l in level.unique().tolist():
-        if l:
-            S = torch.einsum("bhnm,bhmkv->bhnkv", W * (level == l), dS)  # the bucket at level l, per chunk
-            o.addcmul_(lc[..., l, None] * eb, qc @ S)  # lambda_t[l] exp(b_t) q_t S: scales on the (C, V) product
+    for l, at in _levels_across(N, c0, C, qc.device):
+        S = torch.einsum("bhnm,bhmkv->bhnkv", W * at, dS)  # the bucket at level l, per chunk
+        o.addcmul_(lc[..., l, None] * eb, qc @ S)  # lambda_t[l] exp(b_t) q_t S: scales on the (C, V) product
     return o
 
 
