@@ -1,6 +1,7 @@
-/* The Chomsky-hierarchy string and stack tasks (chomsky.py) as C loops: a batch's examples from the
-   random draws the torch path makes, written straight into its layout. Same draws, same batch: the
-   torch path (chomsky.py) is the oracle, compared id for id in tests/test_chomsky_tasks.py.
+/* C loops for the Chomsky-hierarchy tasks of chomsky.py with a `LOOP` (the strings, the stack, the
+   missing bit, the binary operations, compute_sqrt): a batch's examples from the random draws the
+   torch path makes, written straight into its layout. Same draws, same batch: the torch path is the
+   oracle, compared id for id in tests/test_chomsky_tasks.py.
 
    Row b of x, y (B, width), width = L + O: x = the n_b input ids, o_b <blank>s, <pad> to the end;
    y = -100, except the o_b outputs on the blanks (an output may itself be -100). The draws: the
