@@ -8,12 +8,12 @@ runs made at different times).
 The revision's file is read with `git show` and executed as a module; the functions it imports
 from other src/ops modules are taken from those modules at the same revision too (mesa_net's
 pass_states is gla's). Inputs: float32, B 2, H 4, K = V = 64, chunks of 64 (mesa_net: each
-revision's default; titans, ttt_linear, ttt_mlp: their mini-batches of 16), at two lengths;
-memory_rnn a stack of 30 cells of 8 under 256 units, slstm 4 heads of 64, wkv 256 channels. The
-table gives the median wall times of forward +
-backward (with --forward, of the forward alone), the median ratio revision / working tree and its
-range, and the largest difference of the outputs. The backward takes the gradients of the first
-three inputs: q, k, v; for memory_rnn u, W_h, W_r; slstm x, R, b; wkv w, u, k.
+revision's default; titans, ttt_linear, ttt_mlp: their mini-batches of 16; log_linear: Mamba-2
+inside, 15 levels), at two lengths; memory_rnn a stack of 30 cells of 8 under 256 units, slstm 4
+heads of 64, wkv 256 channels. The table gives the median wall times of forward + backward (with
+--forward, of the forward alone), the median ratio revision / working tree and its range, and the
+largest difference of the outputs. The backward takes the gradients of the first three inputs: q,
+k, v; for memory_rnn u, W_h, W_r; slstm x, R, b; wkv w, u, k.
 """
 
 import argparse
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from src.ops.delta_rule import chunked as delta_rule
 from src.ops.dplr_delta_rule import chunked as dplr_delta_rule
 from src.ops.gla import chunked as gla
+from src.ops.log_linear import chunked as log_linear
 from src.ops.memory_rnn import reference as memory_rnn
 from src.ops.mesa_net import chunked as mesa_net
 from src.ops.slstm import reference as slstm
@@ -37,14 +38,16 @@ from src.ops.ttt import chunked as ttt
 from src.ops.wkv import reference as wkv
 
 B, H, K = 2, 4, 64
-OPS = {"gla": gla, "delta_rule": delta_rule, "dplr_delta_rule": dplr_delta_rule, "mesa_net": mesa_net, "titans": titans,
-       "ttt_linear": ttt, "ttt_mlp": ttt, "memory_rnn": memory_rnn, "slstm": slstm, "wkv": wkv}
+OPS = {"gla": gla, "delta_rule": delta_rule, "dplr_delta_rule": dplr_delta_rule, "mesa_net": mesa_net,
+       "log_linear": log_linear, "titans": titans, "ttt_linear": ttt, "ttt_mlp": ttt, "memory_rnn": memory_rnn,
+       "slstm": slstm, "wkv": wkv}
 SHORT = ("titans", "ttt_linear", "ttt_mlp", "memory_rnn", "slstm", "wkv")  # at T 256 and 1024; the others 1024, 4096
 
 
 def at_revision(module, rev, _seen=None):
     """`module` (a src.ops module) as its file reads at `rev`; what it imports from other src.ops
-    modules, from those at `rev` as well."""
+    modules, from those at `rev` as well (but from packages' __init__, e.g. a dispatcher's public
+    function, as they are now)."""
     seen = {} if _seen is None else _seen
     if module.__name__ in seen:
         return seen[module.__name__]
@@ -54,7 +57,8 @@ def at_revision(module, rev, _seen=None):
     exec(compile(text, f"{rev}:{path}", "exec"), old.__dict__)
     for name, value in list(old.__dict__.items()):
         source = getattr(value, "__module__", None)
-        if callable(value) and source in sys.modules and source.startswith("src.ops.") and source != module.__name__:
+        if callable(value) and source in sys.modules and source.startswith("src.ops.") and source != module.__name__ \
+                and not hasattr(sys.modules[source], "__path__"):
             setattr(old, name, getattr(at_revision(sys.modules[source], rev, seen), name))
     return old
 
@@ -80,6 +84,8 @@ def case(op, T):
     if op == "dplr_delta_rule":
         a = -F.normalize(r(B, T, H, K), dim=-1)
         return [q, k, v, a, -a * u(B, T, H, 1), F.logsigmoid(r(B, T, H, K))], lambda m, x: m.dplr_delta_rule(*x)[0]
+    if op == "log_linear":
+        return [q, k, v, F.logsigmoid(r(B, T, H)), u(B, T, H, 15)], lambda m, x: m.log_linear_attn(*x)[0]
     if op == "mesa_net":
         x = [q, k, v, F.logsigmoid(r(B, T, H)), u(B, T, H), torch.ones(H, K)]
         return x, lambda m, x: m.mesa_net(*x, cg_steps=30)[0]

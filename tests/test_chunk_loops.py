@@ -91,3 +91,7 @@ def test_revision_benchmark_loads_an_op_and_its_imports_at_a_revision():
     args = (*x, F.logsigmoid(x[0][..., 0]), torch.rand(1, 16, 2, dtype=torch.float64),
             torch.ones(2, 4, dtype=torch.float64))
     torch.testing.assert_close(old.mesa_net(*args, chunk=8)[0], mesa_net(*args, chunk=8)[0])
+    # a package's function (a dispatcher's: src/ops/delta_rule/__init__.py) is taken as it is now
+    old = at_revision(sys.modules["src.ops.log_linear.chunked"], "HEAD")
+    assert old.chunks.__module__ == "src.ops.gla.chunked@HEAD"
+    assert old.delta_rule is sys.modules["src.ops.delta_rule"].delta_rule
