@@ -62,7 +62,6 @@ trees, 62-bit modulo draws of small ranges and the base-V digits (each value's, 
 probability within 2^-40 of uniform).
 """
 
-import ctypes
 import functools
 import logging
 import math
@@ -132,12 +131,6 @@ def c_loops():
         return None
 
 
-def _c_arg(value):  # a tensor or a contiguous int64 numpy array: its data; an int
-    if isinstance(value, np.ndarray):
-        return ctypes.c_void_p(value.ctypes.data)
-    return ctypes.c_void_p(value.data_ptr()) if isinstance(value, torch.Tensor) else ctypes.c_int64(value)
-
-
 def layout(inputs, outputs, n, o, blank, pad):
     """x, y (B, L + O) from inputs (B, L) (row b's first n_b), outputs (B, O) (its first o_b)."""
     (B, L), O = inputs.shape, outputs.shape[1]
@@ -184,7 +177,7 @@ class Chomsky(TokenDataset):
             args = [np.ascontiguousarray(v, np.int64) if isinstance(v, np.ndarray) else v  # held until the call returns
                     for v in [*self.loop_args(n, *self.draws(n, generator)), n, batch_size, self.L_input,
                               self.blank_id, self.pad_id, x, y]]
-            getattr(loops, self.LOOP)(*map(_c_arg, args))
+            getattr(loops, self.LOOP)(*_cpu.arguments(*args))
             return x, y
         inputs, outputs = self.inputs_outputs(n, generator)  # tensors or numpy arrays
         if self.L_min == self.L:  # every n = L: no blanks in the inputs, no padding (two writes an array)
@@ -346,6 +339,10 @@ def random_limbs(bits, k, rng):
         torch.from_numpy(bits), k)
 
 
+def to_limbs(value, k):  # (B,) int64 -> (B, k) 16-bit limbs, numpy (bigint.py's layout)
+    return (value[:, None] >> bigint.BITS * np.arange(k)) & bigint.MASK
+
+
 def to_bits(value, width):  # (B,) int64 -> (B, width) bits, least significant first
     return (value[:, None] >> np.arange(width)) & 1
 
@@ -421,7 +418,7 @@ class ComputeSqrt(Chomsky):
             c = rng.integers(0, 2, m)
             if (loops := c_loops()) is not None:  # the same test, one pass a row (chomsky.c)
                 accepted, n_rows = np.empty(m, np.int64), n[rows]
-                loops.sqrt_accepted(*map(_c_arg, [s, q, c, n_rows, m, k, S, half_R, odd_R, accepted]))
+                loops.sqrt_accepted(*_cpu.arguments(s, q, c, n_rows, m, k, S, half_R, odd_R, accepted))
                 return accepted.astype(bool), s.numpy(), q.numpy(), c
             c = torch.from_numpy(c)
             sign = bigint.compare(torch.cat([q, s, q]), torch.cat([s, S[n[rows]], half_R[n[rows]]])).view(3, m)
@@ -434,7 +431,7 @@ class ComputeSqrt(Chomsky):
     def loop_args(self, n, s, q, c):
         k = bigint.n_limbs(self.output_length(self.L))
         if s.ndim == 1:  # one int64: its k limbs
-            s, q = ((v[:, None] >> bigint.BITS * np.arange(k)) & bigint.MASK for v in (s, q))
+            s, q = to_limbs(s, k), to_limbs(q, k)
         return [s, q, c, k]
 
     def inputs_outputs(self, n, generator):
@@ -488,7 +485,7 @@ class BinaryOperation(Chomsky):
     def loop_args(self, n, a_length, a, m):
         k = bigint.n_limbs(self.L)
         if a.ndim == 1:  # one int64: its k limbs
-            a, m = ((v[:, None] >> bigint.BITS * np.arange(k)) & bigint.MASK for v in (a, m))
+            a, m = to_limbs(a, k), to_limbs(m, k)
         return [int(isinstance(self, BinaryMultiplication)), a, m, k, a_length]
 
     def inputs_outputs(self, n, generator):

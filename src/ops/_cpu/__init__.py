@@ -100,6 +100,21 @@ def int64(*values):
     return [ctypes.c_int64(v) for v in values]
 
 
+def arguments(*values):
+    """The C loops' arguments in order: a tensor or a C-contiguous numpy array as its data pointer
+    (held by the caller until the call ends, as for `pointers`), an int as int64."""
+    def one(v):
+        if isinstance(v, torch.Tensor):
+            return ctypes.c_void_p(v.data_ptr())
+        if hasattr(v, "ctypes"):
+            if not v.flags["C_CONTIGUOUS"]:
+                raise ValueError(f"a C loop's numpy argument must be C-contiguous (shape {v.shape}, "
+                                 f"strides {v.strides})")
+            return ctypes.c_void_p(v.ctypes.data)
+        return ctypes.c_int64(v)
+    return [one(v) for v in values]
+
+
 def on_cpu(*tensors):
     """None if every tensor given (None skipped) is on the CPU, else why not."""
     return None if all(x is None or x.device.type == "cpu" for x in tensors) else "inputs are not on the CPU"
