@@ -150,6 +150,17 @@ def test_the_c_loops_make_the_torch_paths_batches(task, monkeypatch):
         assert torch.equal(x, x_torch) and torch.equal(y, y_torch), (L, L_min, params, seed)
 
 
+def test_c_loop_arguments_pass_data_pointers_and_refuse_strided_arrays():
+    """src/ops/_cpu's `arguments`, which the Chomsky loops call with tensors, numpy arrays and ints."""
+    from src.ops import _cpu
+
+    t, a = torch.arange(6), np.arange(6, dtype=np.int64)
+    p, q, n = _cpu.arguments(t, a, 7)
+    assert (p.value, q.value, n.value) == (t.data_ptr(), a.ctypes.data, 7)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _cpu.arguments(a.reshape(2, 3)[:, ::2])
+
+
 def test_the_reference_sampler_is_the_reference_definition():
     rng = random.Random(0)
     for task in TASKS:
