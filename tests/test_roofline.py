@@ -1,0 +1,36 @@
+"""benchmarks/roofline.py's product counts: the formulas it adds to torch's FlopCounterMode count
+what the solves and the CPU flash attention multiply."""
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks import roofline
+
+
+def counted(fn, *args):
+    with FlopCounterMode(display=False) as counter:
+        fn(*args)
+    return counter.get_total_flops()
+
+
+def test_triangular_and_lu_solves_count_their_multiply_adds():
+    A = torch.eye(8).expand(3, 8, 8) + torch.randn(3, 8, 8).tril(-1)
+    assert counted(lambda: torch.linalg.solve_triangular(A, torch.randn(3, 8, 5), upper=False)) == 3 * 8 * 8 * 5
+    right = torch.randn(3, 5, 8)
+    assert counted(lambda: torch.linalg.solve_triangular(A, right, upper=False, left=False)) == 3 * 8 * 8 * 5
+    A = torch.randn(2, 6, 6) + 6 * torch.eye(6)
+    assert counted(lambda: torch.linalg.solve(A, torch.randn(2, 6))) == 2 * (2 * 6**3 // 3 + 2 * 6 * 6)
+    assert counted(lambda: torch.linalg.solve(A, torch.randn(2, 6, 4))) == 2 * (2 * 6**3 // 3 + 2 * 6 * 6 * 4)
+
+
+def test_cpu_flash_attention_counts_the_pairs_it_computes():
+    q, k, v = (torch.randn(2, 3, 20, d, requires_grad=True) for d in (8, 8, 8))
+    pairs = {True: 20 * 21 // 2, False: 20 * 20}
+    for causal in (True, False):
+        with FlopCounterMode(display=False) as counter:
+            F.scaled_dot_product_attention(q, k, v, is_causal=causal).sum().backward()
+        per_op = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+        assert per_op["aten._scaled_dot_product_flash_attention_for_cpu"] == 2 * 6 * pairs[causal] * 16
+        assert per_op["aten._scaled_dot_product_flash_attention_for_cpu_backward"] == 2 * 6 * pairs[causal] * 40
+    assert roofline.causal_attention_bound(20, B=2, H=3, K=8) == 2 * 6 * pairs[True] * 16
