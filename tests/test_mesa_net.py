@@ -1,10 +1,11 @@
-"""src/ops/mesa_net: the chunked torch path against reference.py (forward, final states, every
-input's gradient) with the exact solve and with fla's conjugate gradient, the CG solve's implicit
-gradient against torch.linalg.solve's, and reference.py against fla's own naive.py
-(naive_mesa_net_exact and naive_mesa_net_CG, loaded by path, run in float64).
+"""src/ops/mesa_net: the chunked torch path and the C loop (cpu.py) against reference.py (forward,
+final states, every input's gradient) with the exact solve and with fla's conjugate gradient, the
+CG solve's implicit gradient against torch.linalg.solve's, and reference.py against fla's own
+naive.py (naive_mesa_net_exact and naive_mesa_net_CG, loaded by path, run in float64).
 
 Tolerances. float64: the same sums reordered (1e-10), also for CG: the chunked path runs the same
-CG steps on the same matrices, applied in another order. float32: 1e-4 for the exact solve
+CG steps on the same matrices, applied in another order (the C loop: formed, then applied; its
+exact solve a Cholesky factorisation where reference.py takes torch's LU). float32: 1e-4 for the exact solve
 (condition numbers ~10 at lambda >= 0.25); 1e-3 for CG, whose steps divide by residuals that
 shrink to ~1e-3 (cg.py).
 """
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from conftest import fla_naive
 from op_backends import compare
 
-from src.ops.mesa_net import DISPATCH, cg, chunked, mesa_net, reference
+from src.ops.mesa_net import DISPATCH, cg, chunked, cpu, mesa_net, reference
 from src.utils.errors import ConfigError
 
 F64 = dict(rtol=1e-10, atol=1e-10)
@@ -57,6 +58,22 @@ def test_chunked_matches_the_loop(shape, cg_steps, dtype):
     tol = F64 if dtype == torch.float64 else F32 if cg_steps is None else F32_CG
     compare(with_state(chunked.mesa_net, cg_steps=cg_steps, chunk=chunk), with_state(reference.mesa_net,
             cg_steps=cg_steps), inputs(*dims, dtype=dtype), tol)
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(2, 33, 2, 16, 8, None)])  # 3 checkpoint segments of the C loop
+@pytest.mark.parametrize("cg_steps", [None, 0, 3, 30])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_c_loop_matches_the_loop(shape, cg_steps, dtype):
+    tol = F64 if dtype == torch.float64 else F32 if cg_steps is None else F32_CG
+    compare(with_state(cpu.mesa_net, cg_steps=cg_steps), with_state(reference.mesa_net, cg_steps=cg_steps),
+            inputs(*shape[:5], dtype=dtype), tol)
+
+
+@pytest.mark.parametrize("cg_steps", [None, 30])
+def test_the_c_loop_without_states_in_or_out(cg_steps):
+    def run(fn):
+        return lambda q, k, v, g, beta, lamb: fn(q, k, v, g, beta, lamb, None, False, cg_steps=cg_steps)[0]
+    compare(run(cpu.mesa_net), run(reference.mesa_net), inputs(2, 20, 2, 5, 4)[:6], F64)
 
 
 def test_chunked_continues_from_its_state():
@@ -135,11 +152,23 @@ def test_reference_cg_matches_fla_naive_cg():
         torch.testing.assert_close(got[1][1], want[2], **F64)
 
 
-def test_dispatch_runs_torch_on_cpu_and_refuses_fla_there():
+def test_dispatch_runs_the_c_loop_on_cpu_and_refuses_fla_there():
     args = inputs(1, 5, 1, 4, 4, dtype=torch.float32)[:6]
     torch.testing.assert_close(mesa_net(*args, backend="torch")[0], chunked.mesa_net(*args, cg_steps=30)[0])
-    assert DISPATCH.resolve("auto", torch.device("cpu"), args) == "torch"
+    torch.testing.assert_close(mesa_net(*args)[0], cpu.mesa_net(*args, cg_steps=30)[0])
+    assert DISPATCH.resolve("auto", torch.device("cpu"), args) == "cpu"
     with pytest.raises(ConfigError, match="model.layer.backend='triton'"):
         mesa_net(*args, backend="triton")
     with pytest.raises(ValueError, match="lamb"):
         mesa_net(*args[:5], args[5][:, :3])
+
+
+def test_the_c_loops_exact_solve_refuses_a_non_symmetric_initial_state():
+    """It factors the upper triangle: an H_kk that is not symmetric goes to the torch path (auto)."""
+    *args, Hkk0, Hkv0 = inputs(1, 5, 1, 4, 4)
+    lopsided = (Hkk0 + torch.triu(torch.ones_like(Hkk0), 1), Hkv0)
+    assert DISPATCH.resolve("auto", torch.device("cpu"), (*args, lopsided, False, None)) == "torch"
+    with pytest.raises(ConfigError, match="not symmetric"):
+        mesa_net(*args, lopsided, cg_steps=None, backend="cpu")
+    for state, steps in (((Hkk0, Hkv0), None), (lopsided, 30)):
+        assert DISPATCH.resolve("auto", torch.device("cpu"), (*args, state, False, steps)) == "cpu"

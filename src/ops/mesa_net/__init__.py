@@ -11,15 +11,16 @@ q, k (B, T, H, K); v (B, T, H, V); g (B, T, H) the log decay; beta (B, T, H); la
 states H_kk (B, H, K, K), H_kv (B, H, K, V). The solve: cg_steps=n, fla's n conjugate-gradient
 steps from 0 and its implicit gradient (cg.py; fla's default n is 30); cg_steps=None, exact.
 fla's naive_mesa_net_exact / naive_mesa_net_CG / chunk_mesa_net, no scale, nothing normalised.
-Backends: `torch` (chunked.py, every device; the CPU path), `triton` (fla's chunk kernel, gpu.py,
-CUDA only, CG only, float16 q and k inside). reference.py is the oracle.
+Backends: `cpu` (mesa_net.c, a C loop over tokens that forms each state and solves on it; first on
+CPU), `torch` (chunked.py, every device), `triton` (fla's chunk kernel, gpu.py, CUDA only, CG only,
+float16 q and k inside). reference.py is the oracle.
 """
 
 import torch
 import torch.nn.functional as F
 
 from src.ops.dispatch import Dispatcher, lazy
-from src.ops.mesa_net import chunked, gpu
+from src.ops.mesa_net import chunked, cpu, gpu
 
 
 def smoke_inputs(device):
@@ -48,8 +49,10 @@ def _smoke(fn, device):
 
 
 DISPATCH = Dispatcher("mesa_net", {"torch": lazy("src.ops.mesa_net.chunked.mesa_net"),
+                                   "cpu": lazy("src.ops.mesa_net.cpu.mesa_net"),
                                    "triton": lazy("src.ops.mesa_net.gpu.mesa_net")},
-                      {"cuda": ["triton", "torch"], "default": ["torch"]}, _smoke, {"triton": gpu.unsupported})
+                      {"cuda": ["triton", "torch"], "cpu": ["cpu", "torch"], "default": ["torch"]}, _smoke,
+                      {"triton": gpu.unsupported, "cpu": cpu.unsupported})
 
 
 def mesa_net(q, k, v, g, beta, lamb, initial_state=None, output_final_state=False, cg_steps=30, backend="auto"):

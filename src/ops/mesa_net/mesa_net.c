@@ -1,0 +1,287 @@
+/* MesaNet on the CPU, one token at a time, forward and backward, compiled by cpu.py (src/ops/_cpu's
+   `library`).
+
+   Per head, gamma_t = exp(g_t), the states and the solve of reference.py:
+       H_t = gamma_t H_{t-1} + beta_t k_t k_t^T,   G_t = gamma_t G_{t-1} + beta_t k_t v_t^T,
+       x_t = (H_t + diag(lambda))^-1 q_t,          o_t = G_t^T x_t
+   with the (K, K) state formed at every token and the solve on it: `steps` >= 0, fla's conjugate
+   gradient from 0 (cg.py's iteration, its eps 1e-5 in both denominators); steps < 0, exact, by a
+   Cholesky factorisation of the upper triangle (the states are symmetric: a non-symmetric initial
+   state is refused in cpu.py). The loop keeps H transposed (Ht = H^T, row i the column i of H), so
+   that A p = H p + lambda * p is a sum of Ht's rows scaled by p (one vectorised pass over the 16 KB
+   state, in L1 at K 64), as reference.py's A @ p; and the symmetric update of Ht is H's.
+   Layouts as the op's: q, k (B, T, H, K), v, o (B, T, H, V), g, beta (B, T, H), lamb (H, K), states
+   H (B, H, K, K), G (B, H, K, V); a call does heads [h0, h1) of the B H heads (threads take disjoint
+   ranges). The forward saves x_t (B, T, H, K) and the states before tokens 0, C, 2C, ...
+   (ckH (B, H, ceil(T / C), K, K) as Ht, ckG alike) when the backward will need them.
+
+   The backward walks the segments of C tokens from the last: it recomputes the segment's states
+   from its checkpoint into a scratch of C + 1 states and then, against time, with D and E the
+   gradients of Ht_t and G_t (from the final states' gradients, transposed for Ht):
+       E += x_t do_t^T;   w = A_t^-1 (G_t do_t)  (the same solve: fla's implicit gradient for CG);
+       dq_t = w;   dlambda -= w * x_t;   D -= x_t w^T   (dL/dA_t = -w x_t^T, transposed);
+       u = (D + D^T) k_t,  e = E v_t:   dk_t = beta_t (u + e),  dbeta_t = k_t . (D k_t + e),
+       dv_t = beta_t E^T k_t,   dg_t = gamma_t (<D, Ht_{t-1}> + <E, G_{t-1}>);   D, E *= gamma_t
+   and the initial states' gradients are D^T and E at the start. dlamb (B, H, K) per batch row
+   (summed over B in cpu.py). The file includes itself once per dtype (T, EXP, SQRT, NAME set
+   before each pass). */
+
+#ifndef T
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../_cpu/exp_float.h"
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+
+#define T float
+#define EXP exp_float
+#define SQRT sqrtf
+#define NAME(x) CAT(mesa_net_float32_, x)
+#include "mesa_net.c"
+#undef T
+#undef EXP
+#undef SQRT
+#undef NAME
+
+#define T double
+#define EXP exp
+#define SQRT sqrt
+#define NAME(x) CAT(mesa_net_float64_, x)
+#include "mesa_net.c"
+
+#else
+
+static inline T NAME(dot)(int64_t n, const T *restrict a, const T *restrict b) {
+    T s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Ap = H p + lambda * p for the transposed state Ht (K, K): the rows of Ht scaled by p, four rows
+   a pass (Ap is loaded and stored once per four rows: its loads wait on the previous pass's stores) */
+static inline void NAME(matvec)(int64_t K, const T *restrict Ht, const T *restrict lam, const T *restrict p,
+                                T *restrict Ap) {
+#pragma omp simd
+    for (int64_t i = 0; i < K; i++) Ap[i] = lam[i] * p[i];
+    int64_t j = 0;
+    for (; j + 4 <= K; j += 4) {
+        const T *restrict r0 = Ht + j * K, *restrict r1 = r0 + K, *restrict r2 = r1 + K, *restrict r3 = r2 + K;
+        const T p0 = p[j], p1 = p[j + 1], p2 = p[j + 2], p3 = p[j + 3];
+#pragma omp simd
+        for (int64_t i = 0; i < K; i++) Ap[i] += (p0 * r0[i] + p1 * r1[i]) + (p2 * r2[i] + p3 * r3[i]);
+    }
+    for (; j < K; j++) {
+        const T pj = p[j];
+#pragma omp simd
+        for (int64_t i = 0; i < K; i++) Ap[i] += pj * Ht[j * K + i];
+    }
+}
+
+/* x = (H + diag(lam))^-1 b: `steps` CG steps from 0 (cg.py), or exact (steps < 0) by Cholesky into
+   L (K, K); work: 3 K scratch */
+static void NAME(solve)(int64_t K, int64_t steps, const T *restrict Ht, const T *restrict lam, const T *restrict b,
+                        T *restrict x, T *restrict L, T *restrict work) {
+    if (steps < 0) { /* A = U^T U, U upper (K, K) in L: row j of U is column j of the factor, formed
+                        by axpys over the trailing rows (no reductions); A's upper triangle is Ht's */
+        for (int64_t i = 0; i < K; i++) {
+            memcpy(L + i * K + i, Ht + i * K + i, sizeof(T) * (K - i));
+            L[i * K + i] += lam[i];
+        }
+        for (int64_t j = 0; j < K; j++) {
+            T *restrict Uj = L + j * K;
+            Uj[j] = SQRT(Uj[j]);
+            const T inv = 1 / Uj[j];
+#pragma omp simd
+            for (int64_t m = j + 1; m < K; m++) Uj[m] *= inv;
+            for (int64_t i = j + 1; i < K; i++) {
+                T *restrict Ui = L + i * K;
+                const T u = Uj[i];
+#pragma omp simd
+                for (int64_t m = i; m < K; m++) Ui[m] -= u * Uj[m];
+            }
+        }
+        memcpy(x, b, sizeof(T) * K);
+        for (int64_t i = 0; i < K; i++) { /* U^T y = b: y_i final, then taken out of the rows below */
+            x[i] /= L[i * K + i];
+            const T yi = x[i];
+            const T *restrict Ui = L + i * K;
+#pragma omp simd
+            for (int64_t m = i + 1; m < K; m++) x[m] -= yi * Ui[m];
+        }
+        for (int64_t i = K - 1; i >= 0; i--) /* U x = y */
+            x[i] = (x[i] - NAME(dot)(K - i - 1, L + i * K + i + 1, x + i + 1)) / L[i * K + i];
+        return;
+    }
+    const T eps = (T)1e-5;
+    T *restrict r = work, *restrict p = work + K, *restrict Ap = work + 2 * K;
+    for (int64_t i = 0; i < K; i++) {
+        x[i] = 0;
+        r[i] = p[i] = b[i];
+    }
+    T delta = NAME(dot)(K, r, r);
+    for (int64_t s = 0; s < steps; s++) {
+        NAME(matvec)(K, Ht, lam, p, Ap);
+        const T alpha = delta / (NAME(dot)(K, p, Ap) + eps);
+#pragma omp simd
+        for (int64_t i = 0; i < K; i++) {
+            x[i] += alpha * p[i];
+            r[i] -= alpha * Ap[i];
+        }
+        const T next = NAME(dot)(K, r, r), ratio = next / (delta + eps);
+#pragma omp simd
+        for (int64_t i = 0; i < K; i++) p[i] = r[i] + ratio * p[i];
+        delta = next;
+    }
+}
+
+/* one token's states: Ht = gamma Ht + beta k k^T (as H's: (beta k_j) k_i at Ht_ij = H_ji), G likewise */
+static inline void NAME(update)(int64_t K, int64_t V, T gamma, T beta, const T *restrict kt, const T *restrict vt,
+                                T *restrict Ht, T *restrict G, T *restrict kb) {
+    for (int64_t i = 0; i < K; i++) kb[i] = beta * kt[i];
+    for (int64_t i = 0; i < K; i++) {
+        T *restrict row = Ht + i * K;
+        const T ki = kt[i];
+#pragma omp simd
+        for (int64_t j = 0; j < K; j++) row[j] = gamma * row[j] + kb[j] * ki;
+    }
+    for (int64_t i = 0; i < K; i++) {
+        T *restrict row = G + i * V;
+        const T ki = kb[i];
+#pragma omp simd
+        for (int64_t j = 0; j < V; j++) row[j] = gamma * row[j] + ki * vt[j];
+    }
+}
+
+void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1, int64_t steps,
+                   int64_t C, const T *q, const T *k, const T *v, const T *g, const T *beta, const T *lamb,
+                   const T *H0, const T *G0, T *o, T *Hf, T *Gf, T *xs, T *ckH, T *ckG) {
+    const int64_t N = (TT + C - 1) / C;
+    T *Ht = malloc(sizeof(T) * (2 * K * K + K * V + 6 * K));
+    T *L = Ht + K * K, *G = L + K * K, *x = G + K * V, *kb = x + K, *work = kb + K;
+    for (int64_t bh = h0; bh < h1; bh++) {
+        const int64_t b = bh / H, h = bh % H;
+        for (int64_t i = 0; i < K; i++)
+            for (int64_t j = 0; j < K; j++) Ht[i * K + j] = H0 ? H0[bh * K * K + j * K + i] : 0;
+        for (int64_t i = 0; i < K * V; i++) G[i] = G0 ? G0[bh * K * V + i] : 0;
+        for (int64_t t = 0; t < TT; t++) {
+            if (ckH && t % C == 0) {
+                memcpy(ckH + (bh * N + t / C) * K * K, Ht, sizeof(T) * K * K);
+                memcpy(ckG + (bh * N + t / C) * K * V, G, sizeof(T) * K * V);
+            }
+            const int64_t at = (b * TT + t) * H + h;
+            NAME(update)(K, V, EXP(g[at]), beta[at], k + at * K, v + at * V, Ht, G, kb);
+            NAME(solve)(K, steps, Ht, lamb + h * K, q + at * K, x, L, work);
+            T *restrict ot = o + at * V;
+            for (int64_t j = 0; j < V; j++) ot[j] = 0;
+            for (int64_t i = 0; i < K; i++) {
+                const T xi = x[i];
+                const T *restrict row = G + i * V;
+#pragma omp simd
+                for (int64_t j = 0; j < V; j++) ot[j] += xi * row[j];
+            }
+            if (xs) memcpy(xs + at * K, x, sizeof(T) * K);
+        }
+        for (int64_t i = 0; i < K; i++)
+            for (int64_t j = 0; j < K; j++) Hf[bh * K * K + j * K + i] = Ht[i * K + j];
+        memcpy(Gf + bh * K * V, G, sizeof(T) * K * V);
+    }
+    free(Ht);
+}
+
+void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1, int64_t steps,
+                    int64_t C, const T *k, const T *v, const T *g, const T *beta, const T *lamb,
+                    const T *xs, const T *ckH, const T *ckG, const T *dout, const T *dHf, const T *dGf, T *dq, T *dk,
+                    T *dv, T *dg, T *dbeta, T *dlamb, T *dH0, T *dG0) {
+    const int64_t N = (TT + C - 1) / C, S = K * K + K * V; /* a scratch state: Ht then G */
+    T *states = malloc(sizeof(T) * ((C + 1) * S + K * K + K * K + K * V + 8 * K));
+    T *L = states + (C + 1) * S, *D = L + K * K, *E = D + K * K, *dx = E + K * V, *w = dx + K, *u = w + K,
+      *e = u + K, *work = e + K;
+    for (int64_t bh = h0; bh < h1; bh++) {
+        const int64_t b = bh / H, h = bh % H;
+        const T *lam = lamb + h * K;
+        T *dl = dlamb + bh * K;
+        for (int64_t i = 0; i < K; i++) dl[i] = 0;
+        for (int64_t i = 0; i < K; i++)
+            for (int64_t j = 0; j < K; j++) D[i * K + j] = dHf ? dHf[bh * K * K + j * K + i] : 0;
+        for (int64_t i = 0; i < K * V; i++) E[i] = dGf ? dGf[bh * K * V + i] : 0;
+        for (int64_t c = N - 1; c >= 0; c--) {
+            const int64_t t0 = c * C, n = (TT - t0 < C) ? TT - t0 : C;
+            memcpy(states, ckH + (bh * N + c) * K * K, sizeof(T) * K * K);
+            memcpy(states + K * K, ckG + (bh * N + c) * K * V, sizeof(T) * K * V);
+            for (int64_t m = 0; m < n; m++) { /* states[m + 1]: after token t0 + m */
+                const int64_t at = (b * TT + t0 + m) * H + h;
+                memcpy(states + (m + 1) * S, states + m * S, sizeof(T) * S);
+                NAME(update)(K, V, EXP(g[at]), beta[at], k + at * K, v + at * V, states + (m + 1) * S,
+                             states + (m + 1) * S + K * K, u);
+            }
+            for (int64_t m = n - 1; m >= 0; m--) {
+                const int64_t at = (b * TT + t0 + m) * H + h;
+                const T *Ht = states + (m + 1) * S, *G = Ht + K * K, *Hp = states + m * S, *Gp = Hp + K * K;
+                const T *x = xs + at * K, *dy = dout + at * V, *kt = k + at * K, *vt = v + at * V;
+                const T gamma = EXP(g[at]), bt = beta[at];
+                for (int64_t i = 0; i < K; i++) { /* E += x do^T; dx = G do */
+                    T *restrict Ei = E + i * V;
+                    const T xi = x[i];
+#pragma omp simd
+                    for (int64_t j = 0; j < V; j++) Ei[j] += xi * dy[j];
+                    dx[i] = NAME(dot)(V, G + i * V, dy);
+                }
+                NAME(solve)(K, steps, Ht, lam, dx, w, L, work);
+                memcpy(dq + at * K, w, sizeof(T) * K);
+                T dgamma = 0, dbt = 0;
+                for (int64_t j = 0; j < K; j++) u[j] = 0;
+                for (int64_t i = 0; i < K; i++) { /* D -= x w^T, then u = D k + D^T k, <D, Ht_{t-1}> */
+                    T *restrict Di = D + i * K;
+                    const T xi = x[i], ki = kt[i];
+                    dl[i] -= w[i] * xi;
+                    T row = 0, inner = 0;
+#pragma omp simd reduction(+ : row, inner)
+                    for (int64_t j = 0; j < K; j++) {
+                        Di[j] -= xi * w[j];
+                        row += Di[j] * kt[j];
+                        inner += Di[j] * Hp[i * K + j];
+                        u[j] += ki * Di[j];
+                    }
+                    u[i] += row;
+                    dbt += ki * row;
+                    dgamma += inner;
+                }
+                T *restrict dvt = dv + at * V;
+                for (int64_t j = 0; j < V; j++) dvt[j] = 0;
+                for (int64_t i = 0; i < K; i++) { /* e = E v, E^T k, <E, G_{t-1}> */
+                    const T *restrict Ei = E + i * V;
+                    const T ki = kt[i];
+                    T row = 0, inner = 0;
+#pragma omp simd reduction(+ : row, inner)
+                    for (int64_t j = 0; j < V; j++) {
+                        row += Ei[j] * vt[j];
+                        inner += Ei[j] * Gp[i * V + j];
+                        dvt[j] += ki * Ei[j];
+                    }
+                    e[i] = row;
+                    dbt += ki * row;
+                    dgamma += inner;
+                }
+                for (int64_t j = 0; j < V; j++) dvt[j] *= bt;
+                for (int64_t i = 0; i < K; i++) dk[at * K + i] = bt * (u[i] + e[i]);
+                dbeta[at] = dbt;
+                dg[at] = gamma * dgamma;
+#pragma omp simd
+                for (int64_t i = 0; i < K * K; i++) D[i] *= gamma;
+#pragma omp simd
+                for (int64_t i = 0; i < K * V; i++) E[i] *= gamma;
+            }
+        }
+        for (int64_t i = 0; i < K; i++)
+            for (int64_t j = 0; j < K; j++) dH0[bh * K * K + j * K + i] = D[i * K + j];
+        memcpy(dG0 + bh * K * V, E, sizeof(T) * K * V);
+    }
+    free(states);
+}
+
+#endif
