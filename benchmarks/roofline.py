@@ -19,7 +19,8 @@ budget = peak x (original's time / 10): the most floating-point operations a cal
 still run 10x the original. "10x needs" is a count over the budget, i.e. the fraction of the peak
 at which the products alone would have to run, everything else free: over 100% cannot be reached.
 Three counts are set against it:
-    ours       our op's products (forward; forward and backward);
+    ours       our op's products (forward; forward and backward), or for mesa_net, whose C loop
+               makes no torch products, its multiply-adds counted from mesa_net.c (mesa_loop_flops);
     original   the original's products;
     bound      a lower bound for any algorithm computing the op, where one is plain:
                FoX and PaTH: causal attention's two products over the lower triangle,
@@ -97,23 +98,33 @@ def causal_attention_bound(T, B=fox_path.B, H=fox_path.H, K=fox_path.K):
     return 2 * B * H * T * (T + 1) // 2 * (K + K)
 
 
+def mesa_loop_flops(T, B=2, H=2, K=64, V=64, steps=30):
+    """The mesa_net C loop's forward (mesa_net.c; it makes no torch products to count), 2 flops a
+    multiply-add: a token's state update (K^2 + K V), 30 CG steps (a K^2 matvec, two dot products
+    and three axpys of K), its output (K V); at mesa_log_linear's inputs."""
+    return 2 * B * H * T * (K * K + K * V + steps * (K * K + 5 * K) + K * V)
+
+
 def cases():
-    """[(name, lengths, passes, make(T) -> inputs, ours, original, timer, bound(T) -> forward flops or None)].
-    MesaNet forward only: the original's backward runs autograd through its per-token loop (68 s at T
-    1024; ours is 93-517x it, benchmarks/README.md)."""
+    """[(name, lengths, passes, make(T) -> inputs, ours, original, timer, bound(T) -> forward flops or
+    None, ours' flops(T) where a C loop makes them, else None)]. MesaNet forward only: the original's
+    backward runs autograd through its per-token loop (68 s at T 1024, benchmarks/README.md)."""
     fox_naive = fox_path.fla_naive("forgetting_attn/naive.py").naive_forgetting_attn
     path_naive = fox_path.fla_naive("path_attn/naive.py").naive_path_attn
     ttt_fla = ttt.ttt_calls(ttt.fla_module("ttt/naive.py"), None)
-    mesa, log_linear, _ = mesa_log_linear.cases()
+    mesa, _, log_linear, _ = mesa_log_linear.cases()
     ttt_bound = lambda T: 6 * ttt.B * ttt.H * T * ttt.D * ttt.D  # noqa: E731
     return [
         ("fox", (256, 1024), BOTH, lambda T: fox_path.inputs("fox", T, False), forgetting_attn, fox_naive, timed,
-         causal_attention_bound),
+         causal_attention_bound, None),
         ("path", (256, 1024), BOTH, lambda T: fox_path.inputs("path", T, False), path_attn,
-         lambda q, k, v, w, b, g: path_naive(q, k, v, w, b, g, fox_path.K**-0.5), timed, causal_attention_bound),
-        ("ttt_linear", (256, 1024), BOTH, ttt.inputs, ttt_fla["ours"], ttt_fla["fla naive"], ttt.timed, ttt_bound),
-        ("mesa_net", mesa[5], (False,), mesa[1], mesa[2], mesa[3], timed, lambda T: None),
-        ("log_linear_attn", log_linear[5], BOTH, log_linear[1], log_linear[2], log_linear[3], timed, lambda T: None),
+         lambda q, k, v, w, b, g: path_naive(q, k, v, w, b, g, fox_path.K**-0.5), timed, causal_attention_bound,
+         None),
+        ("ttt_linear", (256, 1024), BOTH, ttt.inputs, ttt_fla["ours"], ttt_fla["fla naive"], ttt.timed, ttt_bound,
+         None),
+        ("mesa_net", mesa[5], (False,), mesa[1], mesa[2], mesa[3], timed, lambda T: None, mesa_loop_flops),
+        ("log_linear_attn", log_linear[5], BOTH, log_linear[1], log_linear[2], log_linear[3], timed, lambda T: None,
+         None),
     ]
 
 
@@ -163,7 +174,7 @@ def main():
     print("| op | pass | T | original ms | ours ms | ratio | budget GFLOP | ours GFLOP (% of peak run) | original "
           "GFLOP | bound GFLOP | 10x needs: ours / original / bound |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for name, lengths, passes, make, ours, original, timer, bound in cases():
+    for name, lengths, passes, make, ours, original, timer, bound, loop_flops in cases():
         if name not in args.ops:
             continue
         for backward in passes:
@@ -172,6 +183,8 @@ def main():
                 if isinstance(x, list):  # benchmarks.ttt's inputs are a dict, and its timer sets the gradients
                     x = [t.detach().requires_grad_(backward) for t in x]
                 counts = [flops(timer, fn, x, backward) for fn in (ours, original)]
+                if loop_flops:
+                    counts[0] = loop_flops(T)
                 times = [[], []]
                 for _ in range(rounds):
                     for i, fn in enumerate((original, ours)):

@@ -22,7 +22,8 @@
        dq_t = w;   dlambda -= w * x_t;   D -= x_t w^T   (dL/dA_t = -w x_t^T, transposed);
        u = (D + D^T) k_t,  e = E v_t:   dk_t = beta_t (u + e),  dbeta_t = k_t . (D k_t + e),
        dv_t = beta_t E^T k_t,   dg_t = gamma_t (<D, Ht_{t-1}> + <E, G_{t-1}>);   D, E *= gamma_t
-   and the initial states' gradients are D^T and E at the start. dlamb (B, H, K) per batch row
+   and the initial states' gradients are D^T and E at the start. The decay by gamma_t is applied in
+   the passes of token t - 1, which read and write D and E anyway (one pass over each a token). dlamb (B, H, K) per batch row
    (summed over B in cpu.py). The file includes itself once per dtype (T, EXP, SQRT, NAME set
    before each pass). */
 
@@ -139,21 +140,20 @@ static void NAME(solve)(int64_t K, int64_t steps, const T *restrict Ht, const T 
     }
 }
 
-/* one token's states: Ht = gamma Ht + beta k k^T (as H's: (beta k_j) k_i at Ht_ij = H_ji), G likewise */
+/* one token's states from the previous ones (in place where they are the same): Ht = gamma Ht' +
+   beta k k^T (as H's: (beta k_j) k_i at Ht_ij = H_ji), G = gamma G' + beta k v^T */
 static inline void NAME(update)(int64_t K, int64_t V, T gamma, T beta, const T *restrict kt, const T *restrict vt,
-                                T *restrict Ht, T *restrict G, T *restrict kb) {
+                                const T *Hp, const T *Gp, T *Ht, T *G, T *restrict kb) {
     for (int64_t i = 0; i < K; i++) kb[i] = beta * kt[i];
     for (int64_t i = 0; i < K; i++) {
-        T *restrict row = Ht + i * K;
         const T ki = kt[i];
 #pragma omp simd
-        for (int64_t j = 0; j < K; j++) row[j] = gamma * row[j] + kb[j] * ki;
+        for (int64_t j = 0; j < K; j++) Ht[i * K + j] = gamma * Hp[i * K + j] + kb[j] * ki;
     }
     for (int64_t i = 0; i < K; i++) {
-        T *restrict row = G + i * V;
         const T ki = kb[i];
 #pragma omp simd
-        for (int64_t j = 0; j < V; j++) row[j] = gamma * row[j] + ki * vt[j];
+        for (int64_t j = 0; j < V; j++) G[i * V + j] = gamma * Gp[i * V + j] + ki * vt[j];
     }
 }
 
@@ -174,7 +174,7 @@ void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int64
                 memcpy(ckG + (bh * N + t / C) * K * V, G, sizeof(T) * K * V);
             }
             const int64_t at = (b * TT + t) * H + h;
-            NAME(update)(K, V, EXP(g[at]), beta[at], k + at * K, v + at * V, Ht, G, kb);
+            NAME(update)(K, V, EXP(g[at]), beta[at], k + at * K, v + at * V, Ht, G, Ht, G, kb);
             NAME(solve)(K, steps, Ht, lamb + h * K, q + at * K, x, L, work);
             T *restrict ot = o + at * V;
             for (int64_t j = 0; j < V; j++) ot[j] = 0;
@@ -209,61 +209,60 @@ void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int6
         for (int64_t i = 0; i < K; i++)
             for (int64_t j = 0; j < K; j++) D[i * K + j] = dHf ? dHf[bh * K * K + j * K + i] : 0;
         for (int64_t i = 0; i < K * V; i++) E[i] = dGf ? dGf[bh * K * V + i] : 0;
+        T later = 1; /* the decay of the token after, not yet applied to D and E */
         for (int64_t c = N - 1; c >= 0; c--) {
             const int64_t t0 = c * C, n = (TT - t0 < C) ? TT - t0 : C;
             memcpy(states, ckH + (bh * N + c) * K * K, sizeof(T) * K * K);
             memcpy(states + K * K, ckG + (bh * N + c) * K * V, sizeof(T) * K * V);
             for (int64_t m = 0; m < n; m++) { /* states[m + 1]: after token t0 + m */
                 const int64_t at = (b * TT + t0 + m) * H + h;
-                memcpy(states + (m + 1) * S, states + m * S, sizeof(T) * S);
-                NAME(update)(K, V, EXP(g[at]), beta[at], k + at * K, v + at * V, states + (m + 1) * S,
-                             states + (m + 1) * S + K * K, u);
+                T *prev = states + m * S, *next = prev + S;
+                NAME(update)(K, V, EXP(g[at]), beta[at], k + at * K, v + at * V, prev, prev + K * K, next,
+                             next + K * K, u);
             }
             for (int64_t m = n - 1; m >= 0; m--) {
                 const int64_t at = (b * TT + t0 + m) * H + h;
                 const T *Ht = states + (m + 1) * S, *G = Ht + K * K, *Hp = states + m * S, *Gp = Hp + K * K;
                 const T *x = xs + at * K, *dy = dout + at * V, *kt = k + at * K, *vt = v + at * V;
                 const T gamma = EXP(g[at]), bt = beta[at];
-                for (int64_t i = 0; i < K; i++) { /* E += x do^T; dx = G do */
+                T dgamma = 0, dbt = 0;
+                T *restrict dvt = dv + at * V;
+                for (int64_t j = 0; j < V; j++) dvt[j] = 0;
+                for (int64_t i = 0; i < K; i++) { /* E = later E + x do^T; dx = G do, e = E v, E^T k, <E, G_{t-1}> */
                     T *restrict Ei = E + i * V;
-                    const T xi = x[i];
-#pragma omp simd
-                    for (int64_t j = 0; j < V; j++) Ei[j] += xi * dy[j];
-                    dx[i] = NAME(dot)(V, G + i * V, dy);
+                    const T *restrict Gi = G + i * V, *restrict Gpi = Gp + i * V;
+                    const T xi = x[i], ki = kt[i];
+                    T gd = 0, row = 0, inner = 0;
+#pragma omp simd reduction(+ : gd, row, inner)
+                    for (int64_t j = 0; j < V; j++) {
+                        Ei[j] = later * Ei[j] + xi * dy[j];
+                        gd += Gi[j] * dy[j];
+                        row += Ei[j] * vt[j];
+                        inner += Ei[j] * Gpi[j];
+                        dvt[j] += ki * Ei[j];
+                    }
+                    dx[i] = gd;
+                    e[i] = row;
+                    dbt += ki * row;
+                    dgamma += inner;
                 }
                 NAME(solve)(K, steps, Ht, lam, dx, w, L, work);
                 memcpy(dq + at * K, w, sizeof(T) * K);
-                T dgamma = 0, dbt = 0;
                 for (int64_t j = 0; j < K; j++) u[j] = 0;
-                for (int64_t i = 0; i < K; i++) { /* D -= x w^T, then u = D k + D^T k, <D, Ht_{t-1}> */
+                for (int64_t i = 0; i < K; i++) { /* D = later D - x w^T; u = D k + D^T k, <D, Ht_{t-1}> */
                     T *restrict Di = D + i * K;
+                    const T *restrict Hpi = Hp + i * K;
                     const T xi = x[i], ki = kt[i];
                     dl[i] -= w[i] * xi;
                     T row = 0, inner = 0;
 #pragma omp simd reduction(+ : row, inner)
                     for (int64_t j = 0; j < K; j++) {
-                        Di[j] -= xi * w[j];
+                        Di[j] = later * Di[j] - xi * w[j];
                         row += Di[j] * kt[j];
-                        inner += Di[j] * Hp[i * K + j];
+                        inner += Di[j] * Hpi[j];
                         u[j] += ki * Di[j];
                     }
                     u[i] += row;
-                    dbt += ki * row;
-                    dgamma += inner;
-                }
-                T *restrict dvt = dv + at * V;
-                for (int64_t j = 0; j < V; j++) dvt[j] = 0;
-                for (int64_t i = 0; i < K; i++) { /* e = E v, E^T k, <E, G_{t-1}> */
-                    const T *restrict Ei = E + i * V;
-                    const T ki = kt[i];
-                    T row = 0, inner = 0;
-#pragma omp simd reduction(+ : row, inner)
-                    for (int64_t j = 0; j < V; j++) {
-                        row += Ei[j] * vt[j];
-                        inner += Ei[j] * Gp[i * V + j];
-                        dvt[j] += ki * Ei[j];
-                    }
-                    e[i] = row;
                     dbt += ki * row;
                     dgamma += inner;
                 }
@@ -271,12 +270,13 @@ void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int6
                 for (int64_t i = 0; i < K; i++) dk[at * K + i] = bt * (u[i] + e[i]);
                 dbeta[at] = dbt;
                 dg[at] = gamma * dgamma;
-#pragma omp simd
-                for (int64_t i = 0; i < K * K; i++) D[i] *= gamma;
-#pragma omp simd
-                for (int64_t i = 0; i < K * V; i++) E[i] *= gamma;
+                later = gamma; /* D, E *= gamma_t: on the next (earlier) token's passes */
             }
         }
+#pragma omp simd
+        for (int64_t i = 0; i < K * K; i++) D[i] *= later;
+#pragma omp simd
+        for (int64_t i = 0; i < K * V; i++) E[i] *= later;
         for (int64_t i = 0; i < K; i++)
             for (int64_t j = 0; j < K; j++) dH0[bh * K * K + j * K + i] = D[i * K + j];
         memcpy(dG0 + bh * K * V, E, sizeof(T) * K * V);
