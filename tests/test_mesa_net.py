@@ -69,6 +69,15 @@ def test_the_c_loop_matches_the_loop(shape, cg_steps, dtype):
             inputs(*shape[:5], dtype=dtype), tol)
 
 
+@pytest.mark.parametrize("interval", [1, 5])
+def test_the_c_loop_at_any_checkpoint_interval(monkeypatch, interval):
+    """Odd intervals put checkpoints inside the forward's pairs of tokens (solved together)."""
+    monkeypatch.setattr(cpu, "CHECKPOINT", interval)
+    for steps in (None, 3):
+        compare(with_state(cpu.mesa_net, cg_steps=steps), with_state(reference.mesa_net, cg_steps=steps),
+                inputs(1, 12, 2, 6, 5), F64)
+
+
 @pytest.mark.parametrize("cg_steps", [None, 30])
 def test_the_c_loop_without_states_in_or_out(cg_steps):
     def run(fn):

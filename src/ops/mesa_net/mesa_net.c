@@ -12,11 +12,15 @@
    state, in L1 at K 64), as reference.py's A @ p; and the symmetric update of Ht is H's.
    Layouts as the op's: q, k (B, T, H, K), v, o (B, T, H, V), g, beta (B, T, H), lamb (H, K), states
    H (B, H, K, K), G (B, H, K, V); a call does heads [h0, h1) of the B H heads (threads take disjoint
-   ranges). The forward saves x_t (B, T, H, K) and the states before tokens 0, C, 2C, ...
-   (ckH (B, H, ceil(T / C), K, K) as Ht, ckG alike) when the backward will need them.
+   ranges). With CG, tokens are solved in pairs (t, t + 1; both states formed first), the two
+   systems' steps in lockstep: a step of one is a chain of dependent reductions and divisions,
+   whose waits the other's fill (1.3-1.5x the forward one token at a time). The forward saves x_t
+   (B, T, H, K) and the states before tokens 0, C, 2C, ... (ckH (B, H, ceil(T / C), K, K) as Ht, ckG
+   alike) when the backward will need them.
 
    The backward walks the segments of C tokens from the last: it recomputes the segment's states
-   from its checkpoint into a scratch of C + 1 states and then, against time, with D and E the
+   from its checkpoint into a scratch of C + 1 states and then, against time (two tokens' solves at
+   a time, as the forward's), with D and E the
    gradients of Ht_t and G_t (from the final states' gradients, transposed for Ht):
        E += x_t do_t^T;   w = A_t^-1 (G_t do_t)  (the same solve: fla's implicit gradient for CG);
        dq_t = w;   dlambda -= w * x_t;   D -= x_t w^T   (dL/dA_t = -w x_t^T, transposed);
@@ -80,6 +84,70 @@ static inline void NAME(matvec)(int64_t K, const T *restrict Ht, const T *restri
         const T pj = p[j];
 #pragma omp simd
         for (int64_t i = 0; i < K; i++) Ap[i] += pj * Ht[j * K + i];
+    }
+}
+
+/* matvec for two systems at once (A's rows and B's in one loop: two independent chains of loads
+   and stores, where one system's steps wait on each other) */
+static inline void NAME(matvec2)(int64_t K, const T *restrict Ha, const T *restrict Hb, const T *restrict lam,
+                                 const T *restrict pa, const T *restrict pb, T *restrict Aa, T *restrict Ab) {
+#pragma omp simd
+    for (int64_t i = 0; i < K; i++) {
+        Aa[i] = lam[i] * pa[i];
+        Ab[i] = lam[i] * pb[i];
+    }
+    int64_t j = 0;
+    for (; j + 4 <= K; j += 4) {
+        const T *restrict a = Ha + j * K, *restrict b = Hb + j * K, *qa = pa + j, *qb = pb + j;
+#pragma omp simd
+        for (int64_t i = 0; i < K; i++) {
+            Aa[i] += (qa[0] * a[i] + qa[1] * a[K + i]) + (qa[2] * a[2 * K + i] + qa[3] * a[3 * K + i]);
+            Ab[i] += (qb[0] * b[i] + qb[1] * b[K + i]) + (qb[2] * b[2 * K + i] + qb[3] * b[3 * K + i]);
+        }
+    }
+    for (; j < K; j++) {
+        const T qa = pa[j], qb = pb[j];
+#pragma omp simd
+        for (int64_t i = 0; i < K; i++) {
+            Aa[i] += qa * Ha[j * K + i];
+            Ab[i] += qb * Hb[j * K + i];
+        }
+    }
+}
+
+/* `steps` CG steps on two systems in lockstep, each as solve's (the same operations in the same
+   order): one system's step is a chain of dependent reductions and divisions that leaves the core
+   idle, which the other's fills; work: 6 K */
+static void NAME(cg2)(int64_t K, int64_t steps, const T *restrict Ha, const T *restrict Hb, const T *restrict lam,
+                      const T *restrict ba, const T *restrict bb, T *restrict xa, T *restrict xb, T *restrict work) {
+    const T eps = (T)1e-5;
+    T *restrict ra = work, *restrict pa = ra + K, *restrict Aa = pa + K, *restrict rb = Aa + K, *restrict pb = rb + K,
+      *restrict Ab = pb + K;
+    for (int64_t i = 0; i < K; i++) {
+        xa[i] = xb[i] = 0;
+        ra[i] = pa[i] = ba[i];
+        rb[i] = pb[i] = bb[i];
+    }
+    T da = NAME(dot)(K, ra, ra), db = NAME(dot)(K, rb, rb);
+    for (int64_t s = 0; s < steps; s++) {
+        NAME(matvec2)(K, Ha, Hb, lam, pa, pb, Aa, Ab);
+        const T alpha_a = da / (NAME(dot)(K, pa, Aa) + eps), alpha_b = db / (NAME(dot)(K, pb, Ab) + eps);
+#pragma omp simd
+        for (int64_t i = 0; i < K; i++) {
+            xa[i] += alpha_a * pa[i];
+            ra[i] -= alpha_a * Aa[i];
+            xb[i] += alpha_b * pb[i];
+            rb[i] -= alpha_b * Ab[i];
+        }
+        const T na = NAME(dot)(K, ra, ra), nb = NAME(dot)(K, rb, rb);
+        const T ratio_a = na / (da + eps), ratio_b = nb / (db + eps);
+#pragma omp simd
+        for (int64_t i = 0; i < K; i++) {
+            pa[i] = ra[i] + ratio_a * pa[i];
+            pb[i] = rb[i] + ratio_b * pb[i];
+        }
+        da = na;
+        db = nb;
     }
 }
 
@@ -157,40 +225,119 @@ static inline void NAME(update)(int64_t K, int64_t V, T gamma, T beta, const T *
     }
 }
 
+/* o_t = G^T x (V) */
+static inline void NAME(read)(int64_t K, int64_t V, const T *restrict G, const T *restrict x, T *restrict ot) {
+    for (int64_t j = 0; j < V; j++) ot[j] = 0;
+    for (int64_t i = 0; i < K; i++) {
+        const T xi = x[i];
+        const T *restrict row = G + i * V;
+#pragma omp simd
+        for (int64_t j = 0; j < V; j++) ot[j] += xi * row[j];
+    }
+}
+
 void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1, int64_t steps,
                    int64_t C, const T *q, const T *k, const T *v, const T *g, const T *beta, const T *lamb,
                    const T *H0, const T *G0, T *o, T *Hf, T *Gf, T *xs, T *ckH, T *ckG) {
-    const int64_t N = (TT + C - 1) / C;
-    T *Ht = malloc(sizeof(T) * (2 * K * K + K * V + 6 * K));
-    T *L = Ht + K * K, *G = L + K * K, *x = G + K * V, *kb = x + K, *work = kb + K;
+    const int64_t N = (TT + C - 1) / C, S = K * K + K * V; /* a state: Ht then G */
+    T *buf = malloc(sizeof(T) * (2 * S + K * K + 9 * K));
+    T *L = buf + 2 * S, *x = L + K * K, *x1 = x + K, *kb = x1 + K, *work = kb + K;
     for (int64_t bh = h0; bh < h1; bh++) {
         const int64_t b = bh / H, h = bh % H;
+        const T *lam = lamb + h * K;
+        T *cur = buf, *next = buf + S; /* the states after the last token done, and a scratch */
         for (int64_t i = 0; i < K; i++)
-            for (int64_t j = 0; j < K; j++) Ht[i * K + j] = H0 ? H0[bh * K * K + j * K + i] : 0;
-        for (int64_t i = 0; i < K * V; i++) G[i] = G0 ? G0[bh * K * V + i] : 0;
-        for (int64_t t = 0; t < TT; t++) {
-            if (ckH && t % C == 0) {
-                memcpy(ckH + (bh * N + t / C) * K * K, Ht, sizeof(T) * K * K);
-                memcpy(ckG + (bh * N + t / C) * K * V, G, sizeof(T) * K * V);
+            for (int64_t j = 0; j < K; j++) cur[i * K + j] = H0 ? H0[bh * K * K + j * K + i] : 0;
+        for (int64_t i = 0; i < K * V; i++) cur[K * K + i] = G0 ? G0[bh * K * V + i] : 0;
+        for (int64_t t = 0; t < TT;) {
+            const int64_t at = (b * TT + t) * H + h, at1 = at + H; /* tokens t and t + 1 */
+            if (ckH && t % C == 0) { /* the state before t */
+                memcpy(ckH + (bh * N + t / C) * K * K, cur, sizeof(T) * K * K);
+                memcpy(ckG + (bh * N + t / C) * K * V, cur + K * K, sizeof(T) * K * V);
             }
-            const int64_t at = (b * TT + t) * H + h;
-            NAME(update)(K, V, EXP(g[at]), beta[at], k + at * K, v + at * V, Ht, G, Ht, G, kb);
-            NAME(solve)(K, steps, Ht, lamb + h * K, q + at * K, x, L, work);
-            T *restrict ot = o + at * V;
-            for (int64_t j = 0; j < V; j++) ot[j] = 0;
-            for (int64_t i = 0; i < K; i++) {
-                const T xi = x[i];
-                const T *restrict row = G + i * V;
-#pragma omp simd
-                for (int64_t j = 0; j < V; j++) ot[j] += xi * row[j];
+            NAME(update)(K, V, EXP(g[at]), beta[at], k + at * K, v + at * V, cur, cur + K * K, cur, cur + K * K, kb);
+            if (t + 1 < TT && steps >= 0) { /* two tokens' solves in lockstep: H_t in cur, H_{t+1} in next */
+                if (ckH && (t + 1) % C == 0) {
+                    memcpy(ckH + (bh * N + (t + 1) / C) * K * K, cur, sizeof(T) * K * K);
+                    memcpy(ckG + (bh * N + (t + 1) / C) * K * V, cur + K * K, sizeof(T) * K * V);
+                }
+                NAME(update)(K, V, EXP(g[at1]), beta[at1], k + at1 * K, v + at1 * V, cur, cur + K * K, next,
+                             next + K * K, kb);
+                NAME(cg2)(K, steps, cur, next, lam, q + at * K, q + at1 * K, x, x1, work);
+                NAME(read)(K, V, cur + K * K, x, o + at * V);
+                NAME(read)(K, V, next + K * K, x1, o + at1 * V);
+                if (xs) {
+                    memcpy(xs + at * K, x, sizeof(T) * K);
+                    memcpy(xs + at1 * K, x1, sizeof(T) * K);
+                }
+                T *done = next;
+                next = cur;
+                cur = done;
+                t += 2;
+            } else {
+                NAME(solve)(K, steps, cur, lam, q + at * K, x, L, work);
+                NAME(read)(K, V, cur + K * K, x, o + at * V);
+                if (xs) memcpy(xs + at * K, x, sizeof(T) * K);
+                t += 1;
             }
-            if (xs) memcpy(xs + at * K, x, sizeof(T) * K);
         }
         for (int64_t i = 0; i < K; i++)
-            for (int64_t j = 0; j < K; j++) Hf[bh * K * K + j * K + i] = Ht[i * K + j];
-        memcpy(Gf + bh * K * V, G, sizeof(T) * K * V);
+            for (int64_t j = 0; j < K; j++) Hf[bh * K * K + j * K + i] = cur[i * K + j];
+        memcpy(Gf + bh * K * V, cur + K * K, sizeof(T) * K * V);
     }
-    free(Ht);
+    free(buf);
+}
+
+/* one token's gradients, with w = A_t^-1 (G_t do_t) solved (see the top): E = later E + x do^T, then
+   e = E v, E^T k, <E, G_{t-1}>; D = later D - x w^T, then u = D k + D^T k, <D, Ht_{t-1}>; `later`
+   becomes gamma_t; u, e: K scratch each */
+static inline void NAME(token_back)(int64_t K, int64_t V, const T *restrict x, const T *restrict w,
+                                    const T *restrict dy, const T *restrict kt, const T *restrict vt, T gamma, T bt,
+                                    const T *restrict Hp, const T *restrict Gp, T *restrict D, T *restrict E,
+                                    T *later, T *restrict dl, T *restrict dk, T *restrict dvt, T *dbeta, T *dg,
+                                    T *restrict u, T *restrict e) {
+    const T l = *later;
+    T dgamma = 0, dbt = 0;
+    for (int64_t j = 0; j < V; j++) dvt[j] = 0;
+    for (int64_t i = 0; i < K; i++) {
+        T *restrict Ei = E + i * V;
+        const T *restrict Gpi = Gp + i * V;
+        const T xi = x[i], ki = kt[i];
+        T row = 0, inner = 0;
+#pragma omp simd reduction(+ : row, inner)
+        for (int64_t j = 0; j < V; j++) {
+            Ei[j] = l * Ei[j] + xi * dy[j];
+            row += Ei[j] * vt[j];
+            inner += Ei[j] * Gpi[j];
+            dvt[j] += ki * Ei[j];
+        }
+        e[i] = row;
+        dbt += ki * row;
+        dgamma += inner;
+    }
+    for (int64_t j = 0; j < K; j++) u[j] = 0;
+    for (int64_t i = 0; i < K; i++) {
+        T *restrict Di = D + i * K;
+        const T *restrict Hpi = Hp + i * K;
+        const T xi = x[i], ki = kt[i];
+        dl[i] -= w[i] * xi;
+        T row = 0, inner = 0;
+#pragma omp simd reduction(+ : row, inner)
+        for (int64_t j = 0; j < K; j++) {
+            Di[j] = l * Di[j] - xi * w[j];
+            row += Di[j] * kt[j];
+            inner += Di[j] * Hpi[j];
+            u[j] += ki * Di[j];
+        }
+        u[i] += row;
+        dbt += ki * row;
+        dgamma += inner;
+    }
+    for (int64_t j = 0; j < V; j++) dvt[j] *= bt;
+    for (int64_t i = 0; i < K; i++) dk[i] = bt * (u[i] + e[i]);
+    *dbeta = dbt;
+    *dg = gamma * dgamma;
+    *later = gamma; /* D, E *= gamma_t: in the next (earlier) token's passes */
 }
 
 void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1, int64_t steps,
@@ -198,8 +345,8 @@ void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int6
                     const T *xs, const T *ckH, const T *ckG, const T *dout, const T *dHf, const T *dGf, T *dq, T *dk,
                     T *dv, T *dg, T *dbeta, T *dlamb, T *dH0, T *dG0) {
     const int64_t N = (TT + C - 1) / C, S = K * K + K * V; /* a scratch state: Ht then G */
-    T *states = malloc(sizeof(T) * ((C + 1) * S + K * K + K * K + K * V + 8 * K));
-    T *L = states + (C + 1) * S, *D = L + K * K, *E = D + K * K, *dx = E + K * V, *w = dx + K, *u = w + K,
+    T *states = malloc(sizeof(T) * ((C + 1) * S + K * K + K * K + K * V + 12 * K));
+    T *L = states + (C + 1) * S, *D = L + K * K, *E = D + K * K, *dx = E + K * V, *dx1 = dx + K, *u = dx1 + K,
       *e = u + K, *work = e + K;
     for (int64_t bh = h0; bh < h1; bh++) {
         const int64_t b = bh / H, h = bh % H;
@@ -220,57 +367,26 @@ void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int6
                 NAME(update)(K, V, EXP(g[at]), beta[at], k + at * K, v + at * V, prev, prev + K * K, next,
                              next + K * K, u);
             }
-            for (int64_t m = n - 1; m >= 0; m--) {
-                const int64_t at = (b * TT + t0 + m) * H + h;
-                const T *Ht = states + (m + 1) * S, *G = Ht + K * K, *Hp = states + m * S, *Gp = Hp + K * K;
-                const T *x = xs + at * K, *dy = dout + at * V, *kt = k + at * K, *vt = v + at * V;
-                const T gamma = EXP(g[at]), bt = beta[at];
-                T dgamma = 0, dbt = 0;
-                T *restrict dvt = dv + at * V;
-                for (int64_t j = 0; j < V; j++) dvt[j] = 0;
-                for (int64_t i = 0; i < K; i++) { /* E = later E + x do^T; dx = G do, e = E v, E^T k, <E, G_{t-1}> */
-                    T *restrict Ei = E + i * V;
-                    const T *restrict Gi = G + i * V, *restrict Gpi = Gp + i * V;
-                    const T xi = x[i], ki = kt[i];
-                    T gd = 0, row = 0, inner = 0;
-#pragma omp simd reduction(+ : gd, row, inner)
-                    for (int64_t j = 0; j < V; j++) {
-                        Ei[j] = later * Ei[j] + xi * dy[j];
-                        gd += Gi[j] * dy[j];
-                        row += Ei[j] * vt[j];
-                        inner += Ei[j] * Gpi[j];
-                        dvt[j] += ki * Ei[j];
-                    }
-                    dx[i] = gd;
-                    e[i] = row;
-                    dbt += ki * row;
-                    dgamma += inner;
+            for (int64_t m = n - 1; m >= 0;) { /* tokens m and m - 1 solved together where CG */
+                const int64_t pair = (m >= 1 && steps >= 0) ? 2 : 1;
+                for (int64_t p = 0; p < pair; p++) { /* dx = G_t do_t */
+                    const T *G = states + (m - p + 1) * S + K * K, *dy = dout + ((b * TT + t0 + m - p) * H + h) * V;
+                    for (int64_t i = 0; i < K; i++) (p ? dx1 : dx)[i] = NAME(dot)(V, G + i * V, dy);
                 }
-                NAME(solve)(K, steps, Ht, lam, dx, w, L, work);
-                memcpy(dq + at * K, w, sizeof(T) * K);
-                for (int64_t j = 0; j < K; j++) u[j] = 0;
-                for (int64_t i = 0; i < K; i++) { /* D = later D - x w^T; u = D k + D^T k, <D, Ht_{t-1}> */
-                    T *restrict Di = D + i * K;
-                    const T *restrict Hpi = Hp + i * K;
-                    const T xi = x[i], ki = kt[i];
-                    dl[i] -= w[i] * xi;
-                    T row = 0, inner = 0;
-#pragma omp simd reduction(+ : row, inner)
-                    for (int64_t j = 0; j < K; j++) {
-                        Di[j] = later * Di[j] - xi * w[j];
-                        row += Di[j] * kt[j];
-                        inner += Di[j] * Hpi[j];
-                        u[j] += ki * Di[j];
-                    }
-                    u[i] += row;
-                    dbt += ki * row;
-                    dgamma += inner;
+                const int64_t at = (b * TT + t0 + m) * H + h, at1 = at - H;
+                if (pair == 2)
+                    NAME(cg2)(K, steps, states + (m + 1) * S, states + m * S, lam, dx, dx1, dq + at * K, dq + at1 * K,
+                              work);
+                else
+                    NAME(solve)(K, steps, states + (m + 1) * S, lam, dx, dq + at * K, L, work);
+                for (int64_t p = 0; p < pair; p++) {
+                    const int64_t a = at - p * H;
+                    const T *Hp = states + (m - p) * S;
+                    NAME(token_back)(K, V, xs + a * K, dq + a * K, dout + a * V, k + a * K, v + a * V, EXP(g[a]),
+                                     beta[a], Hp, Hp + K * K, D, E, &later, dl, dk + a * K, dv + a * V, dbeta + a,
+                                     dg + a, u, e);
                 }
-                for (int64_t j = 0; j < V; j++) dvt[j] *= bt;
-                for (int64_t i = 0; i < K; i++) dk[at * K + i] = bt * (u[i] + e[i]);
-                dbeta[at] = dbt;
-                dg[at] = gamma * dgamma;
-                later = gamma; /* D, E *= gamma_t: on the next (earlier) token's passes */
+                m -= pair;
             }
         }
 #pragma omp simd
