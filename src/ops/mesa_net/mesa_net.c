@@ -14,7 +14,8 @@
    H (B, H, K, K), G (B, H, K, V); a call does heads [h0, h1) of the B H heads (threads take disjoint
    ranges). With CG, tokens are solved in pairs (t, t + 1; both states formed first), the two
    systems' steps in lockstep: a step of one is a chain of dependent reductions and divisions,
-   whose waits the other's fill (1.3-1.5x the forward one token at a time). The forward saves x_t
+   whose waits the other's fill. Where K is a multiple of 4 vectors (64 floats, 32 doubles) a
+   matvec keeps 4 vectors of each result in registers through all rows of the state. The forward saves x_t
    (B, T, H, K) and the states before tokens 0, C, 2C, ... (ckH (B, H, ceil(T / C), K, K) as Ht, ckG
    alike) when the backward will need them.
 
@@ -27,9 +28,9 @@
        u = (D + D^T) k_t,  e = E v_t:   dk_t = beta_t (u + e),  dbeta_t = k_t . (D k_t + e),
        dv_t = beta_t E^T k_t,   dg_t = gamma_t (<D, Ht_{t-1}> + <E, G_{t-1}>);   D, E *= gamma_t
    and the initial states' gradients are D^T and E at the start. The decay by gamma_t is applied in
-   the passes of token t - 1, which read and write D and E anyway (one pass over each a token). dlamb (B, H, K) per batch row
-   (summed over B in cpu.py). The file includes itself once per dtype (T, EXP, SQRT, NAME set
-   before each pass). */
+   the passes of token t - 1, which read and write D and E anyway (one pass over each a token).
+   dlamb (B, H, K) per batch row (summed over B in cpu.py). The file includes itself once per dtype
+   (T, EXP, SQRT, NAME set before each pass). */
 
 #ifndef T
 #include <math.h>
@@ -51,6 +52,7 @@
 #undef EXP
 #undef SQRT
 #undef NAME
+#undef LANES
 
 #define T double
 #define EXP exp
@@ -67,10 +69,46 @@ static inline T NAME(dot)(int64_t n, const T *restrict a, const T *restrict b) {
     return s;
 }
 
+typedef T NAME(vec) __attribute__((vector_size(64))); /* 16 floats or 8 doubles */
+#define LANES ((int64_t)(64 / sizeof(T)))
+
+static inline NAME(vec) NAME(load)(const T *p) {
+    NAME(vec) x;
+    memcpy(&x, p, sizeof x);
+    return x;
+}
+
+/* Ap = H p + lambda * p for n (1 or 2) systems where K is a multiple of 4 vectors: 4 vectors of
+   each result held in registers while every row of Ht adds into them (no loads and stores of the
+   result between rows, the loop's cost in the row-pass form below) */
+static inline void NAME(matvec_blocks)(int64_t n, int64_t K, const T *const *Hs, const T *restrict lam,
+                                       const T *const *ps, T *const *Aps) {
+    for (int64_t i0 = 0; i0 < K; i0 += 4 * LANES) {
+        NAME(vec) acc[2][4];
+        for (int64_t s = 0; s < 2; s++)
+            for (int64_t u = 0; u < 4; u++)
+                acc[s][u] = s < n ? NAME(load)(lam + i0 + u * LANES) * NAME(load)(ps[s] + i0 + u * LANES)
+                                  : (NAME(vec)){0};
+        for (int64_t j = 0; j < K; j++)
+            for (int64_t s = 0; s < 2; s++)
+                if (s < n) {
+                    const T *row = Hs[s] + j * K + i0;
+                    const T pj = ps[s][j];
+                    for (int64_t u = 0; u < 4; u++) acc[s][u] += pj * NAME(load)(row + u * LANES);
+                }
+        for (int64_t s = 0; s < n; s++)
+            for (int64_t u = 0; u < 4; u++) memcpy(Aps[s] + i0 + u * LANES, &acc[s][u], sizeof acc[s][u]);
+    }
+}
+
 /* Ap = H p + lambda * p for the transposed state Ht (K, K): the rows of Ht scaled by p, four rows
    a pass (Ap is loaded and stored once per four rows: its loads wait on the previous pass's stores) */
 static inline void NAME(matvec)(int64_t K, const T *restrict Ht, const T *restrict lam, const T *restrict p,
                                 T *restrict Ap) {
+    if (K % (4 * LANES) == 0) {
+        NAME(matvec_blocks)(1, K, (const T *[]){Ht}, lam, (const T *[]){p}, (T *[]){Ap});
+        return;
+    }
 #pragma omp simd
     for (int64_t i = 0; i < K; i++) Ap[i] = lam[i] * p[i];
     int64_t j = 0;
@@ -91,6 +129,10 @@ static inline void NAME(matvec)(int64_t K, const T *restrict Ht, const T *restri
    and stores, where one system's steps wait on each other) */
 static inline void NAME(matvec2)(int64_t K, const T *restrict Ha, const T *restrict Hb, const T *restrict lam,
                                  const T *restrict pa, const T *restrict pb, T *restrict Aa, T *restrict Ab) {
+    if (K % (4 * LANES) == 0) {
+        NAME(matvec_blocks)(2, K, (const T *[]){Ha, Hb}, lam, (const T *[]){pa, pb}, (T *[]){Aa, Ab});
+        return;
+    }
 #pragma omp simd
     for (int64_t i = 0; i < K; i++) {
         Aa[i] = lam[i] * pa[i];
