@@ -5,8 +5,9 @@ measured side by side, interleaved round by round.
 
 mesa_net: ours (backend auto, on CPU the C loop, with fla's 30 CG steps, the layer's default)
 against fla's naive_mesa_net_exact (its per-token state loop and one batched torch.linalg.solve;
-loaded by path from the fla-core wheel), B 2, H 2, K = V = 64, unit q, k; mesa_net_exact: ours with
-the exact solve (cg_steps=None: the C loop's Cholesky) against the same, the same algorithm.
+loaded by path from the fla-core wheel), B 2, H 2, K = V = 64, unit q, k; mesa_net_torch: the same
+call on the chunked torch path (backend torch: other devices' path); mesa_net_exact: ours with the
+exact solve (cg_steps=None: the C loop's Cholesky) against the same, the same algorithm.
 log_linear_attn (Mamba-2 inside): ours (backend cpu: gla's C loop per level, auto's choice on CPU)
 against fla's naive_log_linear_attn (the (T, T) matrix of level weights), B 2, H 2, K 128 (d_state),
 V 64 (headdim), 15 levels, as the log_linear_mamba2 layer at d_model 64.
@@ -67,6 +68,9 @@ def cases():
     naive_log = fla_naive("log_linear_attn/naive.py").naive_log_linear_attn
     return [
         ("mesa_net", mesa_inputs, lambda *a: mesa_net(*a)[0],
+         lambda q, k, v, g, beta, lamb: naive_mesa(q, k, v, g, lamb, beta)[0],
+         lambda *a: mesa_reference.mesa_net(*a)[0], (256, 1024), 256),
+        ("mesa_net_torch", mesa_inputs, lambda *a: mesa_net(*a, backend="torch")[0],
          lambda q, k, v, g, beta, lamb: naive_mesa(q, k, v, g, lamb, beta)[0],
          lambda *a: mesa_reference.mesa_net(*a)[0], (256, 1024), 256),
         ("mesa_net_exact", mesa_inputs, lambda *a: mesa_net(*a, cg_steps=None)[0],

@@ -112,7 +112,7 @@ def cases():
     fox_naive = fox_path.fla_naive("forgetting_attn/naive.py").naive_forgetting_attn
     path_naive = fox_path.fla_naive("path_attn/naive.py").naive_path_attn
     ttt_fla = ttt.ttt_calls(ttt.fla_module("ttt/naive.py"), None)
-    mesa, _, log_linear, _ = mesa_log_linear.cases()
+    mesa, _, _, log_linear, _ = mesa_log_linear.cases()
     ttt_bound = lambda T: 6 * ttt.B * ttt.H * T * ttt.D * ttt.D  # noqa: E731
     return [
         ("fox", (256, 1024), BOTH, lambda T: fox_path.inputs("fox", T, False), forgetting_attn, fox_naive, timed,
