@@ -174,14 +174,16 @@ static void NAME(cg2)(int64_t K, int64_t steps, const T *restrict Ha, const T *r
     for (int64_t s = 0; s < steps; s++) {
         NAME(matvec2)(K, Ha, Hb, lam, pa, pb, Aa, Ab);
         const T alpha_a = da / (NAME(dot)(K, pa, Aa) + eps), alpha_b = db / (NAME(dot)(K, pb, Ab) + eps);
-#pragma omp simd
+        T na = 0, nb = 0; /* r . r, in the pass that updates r */
+#pragma omp simd reduction(+ : na, nb)
         for (int64_t i = 0; i < K; i++) {
             xa[i] += alpha_a * pa[i];
             ra[i] -= alpha_a * Aa[i];
             xb[i] += alpha_b * pb[i];
             rb[i] -= alpha_b * Ab[i];
+            na += ra[i] * ra[i];
+            nb += rb[i] * rb[i];
         }
-        const T na = NAME(dot)(K, ra, ra), nb = NAME(dot)(K, rb, rb);
         const T ratio_a = na / (da + eps), ratio_b = nb / (db + eps);
 #pragma omp simd
         for (int64_t i = 0; i < K; i++) {
@@ -238,12 +240,14 @@ static void NAME(solve)(int64_t K, int64_t steps, const T *restrict Ht, const T 
     for (int64_t s = 0; s < steps; s++) {
         NAME(matvec)(K, Ht, lam, p, Ap);
         const T alpha = delta / (NAME(dot)(K, p, Ap) + eps);
-#pragma omp simd
+        T next = 0; /* r . r, in the pass that updates r */
+#pragma omp simd reduction(+ : next)
         for (int64_t i = 0; i < K; i++) {
             x[i] += alpha * p[i];
             r[i] -= alpha * Ap[i];
+            next += r[i] * r[i];
         }
-        const T next = NAME(dot)(K, r, r), ratio = next / (delta + eps);
+        const T ratio = next / (delta + eps);
 #pragma omp simd
         for (int64_t i = 0; i < K; i++) p[i] = r[i] + ratio * p[i];
         delta = next;
