@@ -200,23 +200,34 @@ static void NAME(cg2)(int64_t K, int64_t steps, const T *restrict Ha, const T *r
 static void NAME(solve)(int64_t K, int64_t steps, const T *restrict Ht, const T *restrict lam, const T *restrict b,
                         T *restrict x, T *restrict L, T *restrict work) {
     if (steps < 0) { /* A = U^T U, U upper (K, K) in L: row j of U is column j of the factor, formed
-                        by axpys over the trailing rows (no reductions); A's upper triangle is Ht's */
-        for (int64_t i = 0; i < K; i++) {
-            memcpy(L + i * K + i, Ht + i * K + i, sizeof(T) * (K - i));
-            L[i * K + i] += lam[i];
-        }
+                        by axpys over the trailing rows (no reductions); A's upper triangle is Ht's.
+                        The axpys start at the vector boundary at or below column j + 1, not at the
+                        diagonal: whole vectors, no remainders; what they write left of a row's
+                        diagonal (Ht's lower triangle, copied) is never read as U */
+        memcpy(L, Ht, sizeof(T) * K * K);
+        for (int64_t i = 0; i < K; i++) L[i * K + i] += lam[i];
         for (int64_t j = 0; j < K; j++) {
             T *restrict Uj = L + j * K;
             Uj[j] = SQRT(Uj[j]);
             const T inv = 1 / Uj[j];
 #pragma omp simd
             for (int64_t m = j + 1; m < K; m++) Uj[m] *= inv;
-            for (int64_t i = j + 1; i < K; i++) {
-                T *restrict Ui = L + i * K;
-                const T u = Uj[i];
+            const int64_t m0 = (j + 1) / LANES * LANES;
+            if (K % LANES == 0) /* a vector of row j at a time, down the trailing rows */
+                for (int64_t m = m0; m < K; m += LANES) {
+                    const NAME(vec) uj = NAME(load)(Uj + m);
+                    for (int64_t i = j + 1; i < K; i++) {
+                        const NAME(vec) ui = NAME(load)(L + i * K + m) - Uj[i] * uj;
+                        memcpy(L + i * K + m, &ui, sizeof ui);
+                    }
+                }
+            else
+                for (int64_t i = j + 1; i < K; i++) {
+                    T *restrict Ui = L + i * K;
+                    const T u = Uj[i];
 #pragma omp simd
-                for (int64_t m = i; m < K; m++) Ui[m] -= u * Uj[m];
-            }
+                    for (int64_t m = m0; m < K; m++) Ui[m] -= u * Uj[m];
+                }
         }
         memcpy(x, b, sizeof(T) * K);
         for (int64_t i = 0; i < K; i++) { /* U^T y = b: y_i final, then taken out of the rows below */
