@@ -15,14 +15,14 @@
    ranges). With CG, tokens are solved in pairs (t, t + 1; both states formed first), the two
    systems' steps in lockstep: a step of one is a chain of dependent reductions and divisions,
    whose waits the other's fill. Where K is a multiple of 4 vectors (64 floats, 32 doubles) a
-   matvec keeps 4 vectors of each result in registers through all rows of the state. The forward saves x_t
-   (B, T, H, K) and the states before tokens 0, C, 2C, ... (ckH (B, H, ceil(T / C), K, K) as Ht, ckG
-   alike) when the backward will need them.
+   matvec keeps 4 vectors of each result in registers through all rows of the state. The forward
+   saves x_t (B, T, H, K) and the states before tokens 0, C, 2C, ... (ckH (B, H, ceil(T / C), K, K)
+   as Ht, ckG alike) when the backward will need them.
 
    The backward walks the segments of C tokens from the last: it recomputes the segment's states
    from its checkpoint into a scratch of C + 1 states and then, against time (two tokens' solves at
-   a time, as the forward's), with D and E the
-   gradients of Ht_t and G_t (from the final states' gradients, transposed for Ht):
+   a time, as the forward's), with D and E the gradients of Ht_t and G_t (from the final states'
+   gradients, transposed for Ht):
        E += x_t do_t^T;   w = A_t^-1 (G_t do_t)  (the same solve: fla's implicit gradient for CG);
        dq_t = w;   dlambda -= w * x_t;   D -= x_t w^T   (dL/dA_t = -w x_t^T, transposed);
        u = (D + D^T) k_t,  e = E v_t:   dk_t = beta_t (u + e),  dbeta_t = k_t . (D k_t + e),
