@@ -78,59 +78,34 @@ static inline NAME(vec) NAME(load)(const T *p) {
     return x;
 }
 
-/* Ap = H p + lambda * p for n (1 or 2) systems where K is a multiple of 4 vectors: 4 vectors of
-   each result held in registers while every row of Ht adds into them (no loads and stores of the
-   result between rows, the loop's cost in the row-pass form below) */
-static inline void NAME(matvec_blocks)(int64_t n, int64_t K, const T *const *Hs, const T *restrict lam,
-                                       const T *const *ps, T *const *Aps) {
+/* the matvec of two systems where K is a multiple of 4 vectors: 4 vectors of each result held in
+   registers while every row of Ht adds into them (no loads and stores of the result between rows,
+   the loop's cost in the row-pass form below) */
+static inline void NAME(matvec_blocks)(int64_t K, const T *const Hs[2], const T *restrict lam, const T *const ps[2],
+                                       T *const Aps[2]) {
     for (int64_t i0 = 0; i0 < K; i0 += 4 * LANES) {
         NAME(vec) acc[2][4];
         for (int64_t s = 0; s < 2; s++)
             for (int64_t u = 0; u < 4; u++)
-                acc[s][u] = s < n ? NAME(load)(lam + i0 + u * LANES) * NAME(load)(ps[s] + i0 + u * LANES)
-                                  : (NAME(vec)){0};
+                acc[s][u] = NAME(load)(lam + i0 + u * LANES) * NAME(load)(ps[s] + i0 + u * LANES);
         for (int64_t j = 0; j < K; j++)
-            for (int64_t s = 0; s < 2; s++)
-                if (s < n) {
-                    const T *row = Hs[s] + j * K + i0;
-                    const T pj = ps[s][j];
-                    for (int64_t u = 0; u < 4; u++) acc[s][u] += pj * NAME(load)(row + u * LANES);
-                }
-        for (int64_t s = 0; s < n; s++)
+            for (int64_t s = 0; s < 2; s++) {
+                const T *row = Hs[s] + j * K + i0;
+                const T pj = ps[s][j];
+                for (int64_t u = 0; u < 4; u++) acc[s][u] += pj * NAME(load)(row + u * LANES);
+            }
+        for (int64_t s = 0; s < 2; s++)
             for (int64_t u = 0; u < 4; u++) memcpy(Aps[s] + i0 + u * LANES, &acc[s][u], sizeof acc[s][u]);
     }
 }
 
-/* Ap = H p + lambda * p for the transposed state Ht (K, K): the rows of Ht scaled by p, four rows
-   a pass (Ap is loaded and stored once per four rows: its loads wait on the previous pass's stores) */
-static inline void NAME(matvec)(int64_t K, const T *restrict Ht, const T *restrict lam, const T *restrict p,
-                                T *restrict Ap) {
-    if (K % (4 * LANES) == 0) {
-        NAME(matvec_blocks)(1, K, (const T *[]){Ht}, lam, (const T *[]){p}, (T *[]){Ap});
-        return;
-    }
-#pragma omp simd
-    for (int64_t i = 0; i < K; i++) Ap[i] = lam[i] * p[i];
-    int64_t j = 0;
-    for (; j + 4 <= K; j += 4) {
-        const T *restrict r0 = Ht + j * K, *restrict r1 = r0 + K, *restrict r2 = r1 + K, *restrict r3 = r2 + K;
-        const T p0 = p[j], p1 = p[j + 1], p2 = p[j + 2], p3 = p[j + 3];
-#pragma omp simd
-        for (int64_t i = 0; i < K; i++) Ap[i] += (p0 * r0[i] + p1 * r1[i]) + (p2 * r2[i] + p3 * r3[i]);
-    }
-    for (; j < K; j++) {
-        const T pj = p[j];
-#pragma omp simd
-        for (int64_t i = 0; i < K; i++) Ap[i] += pj * Ht[j * K + i];
-    }
-}
-
-/* matvec for two systems at once (A's rows and B's in one loop: two independent chains of loads
-   and stores, where one system's steps wait on each other) */
+/* Ap = H p + lambda * p for two systems at once, with the transposed states Ht (K, K): the rows of
+   Ht scaled by p, four rows a pass (Ap is loaded and stored once per four rows), A's rows and B's in
+   one loop (two independent chains of loads and stores, where one system's wait on each other) */
 static inline void NAME(matvec2)(int64_t K, const T *restrict Ha, const T *restrict Hb, const T *restrict lam,
                                  const T *restrict pa, const T *restrict pb, T *restrict Aa, T *restrict Ab) {
     if (K % (4 * LANES) == 0) {
-        NAME(matvec_blocks)(2, K, (const T *[]){Ha, Hb}, lam, (const T *[]){pa, pb}, (T *[]){Aa, Ab});
+        NAME(matvec_blocks)(K, (const T *[]){Ha, Hb}, lam, (const T *[]){pa, pb}, (T *[]){Aa, Ab});
         return;
     }
 #pragma omp simd
@@ -196,7 +171,7 @@ static void NAME(cg2)(int64_t K, int64_t steps, const T *restrict Ha, const T *r
 }
 
 /* x = (H + diag(lam))^-1 b: `steps` CG steps from 0 (cg.py), or exact (steps < 0) by Cholesky into
-   L (K, K); work: 3 K scratch */
+   L (K, K); work: 7 K scratch */
 static void NAME(solve)(int64_t K, int64_t steps, const T *restrict Ht, const T *restrict lam, const T *restrict b,
                         T *restrict x, T *restrict L, T *restrict work) {
     if (steps < 0) { /* A = U^T U, U upper (K, K) in L: row j of U is column j of the factor, formed
@@ -241,28 +216,7 @@ static void NAME(solve)(int64_t K, int64_t steps, const T *restrict Ht, const T 
             x[i] = (x[i] - NAME(dot)(K - i - 1, L + i * K + i + 1, x + i + 1)) / L[i * K + i];
         return;
     }
-    const T eps = (T)1e-5;
-    T *restrict r = work, *restrict p = work + K, *restrict Ap = work + 2 * K;
-    for (int64_t i = 0; i < K; i++) {
-        x[i] = 0;
-        r[i] = p[i] = b[i];
-    }
-    T delta = NAME(dot)(K, r, r);
-    for (int64_t s = 0; s < steps; s++) {
-        NAME(matvec)(K, Ht, lam, p, Ap);
-        const T alpha = delta / (NAME(dot)(K, p, Ap) + eps);
-        T next = 0; /* r . r, in the pass that updates r */
-#pragma omp simd reduction(+ : next)
-        for (int64_t i = 0; i < K; i++) {
-            x[i] += alpha * p[i];
-            r[i] -= alpha * Ap[i];
-            next += r[i] * r[i];
-        }
-        const T ratio = next / (delta + eps);
-#pragma omp simd
-        for (int64_t i = 0; i < K; i++) p[i] = r[i] + ratio * p[i];
-        delta = next;
-    }
+    NAME(cg2)(K, steps, Ht, Ht, lam, b, b, x, work + 6 * K, work); /* one system: cg2's first of two */
 }
 
 /* one token's states from the previous ones (in place where they are the same): Ht = gamma Ht' +
@@ -297,7 +251,7 @@ void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int64
                    int64_t C, const T *q, const T *k, const T *v, const T *g, const T *beta, const T *lamb,
                    const T *H0, const T *G0, T *o, T *Hf, T *Gf, T *xs, T *ckH, T *ckG) {
     const int64_t N = (TT + C - 1) / C, S = K * K + K * V; /* a state: Ht then G */
-    T *buf = malloc(sizeof(T) * (2 * S + K * K + 9 * K));
+    T *buf = malloc(sizeof(T) * (2 * S + K * K + 10 * K));
     T *L = buf + 2 * S, *x = L + K * K, *x1 = x + K, *kb = x1 + K, *work = kb + K;
     for (int64_t bh = h0; bh < h1; bh++) {
         const int64_t b = bh / H, h = bh % H;
@@ -402,7 +356,7 @@ void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int6
                     const T *xs, const T *ckH, const T *ckG, const T *dout, const T *dHf, const T *dGf, T *dq, T *dk,
                     T *dv, T *dg, T *dbeta, T *dlamb, T *dH0, T *dG0) {
     const int64_t N = (TT + C - 1) / C, S = K * K + K * V; /* a scratch state: Ht then G */
-    T *states = malloc(sizeof(T) * ((C + 1) * S + K * K + K * K + K * V + 12 * K));
+    T *states = malloc(sizeof(T) * ((C + 1) * S + K * K + K * K + K * V + 11 * K));
     T *L = states + (C + 1) * S, *D = L + K * K, *E = D + K * K, *dx = E + K * V, *dx1 = dx + K, *u = dx1 + K,
       *e = u + K, *work = e + K;
     for (int64_t bh = h0; bh < h1; bh++) {
