@@ -79,7 +79,7 @@ def unsupported(q, k, v, g, beta, lamb, initial_state=None, output_final_state=F
     on_cpu = _cpu.on_cpu(q, k, v, g, beta, lamb, *(initial_state or ()))
     if on_cpu or cg_steps is not None or initial_state is None:
         return on_cpu
-    H0 = initial_state[0]
+    H0 = initial_state[0]  # the recurrence's states are symmetric to rounding: tolerances of float32 rounding
     if not torch.allclose(H0, H0.transpose(-1, -2), rtol=1e-5, atol=1e-6 * H0.abs().max().item()):
         return "the exact solve factors a symmetric H_kk, and the initial state's is not symmetric"
     return None
