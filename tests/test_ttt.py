@@ -1,6 +1,6 @@
-"""src/ops/ttt (TTT-Linear, TTT-MLP) and src/ops/titans: the chunked paths against reference.py
-(outputs, final state, every input's gradient, from a state inside a mini-batch), the inner
-gradient formulas against autograd, and reference.py against fla's naive loops
+"""src/ops/ttt (TTT-Linear, TTT-MLP) and src/ops/titans: the chunked paths and TTT-Linear's C loop
+(cpu.py) against reference.py (outputs, final state, every input's gradient, from a state inside a
+mini-batch), the inner gradient formulas against autograd, and reference.py against fla's naive loops
 (fla/ops/ttt/naive.py's ttt_linear with lr = 1; fla/ops/titans/naive.py's titans_linear).
 
 fla's loops are loaded from their source with two edits, each checked to be there: `torch.float32`
@@ -23,7 +23,7 @@ from src.models.sequence.layers.ttt import TTTMLP
 from src.ops.titans import chunked as titans_chunked
 from src.ops.titans import reference as titans_reference
 from src.ops.titans import titans
-from src.ops.ttt import chunked, reference, ttt_linear
+from src.ops.ttt import DISPATCH, chunked, cpu, reference, ttt_linear
 from src.utils.errors import ConfigError
 
 F64 = dict(rtol=1e-10, atol=1e-10)
@@ -31,6 +31,10 @@ F32 = dict(rtol=1e-3, atol=1e-3)
 # (B, T, H, D, K, offset): T = 1, T across mini-batches with a partial last one, an odd head width,
 # a start inside a mini-batch, T shorter than the rest of the mini-batch, K = 1
 SHAPES = [(2, 1, 2, 4, 4, 0), (2, 11, 2, 5, 4, 0), (1, 13, 3, 3, 4, 3), (2, 2, 1, 6, 4, 1), (1, 5, 2, 4, 1, 0)]
+# the C loop's (B, T, H, D, K), from a mini-batch's start: those of SHAPES, one T a multiple of K, and D
+# 83, which runs every part of its products (4-vector, 1-vector and element-wise columns; 4-row
+# blocks and single rows) and of its transposes (tiles, edges) in float32 and in float64
+C_SHAPES = [(2, 1, 2, 4, 4), (2, 11, 2, 5, 4), (1, 5, 2, 4, 1), (2, 32, 1, 64, 16), (1, 37, 2, 83, 16)]
 
 
 def ttt_inputs(B, T, H, D, hidden=None, dtype=torch.float64, seed=0):
@@ -68,6 +72,40 @@ def test_chunked_matches_reference(shape, inner):
         if not offset:  # no sums in the state (ttt_call starts them at zero)
             x = x[: 7 + n] + [None] * n
         compare(ttt_call(fast, n, offset, K), ttt_call(ref, n, offset, K), x, tol)
+
+
+@pytest.mark.parametrize("shape", C_SHAPES, ids=str)
+def test_the_c_loop_matches_reference(shape):
+    B, T, H, D, K = shape
+    for dtype, tol in ((torch.float64, F64), (torch.float32, F32)):
+        x = ttt_inputs(B, T, H, D, None, dtype)[:9] + [None, None]  # no sums in: offset 0
+        compare(ttt_call(cpu.ttt_linear, 2, 0, K), ttt_call(reference.ttt_linear, 2, 0, K), x, tol)
+
+
+def test_the_c_loops_partial_sums_continue_on_the_torch_path():
+    """A call of the C loop that ends inside a mini-batch, then the torch path from its state and
+    offset (the C loop takes offset 0 only), equal one call."""
+    q, k, v, eta, lr, w, b, *W = ttt_inputs(2, 23, 2, 4)[:9]
+    G = tuple(torch.zeros_like(x) for x in W)
+    z, S, n = reference.ttt_linear(q, k, v, eta, lr, w, b, (tuple(W), G), 0, 4)
+    z1, S1, n1 = cpu.ttt_linear(*(x[:, :10] for x in (q, k, v, eta, lr)), w, b, (tuple(W), G), 0, 4)
+    z2, S2, n2 = chunked.ttt_linear(*(x[:, 10:] for x in (q, k, v, eta, lr)), w, b, S1, n1, 4)
+    assert (n1, n2, n) == (2, 3, 3)
+    torch.testing.assert_close(torch.cat((z1, z2), 1), z, **F64)
+    for a, c in zip(S2[0] + S2[1], S[0] + S[1]):
+        torch.testing.assert_close(a, c, **F64)
+
+
+def test_dispatch_runs_the_c_loop_from_a_mini_batchs_start():
+    q, k, v, eta, lr, w, b, *W = ttt_inputs(1, 6, 2, 4, dtype=torch.float32)[:9]
+    args = (q, k, v, eta, lr, w, b, (tuple(W), tuple(torch.zeros_like(x) for x in W)))
+    cpu_device = torch.device("cpu")
+    assert DISPATCH.resolve("auto", cpu_device, (*args, 0, 4, 1e-6)) == "cpu"
+    assert DISPATCH.resolve("auto", cpu_device, (*args, 1, 4, 1e-6)) == "torch"
+    assert torch.equal(ttt_linear(*args, 0, 4)[0], cpu.ttt_linear(*args, 0, 4)[0])
+    assert torch.equal(ttt_linear(*args, 1, 4)[0], chunked.ttt_linear(*args, 1, 4)[0])
+    with pytest.raises(ConfigError, match="offset 1"):
+        ttt_linear(*args, 1, 4, backend="cpu")
 
 
 @pytest.mark.parametrize("inner", ["linear", "mlp"])

@@ -1,20 +1,43 @@
 """TTT-Linear and TTT-MLP (Sun et al. 2024): a hidden state that is the weights of an inner model,
 trained at test time by mini-batch gradient descent on each token's reconstruction loss.
 
-    ttt_linear(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6)
-    ttt_mlp(...)   (the same arguments)                    -> (z, state, offset)
+    ttt_linear(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6, backend="auto")
+    ttt_mlp(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6)    -> (z, state, offset)
         G_t = sum_{s <= t in its mini-batch} lr_s grad_W l(W0; k_s, v_s),  W_t = W0 - eta_t G_t,  z_t = Z(q_t; W_t)
         l(W; k, v) = 1/2 || LN_{w,b}(Z(k; W)) - (v - k) ||^2;  Z = x W1 + b1 (linear) or gelu(x W1 + b1) W2 + b2 (mlp)
 
 q, k, v (B, T, H, D); eta, lr (B, T, H); w, b (H, D); state (W, G): the weights at the current
-mini-batch's start and the gradient sums of its first `offset` tokens (reference.py). One path,
-chunked.py (the dual form; every device), so no dispatcher; reference.py is the oracle. fla's
-chunk_ttt_linear (Triton) is not a backend: it returns another output (z + LN(z), from which z
-is not recovered), takes one eta per token (no lr_s) and no partial mini-batch in its state. Its
-naive.py is an oracle in the tests (lr = 1).
+mini-batch's start and the gradient sums of its first `offset` tokens (reference.py). TTT-Linear's
+backends: `cpu` (ttt_linear.c, a C loop over each head's mini-batches, calls from a mini-batch's
+start; first on CPU) and `torch` (chunked.py, the dual form, every device). TTT-MLP has one path,
+chunked.py. reference.py is the oracle. fla's chunk_ttt_linear (Triton) is not a backend: it
+returns another output (z + LN(z), from which z is not recovered), takes one eta per token (no
+lr_s) and no partial mini-batch in its state. Its naive.py is an oracle in the tests (lr = 1).
 """
 
-from src.ops.ttt import chunked
+import torch
+
+from src.ops.dispatch import Dispatcher, lazy
+from src.ops.ttt import chunked, cpu
+
+
+def _smoke(fn, device):
+    """Forward and backward from a mini-batch's start agree with the torch path within 1e-4."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 21, 2, 8, generator=gen).to(device) for _ in range(3))
+    eta, lr = (torch.rand(1, 21, 2, generator=gen).to(device) for _ in range(2))
+    w, b, W0, c0 = (torch.randn(*s, generator=gen).to(device) for s in ((2, 8), (2, 8), (1, 2, 8, 8), (1, 2, 8)))
+    state = ((W0, c0), (torch.zeros_like(W0), torch.zeros_like(c0)))
+    q.requires_grad_(True)
+    (z, *_), (want, *_) = (f(q, k, v, eta, lr, w, b, state, 0, 4) for f in (fn, chunked.ttt_linear))
+    if not torch.allclose(z, want, rtol=1e-4, atol=1e-4):
+        raise RuntimeError(f"its smoke call differs from the torch path by {(z - want).abs().max().item():.3g}")
+    z.sum().backward()
+
+
+DISPATCH = Dispatcher("ttt_linear", {"torch": lazy("src.ops.ttt.chunked.ttt_linear"),
+                                     "cpu": lazy("src.ops.ttt.cpu.ttt_linear")},
+                      {"cpu": ["cpu", "torch"], "default": ["torch"]}, _smoke, {"cpu": cpu.unsupported})
 
 
 def _check(q, k, v, eta, lr, offset, mini_batch_size):
@@ -25,10 +48,11 @@ def _check(q, k, v, eta, lr, offset, mini_batch_size):
                          "(B, T, H, D), eta, lr (B, T, H), 0 <= offset < mini_batch_size")
 
 
-def ttt_linear(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):
+def ttt_linear(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6, backend="auto"):
     """See the module docstring."""
     _check(q, k, v, eta, lr, offset, mini_batch_size)
-    return chunked.ttt_linear(q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps)
+    args = (q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps)
+    return DISPATCH.function(backend, q.device, args)(*args)
 
 
 def ttt_mlp(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):

@@ -46,6 +46,8 @@ as TTT's W1; fla's test draws it at random, and LN(k M0) needs M0 != 0). The out
 the inner model's f(q), where fla's op returns z + LN(z). The output gate is TTT's.
 """
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,7 +55,7 @@ from torch import nn
 from src.models.sequence.layers.matrix_memory import Convs, OneTokenStep, heads, split
 from src.models.sequence.positions import frequencies
 from src.ops.titans import titans
-from src.ops.ttt import ttt_linear, ttt_mlp
+from src.ops.ttt import DISPATCH, ttt_linear, ttt_mlp
 from src.ops.ttt.reference import layer_norm
 from src.utils.errors import ConfigError
 
@@ -97,11 +99,13 @@ class TTTLinear(_TestTimeMemory):
     """
 
     def __init__(self, d_model, n_heads=4, mini_batch_size=16, base_lr=1.0, rope_theta=10000.0, use_gate=False,
-                 eps=1e-6):
+                 eps=1e-6, backend="auto"):
         super().__init__()
-        self._build_ttt(d_model, n_heads, mini_batch_size, base_lr, rope_theta, use_gate, eps, hidden=None)
+        self._build_ttt(d_model, n_heads, mini_batch_size, base_lr, rope_theta, use_gate, eps, hidden=None,
+                        backend=backend)
 
-    def _build_ttt(self, d_model, n_heads, mini_batch_size, base_lr, rope_theta, use_gate, eps, hidden, w1_std=0.02):
+    def _build_ttt(self, d_model, n_heads, mini_batch_size, base_lr, rope_theta, use_gate, eps, hidden, w1_std=0.02,
+                   backend="auto"):
         self._build(d_model, n_heads, mini_batch_size, base_lr, use_gate, eps, n_gates=1)
         if self.d % 2:
             raise ConfigError(f"head width d_model / model.layer.n_heads = {self.d} is odd: rope needs it even")
@@ -112,7 +116,7 @@ class TTTLinear(_TestTimeMemory):
         stds = [w1_std if i == 0 else 0.02 for i in range(len(shapes))]  # W1's, then W2's: N(0, std^2); biases 0
         self.W0 = nn.ParameterList(nn.Parameter(torch.randn(*s) * std if len(s) == 3 else torch.zeros(*s))
                                    for s, std in zip(shapes, stds))
-        self.op = ttt_linear if hidden is None else ttt_mlp
+        self.op = functools.partial(ttt_linear, backend=DISPATCH.check(backend)) if hidden is None else ttt_mlp
 
     def _rope(self, x, place):  # x (B, L, H, d), place (L,)
         angle = place[:, None].to(x.dtype) * frequencies(self.d, x.device, x.dtype, self.rope_theta)  # (L, d/2)

@@ -1,0 +1,79 @@
+"""TTT-Linear as a compiled C loop for CPU tensors, backend `cpu` (ttt_linear.c).
+
+The chunked path runs a mini-batch as ~20 torch calls on (16, 64) x (64, 64) products of all heads
+at once, each result written to memory and read back by the next call (12-17% of one core's
+peak at T 256-1024, benchmarks/README.md). The C loop takes a head through all its mini-batches
+with the inner weights (16 KB at D 64) in L1, every product a register-blocked loop over them, and
+the layer norm's gradient in the same pass over a row. Its backward recomputes each mini-batch's
+inner gradients from the Z = K W + c and start weights the forward saved (the dual form's
+intermediates, a (D, D) matrix per mini-batch as autograd saves for the chunked path) and walks
+the mini-batches from the last (the formulas: ttt_linear.c). float32 or float64, heads split over
+torch's threads, calls that start a mini-batch (offset 0). Compiled on first use by src/ops/_cpu.
+"""
+
+import ctypes
+import pathlib
+
+import torch
+
+from src.ops import _cpu
+
+DTYPES = {torch.float32: "float32", torch.float64: "float64"}
+
+
+def _call(which, shape, eps, tensors):
+    """ttt_linear_<dtype>_<which>(B, T, H, D, M, h0, h1, eps, *tensors), heads over threads."""
+    dtype = tensors[0].dtype
+    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("ttt_linear.c")), f"ttt_linear_{DTYPES[dtype]}_{which}")
+    B, T, H, D, M = shape
+
+    def call(i, h0, h1):
+        fn(*_cpu.int64(B, T, H, D, M, h0, h1), ctypes.c_double(eps), *_cpu.pointers(*tensors))
+
+    _cpu.parallel(call, _cpu.ranges(B * H, 1, B * T * H * D * D))
+
+
+class _TTTLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, eta, lr, w, b, W0, c0, M, eps):  # contiguous, one dtype
+        B, T, H, D = q.shape
+        out, Wf, cf, GW, Gc = q.new_empty(B, T, H, D), *(torch.empty_like(x) for x in (W0, c0, W0, c0))
+        grad = any(ctx.needs_input_grad)
+        Zs, Ps = (q.new_empty(B, H, T, D), q.new_empty(B, H, -(-T // M), M, M)) if grad else (None, None)
+        _call("forward", (B, T, H, D, M), eps, (q, k, v, eta, lr, w, b, W0, c0, out, Wf, cf, GW, Gc, Zs, Ps))
+        ctx.save_for_backward(q, k, v, eta, lr, w, b, Wf, Zs, Ps)
+        ctx.M, ctx.eps = M, eps
+        return out, Wf, cf, GW, Gc
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, dWf, dcf, dGW, dGc):
+        q, k, v, eta, lr, w, b, Wf, Zs, Ps = ctx.saved_tensors
+        B, T, H, D = q.shape
+        dq, dk, dv, deta, dlr = (torch.empty_like(x) for x in (q, k, v, eta, lr))
+        dw, db, dW0, dc0 = q.new_empty(B, H, D), q.new_empty(B, H, D), q.new_empty(B, H, D, D), q.new_empty(B, H, D)
+        grads = [None if x is None else x.contiguous() for x in (dout, dWf, dcf, dGW, dGc)]
+        if grads[0] is None:
+            grads[0] = torch.zeros_like(q)
+        _call("backward", (B, T, H, D, ctx.M), ctx.eps,
+              (q, k, v, eta, lr, w, b, Wf, Zs, Ps, *grads, dq, dk, dv, deta, dlr, dw, db, dW0, dc0))
+        return dq, dk, dv, deta, dlr, dw.sum(0), db.sum(0), dW0, dc0, None, None
+
+
+def ttt_linear(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):
+    """Same arguments and result as reference.ttt_linear, from a mini-batch's start (offset 0: the
+    state's sums G are zero there and not read)."""
+    T = q.shape[1]
+    (W0, c0), _ = state
+    args = [x.to(q.dtype).contiguous() for x in (q, k, v, eta, lr, w, b, W0, c0)]
+    out, Wf, cf, GW, Gc = _TTTLinear.apply(*args, mini_batch_size, eps)
+    return out, ((Wf, cf), (GW, Gc)), T % mini_batch_size
+
+
+def unsupported(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):
+    """Why the C loop cannot take this call (None if it can)."""
+    if q.dtype not in DTYPES:
+        return f"dtype {q.dtype} (the C loop takes float32, float64)"
+    if offset:
+        return f"offset {offset}: the C loop starts at a mini-batch's start (offset 0)"
+    return _cpu.on_cpu(q, k, v, eta, lr, w, b, *state[0])
