@@ -19,8 +19,9 @@ budget = peak x (original's time / 10): the most floating-point operations a cal
 still run 10x the original. "10x needs" is a count over the budget, i.e. the fraction of the peak
 at which the products alone would have to run, everything else free: over 100% cannot be reached.
 Three counts are set against it:
-    ours       our op's products (forward; forward and backward), or for mesa_net, whose C loop
-               makes no torch products, its multiply-adds counted from mesa_net.c (mesa_loop_flops);
+    ours       our op's products (forward; forward and backward), or for mesa_net and ttt_linear,
+               whose C loops make no torch products, their multiply-adds counted from the C source
+               (mesa_loop_flops, ttt_loop_flops);
     original   the original's products;
     bound      a lower bound for any algorithm computing the op, where one is plain:
                FoX and PaTH: causal attention's two products over the lower triangle,
@@ -98,11 +99,19 @@ def causal_attention_bound(T, B=fox_path.B, H=fox_path.H, K=fox_path.K):
     return 2 * B * H * T * (T + 1) // 2 * (K + K)
 
 
-def mesa_loop_flops(T, B=2, H=2, K=64, V=64, steps=30):
+def mesa_loop_flops(T, backward=False, B=2, H=2, K=64, V=64, steps=30):
     """The mesa_net C loop's forward (mesa_net.c; it makes no torch products to count), 2 flops a
     multiply-add: a token's state update (K^2 + K V), 30 CG steps (a K^2 matvec, two dot products
     and three axpys of K), its output (K V); at mesa_log_linear's inputs."""
     return 2 * B * H * T * (K * K + K * V + steps * (K * K + 5 * K) + K * V)
+
+
+def ttt_loop_flops(T, backward=False, B=ttt.B, H=ttt.H, D=ttt.D, m=ttt.K):
+    """The ttt_linear C loop's products (ttt_linear.c), 2 flops a multiply-add, a token: forward K W,
+    Q W, K^T G (D^2 each) and Q K^T, A G (m D each); the backward 7 of D^2 (K dW, G dW^T, the
+    weights rebuilt, dout W^T, Q^T dout, dZ W^T, K^T dZ) and 4 of m D (dout G^T, A^T dout, dP K,
+    dP^T Q); at benchmarks.ttt's inputs."""
+    return 2 * B * H * T * ((3 + 7 * backward) * D * D + (2 + 4 * backward) * m * D)
 
 
 def cases():
@@ -121,7 +130,7 @@ def cases():
          lambda q, k, v, w, b, g: path_naive(q, k, v, w, b, g, fox_path.K**-0.5), timed, causal_attention_bound,
          None),
         ("ttt_linear", (256, 1024), BOTH, ttt.inputs, ttt_fla["ours"], ttt_fla["fla naive"], ttt.timed, ttt_bound,
-         None),
+         ttt_loop_flops),
         ("mesa_net", mesa[5], (False,), mesa[1], mesa[2], mesa[3], timed, lambda T: None, mesa_loop_flops),
         ("log_linear_attn", log_linear[5], BOTH, log_linear[1], log_linear[2], log_linear[3], timed, lambda T: None,
          None),
@@ -184,7 +193,7 @@ def main():
                     x = [t.detach().requires_grad_(backward) for t in x]
                 counts = [flops(timer, fn, x, backward) for fn in (ours, original)]
                 if loop_flops:
-                    counts[0] = loop_flops(T)
+                    counts[0] = loop_flops(T, backward)
                 times = [[], []]
                 for _ in range(rounds):
                     for i, fn in enumerate((original, ours)):

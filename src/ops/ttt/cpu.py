@@ -19,12 +19,13 @@ import torch
 from src.ops import _cpu
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
+SOURCE = pathlib.Path(__file__).with_name("ttt_linear.c")
 
 
 def _call(which, shape, eps, tensors):
     """ttt_linear_<dtype>_<which>(B, T, H, D, M, h0, h1, eps, *tensors), heads over threads."""
     dtype = tensors[0].dtype
-    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("ttt_linear.c")), f"ttt_linear_{DTYPES[dtype]}_{which}")
+    fn = getattr(_cpu.library(SOURCE), f"ttt_linear_{DTYPES[dtype]}_{which}")
     B, T, H, D, M = shape
 
     def call(i, h0, h1):

@@ -39,8 +39,8 @@
 #define CAT(a, b) CAT_(a, b)
 
 /* keeps a loaded vector in a register: gcc otherwise folds the load into each multiply-add that
-   reads it (4 loads of each row of B a step of the 4-by-4 block, 79% of the FMA peak where the
-   pinned rows reach 98%, one core, a (16, 64) x (64, 64) product in L1) */
+   reads it (4 loads of each row of B a step of the 4-by-4 block instead of 1, which kept the
+   block well short of the FMA peak that it reaches pinned, on a (16, 64) x (64, 64) product in L1) */
 #if defined(__x86_64__) || defined(__i386__)
 #define PIN(x) __asm__("" : "+v"(x))
 #else
@@ -98,7 +98,7 @@ static inline __attribute__((always_inline)) void NAME(block)(int64_t R, int64_t
         NAME(vec) row[4];
         for (int64_t u = 0; u < U; u++) {
             row[u] = NAME(load)(Bm + x * ldb + u * LANES);
-            if (U > 1) PIN(row[u]);  /* with one vector a row the folded load is faster (98% against 82%) */
+            if (U > 1) PIN(row[u]);  /* with one vector a row (one load a step either way) folded was faster */
         }
         for (int64_t r = 0; r < R; r++) {
             const T a = A[r * ar + x * ac];
@@ -207,8 +207,8 @@ static void NAME(gradients)(int64_t m, int64_t D, int64_t SD, T eps, const T *k,
 }
 
 /* the rows (m, D) lds apart of each of the n arrays xs brought towards L1: the backward's next
-   mini-batch's, while this one computes (1.04-1.06x the backward, interleaved at T 1024; the
-   forward's as fast without) */
+   mini-batch's, while this one computes (a few percent of the backward; the forward, which
+   touches half as many rows, gained nothing) */
 static void NAME(prefetch)(int64_t n, const T *const *xs, int64_t m, int64_t D, int64_t lds) {
     for (int64_t i = 0; i < n; i++)
         for (int64_t s = 0; s < m; s++)
