@@ -7,8 +7,7 @@
        P = Q K^T,     A_ts = -eta_t (P_ts + 1) for s <= t (else 0)
        out = Q W + c + A G
        whole: W <- W - eta_m K^T G, c <- c - eta_m sum_s G_s;  partial last: (GW, Gc) = (K^T G, sum_s G_s)
-   with LNG the layer norm's inner gradient: for x = Z - mean Z, inv = (mean x^2 + eps)^-1/2,
-   zh = x inv, h = zh w^2 + chat, a = mean(h zh):  LNG = (h - mean h - zh a) inv.
+   with LNG the inner layer norm's gradient (../_cpu/ln_l2_grad.h).
 
    The backward walks the mini-batches from the last with dW, dc the gradients of the weights at
    the next one's start (from the final state's, which for a partial last one are GW's, Gc's
@@ -16,18 +15,16 @@
    partial: dG = K dGW + dGc,  dK = G dGW^T. Then
        dQ = dout W^T + dP K,   dK += dP^T Q + dZ W^T,   dW += Q^T dout + K^T dZ,   dc += sum (dout + dZ)
        dA = dout G^T,  dG += A^T dout,  deta_t -= sum_{s <= t} dA_ts (P_ts + 1),  dP_ts = -eta_t dA_ts
-       dlr_s = dG_s . g_s,   dg_s = lr_s dG_s,   and through LNG (e = dg inv, e' = mean(e zh)):
-       dh = e - mean e - zh e',  dzh = dh w^2 - a e - e' h,  dinv = sum dg (h - mean h - zh a) + sum dzh x,
-       dx = inv dzh - dinv inv^2 zh / D,  dZ = dx - mean dx,  dchat = dh,  dw += 2 w sum_s dh zh
-   and chat's: db += w dchat, dk += w dchat, dv -= w dchat, dw += (b + k - v) dchat.
+       dlr_s = dG_s . g_s,   dg_s = lr_s dG_s,   and dZ and chat's gradients (w, b, k, v) through LNG.
 
-   Every product is gemm: C (+)= alpha A B, A's elements broadcast (any strides, so a transposed A
-   costs nothing), 4 rows by 4 vectors of C held in registers through the sum. The transposed B's
-   (W^T, dW^T, K^T, G^T) are copied once a mini-batch, by (LANES, LANES) tiles in registers. Layouts as the op's: q, k, v, out (B, T, H,
-   D), eta, lr (B, T, H), w, b (H, D), W (B, H, D, D), c (B, H, D); a call does heads [h0, h1) of
-   the B H. The forward saves, when the backward will need them, each mini-batch's start W (Ws
-   (B, H, ceil(T / M), D, D)), Z (Zs (B, H, T, D)) and P (Ps (B, H, ceil(T / M), M, M), rows m apart). dw, db (B, H, D) per batch row (summed over
-   B in cpu.py). The file includes itself once per dtype (T, SQRT, NAME set before each pass). */
+   Every product is ../_cpu/blocked.h's gemm; the transposed B's (W^T, dW^T, K^T, G^T) are
+   copied once a mini-batch. The backward needs of the forward only Z and P (saved when it will
+   run: Zs (B, H, T, D), Ps (B, H, ceil(T / M), M, M), rows m apart): it rebuilds each
+   mini-batch's start weights, transposed, from the next's, W^T <- W^T + eta_m G^T K (from the final
+   W; a partial last mini-batch leaves W as it was). Layouts as the op's: q, k, v, out (B, T, H, D),
+   eta, lr (B, T, H), w, b (H, D), W (B, H, D, D), c (B, H, D); a call does heads [h0, h1) of the
+   B H. dw, db (B, H, D) per batch row (summed over B in cpu.py). The file includes itself once per
+   dtype (T, IT, LANES_N, SQRT, NAME set before each pass). */
 
 #ifndef T
 #include <math.h>
@@ -38,161 +35,29 @@
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 
-/* keeps a loaded vector in a register: gcc otherwise folds the load into each multiply-add that
-   reads it (4 loads of each row of B a step of the 4-by-4 block instead of 1, which kept the
-   block well short of the FMA peak that it reaches pinned, on a (16, 64) x (64, 64) product in L1) */
-#if defined(__x86_64__) || defined(__i386__)
-#define PIN(x) __asm__("" : "+v"(x))
-#else
-#define PIN(x) (void)0
-#endif
-
-#define LO(e, w) ((e) & (w) ? LANES_N + (e) - (w) : (e)) /* the shuffles' masks of tile() */
-#define HI(e, w) ((e) & (w) ? LANES_N + (e) : (e) + (w))
-#define MASK8(F, w, o) F(o, w), F(o + 1, w), F(o + 2, w), F(o + 3, w), F(o + 4, w), F(o + 5, w), F(o + 6, w), F(o + 7, w)
-
 #define T float
 #define IT int32_t
 #define LANES_N 16
-#define MASK(F, w) {MASK8(F, w, 0), MASK8(F, w, 8)}
 #define SQRT sqrtf
 #define NAME(x) CAT(ttt_linear_float32_, x)
 #include "ttt_linear.c"
 #undef T
 #undef IT
 #undef LANES_N
-#undef MASK
 #undef SQRT
 #undef NAME
-#undef LANES
 
 #define T double
 #define IT int64_t
 #define LANES_N 8
-#define MASK(F, w) {MASK8(F, w, 0)}
 #define SQRT sqrt
 #define NAME(x) CAT(ttt_linear_float64_, x)
 #include "ttt_linear.c"
 
 #else
 
-typedef T NAME(vec) __attribute__((vector_size(64))); /* 16 floats or 8 doubles */
-#define LANES ((int64_t)(64 / sizeof(T)))
-
-static inline NAME(vec) NAME(load)(const T *p) {
-    NAME(vec) x;
-    memcpy(&x, p, sizeof x);
-    return x;
-}
-
-/* C (R, U vectors) = add C + alpha A B over Kd: R U accumulators in registers (R, U constants
-   where inlined) */
-static inline __attribute__((always_inline)) void NAME(block)(int64_t R, int64_t U, int64_t Kd, T alpha,
-                                                             const T *A, int64_t ar, int64_t ac, const T *Bm,
-                                                             int64_t ldb, T *C, int64_t ldc, int64_t add) {
-    const NAME(vec) zero = {0};
-    NAME(vec) acc[4][4];
-    for (int64_t r = 0; r < R; r++)
-        for (int64_t u = 0; u < U; u++) acc[r][u] = zero;
-    for (int64_t x = 0; x < Kd; x++) {
-        NAME(vec) row[4];
-        for (int64_t u = 0; u < U; u++) {
-            row[u] = NAME(load)(Bm + x * ldb + u * LANES);
-            if (U > 1) PIN(row[u]);  /* with one vector a row (one load a step either way) folded was faster */
-        }
-        for (int64_t r = 0; r < R; r++) {
-            const T a = A[r * ar + x * ac];
-            for (int64_t u = 0; u < U; u++) acc[r][u] += a * row[u];
-        }
-    }
-    for (int64_t r = 0; r < R; r++)
-        for (int64_t u = 0; u < U; u++) {
-            NAME(vec) c = alpha * acc[r][u];
-            if (add) c += NAME(load)(C + r * ldc + u * LANES);
-            memcpy(C + r * ldc + u * LANES, &c, sizeof c);
-        }
-}
-
-/* C (M, N) = add C + alpha A B (add 0 or 1): A's element (i, x) at A[i ar + x ac], B (Kd, N)
-   rows ldb apart, C rows ldc apart */
-static void NAME(gemm)(int64_t M, int64_t N, int64_t Kd, T alpha, const T *A, int64_t ar, int64_t ac,
-                       const T *Bm, int64_t ldb, T *C, int64_t ldc, int64_t add) {
-    int64_t j = 0, i;
-    for (; j + 4 * LANES <= N; j += 4 * LANES) {
-        for (i = 0; i + 4 <= M; i += 4) NAME(block)(4, 4, Kd, alpha, A + i * ar, ar, ac, Bm + j, ldb, C + i * ldc + j, ldc, add);
-        for (; i < M; i++) NAME(block)(1, 4, Kd, alpha, A + i * ar, ar, ac, Bm + j, ldb, C + i * ldc + j, ldc, add);
-    }
-    for (; j + LANES <= N; j += LANES) {
-        for (i = 0; i + 4 <= M; i += 4) NAME(block)(4, 1, Kd, alpha, A + i * ar, ar, ac, Bm + j, ldb, C + i * ldc + j, ldc, add);
-        for (; i < M; i++) NAME(block)(1, 1, Kd, alpha, A + i * ar, ar, ac, Bm + j, ldb, C + i * ldc + j, ldc, add);
-    }
-    for (; j < N; j++)
-        for (i = 0; i < M; i++) {
-            T s = 0;
-            for (int64_t x = 0; x < Kd; x++) s += A[i * ar + x * ac] * Bm[x * ldb + j];
-            C[i * ldc + j] = (add ? C[i * ldc + j] : 0) + alpha * s;
-        }
-}
-
-typedef IT NAME(ivec) __attribute__((vector_size(64)));
-
-/* dst (LANES, LANES) rows ldd apart = src^T, src rows lds apart: log2(LANES) rounds, the one of
-   width w swapping the off-diagonal (w, w) blocks of every (2w, 2w) block, two shuffles a pair of
-   rows (element e of a shuffle's mask: e < LANES row i's, LANES + e row i + w's) */
-static inline void NAME(tile)(const T *restrict src, int64_t lds, T *restrict dst, int64_t ldd) {
-    NAME(vec) r[LANES_N];
-    for (int64_t i = 0; i < LANES_N; i++) r[i] = NAME(load)(src + i * lds);
-#define ROUND(w)                                                                                   \
-    {                                                                                              \
-        const NAME(ivec) lo = MASK(LO, w), hi = MASK(HI, w);                                       \
-        for (int64_t i = 0; i < LANES_N; i++)                                                      \
-            if (!(i & (w))) {                                                                      \
-                const NAME(vec) a = __builtin_shuffle(r[i], r[i + (w)], lo);                       \
-                r[i + (w)] = __builtin_shuffle(r[i], r[i + (w)], hi);                              \
-                r[i] = a;                                                                          \
-            }                                                                                      \
-    }
-    ROUND(1) ROUND(2) ROUND(4)
-#if LANES_N == 16
-    ROUND(8)
-#endif
-#undef ROUND
-    for (int64_t i = 0; i < LANES_N; i++) memcpy(dst + i * ldd, &r[i], sizeof r[i]);
-}
-
-/* dst (n, m) = src^T, src (m, n) rows lds apart: by (LANES, LANES) tiles, the edges element-wise */
-static void NAME(transpose)(int64_t m, int64_t n, const T *restrict src, int64_t lds, T *restrict dst) {
-    const int64_t mt = m - m % LANES, nt = n - n % LANES;
-    for (int64_t i = 0; i < mt; i += LANES)
-        for (int64_t j = 0; j < nt; j += LANES) NAME(tile)(src + i * lds + j, lds, dst + j * m + i, m);
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t j = i < mt ? nt : 0; j < n; j++) dst[j * m + i] = src[i * lds + j];
-}
-
-/* one row's LNG: zh, h (D) and g = LNG (D) from Z's, k's and v's rows; returns inv, sets *a = mean(h zh) */
-static T NAME(lng)(int64_t D, T eps, const T *restrict z, const T *restrict k, const T *restrict v,
-                   const T *restrict w, const T *restrict b, const T *restrict w2, T *restrict zh, T *restrict h,
-                   T *restrict g, T *a) {
-    T mean = 0, var = 0, hm = 0, hz = 0;
-#pragma omp simd reduction(+ : mean)
-    for (int64_t j = 0; j < D; j++) mean += z[j];
-    mean /= D;
-#pragma omp simd reduction(+ : var)
-    for (int64_t j = 0; j < D; j++) var += (z[j] - mean) * (z[j] - mean);
-    const T inv = 1 / SQRT(var / D + eps);
-#pragma omp simd reduction(+ : hm, hz)
-    for (int64_t j = 0; j < D; j++) {
-        zh[j] = (z[j] - mean) * inv;
-        h[j] = zh[j] * w2[j] + (b[j] + k[j] - v[j]) * w[j];  /* chat = (b + k - v) w */
-        hm += h[j];
-        hz += h[j] * zh[j];
-    }
-    hm /= D;
-    *a = hz / D;
-#pragma omp simd
-    for (int64_t j = 0; j < D; j++) g[j] = (h[j] - hm - zh[j] * *a) * inv;
-    return inv;
-}
+#include "../_cpu/blocked.h"
+#include "../_cpu/ln_l2_grad.h"
 
 /* the mini-batch's inner gradients: for its rows s, LNG's zh_s, h_s, a_s, inv_s, g_s, and G_s = lr_s g_s */
 static void NAME(gradients)(int64_t m, int64_t D, int64_t SD, T eps, const T *k, const T *v, const T *lr,
@@ -339,48 +204,20 @@ void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t M, int6
             /* G = diag(lr) g, g = LNG(Z, chat) */
             memset(dsum, 0, sizeof(T) * D);
             for (int64_t s = 0; s < m; s++) {
-                const T *zs = zh + s * D, *hs = h + s * D, *gs = g + s * D, *ks = kn + s * SD, *vs = vn + s * SD;
-                T *dGs = dG + s * D, *dZs = dZ + s * D, *dks = dkn + s * SD, *dvs = dvn + s * SD;
-                const T lrs = lrn[s * H], is = inv[s];
-                T dl = 0, em = 0, ez = 0, hm = 0;
-#pragma omp simd reduction(+ : dl, em, ez, hm)
+                const T *gs = g + s * D;
+                T *dGs = dG + s * D, *dZs = dZ + s * D;
+                const T lrs = lrn[s * H];
+                T dl = 0;
+#pragma omp simd reduction(+ : dl)
                 for (int64_t j = 0; j < D; j++) {
                     dl += dGs[j] * gs[j];
-                    const T e = lrs * dGs[j] * is;
-                    dGs[j] = e;  /* e = dg inv from here */
-                    em += e;
-                    ez += e * zs[j];
-                    hm += hs[j];
+                    dGs[j] *= lrs;  /* dg from here */
                 }
                 dlrh[s * H] = dl;
-                em /= D, ez /= D, hm /= D;
-                T dinv = 0, dzx = 0;
-#pragma omp simd reduction(+ : dinv, dzx)
-                for (int64_t j = 0; j < D; j++) {
-                    const T e = dGs[j], dh = e - em - zs[j] * ez;
-                    const T dz = dh * w2[j] - a[s] * e - ez * hs[j];
-                    dinv += e * (hs[j] - hm - zs[j] * a[s]);
-                    dzx += dz * zs[j];
-                    dw2[j] += dh * zs[j];
-                    dwh[j] += dh * (bb[j] + ks[j] - vs[j]);
-                    dbh[j] += dh * wh[j];
-                    dks[j] += dh * wh[j];
-                    dvs[j] = -dh * wh[j];
-                    dZs[j] = dz;
-                }
-                dinv = (dinv + dzx) / is;  /* sum dg (g / inv) + sum dzh x: dg = e / inv, x = zh / inv */
-                T mean = 0;
-#pragma omp simd reduction(+ : mean)
-                for (int64_t j = 0; j < D; j++) {
-                    dZs[j] = is * dZs[j] - dinv * is * is * zs[j] / D;
-                    mean += dZs[j];
-                }
-                mean /= D;
+                NAME(lng_backward)(D, zh + s * D, h + s * D, a[s], inv[s], dGs, kn + s * SD, vn + s * SD, wh, bb, w2,
+                                   dZs, dkn + s * SD, dvn + s * SD, dwh, dbh, dw2);
 #pragma omp simd
-                for (int64_t j = 0; j < D; j++) {
-                    dZs[j] -= mean;
-                    dsum[j] += dZs[j];
-                }
+                for (int64_t j = 0; j < D; j++) dsum[j] += dZs[j];
             }
             NAME(gemm)(m, D, D, 1, dZ, D, 1, WT, D, dkn, SD, 1);
             NAME(gemm)(D, D, m, 1, kn, 1, SD, dZ, D, dW, D, 1);

@@ -1,0 +1,122 @@
+/* Products and transposes of small matrices in L1 for the C loops, on 64-byte vectors (16 floats,
+   8 doubles): gemm, C (M, N) = add C + alpha A B, by 4-row by 4-vector blocks of C held in
+   registers through the sum (A's elements broadcast, so a transposed A is only its strides), and
+   transpose, by (LANES_N, LANES_N) tiles in registers. Included once per dtype with T, IT (the
+   integer of T's width), LANES_N (64 / sizeof(T)) and NAME set (so its functions have no include
+   guard; its macros have one). ttt_linear.c and titans.c include it. */
+
+#ifndef BLOCKED_H_MACROS
+#define BLOCKED_H_MACROS
+/* keeps a loaded vector in a register: gcc otherwise folds the load into each multiply-add that
+   reads it (4 loads of each row of B a step of the 4-by-4 block instead of 1, which kept the
+   block well short of the FMA peak that it reaches pinned, on a (16, 64) x (64, 64) product in L1) */
+#if defined(__x86_64__) || defined(__i386__)
+#define PIN(x) __asm__("" : "+v"(x))
+#else
+#define PIN(x) (void)0
+#endif
+
+#define LO(e, w) ((e) & (w) ? LANES_N + (e) - (w) : (e)) /* the shuffles' masks of tile() */
+#define HI(e, w) ((e) & (w) ? LANES_N + (e) : (e) + (w))
+#define MASK8(F, w, o) F(o, w), F(o + 1, w), F(o + 2, w), F(o + 3, w), F(o + 4, w), F(o + 5, w), F(o + 6, w), F(o + 7, w)
+#endif
+
+#if LANES_N == 16
+#define MASK(F, w) {MASK8(F, w, 0), MASK8(F, w, 8)}
+#else
+#define MASK(F, w) {MASK8(F, w, 0)}
+#endif
+
+typedef T NAME(vec) __attribute__((vector_size(64))); /* 16 floats or 8 doubles */
+
+static inline NAME(vec) NAME(load)(const T *p) {
+    NAME(vec) x;
+    memcpy(&x, p, sizeof x);
+    return x;
+}
+
+/* C (R, U vectors) = add C + alpha A B over Kd: R U accumulators in registers (R, U constants
+   where inlined) */
+static inline __attribute__((always_inline)) void NAME(block)(int64_t R, int64_t U, int64_t Kd, T alpha,
+                                                             const T *A, int64_t ar, int64_t ac, const T *Bm,
+                                                             int64_t ldb, T *C, int64_t ldc, int64_t add) {
+    const NAME(vec) zero = {0};
+    NAME(vec) acc[4][4];
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t u = 0; u < U; u++) acc[r][u] = zero;
+    for (int64_t x = 0; x < Kd; x++) {
+        NAME(vec) row[4];
+        for (int64_t u = 0; u < U; u++) {
+            row[u] = NAME(load)(Bm + x * ldb + u * LANES_N);
+            if (U > 1) PIN(row[u]);  /* with one vector a row (one load a step either way) folded was faster */
+        }
+        for (int64_t r = 0; r < R; r++) {
+            const T a = A[r * ar + x * ac];
+            for (int64_t u = 0; u < U; u++) acc[r][u] += a * row[u];
+        }
+    }
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t u = 0; u < U; u++) {
+            NAME(vec) c = alpha * acc[r][u];
+            if (add) c += NAME(load)(C + r * ldc + u * LANES_N);
+            memcpy(C + r * ldc + u * LANES_N, &c, sizeof c);
+        }
+}
+
+/* C (M, N) = add C + alpha A B (add 0 or 1): A's element (i, x) at A[i ar + x ac], B (Kd, N)
+   rows ldb apart, C rows ldc apart */
+static void NAME(gemm)(int64_t M, int64_t N, int64_t Kd, T alpha, const T *A, int64_t ar, int64_t ac,
+                       const T *Bm, int64_t ldb, T *C, int64_t ldc, int64_t add) {
+    int64_t j = 0, i;
+    for (; j + 4 * LANES_N <= N; j += 4 * LANES_N) {
+        for (i = 0; i + 4 <= M; i += 4) NAME(block)(4, 4, Kd, alpha, A + i * ar, ar, ac, Bm + j, ldb, C + i * ldc + j, ldc, add);
+        for (; i < M; i++) NAME(block)(1, 4, Kd, alpha, A + i * ar, ar, ac, Bm + j, ldb, C + i * ldc + j, ldc, add);
+    }
+    for (; j + LANES_N <= N; j += LANES_N) {
+        for (i = 0; i + 4 <= M; i += 4) NAME(block)(4, 1, Kd, alpha, A + i * ar, ar, ac, Bm + j, ldb, C + i * ldc + j, ldc, add);
+        for (; i < M; i++) NAME(block)(1, 1, Kd, alpha, A + i * ar, ar, ac, Bm + j, ldb, C + i * ldc + j, ldc, add);
+    }
+    for (; j < N; j++)
+        for (i = 0; i < M; i++) {
+            T s = 0;
+            for (int64_t x = 0; x < Kd; x++) s += A[i * ar + x * ac] * Bm[x * ldb + j];
+            C[i * ldc + j] = (add ? C[i * ldc + j] : 0) + alpha * s;
+        }
+}
+
+typedef IT NAME(ivec) __attribute__((vector_size(64)));
+
+/* dst (LANES_N, LANES_N) rows ldd apart = src^T, src rows lds apart: log2(LANES_N) rounds, the one of
+   width w swapping the off-diagonal (w, w) blocks of every (2w, 2w) block, two shuffles a pair of
+   rows (element e of a shuffle's mask: e < LANES_N row i's, LANES_N + e row i + w's) */
+static inline void NAME(tile)(const T *restrict src, int64_t lds, T *restrict dst, int64_t ldd) {
+    NAME(vec) r[LANES_N];
+    for (int64_t i = 0; i < LANES_N; i++) r[i] = NAME(load)(src + i * lds);
+#define ROUND(w)                                                                                   \
+    {                                                                                              \
+        const NAME(ivec) lo = MASK(LO, w), hi = MASK(HI, w);                                       \
+        for (int64_t i = 0; i < LANES_N; i++)                                                      \
+            if (!(i & (w))) {                                                                      \
+                const NAME(vec) a = __builtin_shuffle(r[i], r[i + (w)], lo);                       \
+                r[i + (w)] = __builtin_shuffle(r[i], r[i + (w)], hi);                              \
+                r[i] = a;                                                                          \
+            }                                                                                      \
+    }
+    ROUND(1) ROUND(2) ROUND(4)
+#if LANES_N == 16
+    ROUND(8)
+#endif
+#undef ROUND
+    for (int64_t i = 0; i < LANES_N; i++) memcpy(dst + i * ldd, &r[i], sizeof r[i]);
+}
+
+/* dst (n, m) = src^T, src (m, n) rows lds apart: by (LANES_N, LANES_N) tiles, the edges element-wise */
+static void NAME(transpose)(int64_t m, int64_t n, const T *restrict src, int64_t lds, T *restrict dst) {
+    const int64_t mt = m - m % LANES_N, nt = n - n % LANES_N;
+    for (int64_t i = 0; i < mt; i += LANES_N)
+        for (int64_t j = 0; j < nt; j += LANES_N) NAME(tile)(src + i * lds + j, lds, dst + j * m + i, m);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = i < mt ? nt : 0; j < n; j++) dst[j * m + i] = src[i * lds + j];
+}
+
+#undef MASK
