@@ -1,5 +1,5 @@
-"""src/ops/ttt (TTT-Linear, TTT-MLP) and src/ops/titans: the chunked paths and TTT-Linear's C loop
-(cpu.py) against reference.py (outputs, final state, every input's gradient, from a state inside a
+"""src/ops/ttt (TTT-Linear, TTT-MLP) and src/ops/titans: the chunked paths and the C loops of
+TTT-Linear and Titans (cpu.py) against reference.py (outputs, final state, every input's gradient, from a state inside a
 mini-batch), the inner gradient formulas against autograd, and reference.py against fla's naive loops
 (fla/ops/ttt/naive.py's ttt_linear with lr = 1; fla/ops/titans/naive.py's titans_linear).
 
@@ -20,7 +20,9 @@ from conftest import fla_naive
 from op_backends import compare, gen
 
 from src.models.sequence.layers.ttt import TTTMLP
+from src.ops.titans import DISPATCH as TITANS
 from src.ops.titans import chunked as titans_chunked
+from src.ops.titans import cpu as titans_cpu
 from src.ops.titans import reference as titans_reference
 from src.ops.titans import titans
 from src.ops.ttt import DISPATCH, chunked, cpu, reference, ttt_linear
@@ -236,6 +238,38 @@ def test_titans_chunked_matches_reference(shape):
     fast, ref = titans_call(titans_chunked.titans, offset, K), titans_call(titans_reference.titans, offset, K)
     compare(fast, ref, titans_inputs(B, T, H, D), F64)
     compare(fast, ref, titans_inputs(B, T, H, D, dtype=torch.float32), F32)
+
+
+@pytest.mark.parametrize("shape", C_SHAPES, ids=str)
+def test_titans_c_loop_matches_reference(shape):
+    """The C loop, from a chunk's start (M0 apart from M, as a state may have it), and the gates'
+    gradients through the coefficients computed in torch."""
+    B, T, H, D, K = shape
+    for dtype, tol in ((torch.float64, F64), (torch.float32, F32)):
+        compare(titans_call(titans_cpu.titans, 0, K), titans_call(titans_reference.titans, 0, K),
+                titans_inputs(B, T, H, D, dtype), tol)
+
+
+def test_titans_c_loops_state_continues_on_the_torch_path():
+    q, k, v, theta, ld, lm, w, b, *state = titans_inputs(2, 23, 2, 4)
+    z, S, n = titans_reference.titans(q, k, v, theta, ld, lm, w, b, tuple(state), 0, 4)
+    z1, S1, n1 = titans_cpu.titans(*(x[:, :10] for x in (q, k, v, theta, ld, lm)), w, b, tuple(state), 0, 4)
+    z2, S2, n2 = titans_chunked.titans(*(x[:, 10:] for x in (q, k, v, theta, ld, lm)), w, b, S1, n1, 4)
+    assert (n1, n2, n) == (2, 3, 3)
+    torch.testing.assert_close(torch.cat((z1, z2), 1), z, **F64)
+    for a, c in zip(S2, S):
+        torch.testing.assert_close(a, c, **F64)
+
+
+def test_titans_dispatch_runs_the_c_loop_from_a_chunks_start():
+    q, k, v, theta, ld, lm, w, b, *state = titans_inputs(1, 6, 2, 4, dtype=torch.float32)
+    args = (q, k, v, theta, ld, lm, w, b, tuple(state))
+    cpu_device = torch.device("cpu")
+    assert TITANS.resolve("auto", cpu_device, (*args, 0, 4, 1e-6)) == "cpu"
+    assert TITANS.resolve("auto", cpu_device, (*args, 1, 4, 1e-6)) == "torch"
+    assert torch.equal(titans(*args, 0, 4)[0], titans_cpu.titans(*args, 0, 4)[0])
+    with pytest.raises(ConfigError, match="offset 1"):
+        titans(*args, 1, 4, backend="cpu")
 
 
 def test_titans_refuses_shapes():

@@ -1,7 +1,7 @@
 /* Products and transposes of small matrices in L1 for the C loops, on 64-byte vectors (16 floats,
    8 doubles): gemm, C (M, N) = add C + alpha A B, by 4-row by 4-vector blocks of C held in
    registers through the sum (A's elements broadcast, so a transposed A is only its strides), and
-   transpose, by (LANES_N, LANES_N) tiles in registers. Included once per dtype with T, IT (the
+   transpose, by (LANES_N, LANES_N) tiles in registers; and prefetch. Included once per dtype with T, IT (the
    integer of T's width), LANES_N (64 / sizeof(T)) and NAME set (so its functions have no include
    guard; its macros have one). ttt_linear.c and titans.c include it. */
 
@@ -117,6 +117,15 @@ static void NAME(transpose)(int64_t m, int64_t n, const T *restrict src, int64_t
         for (int64_t j = 0; j < nt; j += LANES_N) NAME(tile)(src + i * lds + j, lds, dst + j * m + i, m);
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = i < mt ? nt : 0; j < n; j++) dst[j * m + i] = src[i * lds + j];
+}
+
+/* the rows (m, D) lds apart of each of the n arrays xs brought towards L1: the loops' backwards
+   fetch the next chunk's while this one computes (a few percent of ttt_linear's backward; its
+   forward, which reads half as many rows, gained nothing) */
+static void NAME(prefetch)(int64_t n, const T *const *xs, int64_t m, int64_t D, int64_t lds) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t s = 0; s < m; s++)
+            for (int64_t j = 0; j < D; j += 64 / sizeof(T)) __builtin_prefetch(xs[i] + s * lds + j);
 }
 
 #undef MASK

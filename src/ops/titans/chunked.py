@@ -37,10 +37,10 @@ def _decays(log_gate):
     return diff.masked_fill(~lower, -float("inf")).exp()
 
 
-def _coefficients(q, k, theta, log_decay, log_momentum):
-    """The state-free factors of chunks of m tokens, q, k (..., m, D), gates (..., m): [b, f] (..., m, 2, 1),
-    A = 2 (P N) * (q k^T) (..., m, m), the rows [(P N)_m, N_m] (..., m, 2, 1) and the mix (..., 2, 2). The 2
-    is the squared loss's, so that g (ln_grad) is half the gradient."""
+def gate_coefficients(theta, log_decay, log_momentum):
+    """The gates' factors of chunks of m tokens, gates (..., m): [b, f] (..., m, 2, 1), 2 P N (..., m, m),
+    the rows [(P N)_m, N_m] (..., m, 2, 1) and the mix (..., 2, 2). The 2 is the squared loss's, so that
+    g (ln_grad) is half the gradient. The C loop (cpu.py) takes them as they are."""
     P = _decays(log_decay)  # b_t / b_i
     N = 2 * _decays(log_momentum) * theta[..., None, :]  # 2 theta_s prod eta
     mom = log_momentum.cumsum(-1).exp()[..., None]  # m_t (..., m, 1)
@@ -50,6 +50,12 @@ def _coefficients(q, k, theta, log_decay, log_momentum):
     last = torch.stack((PN[..., -1, :], N[..., -1, :]), -1)[..., None]  # (..., m, 2, 1)
     m_last = mom[..., -1, :]  # (..., 1)
     mix = torch.stack((bf[..., -1, :, 0], torch.cat((torch.zeros_like(m_last), m_last), -1)), -2)  # [[b, f], [0, m]]
+    return bf, PN, last, mix
+
+
+def _coefficients(q, k, theta, log_decay, log_momentum):
+    """gate_coefficients with 2 P N replaced by A = 2 (P N) * (q k^T) (..., m, m), for chunks q, k (..., m, D)."""
+    bf, PN, last, mix = gate_coefficients(theta, log_decay, log_momentum)
     return bf, PN * (q @ k.transpose(-1, -2)), last, mix
 
 

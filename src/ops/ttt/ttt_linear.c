@@ -71,15 +71,6 @@ static void NAME(gradients)(int64_t m, int64_t D, int64_t SD, T eps, const T *k,
     }
 }
 
-/* the rows (m, D) lds apart of each of the n arrays xs brought towards L1: the backward's next
-   mini-batch's, while this one computes (a few percent of the backward; the forward, which
-   touches half as many rows, gained nothing) */
-static void NAME(prefetch)(int64_t n, const T *const *xs, int64_t m, int64_t D, int64_t lds) {
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t s = 0; s < m; s++)
-            for (int64_t j = 0; j < D; j += 64 / sizeof(T)) __builtin_prefetch(xs[i] + s * lds + j);
-}
-
 /* A_ts = -eta_t (P_ts + 1) for s <= t, else 0 */
 static void NAME(mixing)(int64_t m, const T *P, const T *eta, int64_t SH, T *A) {
     for (int64_t t = 0; t < m; t++)

@@ -54,8 +54,8 @@ from torch import nn
 
 from src.models.sequence.layers.matrix_memory import Convs, OneTokenStep, heads, split
 from src.models.sequence.positions import frequencies
-from src.ops.titans import titans
-from src.ops.ttt import DISPATCH, ttt_linear, ttt_mlp
+from src.ops.titans import DISPATCH as TITANS, titans
+from src.ops.ttt import DISPATCH as TTT, ttt_linear, ttt_mlp
 from src.ops.ttt.reference import layer_norm
 from src.utils.errors import ConfigError
 
@@ -116,7 +116,7 @@ class TTTLinear(_TestTimeMemory):
         stds = [w1_std if i == 0 else 0.02 for i in range(len(shapes))]  # W1's, then W2's: N(0, std^2); biases 0
         self.W0 = nn.ParameterList(nn.Parameter(torch.randn(*s) * std if len(s) == 3 else torch.zeros(*s))
                                    for s, std in zip(shapes, stds))
-        self.op = functools.partial(ttt_linear, backend=DISPATCH.check(backend)) if hidden is None else ttt_mlp
+        self.op = functools.partial(ttt_linear, backend=TTT.check(backend)) if hidden is None else ttt_mlp
 
     def _rope(self, x, place):  # x (B, L, H, d), place (L,)
         angle = place[:, None].to(x.dtype) * frequencies(self.d, x.device, x.dtype, self.rope_theta)  # (L, d/2)
@@ -172,6 +172,7 @@ class Titans(_TestTimeMemory):
         super().__init__()
         self._build(d_model, n_heads, mini_batch_size, base_lr, use_gate, eps, n_gates=3)
         self.convs = Convs([d_model] * 3, use_short_conv, conv_size, False, ["silu"] * 3, backend)
+        self.backend = TITANS.backend_of(backend)  # one key for the convs and the memory's op
         self.M0 = nn.Parameter(torch.randn(n_heads, self.d, self.d) * 0.02)
         with torch.no_grad():
             self.gate_bias[n_heads : 2 * n_heads] = -4.0  # forget gate alpha ~ 0.02
@@ -189,7 +190,7 @@ class Titans(_TestTimeMemory):
         lr, forget, momentum = self._gates(x).unbind(2)  # (B, L, H) each
         theta = self.base_lr * torch.sigmoid(lr) / self.d
         z, (M, S, M0), offset = titans(q, k, v, theta, F.logsigmoid(-forget), F.logsigmoid(momentum), self.ln_weight,
-                                       self.ln_bias, (M, S, M0), int(place[0]), self.K, self.eps)
+                                       self.ln_bias, (M, S, M0), int(place[0]), self.K, self.eps, self.backend)
         return self._output(x, q, z), (conv_state, (M, S, M0, torch.full_like(place, offset)))
 
     def _memory(self, batch_size):
