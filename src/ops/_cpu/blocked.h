@@ -18,7 +18,8 @@
 
 #define LO(e, w) ((e) & (w) ? LANES_N + (e) - (w) : (e)) /* the shuffles' masks of tile() */
 #define HI(e, w) ((e) & (w) ? LANES_N + (e) : (e) + (w))
-#define MASK8(F, w, o) F(o, w), F(o + 1, w), F(o + 2, w), F(o + 3, w), F(o + 4, w), F(o + 5, w), F(o + 6, w), F(o + 7, w)
+#define MASK8(F, w, o) \
+    F(o, w), F(o + 1, w), F(o + 2, w), F(o + 3, w), F(o + 4, w), F(o + 5, w), F(o + 6, w), F(o + 7, w)
 #endif
 
 #if LANES_N == 16
@@ -27,13 +28,7 @@
 #define MASK(F, w) {MASK8(F, w, 0)}
 #endif
 
-typedef T NAME(vec) __attribute__((vector_size(64))); /* 16 floats or 8 doubles */
-
-static inline NAME(vec) NAME(load)(const T *p) {
-    NAME(vec) x;
-    memcpy(&x, p, sizeof x);
-    return x;
-}
+#include "vec.h"
 
 /* C (R, U vectors) = add C + alpha A B over Kd: R U accumulators in registers (R, U constants
    where inlined) */
@@ -67,15 +62,17 @@ static inline __attribute__((always_inline)) void NAME(block)(int64_t R, int64_t
    rows ldb apart, C rows ldc apart */
 static void NAME(gemm)(int64_t M, int64_t N, int64_t Kd, T alpha, const T *A, int64_t ar, int64_t ac,
                        const T *Bm, int64_t ldb, T *C, int64_t ldc, int64_t add) {
+#define BLOCK(R, U) NAME(block)(R, U, Kd, alpha, A + i * ar, ar, ac, Bm + j, ldb, C + i * ldc + j, ldc, add)
     int64_t j = 0, i;
     for (; j + 4 * LANES_N <= N; j += 4 * LANES_N) {
-        for (i = 0; i + 4 <= M; i += 4) NAME(block)(4, 4, Kd, alpha, A + i * ar, ar, ac, Bm + j, ldb, C + i * ldc + j, ldc, add);
-        for (; i < M; i++) NAME(block)(1, 4, Kd, alpha, A + i * ar, ar, ac, Bm + j, ldb, C + i * ldc + j, ldc, add);
+        for (i = 0; i + 4 <= M; i += 4) BLOCK(4, 4);
+        for (; i < M; i++) BLOCK(1, 4);
     }
     for (; j + LANES_N <= N; j += LANES_N) {
-        for (i = 0; i + 4 <= M; i += 4) NAME(block)(4, 1, Kd, alpha, A + i * ar, ar, ac, Bm + j, ldb, C + i * ldc + j, ldc, add);
-        for (; i < M; i++) NAME(block)(1, 1, Kd, alpha, A + i * ar, ar, ac, Bm + j, ldb, C + i * ldc + j, ldc, add);
+        for (i = 0; i + 4 <= M; i += 4) BLOCK(4, 1);
+        for (; i < M; i++) BLOCK(1, 1);
     }
+#undef BLOCK
     for (; j < N; j++)
         for (i = 0; i < M; i++) {
             T s = 0;

@@ -62,21 +62,8 @@
 
 #else
 
-static inline T NAME(dot)(int64_t n, const T *restrict a, const T *restrict b) {
-    T s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-typedef T NAME(vec) __attribute__((vector_size(64))); /* 16 floats or 8 doubles */
+#include "../_cpu/vec.h"
 #define LANES ((int64_t)(64 / sizeof(T)))
-
-static inline NAME(vec) NAME(load)(const T *p) {
-    NAME(vec) x;
-    memcpy(&x, p, sizeof x);
-    return x;
-}
 
 /* the matvec of two systems where K is a multiple of 4 vectors: 4 vectors of each result held in
    registers while every row of Ht adds into them (no loads and stores of the result between rows,

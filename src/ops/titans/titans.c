@@ -25,48 +25,18 @@
    N, K, K), rows m apart), N = ceil(T / K). Layouts as the op's: q, k, v, z (B, T, H, D), w, b
    (H, D), states (B, H, D, D); the coefficients (B, H, N, K, 2) (bf, last), (B, H, N, K, K) (PN),
    (B, H, N, 2, 2) (mix), a partial last chunk's zero past its m rows, as their gradients. A call
-   does heads [h0, h1) of the B H. dw, db (B, H, D) per batch row (summed over B in cpu.py). The file
-   includes itself once per dtype (T, IT, LANES_N, SQRT, NAME set before each pass). */
+   does heads [h0, h1) of the B H. dw, db (B, H, D) per batch row (summed over B in cpu.py).
+   ../_cpu/dtypes.h compiles it once per dtype. */
 
 #ifndef T
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-
-#define T float
-#define IT int32_t
-#define LANES_N 16
-#define SQRT sqrtf
-#define NAME(x) CAT(titans_float32_, x)
-#include "titans.c"
-#undef T
-#undef IT
-#undef LANES_N
-#undef SQRT
-#undef NAME
-
-#define T double
-#define IT int64_t
-#define LANES_N 8
-#define SQRT sqrt
-#define NAME(x) CAT(titans_float64_, x)
-#include "titans.c"
+#define SOURCE "../titans/titans.c"
+#define PREFIX titans
+#include "../_cpu/dtypes.h"
 
 #else
 
 #include "../_cpu/blocked.h"
 #include "../_cpu/ln_l2_grad.h"
-
-static inline T NAME(dot)(int64_t n, const T *restrict a, const T *restrict b) {
-    T s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
 
 /* dst (m, D) = the rows x_s (lds apart) scaled by c[s stride] */
 static void NAME(scaled)(int64_t m, int64_t D, const T *x, int64_t lds, const T *c, int64_t stride, T *dst) {

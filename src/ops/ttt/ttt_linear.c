@@ -23,36 +23,13 @@
    mini-batch's start weights, transposed, from the next's, W^T <- W^T + eta_m G^T K (from the final
    W; a partial last mini-batch leaves W as it was). Layouts as the op's: q, k, v, out (B, T, H, D),
    eta, lr (B, T, H), w, b (H, D), W (B, H, D, D), c (B, H, D); a call does heads [h0, h1) of the
-   B H. dw, db (B, H, D) per batch row (summed over B in cpu.py). The file includes itself once per
-   dtype (T, IT, LANES_N, SQRT, NAME set before each pass). */
+   B H. dw, db (B, H, D) per batch row (summed over B in cpu.py). ../_cpu/dtypes.h compiles it
+   once per dtype. */
 
 #ifndef T
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-
-#define T float
-#define IT int32_t
-#define LANES_N 16
-#define SQRT sqrtf
-#define NAME(x) CAT(ttt_linear_float32_, x)
-#include "ttt_linear.c"
-#undef T
-#undef IT
-#undef LANES_N
-#undef SQRT
-#undef NAME
-
-#define T double
-#define IT int64_t
-#define LANES_N 8
-#define SQRT sqrt
-#define NAME(x) CAT(ttt_linear_float64_, x)
-#include "ttt_linear.c"
+#define SOURCE "../ttt/ttt_linear.c"
+#define PREFIX ttt_linear
+#include "../_cpu/dtypes.h"
 
 #else
 
