@@ -110,6 +110,16 @@ def test_dispatch_runs_the_c_loop_from_a_mini_batchs_start():
         ttt_linear(*args, 1, 4, backend="cpu")
 
 
+def test_layer_backends():
+    """TTT-Linear's `backend` is its op's; Titans' serves its convs and its op (a GPU name: the op's torch path)."""
+    from src.models.sequence.layers.ttt import Titans, TTTLinear
+    assert TTTLinear(8, n_heads=2, backend="cpu").op.keywords == {"backend": "cpu"}
+    with pytest.raises(ConfigError, match="model.layer.backend='cuda'"):
+        TTTLinear(8, n_heads=2, backend="cuda")
+    assert [Titans(8, n_heads=2, backend=b).backend for b in ("auto", "cpu", "torch", "cuda")] == \
+        ["auto", "cpu", "torch", "torch"]
+
+
 @pytest.mark.parametrize("inner", ["linear", "mlp"])
 def test_state_passing(inner):
     """Two calls, cut inside a mini-batch, equal one call: outputs and state."""
