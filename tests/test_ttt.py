@@ -1,5 +1,5 @@
-"""src/ops/ttt (TTT-Linear, TTT-MLP) and src/ops/titans: the chunked paths and the C loops of
-TTT-Linear and Titans (cpu.py) against reference.py (outputs, final state, every input's gradient, from a state inside a
+"""src/ops/ttt (TTT-Linear, TTT-MLP) and src/ops/titans: the chunked paths and the C loops (cpu.py)
+against reference.py (outputs, final state, every input's gradient, from a state inside a
 mini-batch), the inner gradient formulas against autograd, and reference.py against fla's naive loops
 (fla/ops/ttt/naive.py's ttt_linear with lr = 1; fla/ops/titans/naive.py's titans_linear).
 
@@ -25,7 +25,7 @@ from src.ops.titans import chunked as titans_chunked
 from src.ops.titans import cpu as titans_cpu
 from src.ops.titans import reference as titans_reference
 from src.ops.titans import titans
-from src.ops.ttt import DISPATCH, chunked, cpu, reference, ttt_linear
+from src.ops.ttt import DISPATCH, MLP_DISPATCH, chunked, cpu, reference, ttt_linear, ttt_mlp
 from src.utils.errors import ConfigError
 
 F64 = dict(rtol=1e-10, atol=1e-10)
@@ -84,18 +84,32 @@ def test_the_c_loop_matches_reference(shape):
         compare(ttt_call(cpu.ttt_linear, 2, 0, K), ttt_call(reference.ttt_linear, 2, 0, K), x, tol)
 
 
+@pytest.mark.parametrize("shape", C_SHAPES + [(1, 37, 2, 40, 16)], ids=str)
+def test_the_mlp_c_loop_matches_reference(shape):
+    """Hidden width 2 D + 1 (at D 40: F 81, the products' 4-vector, 1-vector and element-wise columns
+    in float32). Float32 only up to D 40: at D 83 the unit-variance inputs make gradients whose float32
+    rounding passes 1e-3 in a few elements, the torch path's as this loop's (1.7e-3 both)."""
+    B, T, H, D, K = shape
+    for dtype, tol in ((torch.float64, F64), (torch.float32, F32))[: 1 if D > 40 else 2]:
+        x = ttt_inputs(B, T, H, D, 2 * D + 1, dtype)[:11] + [None] * 4
+        compare(ttt_call(cpu.ttt_mlp, 4, 0, K), ttt_call(reference.ttt_mlp, 4, 0, K), x, tol)
+
+
 def test_the_c_loops_partial_sums_continue_on_the_torch_path():
     """A call of the C loop that ends inside a mini-batch, then the torch path from its state and
     offset (the C loop takes offset 0 only), equal one call."""
-    q, k, v, eta, lr, w, b, *W = ttt_inputs(2, 23, 2, 4)[:9]
-    G = tuple(torch.zeros_like(x) for x in W)
-    z, S, n = reference.ttt_linear(q, k, v, eta, lr, w, b, (tuple(W), G), 0, 4)
-    z1, S1, n1 = cpu.ttt_linear(*(x[:, :10] for x in (q, k, v, eta, lr)), w, b, (tuple(W), G), 0, 4)
-    z2, S2, n2 = chunked.ttt_linear(*(x[:, 10:] for x in (q, k, v, eta, lr)), w, b, S1, n1, 4)
-    assert (n1, n2, n) == (2, 3, 3)
-    torch.testing.assert_close(torch.cat((z1, z2), 1), z, **F64)
-    for a, c in zip(S2[0] + S2[1], S[0] + S[1]):
-        torch.testing.assert_close(a, c, **F64)
+    for inner, hidden in (("linear", None), ("mlp", 7)):
+        n_weights = 2 if hidden is None else 4
+        q, k, v, eta, lr, w, b, *W = ttt_inputs(2, 23, 2, 4, hidden)[: 7 + n_weights]
+        G = tuple(torch.zeros_like(x) for x in W)
+        fast, torch_path, ref = (getattr(m, f"ttt_{inner}") for m in (cpu, chunked, reference))
+        z, S, n = ref(q, k, v, eta, lr, w, b, (tuple(W), G), 0, 4)
+        z1, S1, n1 = fast(*(x[:, :10] for x in (q, k, v, eta, lr)), w, b, (tuple(W), G), 0, 4)
+        z2, S2, n2 = torch_path(*(x[:, 10:] for x in (q, k, v, eta, lr)), w, b, S1, n1, 4)
+        assert (n1, n2, n) == (2, 3, 3)
+        torch.testing.assert_close(torch.cat((z1, z2), 1), z, **F64)
+        for a, c in zip(S2[0] + S2[1], S[0] + S[1]):
+            torch.testing.assert_close(a, c, **F64)
 
 
 def test_dispatch_runs_the_c_loop_from_a_mini_batchs_start():
@@ -108,12 +122,20 @@ def test_dispatch_runs_the_c_loop_from_a_mini_batchs_start():
     assert torch.equal(ttt_linear(*args, 1, 4)[0], chunked.ttt_linear(*args, 1, 4)[0])
     with pytest.raises(ConfigError, match="offset 1"):
         ttt_linear(*args, 1, 4, backend="cpu")
+    q, k, v, eta, lr, w, b, *W = ttt_inputs(1, 6, 2, 4, hidden=5, dtype=torch.float32)[:11]
+    args = (q, k, v, eta, lr, w, b, (tuple(W), tuple(torch.zeros_like(x) for x in W)))
+    assert MLP_DISPATCH.resolve("auto", cpu_device, (*args, 0, 4, 1e-6)) == "cpu"
+    assert MLP_DISPATCH.resolve("auto", cpu_device, (*args, 1, 4, 1e-6)) == "torch"
+    assert torch.equal(ttt_mlp(*args, 0, 4)[0], cpu.ttt_mlp(*args, 0, 4)[0])
+    with pytest.raises(ConfigError, match="offset 1"):
+        ttt_mlp(*args, 1, 4, backend="cpu")
 
 
 def test_layer_backends():
-    """TTT-Linear's `backend` is its op's; Titans' serves its convs and its op (a GPU name: the op's torch path)."""
+    """TTT's `backend` is its op's; Titans' serves its convs and its op (a GPU name: the op's torch path)."""
     from src.models.sequence.layers.ttt import Titans, TTTLinear
     assert TTTLinear(8, n_heads=2, backend="cpu").op.keywords == {"backend": "cpu"}
+    assert TTTMLP(8, n_heads=2, backend="torch").op.keywords == {"backend": "torch"}
     with pytest.raises(ConfigError, match="model.layer.backend='cuda'"):
         TTTLinear(8, n_heads=2, backend="cuda")
     assert [Titans(8, n_heads=2, backend=b).backend for b in ("auto", "cpu", "torch", "cuda")] == \

@@ -1,4 +1,5 @@
-"""TTT-Linear as a compiled C loop for CPU tensors, backend `cpu` (ttt_linear.c).
+"""TTT-Linear and TTT-MLP as compiled C loops for CPU tensors, backend `cpu` (ttt_linear.c,
+ttt_mlp.c).
 
 The chunked path runs a mini-batch as ~20 torch calls on (16, 64) x (64, 64) products of all heads
 at once, each result written to memory and read back by the next call (12-17% of one core's
@@ -7,8 +8,10 @@ with the inner weights (16 KB at D 64) in L1, every product a register-blocked l
 the layer norm's gradient in the same pass over a row. Its backward recomputes each mini-batch's
 inner gradients from the Z = K W + c and start weights the forward saved (the dual form's
 intermediates, a (D, D) matrix per mini-batch as autograd saves for the chunked path) and walks
-the mini-batches from the last (the formulas: ttt_linear.c). float32 or float64, heads split over
-torch's threads, calls that start a mini-batch (offset 0). Compiled on first use by src/ops/_cpu.
+the mini-batches from the last (the formulas: ttt_linear.c). TTT-MLP's loop is the same on its
+two layers, with the weights (64 KB each at D 64) in L2 (ttt_mlp.c). float32 or float64, heads
+split over torch's threads, calls that start a mini-batch (offset 0). Compiled on first use by
+src/ops/_cpu.
 """
 
 import ctypes
@@ -20,18 +23,20 @@ from src.ops import _cpu
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 SOURCE = pathlib.Path(__file__).with_name("ttt_linear.c")
+MLP_SOURCE = pathlib.Path(__file__).with_name("ttt_mlp.c")
 
 
-def _call(which, shape, eps, tensors):
-    """ttt_linear_<dtype>_<which>(B, T, H, D, M, h0, h1, eps, *tensors), heads over threads."""
-    dtype = tensors[0].dtype
-    fn = getattr(_cpu.library(SOURCE), f"ttt_linear_{DTYPES[dtype]}_{which}")
-    B, T, H, D, M = shape
+def _call(which, shape, eps, tensors, mlp=False):
+    """ttt_linear_<dtype>_<which>(B, T, H, D, M, h0, h1, eps, *tensors), or ttt_mlp's (B, T, H, D,
+    F, M, ...) with shape (B, T, H, D, F, M); heads over threads."""
+    prefix, source = ("ttt_mlp", MLP_SOURCE) if mlp else ("ttt_linear", SOURCE)
+    fn = getattr(_cpu.library(source), f"{prefix}_{DTYPES[tensors[0].dtype]}_{which}")
+    B, T, H = shape[:3]
 
     def call(i, h0, h1):
-        fn(*_cpu.int64(B, T, H, D, M, h0, h1), ctypes.c_double(eps), *_cpu.pointers(*tensors))
+        fn(*_cpu.int64(*shape, h0, h1), ctypes.c_double(eps), *_cpu.pointers(*tensors))
 
-    _cpu.parallel(call, _cpu.ranges(B * H, 1, B * T * H * D * D))
+    _cpu.parallel(call, _cpu.ranges(B * H, 1, B * T * H * shape[3] * shape[-2]))
 
 
 class _TTTLinear(torch.autograd.Function):
@@ -61,6 +66,36 @@ class _TTTLinear(torch.autograd.Function):
         return dq, dk, dv, deta, dlr, dw.sum(0), db.sum(0), dW0, dc0, None, None
 
 
+class _TTTMLP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, eta, lr, w, b, W1, c1, W2, c2, M, eps):  # contiguous, one dtype
+        B, T, H, D = q.shape
+        F, N = W1.shape[-1], -(-T // M)
+        out = q.new_empty(B, T, H, D)
+        final = [torch.empty_like(x) for x in (W1, c1, W2, c2, W1, c1, W2, c2)]  # the weights, then the sums
+        saved = (q.new_empty(B, H, T, F), q.new_empty(B, H, T, D), q.new_empty(B, H, T, F),
+                 q.new_empty(B, H, N, M, M), q.new_empty(B, H, N, M, M)) if any(ctx.needs_input_grad) else (None,) * 5
+        _call("forward", (B, T, H, D, F, M), eps, (q, k, v, eta, lr, w, b, W1, c1, W2, c2, out, *final, *saved), True)
+        ctx.save_for_backward(q, k, v, eta, lr, w, b, final[0], final[2], *saved)
+        ctx.M, ctx.eps = M, eps
+        return (out, *final)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, *dfinal):
+        q, k, v, eta, lr, w, b, W1f, W2f, *saved = ctx.saved_tensors
+        B, T, H, D = q.shape
+        F = W1f.shape[-1]
+        dq, dk, dv, deta, dlr = (torch.empty_like(x) for x in (q, k, v, eta, lr))
+        dw, db = q.new_empty(B, H, D), q.new_empty(B, H, D)
+        dW1, dc1, dW2, dc2 = (q.new_empty(B, H, *s) for s in ((D, F), (F,), (F, D), (D,)))
+        dout = torch.zeros_like(q) if dout is None else dout.contiguous()
+        dfinal = [None if x is None else x.contiguous() for x in dfinal]
+        _call("backward", (B, T, H, D, F, ctx.M), ctx.eps, (q, k, v, eta, lr, w, b, W1f, W2f, *saved, dout, *dfinal,
+                                                           dq, dk, dv, deta, dlr, dw, db, dW1, dc1, dW2, dc2), True)
+        return dq, dk, dv, deta, dlr, dw.sum(0), db.sum(0), dW1, dc1, dW2, dc2, None, None
+
+
 def ttt_linear(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):
     """Same arguments and result as reference.ttt_linear, from a mini-batch's start (offset 0: the
     state's sums G are zero there and not read)."""
@@ -69,6 +104,14 @@ def ttt_linear(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=
     args = [x.to(q.dtype).contiguous() for x in (q, k, v, eta, lr, w, b, W0, c0)]
     out, Wf, cf, GW, Gc = _TTTLinear.apply(*args, mini_batch_size, eps)
     return out, ((Wf, cf), (GW, Gc)), T % mini_batch_size
+
+
+def ttt_mlp(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):
+    """Same arguments and result as reference.ttt_mlp, from a mini-batch's start (offset 0)."""
+    T = q.shape[1]
+    args = [x.to(q.dtype).contiguous() for x in (q, k, v, eta, lr, w, b, *state[0])]
+    out, *final = _TTTMLP.apply(*args, mini_batch_size, eps)
+    return out, (tuple(final[:4]), tuple(final[4:])), T % mini_batch_size
 
 
 def unsupported(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):

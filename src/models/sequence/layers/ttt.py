@@ -55,7 +55,7 @@ from torch import nn
 from src.models.sequence.layers.matrix_memory import Convs, OneTokenStep, heads, split
 from src.models.sequence.positions import frequencies
 from src.ops.titans import DISPATCH as TITANS, titans
-from src.ops.ttt import DISPATCH as TTT, ttt_linear, ttt_mlp
+from src.ops.ttt import DISPATCH as TTT, MLP_DISPATCH as TTT_MLP, ttt_linear, ttt_mlp
 from src.ops.ttt.reference import layer_norm
 from src.utils.errors import ConfigError
 
@@ -116,7 +116,8 @@ class TTTLinear(_TestTimeMemory):
         stds = [w1_std if i == 0 else 0.02 for i in range(len(shapes))]  # W1's, then W2's: N(0, std^2); biases 0
         self.W0 = nn.ParameterList(nn.Parameter(torch.randn(*s) * std if len(s) == 3 else torch.zeros(*s))
                                    for s, std in zip(shapes, stds))
-        self.op = functools.partial(ttt_linear, backend=TTT.check(backend)) if hidden is None else ttt_mlp
+        self.op = functools.partial(ttt_linear, backend=TTT.check(backend)) if hidden is None else \
+            functools.partial(ttt_mlp, backend=TTT_MLP.check(backend))
 
     def _rope(self, x, place):  # x (B, L, H, d), place (L,)
         angle = place[:, None].to(x.dtype) * frequencies(self.d, x.device, x.dtype, self.rope_theta)  # (L, d/2)
@@ -150,14 +151,14 @@ class TTTMLP(TTTLinear):
     """
 
     def __init__(self, d_model, n_heads=4, mini_batch_size=16, base_lr=1.0, rope_theta=10000.0, use_gate=False,
-                 mlp_expand=4, w1_std=0.02, eps=1e-6):
+                 mlp_expand=4, w1_std=0.02, eps=1e-6, backend="auto"):
         _TestTimeMemory.__init__(self)
         if mlp_expand < 1:
             raise ConfigError(f"model.layer.mlp_expand={mlp_expand} is not a positive integer")
         if not w1_std > 0:
             raise ConfigError(f"model.layer.w1_std={w1_std} is not positive")
         self._build_ttt(d_model, n_heads, mini_batch_size, base_lr, rope_theta, use_gate, eps,
-                        mlp_expand * d_model // n_heads, w1_std)
+                        mlp_expand * d_model // n_heads, w1_std, backend)
 
 
 class Titans(_TestTimeMemory):
