@@ -1,6 +1,5 @@
-"""The ttt ops (TTT-Linear, TTT-MLP) and the titans op as `auto` runs them on CPU (TTT-Linear's and
-Titans' C loops, TTT-MLP's chunked dual form) against the originals' loops, measured side by side,
-interleaved round by round.
+"""The ttt ops (TTT-Linear, TTT-MLP) and the titans op as `auto` runs them on CPU (their C loops)
+against the originals' loops, measured side by side, interleaved round by round.
 
     python -m benchmarks.ttt [--rounds 3] [--threads N] [--batch 2] [--ops ttt_linear ttt_mlp titans] [--quick]
 
