@@ -3,8 +3,8 @@ a C source, split the work over torch's threads, pass tensors to the loops. The 
 sources share, which they include as "../_cpu/<name>.h": exp_float.h (a branch-free float32
 exponential), rank1.h (the rank-1 update-and-read step of gla and delta_rule), vec.h (the 64-byte
 vector), dtypes.h (a source compiled once per dtype), blocked.h (products and transposes of small
-matrices in L1) and ln_l2_grad.h (the inner layer norm's gradient of TTT and Titans, and its
-backward).
+matrices in L1), ln_l2_grad.h (the inner layer norm's gradient of TTT and Titans, and its
+backward) and dual_form.h (the readout of TTT's dual form, and its backward).
 
 Each C source is compiled on first use with the system compiler (`$CC`, default `cc`) into
 `$SCAN_CPU_CACHE` (default ~/.cache/sequence-layers/scan), keyed by the source, the headers, the

@@ -35,6 +35,7 @@
 
 #include "../_cpu/blocked.h"
 #include "../_cpu/ln_l2_grad.h"
+#include "../_cpu/dual_form.h"
 
 /* the mini-batch's inner gradients: for its rows s, LNG's zh_s, h_s, a_s, inv_s, g_s, and G_s = lr_s g_s */
 static void NAME(gradients)(int64_t m, int64_t D, int64_t SD, T eps, const T *k, const T *v, const T *lr,
@@ -46,12 +47,6 @@ static void NAME(gradients)(int64_t m, int64_t D, int64_t SD, T eps, const T *k,
 #pragma omp simd
         for (int64_t j = 0; j < D; j++) G[s * D + j] = lr[s * SH] * gs[j];
     }
-}
-
-/* A_ts = -eta_t (P_ts + 1) for s <= t, else 0 */
-static void NAME(mixing)(int64_t m, const T *P, const T *eta, int64_t SH, T *A) {
-    for (int64_t t = 0; t < m; t++)
-        for (int64_t s = 0; s < m; s++) A[t * m + s] = s <= t ? -eta[t * SH] * (P[t * m + s] + 1) : 0;
 }
 
 void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t M, int64_t h0, int64_t h1, double eps_,
@@ -75,16 +70,11 @@ void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t M, int64
             const int64_t t0 = n * M, m = TT - t0 < M ? TT - t0 : M, row = (bi * TT + t0) * SD + hi * D;
             const T *qn = q + row, *kn = k + row, *vn = v + row, *etan = eta + row / D, *lrn = lr + row / D;
             T *outn = out + row, *Pn = Ps ? Ps + (bh * N + n) * M * M : P;
-            for (int64_t s = 0; s < m; s++) memcpy(Z + s * D, c, sizeof(T) * D);
+            NAME(rows)(m, D, c, Z, D);
             NAME(gemm)(m, D, D, 1, kn, SD, 1, W, D, Z, D, 1);
             if (Zs) memcpy(Zs + (bh * TT + t0) * D, Z, sizeof(T) * m * D);
             NAME(gradients)(m, D, SD, eps, kn, vn, lrn, H, wh, bb, w2, Z, zh, h, a, inv, g, G);
-            NAME(transpose)(m, D, kn, SD, KT);
-            NAME(gemm)(m, m, D, 1, qn, SD, 1, KT, m, Pn, m, 0);  /* P = Q K^T */
-            NAME(mixing)(m, Pn, etan, H, A);
-            for (int64_t t = 0; t < m; t++) memcpy(outn + t * SD, c, sizeof(T) * D);
-            NAME(gemm)(m, D, D, 1, qn, SD, 1, W, D, outn, SD, 1);
-            NAME(gemm)(m, D, m, 1, A, m, 1, G, D, outn, SD, 1);
+            NAME(readout)(m, D, D, qn, SD, kn, SD, W, c, G, etan, H, KT, Pn, A, outn, SD);
             const int64_t whole = m == M;
             const T scale = whole ? -etan[(m - 1) * H] : 1;
             T *dstW = whole ? W : GW + bh * D * D, *dstc = whole ? c : Gc + bh * D;
@@ -104,10 +94,10 @@ void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t M, int6
                     T *dc0) {
     const T eps = eps_;
     const int64_t SD = H * D, N = (TT + M - 1) / M;
-    T *buf = malloc(sizeof(T) * (7 * M * D + D * M + 2 * D * D + 3 * M * M + 2 * M + 4 * D));
+    T *buf = malloc(sizeof(T) * (7 * M * D + D * M + 2 * D * D + 3 * M * M + 2 * M + 3 * D));
     T *zh = buf, *h = zh + M * D, *g = h + M * D, *G = g + M * D, *dG = G + M * D, *X = dG + M * D, *dZ = X + M * D;
     T *GT = dZ + M * D, *WT = GT + D * M, *dWT = WT + D * D, *A = dWT + D * D, *dA = A + M * M, *dP = dA + M * M;
-    T *a = dP + M * M, *inv = a + M, *w2 = inv + M, *dw2 = w2 + D, *dsum = dw2 + D, *zeros = dsum + D;
+    T *a = dP + M * M, *inv = a + M, *w2 = inv + M, *dw2 = w2 + D, *zeros = dw2 + D;
     memset(zeros, 0, sizeof(T) * D);
     for (int64_t bh = h0; bh < h1; bh++) {
         const int64_t bi = bh / H, hi = bh % H;
@@ -153,24 +143,11 @@ void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t M, int6
                 }
             }
             /* out = Q W + c + A G */
-            NAME(gemm)(m, D, D, 1, dn, SD, 1, WT, D, dqn, SD, 0);
-            NAME(gemm)(D, D, m, 1, qn, 1, SD, dn, SD, dW, D, 1);
-            NAME(transpose)(m, D, G, D, GT);
-            NAME(gemm)(m, m, D, 1, dn, SD, 1, GT, m, dA, m, 0);
+            for (int64_t t = 0; t < m; t++) detan[t * H] = whole && t == m - 1 ? deta_last : 0;
             NAME(mixing)(m, P, etan, H, A);
-            NAME(gemm)(m, D, m, 1, A, 1, m, dn, SD, dG, D, 1);
-            for (int64_t t = 0; t < m; t++) {
-                T e = whole && t == m - 1 ? deta_last : 0;
-                for (int64_t s = 0; s < m; s++) {
-                    e -= s <= t ? dA[t * m + s] * (P[t * m + s] + 1) : 0;
-                    dP[t * m + s] = s <= t ? -etan[t * H] * dA[t * m + s] : 0;
-                }
-                detan[t * H] = e;
-            }
-            NAME(gemm)(m, D, m, 1, dP, m, 1, kn, SD, dqn, SD, 1);
-            NAME(gemm)(m, D, m, 1, dP, 1, m, qn, SD, dkn, SD, dWn != NULL);
+            NAME(readout_backward)(m, D, D, dn, SD, qn, SD, kn, SD, WT, G, A, P, etan, H, dqn, SD, dkn, SD,
+                                   dWn != NULL, dW, dc, dG, detan, GT, dA, dP);
             /* G = diag(lr) g, g = LNG(Z, chat) */
-            memset(dsum, 0, sizeof(T) * D);
             for (int64_t s = 0; s < m; s++) {
                 const T *gs = g + s * D;
                 T *dGs = dG + s * D, *dZs = dZ + s * D;
@@ -184,14 +161,8 @@ void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t M, int6
                 dlrh[s * H] = dl;
                 NAME(lng_backward)(D, zh + s * D, h + s * D, a[s], inv[s], dGs, kn + s * SD, vn + s * SD, wh, bb, w2,
                                    dZs, dkn + s * SD, dvn + s * SD, dwh, dbh, dw2);
-#pragma omp simd
-                for (int64_t j = 0; j < D; j++) dsum[j] += dZs[j];
             }
-            NAME(gemm)(m, D, D, 1, dZ, D, 1, WT, D, dkn, SD, 1);
-            NAME(gemm)(D, D, m, 1, kn, 1, SD, dZ, D, dW, D, 1);
-            for (int64_t t = 0; t < m; t++)
-                for (int64_t j = 0; j < D; j++) dc[j] += dn[t * SD + j];
-            for (int64_t j = 0; j < D; j++) dc[j] += dsum[j];
+            NAME(layer_backward)(m, D, D, dZ, D, kn, SD, WT, dkn, SD, dW, dc);
         }
         for (int64_t j = 0; j < D; j++) dwh[j] += 2 * wh[j] * dw2[j];
     }

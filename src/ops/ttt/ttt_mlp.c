@@ -42,6 +42,7 @@
 
 #include "../_cpu/blocked.h"
 #include "../_cpu/ln_l2_grad.h"
+#include "../_cpu/dual_form.h"
 
 /* gelu's tanh form from one sigmoid (chunked._Gelu): u = c (x + a x^3), s = sigmoid(u), gelu = x s,
    gelu' = s + x s (1 - s) u', gelu'' = s (1 - s) (u' (2 + x (1 - 2 s) u') + 6 c a x^2); of n values,
@@ -55,36 +56,6 @@ static void NAME(gelu)(int64_t n, const T *restrict x, T *restrict y, T *restric
         if (y) y[i] = xi * s;
         if (d) d[i] = s + xi * ds * du;
         if (dd) dd[i] = ds * (du * (2 + xi * (1 - 2 * s) * du) + 6 * ca * xi * xi);
-    }
-}
-
-/* A_ts = -eta_t (P_ts + 1) for s <= t, else 0 */
-static void NAME(mixing)(int64_t m, const T *P, const T *eta, int64_t SH, T *A) {
-    for (int64_t t = 0; t < m; t++)
-        for (int64_t s = 0; s < m; s++) A[t * m + s] = s <= t ? -eta[t * SH] * (P[t * m + s] + 1) : 0;
-}
-
-/* rows (m, n) lds apart = the vector c (n) each */
-static void NAME(rows)(int64_t m, int64_t n, const T *c, T *x, int64_t lds) {
-    for (int64_t s = 0; s < m; s++) memcpy(x + s * lds, c, sizeof(T) * n);
-}
-
-/* c (n) += alpha sum of the rows (m, n) lds apart */
-static void NAME(add_rows)(int64_t m, int64_t n, T alpha, const T *x, int64_t lds, T *c) {
-    for (int64_t s = 0; s < m; s++)
-#pragma omp simd
-        for (int64_t j = 0; j < n; j++) c[j] += alpha * x[s * lds + j];
-}
-
-/* the readout's backward through A = (P + 1) * Mk: deta_t -= sum_s dA_ts (P_ts + 1), dP_ts = -eta_t dA_ts */
-static void NAME(mixing_backward)(int64_t m, const T *P, const T *dA, const T *eta, int64_t SH, T *deta, T *dP) {
-    for (int64_t t = 0; t < m; t++) {
-        T e = 0;
-        for (int64_t s = 0; s < m; s++) {
-            e -= s <= t ? dA[t * m + s] * (P[t * m + s] + 1) : 0;
-            dP[t * m + s] = s <= t ? -eta[t * SH] * dA[t * m + s] : 0;
-        }
-        deta[t * SH] += e;
     }
 }
 
@@ -134,20 +105,10 @@ void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t F, int64
             for (int64_t s = 0; s < m; s++)
 #pragma omp simd
                 for (int64_t j = 0; j < F; j++) G1[s * F + j] *= lrn[s * H] * Dg[s * F + j];
-            /* the readout */
-            NAME(transpose)(m, D, kn, SD, KT);
-            NAME(gemm)(m, m, D, 1, qn, SD, 1, KT, m, P1n, m, 0);
-            NAME(mixing)(m, P1n, etan, H, A1);
-            NAME(rows)(m, F, c1, Zq, F);
-            NAME(gemm)(m, F, D, 1, qn, SD, 1, W1, F, Zq, F, 1);
-            NAME(gemm)(m, F, m, 1, A1, m, 1, G1, F, Zq, F, 1);
+            /* the readouts */
+            NAME(readout)(m, D, F, qn, SD, kn, SD, W1, c1, G1, etan, H, KT, P1n, A1, Zq, F);
             NAME(gelu)(m * F, Zq, Q2, NULL, NULL);
-            NAME(transpose)(m, F, X2, F, X2T);
-            NAME(gemm)(m, m, F, 1, Q2, F, 1, X2T, m, P2n, m, 0);
-            NAME(mixing)(m, P2n, etan, H, A2);
-            NAME(rows)(m, D, c2, outn, SD);
-            NAME(gemm)(m, D, F, 1, Q2, F, 1, W2, D, outn, SD, 1);
-            NAME(gemm)(m, D, m, 1, A2, m, 1, G2, D, outn, SD, 1);
+            NAME(readout)(m, F, D, Q2, F, X2, F, W2, c2, G2, etan, H, X2T, P2n, A2, outn, SD);
             if (Z1s) {
                 memcpy(Z1s + (bh * TT + t0) * F, Z1, sizeof(T) * m * F);
                 memcpy(Zqs + (bh * TT + t0) * F, Zq, sizeof(T) * m * F);
@@ -263,27 +224,12 @@ void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t F, int6
                 }
             }
             for (int64_t t = 0; t < m; t++) detan[t * H] = whole && t == m - 1 ? deta_last : 0;
-            /* the readout: out = Q2 W2 + c2 + A2 G2 */
-            NAME(gemm)(m, F, D, 1, dn, SD, 1, W2T, F, dQ2, F, 0);
-            NAME(gemm)(F, D, m, 1, Q2, 1, F, dn, SD, dW2, D, 1);
-            NAME(add_rows)(m, D, 1, dn, SD, dc2);
-            NAME(transpose)(m, D, G2, D, G2T);
-            NAME(gemm)(m, m, D, 1, dn, SD, 1, G2T, m, dA2, m, 0);
-            NAME(gemm)(m, D, m, 1, A2, 1, m, dn, SD, dG2, D, 1);
-            NAME(mixing_backward)(m, P2, dA2, etan, H, detan, dP2);
-            NAME(gemm)(m, F, m, 1, dP2, m, 1, X2, F, dQ2, F, 1);
-            NAME(gemm)(m, F, m, 1, dP2, 1, m, Q2, F, dX2, F, 1);
-            for (int64_t i = 0; i < m * F; i++) dQ2[i] *= Dq[i];  /* dZq */
-            /* Zq = Q W1 + c1 + A1 G1 */
-            NAME(gemm)(m, D, F, 1, dQ2, F, 1, W1T, D, dqn, SD, 0);
-            NAME(gemm)(D, F, m, 1, qn, 1, SD, dQ2, F, dW1, F, 1);
-            NAME(add_rows)(m, F, 1, dQ2, F, dc1);
-            NAME(transpose)(m, F, G1, F, G1T);
-            NAME(gemm)(m, m, F, 1, dQ2, F, 1, G1T, m, dA1, m, 0);
-            NAME(gemm)(m, F, m, 1, A1, 1, m, dQ2, F, dG1, F, 1);
-            NAME(mixing_backward)(m, P1, dA1, etan, H, detan, dP1);
-            NAME(gemm)(m, D, m, 1, dP1, m, 1, kn, SD, dqn, SD, 1);
-            NAME(gemm)(m, D, m, 1, dP1, 1, m, qn, SD, dkn, SD, dW1n != NULL);
+            /* the readouts, out = Q2 W2 + c2 + A2 G2 and Zq = Q W1 + c1 + A1 G1 (dQ2 is dZq after gelu') */
+            NAME(readout_backward)(m, F, D, dn, SD, Q2, F, X2, F, W2T, G2, A2, P2, etan, H, dQ2, F, dX2, F, 1, dW2,
+                                   dc2, dG2, detan, G2T, dA2, dP2);
+            for (int64_t i = 0; i < m * F; i++) dQ2[i] *= Dq[i];
+            NAME(readout_backward)(m, D, F, dQ2, F, qn, SD, kn, SD, W1T, G1, A1, P1, etan, H, dqn, SD, dkn, SD,
+                                   dW1n != NULL, dW1, dc1, dG1, detan, G1T, dA1, dP1);
             /* the inner gradients: G = diag(lr) g, g1 = (g2 W2^T) * gelu'(Z1), g2 = LNG(X2 W2 + c2) */
             for (int64_t s = 0; s < m; s++) {
                 const T lrs = lrn[s * H];
@@ -306,13 +252,9 @@ void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t F, int6
             for (int64_t s = 0; s < m; s++)
                 NAME(lng_backward)(D, zh + s * D, h + s * D, a[s], inv[s], dG2 + s * D, kn + s * SD, vn + s * SD, wh,
                                    bb, w2, dZ2 + s * D, dkn + s * SD, dvn + s * SD, dwh, dbh, dw2);
-            NAME(gemm)(m, F, D, 1, dZ2, D, 1, W2T, F, dX2, F, 1);
-            NAME(gemm)(F, D, m, 1, X2, 1, F, dZ2, D, dW2, D, 1);
-            NAME(add_rows)(m, D, 1, dZ2, D, dc2);
+            NAME(layer_backward)(m, F, D, dZ2, D, X2, F, W2T, dX2, F, dW2, dc2);
             for (int64_t i = 0; i < m * F; i++) dZ1[i] += dX2[i] * Dg[i];
-            NAME(gemm)(m, D, F, 1, dZ1, F, 1, W1T, D, dkn, SD, 1);
-            NAME(gemm)(D, F, m, 1, kn, 1, SD, dZ1, F, dW1, F, 1);
-            NAME(add_rows)(m, F, 1, dZ1, F, dc1);
+            NAME(layer_backward)(m, D, F, dZ1, F, kn, SD, W1T, dkn, SD, dW1, dc1);
         }
         for (int64_t j = 0; j < D; j++) dwh[j] += 2 * wh[j] * dw2[j];
     }
