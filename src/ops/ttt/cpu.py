@@ -4,12 +4,13 @@ ttt_mlp.c).
 The chunked path runs a mini-batch as ~20 torch calls on (16, 64) x (64, 64) products of all heads
 at once, each result written to memory and read back by the next call (12-17% of one core's
 peak at T 256-1024, benchmarks/README.md). The C loop takes a head through all its mini-batches
-with the inner weights (16 KB at D 64) in L1, every product a register-blocked loop over them, and
-the layer norm's gradient in the same pass over a row. Its backward recomputes each mini-batch's
-inner gradients from the Z = K W + c and start weights the forward saved (the dual form's
-intermediates, a (D, D) matrix per mini-batch as autograd saves for the chunked path) and walks
-the mini-batches from the last (the formulas: ttt_linear.c). TTT-MLP's loop is the same on its
-two layers, with the weights (64 KB each at D 64) in L2 (ttt_mlp.c). float32 or float64, heads
+with the inner weights (16 KB at D 64) in L1, every product a register-blocked loop over them
+(../_cpu/blocked.h), the layer norm's gradient row by row. Its backward walks the mini-batches
+from the last, recomputing each one's inner gradients from the Z = K W + c and Q K^T the forward
+saved and rebuilding its start weights from the next one's: no (D, D) matrix is saved a
+mini-batch, where autograd through the chunked path keeps each W (the formulas: ttt_linear.c).
+TTT-MLP's loop is the same on its two layers, with the weights (64 KB each at D 64) in L2
+(ttt_mlp.c). float32 or float64, heads
 split over torch's threads, calls that start a mini-batch (offset 0). Compiled on first use by
 src/ops/_cpu.
 """
