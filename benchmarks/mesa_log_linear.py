@@ -8,8 +8,8 @@ against fla's naive_mesa_net_exact (its per-token state loop and one batched tor
 loaded by path from the fla-core wheel), B 2, H 2, K = V = 64, unit q, k; mesa_net_torch: the same
 call on the chunked torch path (backend torch: other devices' path); mesa_net_exact: ours with the
 exact solve (cg_steps=None: the C loop's Cholesky) against the same, the same algorithm.
-log_linear_attn (Mamba-2 inside): ours (backend cpu: gla's C loop per level, auto's choice on CPU)
-against fla's naive_log_linear_attn (the (T, T) matrix of level weights), B 2, H 2, K 128 (d_state),
+log_linear_attn (Mamba-2 inside): ours (chunked.py's dense form in matmuls, which backends cpu and
+torch both run) against fla's naive_log_linear_attn (the (T, T) matrix of level weights), B 2, H 2, K 128 (d_state),
 V 64 (headdim), 15 levels, as the log_linear_mamba2 layer at d_model 64.
 log_linear_delta_rule (Gated DeltaNet inside): ours (backend cpu: delta_rule's C loop per level)
 against our Fenwick loop (reference.py; the original's hattention_recurrent does not import without
