@@ -23,9 +23,15 @@
 #endif
 
 #if LANES_N == 16
-#define MASK(F, w) {MASK8(F, w, 0), MASK8(F, w, 8)}
+#define MASK(F, w) MASK8(F, w, 0), MASK8(F, w, 8)
 #else
-#define MASK(F, w) {MASK8(F, w, 0)}
+#define MASK(F, w) MASK8(F, w, 0)
+#endif
+/* the shuffle of tile(): clang's and gcc >= 12's builtin takes the mask's elements, older gcc's a mask vector */
+#if defined(__clang__) || __GNUC__ >= 12
+#define SHUFFLE(a, b, F, w) __builtin_shufflevector(a, b, MASK(F, w))
+#else
+#define SHUFFLE(a, b, F, w) __builtin_shuffle(a, b, (NAME(ivec)){MASK(F, w)})
 #endif
 
 #include "vec.h"
@@ -91,11 +97,10 @@ static inline void NAME(tile)(const T *restrict src, int64_t lds, T *restrict ds
     for (int64_t i = 0; i < LANES_N; i++) r[i] = NAME(load)(src + i * lds);
 #define ROUND(w)                                                                                   \
     {                                                                                              \
-        const NAME(ivec) lo = MASK(LO, w), hi = MASK(HI, w);                                       \
         for (int64_t i = 0; i < LANES_N; i++)                                                      \
             if (!(i & (w))) {                                                                      \
-                const NAME(vec) a = __builtin_shuffle(r[i], r[i + (w)], lo);                       \
-                r[i + (w)] = __builtin_shuffle(r[i], r[i + (w)], hi);                              \
+                const NAME(vec) a = SHUFFLE(r[i], r[i + (w)], LO, w);                              \
+                r[i + (w)] = SHUFFLE(r[i], r[i + (w)], HI, w);                                     \
                 r[i] = a;                                                                          \
             }                                                                                      \
     }
@@ -126,3 +131,4 @@ static void NAME(prefetch)(int64_t n, const T *const *xs, int64_t m, int64_t D, 
 }
 
 #undef MASK
+#undef SHUFFLE
