@@ -3,8 +3,9 @@
 
    Per head, a chunk of m tokens (rows t, s; m = K but for a partial last one) from the state M, S
    (D, D) at its start and M0 (the state's M0 for the first chunk, else M), chunked.py's form with
-   its gate coefficients (computed by cpu.py, in torch): b_t, f_t (bf), PN (m, m) lower
-   triangular, the last rows l0_s = PN_ms, l1_s = N_ms (last) and mix = [[b_m, f_m], [0, m_m]]:
+   its gate coefficients (computed by cpu.py, in torch, with the squared loss's 2 in N): b_t, f_t
+   (bf), PN (m, m) lower triangular, the last rows l0_s = PN_ms, l1_s = N_ms (last) and
+   mix = [[b_m, f_m], [0, m_m]]:
        Z = K M0,   g_s = LNG(Z_s; k_s, v_s)  (../_cpu/ln_l2_grad.h),   P = Q K^T,   A = PN * P
        z_t = b_t q_t M + f_t q_t S - sum_s A_ts g_s
        M <- mix_00 M + mix_01 S - sum_s l0_s k_s^T g_s,   S <- mix_10 M + mix_11 S - sum_s l1_s k_s^T g_s
