@@ -97,6 +97,18 @@ def test_paths_match_the_fenwick_loop(shape, path, name, dtype):
             args, F64 if dtype == torch.float64 else F32)
 
 
+@pytest.mark.parametrize("T, t0", [(30, 0), (41, 0), (41, 5), (30, 22), (41, 63)])
+def test_dense_form_over_many_chunk_levels(T, t0):
+    """Chunks of 2: up to 5 levels of the tree over chunks, blocks cut by the first chunk (odd t0 //
+    2) and by the last, against the Fenwick loop, every gradient."""
+    args = inputs(2, T, 1, 2, 3, 2, t0)
+    del args[3]  # beta
+    if not t0:
+        del args[5]
+    fn = with_state(lambda *a, **kw: dense(*a, **kw, chunk=2), t0, False, inner="torch")
+    compare(fn, with_state(reference._fenwick, t0, False), args, F64)
+
+
 @pytest.mark.parametrize("delta", [False, True], ids=["mamba2", "gated_deltanet"])
 def test_split_sequences_continue_and_levels_merge_at_powers_of_two(delta):
     q, k, v, beta, g, lam, _ = inputs(2, 23, 2, 2, 4, 3, 0)
@@ -155,7 +167,8 @@ def test_dispatch_and_its_errors():
 
 
 def test_strong_decays_over_many_chunks_keep_gradients_finite():
-    """exp of the decay between chunks is masked before it is taken: a later chunk's would overflow."""
+    """Every decay between chunks runs from an earlier chunk's end to a later start (exponent <= 0):
+    the reverse's exp would overflow."""
     q, k, v, _, g, lam, _ = inputs(1, 120, 1, 1, 3, 2, 0, dtype=torch.float32)
     g = (20 * g - 10).requires_grad_()
     o, _ = chunked.log_linear_attn(q, k, v, g, lam, None, True, chunk=4)

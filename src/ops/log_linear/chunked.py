@@ -24,14 +24,13 @@ log decay: in chunks of C positions aligned to multiples of C (padded in front f
 in one chunk has level bit_length(i xor j) <= log2 C (i, j the positions in the chunk), so
     o_intra = ((Q K^T) * exp(b_i - b_j) * lambda_i[bit_length(i xor j)], j <= i) V
 per chunk, C^2 (K + V) a chunk; the levels above log2 C hold whole chunks, so the new tokens'
-buckets there are sums of the chunks' states (dS_c = sum_j exp(b_end - b_j) k_j v_j^T) weighted by
-the decay between chunks and masked to the level (_inter); the buckets of the state at t0 are
-read directly, bucket l by query t at level max(l, bit_length(t xor t0)) (a bucket stays whole as
-the tree merges), decayed by
-exp(b_t - b_{t0 - 1}); and the final buckets are sums over their (contiguous) ranges, plus the
-state's buckets inside them. O(T C (K + V) + (T + N^2) K V log(T / C)), N = T / C chunks, all in
-matmuls. `inner` is the backend of the per-level form's gla / delta_rule calls (auto, torch, cpu,
-triton); the dense path makes none.
+buckets there are sums of the chunks' states (dS_c = sum_j exp(b_end - b_j) k_j v_j^T), built as a
+Fenwick tree over the chunks and read by the chunks whose bit of the level is set (_inter); the
+buckets of the state at t0 are read directly, bucket l by query t at level max(l, bit_length(t xor
+t0)) (a bucket stays whole as the tree merges), decayed by exp(b_t - b_{t0 - 1}); and the final
+buckets are sums over their (contiguous) ranges, plus the state's buckets inside them.
+O(T C (K + V) + T K V log(T / C)), all in matmuls. `inner` is the backend of the per-level form's
+gla / delta_rule calls (auto, torch, cpu, triton); the dense path makes none.
 """
 
 import functools
@@ -136,31 +135,57 @@ def _intra(qc, kc, vc, lc, b):
 
 
 @functools.lru_cache(maxsize=64)
-def _levels_across(N, c0, C, device):
-    """[(l, (N, N) mask of the chunk pairs (c, c') at level l)] for the levels l of the pairs c' < c of
-    N chunks from absolute chunk c0: log2 C + bit_length((c0 + c) xor (c0 + c'))."""
-    level = torch.tensor([[(C.bit_length() - 1 + ((c0 + i) ^ (c0 + j)).bit_length()) if i > j else 0 for j in range(N)]
-                          for i in range(N)], device=device)
-    return [(l, level == l) for l in level.unique().tolist() if l]
+def _reads(N, c0, device):
+    """For the chunk levels j = 1 .. bit_length(c0 xor (c0 + N - 1)) of N chunks from absolute chunk
+    c0: (the chunks that read a bucket at j, that bucket's index in level j - 1's blocks), as
+    index tensors. Chunk a reads at j when bit j - 1 of a is set and the block before its own at
+    level j - 1, a >> (j - 1) - 1, holds one of the N chunks (else the bucket is the state's)."""
+    plans = []
+    for j in range(1, (c0 ^ (c0 + N - 1)).bit_length() + 1):
+        first = c0 >> (j - 1)  # level j - 1's first block
+        readers = [c for c in range(N) if ((c0 + c) >> (j - 1)) & 1 and (c0 + c) >> (j - 1) > first]
+        buckets = [((c0 + c) >> (j - 1)) - 1 - first for c in readers]
+        plans.append((torch.tensor(readers, device=device), torch.tensor(buckets, device=device)))
+    return plans
+
+
+def _pairs(S, E, first):
+    """Level j - 1's block states -> level j's: blocks of chunks (B, H, n, K, V), each summed to the
+    log decay E (B, H, n) at its last chunk, the first starting at block `first`; a missing half (before
+    the first chunk or after the last) is zero, its end the other half's."""
+    if first % 2:
+        S, E = F.pad(S, (0, 0, 0, 0, 1, 0)), torch.cat([E[..., :1], E], -1)
+    if S.shape[2] % 2:
+        S, E = F.pad(S, (0, 0, 0, 0, 0, 1)), torch.cat([E, E[..., -1:]], -1)
+    S, E = S.unflatten(2, (-1, 2)), E.unflatten(-1, (-1, 2))
+    S = S[:, :, :, 0] * torch.exp(E[..., 1] - E[..., 0]).to(S.dtype)[..., None, None] + S[:, :, :, 1]
+    return S, E[..., 1], first // 2
 
 
 def _inter(qc, kc, vc, lc, b, c0):
-    """The pairs in different aligned chunks (levels above log2 C): (B, H, N, C, V), chunk 0 the
-    absolute chunk c0. With dS_c the chunk's sum of exp(b_end - b_j) k_j v_j^T and E the cumulative
-    log decay at the chunks' ends, the bucket at level l read in chunk c is sum over chunks c' < c at
-    that level (log2 C + bit_length(c xor c'), absolute chunk indices) of exp(E_{c-1} - E_{c'}) dS_{c'}."""
+    """The pairs in different aligned chunks (levels log2 C + j, j >= 1): (B, H, N, C, V), chunk 0 the
+    absolute chunk c0. A Fenwick tree over chunks: with dS_c = sum_j exp(b_end - b_j) k_j v_j^T a
+    chunk's state at its end, a block of 2^j chunks holds its halves' states, the first decayed over
+    the second; chunk a reads at level j the state of the block of 2^(j - 1) before its own when bit
+    j - 1 of a is set, decayed from that block's end E to the chunk's start, and times
+    lambda_t[log2 C + j] exp(b_t) a row. N K V log N for the tree, and each chunk reads one (K, V)
+    state per set bit: half the levels on average."""
     N, C = qc.shape[2:4]
-    dS = kc.transpose(-1, -2) @ (vc * torch.exp(b[..., -1:] - b).to(qc.dtype)[..., None])  # (B, H, N, K, V)
-    E = b[..., -1].cumsum(-1)  # (B, H, N)
-    c = torch.arange(N, device=qc.device)
-    earlier = c[:, None] > c[None, :]
-    W = torch.exp(((E - b[..., -1])[..., :, None] - E[..., None, :]).masked_fill(~earlier, float("-inf")))
-    W = W.to(qc.dtype)  # (B, H, N, N); masked before exp: a later chunk's exponent is > 0 and may overflow
-    eb = torch.exp(b).to(qc.dtype)[..., None]  # (B, H, N, C, 1): the decay from the chunk's start
+    L0 = C.bit_length() - 1
+    S = kc.transpose(-1, -2) @ (vc * torch.exp(b[..., -1:] - b).to(qc.dtype)[..., None])  # (B, H, N, K, V)
+    E = b[..., -1].cumsum(-1)  # (B, H, N): the log decay from the start to each chunk's end
+    start = E - b[..., -1]  # to each chunk's start
+    eb = torch.exp(b).to(qc.dtype)  # (B, H, N, C): from the chunk's start
     o = qc.new_zeros(*qc.shape[:-1], vc.shape[-1])  # (B, H, N, C, V)
-    for l, at in _levels_across(N, c0, C, qc.device):
-        S = torch.einsum("bhnm,bhmkv->bhnkv", W * at, dS)  # the bucket at level l, per chunk
-        o.addcmul_(lc[..., l, None] * eb, qc @ S)  # lambda_t[l] exp(b_t) q_t S: scales on the (C, V) product
+    plans, first = _reads(N, c0, qc.device), c0
+    for j, (readers, buckets) in enumerate(plans, start=1):
+        if len(readers):
+            x = torch.exp(start.index_select(2, readers) - E.index_select(2, buckets)).to(qc.dtype)  # (B, H, n)
+            scale = lc[..., L0 + j].index_select(2, readers) * eb.index_select(2, readers) * x[..., None]
+            read = qc.index_select(2, readers) @ S.index_select(2, buckets)  # (B, H, n, C, V)
+            o = o.index_add(2, readers, scale[..., None] * read)
+        if j < len(plans):
+            S, E, first = _pairs(S, E, first)
     return o
 
 
