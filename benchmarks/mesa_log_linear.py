@@ -1,16 +1,17 @@
 """The mesa_net and log_linear ops' CPU paths against the originals' reference functions, on CPU,
 measured side by side, interleaved round by round.
 
-    python -m benchmarks.mesa_log_linear [--rounds 3] [--threads N] [--quick]
+    python -m benchmarks.mesa_log_linear [--rounds 3] [--threads N] [--ops NAME ...] [--quick]
 
 mesa_net: ours (backend auto, on CPU the C loop, with fla's 30 CG steps, the layer's default)
 against fla's naive_mesa_net_exact (its per-token state loop and one batched torch.linalg.solve;
 loaded by path from the fla-core wheel), B 2, H 2, K = V = 64, unit q, k; mesa_net_torch: the same
 call on the chunked torch path (backend torch: other devices' path); mesa_net_exact: ours with the
 exact solve (cg_steps=None: the C loop's Cholesky) against the same, the same algorithm.
-log_linear_attn (Mamba-2 inside): ours (chunked.py's dense form in matmuls, which backends cpu and
-torch both run) against fla's naive_log_linear_attn (the (T, T) matrix of level weights), B 2, H 2, K 128 (d_state),
-V 64 (headdim), 15 levels, as the log_linear_mamba2 layer at d_model 64.
+log_linear_attn (Mamba-2 inside): ours (backend cpu: log_linear.c's loop) against fla's
+naive_log_linear_attn (the (T, T) matrix of level weights), B 2, H 2, K 128 (d_state), V 64
+(headdim), 15 levels, as the log_linear_mamba2 layer at d_model 64; log_linear_attn_torch: the same
+call on chunked.py's dense form in matmuls (backend torch: other devices' path).
 log_linear_delta_rule (Gated DeltaNet inside): ours (backend cpu: delta_rule's C loop per level)
 against our Fenwick loop (reference.py; the original's hattention_recurrent does not import without
 its package), B 2, H 2, K 16, V 32 (log_linear_gdn at d_model 32).
@@ -78,6 +79,8 @@ def cases():
          lambda *a: mesa_reference.mesa_net(*a)[0], (256, 1024), 256),
         ("log_linear_attn", lambda T: log_linear_inputs(T, False), lambda *a: log_linear_attn(*a, backend="cpu")[0],
          naive_log, naive_log, (512, 2048), 2048),
+        ("log_linear_attn_torch", lambda T: log_linear_inputs(T, False),
+         lambda *a: log_linear_attn(*a, backend="torch")[0], naive_log, naive_log, (512, 2048), 2048),
         ("log_linear_delta_rule", lambda T: log_linear_inputs(T, True),
          lambda *a: log_linear_delta_rule(*a, backend="cpu")[0],
          lambda *a: log_linear_reference.log_linear_delta_rule(*a)[0], None, (256, 1024), 1024),
@@ -89,6 +92,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="T 64 / 128, 1 round (a smoke run)")
+    names = [case[0] for case in cases()]
+    parser.add_argument("--ops", nargs="+", default=names, choices=names, help="the rows to run (default: all)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,6 +102,8 @@ def main():
     print("| op | pass | T | original ms | ours ms | ratio (median) | ratio range | rel. error ours / original |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for name, make, ours, original, ref64, lengths, longest_backward in cases():
+        if name not in args.ops:
+            continue
         for T in ((64, 128) if args.quick else lengths):
             x = make(T)
             y64 = None

@@ -19,9 +19,9 @@ budget = peak x (original's time / 10): the most floating-point operations a cal
 still run 10x the original. "10x needs" is a count over the budget, i.e. the fraction of the peak
 at which the products alone would have to run, everything else free: over 100% cannot be reached.
 Three counts are set against it:
-    ours       our op's products (forward; forward and backward), or for mesa_net and ttt_linear,
-               whose C loops make no torch products, their multiply-adds counted from the C source
-               (mesa_loop_flops, ttt_loop_flops);
+    ours       our op's products (forward; forward and backward), or for mesa_net, ttt_linear and
+               log_linear_attn, whose C loops make no torch products, their multiply-adds counted
+               from the C source (mesa_loop_flops, ttt_loop_flops, log_linear_loop_flops);
     original   the original's products;
     bound      a lower bound for any algorithm computing the op, where one is plain:
                FoX and PaTH: causal attention's two products over the lower triangle,
@@ -114,6 +114,27 @@ def ttt_loop_flops(T, backward=False, B=ttt.B, H=ttt.H, D=ttt.D, m=ttt.K):
     return 2 * B * H * T * ((3 + 7 * backward) * D * D + (2 + 4 * backward) * m * D)
 
 
+def log_linear_loop_flops(T, backward=False, B=2, H=2, K=128, V=64, C=64, rows=16):
+    """The log_linear C loop's products (log_linear.c), 2 flops a multiply-add: in each chunk of m rows
+    Q K^T and A V over the lower triangle by blocks of `rows` (the backward dO V^T, A^T dO, dP K and
+    dP^T Q); at each level above the chunks, each block with readers' U = K_F^T diag(W) V_F over its
+    first half and Q_S U over its second (the backward dO_S U^T, Q_S^T dO_S, V_F dU^T, K_F dU); at
+    mesa_log_linear's inputs."""
+    N, total = -(-T // C), 0
+    for n in range(N):
+        m = min(C, T - n * C)
+        lower = sum((min(r + rows, m) - r) * min(r + rows, m) for r in range(0, m, rows))  # rows x columns
+        upper = sum((min(r + rows, m) - r) * (m - r) for r in range(0, m, rows))  # of the transposed
+        total += lower * (K + V) + backward * (lower + upper) * (K + V)
+    for j in range(1, (N - 1).bit_length() + 1):
+        half = C << (j - 1)
+        for a0 in range(0, T, 2 * half):
+            readers = min(half, T - a0 - half)
+            if readers > 0:
+                total += (1 + 2 * backward) * (half + readers) * K * V
+    return 2 * B * H * total
+
+
 def cases():
     """[(name, lengths, passes, make(T) -> inputs, ours, original, timer, bound(T) -> forward flops or
     None, ours' flops(T) where a C loop makes them, else None)]. MesaNet forward only: the original's
@@ -121,7 +142,7 @@ def cases():
     fox_naive = fox_path.fla_naive("forgetting_attn/naive.py").naive_forgetting_attn
     path_naive = fox_path.fla_naive("path_attn/naive.py").naive_path_attn
     ttt_fla = ttt.ttt_calls(ttt.fla_module("ttt/naive.py"), None)
-    mesa, _, _, log_linear, _ = mesa_log_linear.cases()
+    mesa, _, _, log_linear, _, _ = mesa_log_linear.cases()
     ttt_bound = lambda T: 6 * ttt.B * ttt.H * T * ttt.D * ttt.D  # noqa: E731
     return [
         ("fox", (256, 1024), BOTH, lambda T: fox_path.inputs("fox", T, False), forgetting_attn, fox_naive, timed,
@@ -133,7 +154,7 @@ def cases():
          ttt_loop_flops),
         ("mesa_net", mesa[5], (False,), mesa[1], mesa[2], mesa[3], timed, lambda T: None, mesa_loop_flops),
         ("log_linear_attn", log_linear[5], BOTH, log_linear[1], log_linear[2], log_linear[3], timed, lambda T: None,
-         None),
+         log_linear_loop_flops),
     ]
 
 

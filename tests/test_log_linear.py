@@ -1,5 +1,6 @@
 """src/ops/log_linear: the per-level path (chunked.py, on gla's and delta_rule's torch path and C
-loop) and, with Mamba-2 inside, the dense-in-chunks path, against reference.py's Fenwick loop
+loop) and, with Mamba-2 inside, the dense-in-chunks path and its C loop (cpu.py, from position 0),
+against reference.py's Fenwick loop
 (forward, final levels, every input's gradient, from zeros and from a state), the loop against
 fla's naive_log_linear_attn (loaded by path; float64, every gradient) and, for Gated DeltaNet
 inside, against the definition written out with the delta rule's attention matrix; unit lambdas
@@ -18,7 +19,7 @@ from op_backends import compare
 
 from src.ops.delta_rule import reference as delta_reference
 from src.ops.gla import reference as gla_reference
-from src.ops.log_linear import DISPATCH, chunked, log_linear_attn, log_linear_delta_rule, reference, torch_path
+from src.ops.log_linear import DISPATCH, chunked, cpu, log_linear_attn, log_linear_delta_rule, reference, torch_path
 
 F64 = dict(rtol=1e-10, atol=1e-10)
 F32 = dict(rtol=1e-4, atol=1e-4)
@@ -107,6 +108,44 @@ def test_dense_form_over_many_chunk_levels(T, t0):
         del args[5]
     fn = with_state(lambda *a, **kw: dense(*a, **kw, chunk=2), t0, False, inner="torch")
     compare(fn, with_state(reference._fenwick, t0, False), args, F64)
+
+
+# (B, T, G, H, K, V, chunk): T = 1, groups and a partial chunk, 4 chunk levels with the last half
+# blocks cut, K and V past a vector with tails (float32 16 lanes, float64 8), one chunk of 64 (four
+# row blocks, no level above), a partial chunk of 64
+C_SHAPES = [(2, 1, 1, 2, 4, 3, 4), (2, 13, 2, 2, 5, 3, 4), (1, 37, 1, 2, 6, 5, 4), (1, 100, 1, 1, 33, 40, 8),
+            (2, 64, 1, 2, 16, 16, 64), (1, 120, 1, 1, 17, 24, 64)]
+
+
+@pytest.mark.parametrize("shape", C_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_c_loop_matches_the_fenwick_loop(shape, dtype):
+    need_c_loop("log_linear")
+    *dims, C = shape
+    q, k, v, _, g, lam, _ = inputs(*dims, 0, dtype=dtype)
+    compare(lambda *a: (lambda o, S: (o, S[0]))(*cpu.log_linear_attn(*a, True, chunk=C)),
+            lambda *a: (lambda o, S: (o, S[0]))(*reference.log_linear_attn(*a, None, True)),
+            [q, k, v, g, lam], F64 if dtype == torch.float64 else F32)
+
+
+def test_cpu_backend_runs_the_c_loop_where_it_can(monkeypatch):
+    """Mamba-2 inside from position 0 in float32 or float64: the C loop; from a state, Gated DeltaNet
+    inside or another dtype: chunked.py's forms (with gla's and delta_rule's loops per level)."""
+    need_c_loop("log_linear")
+    q, k, v, beta, g, lam, buckets = inputs(1, 9, 1, 2, 4, 3, 5)
+    state = (levels(buckets, 5), 5)
+    calls = []
+    spy = lambda q, k, v, g, lam, final: calls.append(q) or torch_path(q, k, v, None, g, lam, None, final)  # noqa: E731
+    monkeypatch.setattr(cpu, "log_linear_attn", spy)
+    log_linear_attn(q, k, v, g, lam, backend="cpu")
+    assert len(calls) == 1
+    for args in ((q, k, v, g, lam, state), (q.half(), k.half(), v.half(), g.half(), lam.half())):
+        log_linear_attn(*args, backend="cpu")
+    log_linear_delta_rule(q, k, v, beta, g, lam, backend="cpu")
+    assert len(calls) == 1
+    assert cpu.unsupported(q, k, v, None, g, lam, state) == "an initial state (the C loop starts at position 0)"
+    assert cpu.unsupported(q, k, v, beta, g, lam) == "Gated DeltaNet inside (the C loop runs Mamba-2's)"
+    assert cpu.unsupported(q.half(), k, v, None, g, lam) == "dtype torch.float16 (the C loop takes float32, float64)"
 
 
 @pytest.mark.parametrize("delta", [False, True], ids=["mamba2", "gated_deltanet"])

@@ -1,5 +1,5 @@
 """benchmarks/roofline.py's product counts: the formulas it adds to torch's FlopCounterMode count
-what the solves and the CPU flash attention multiply."""
+what the solves and the CPU flash attention multiply, and a C loop's count is its products."""
 
 import torch
 import torch.nn.functional as F
@@ -34,3 +34,13 @@ def test_cpu_flash_attention_counts_the_pairs_it_computes():
         assert per_op["aten._scaled_dot_product_flash_attention_for_cpu"] == 2 * 6 * pairs[causal] * 16
         assert per_op["aten._scaled_dot_product_flash_attention_for_cpu_backward"] == 2 * 6 * pairs[causal] * 40
     assert roofline.causal_attention_bound(20, B=2, H=3, K=8) == 2 * 6 * pairs[True] * 16
+
+
+def test_log_linear_loop_count_by_hand():
+    """T 40 in chunks of 16 (16, 16, 8 rows), K = V = 1: the triangles by blocks of 16 rows, 256 +
+    256 + 64 multiply-adds each way (and as many transposed); level 1's first block (16 writers, 16
+    readers; its second has none), level 2's (32 writers, 8 readers)."""
+    forward = (256 + 256 + 64) * 2 + (16 + 16) + (32 + 8)
+    backward = (256 + 256 + 64) * 2 * 2 + 2 * ((16 + 16) + (32 + 8))
+    count = lambda backward: roofline.log_linear_loop_flops(40, backward, B=1, H=1, K=1, V=1, C=16)  # noqa: E731
+    assert (count(False), count(True)) == (2 * forward, 2 * (forward + backward))

@@ -15,21 +15,20 @@ with A the inner model's attention (reference.py); no 1/sqrt(K) scale. fla's nai
 (Mamba-2) and HanGuo97/log-linear-attention's hattention_recurrent (both inner models). state:
 (levels (B, H, bit_length(t), K, V), t) after t tokens: it grows by one (K, V) level each time t
 passes a power of two; t0 + T must be at most 2^(n_levels - 1) (every level has its lambda).
-Backends: `torch` and `cpu` (chunked.py; with Mamba-2 inside, the levels within chunks of 64 as
-one dense weighting and those above as sums of chunk states, in matmuls, the same for both; with
-the delta rule, one delta_rule pass per level, on its torch path or, for `cpu`, its C loop; `cpu`
-first on CPU), `triton` (gpu.py: fla's log-linear kernel for Mamba-2 from position 0, fla's gated
+Backends: `torch` (chunked.py; with Mamba-2 inside, the levels within chunks of 64 as one dense
+weighting and those above as a Fenwick tree of chunk states, in matmuls; with the delta rule, one
+delta_rule pass per level), `cpu` (first on CPU: Mamba-2 inside from position 0 in float32 or
+float64 by cpu.py's C loop, log_linear.c; other calls on chunked.py's forms with delta_rule's C
+loop per level), `triton` (gpu.py: fla's log-linear kernel for Mamba-2 from position 0, fla's gated
 delta rule kernels per level otherwise; CUDA only). reference.py (the per-token Fenwick loop) is
 the oracle.
 """
-
-import functools
 
 import torch
 import torch.nn.functional as F
 
 from src.ops.dispatch import Dispatcher
-from src.ops.log_linear import chunked, gpu
+from src.ops.log_linear import chunked, cpu, gpu
 
 
 def smoke_inputs(device):
@@ -68,10 +67,17 @@ def torch_path(q, k, v, beta, g, level_scales, initial_state=None, output_final_
     return chunked.log_linear(q, k, v, beta, g, level_scales, initial_state, output_final_state, inner)
 
 
+def cpu_path(q, k, v, beta, g, level_scales, initial_state=None, output_final_state=False):
+    """Backend `cpu`: log_linear.c for the calls it takes (Mamba-2 inside from position 0, float32 or
+    float64), else torch_path with gla's and delta_rule's C loops per level."""
+    if cpu.unsupported(q, k, v, beta, g, level_scales, initial_state, output_final_state):
+        return torch_path(q, k, v, beta, g, level_scales, initial_state, output_final_state, inner="cpu")
+    return cpu.log_linear_attn(q, k, v, g, level_scales, output_final_state)
+
+
 _TORCH = torch_path
-DISPATCH = Dispatcher("log_linear", {"torch": lambda: _TORCH,
-                                     "cpu": lambda: functools.partial(torch_path, inner="cpu"),
-                                     "triton": lambda: gpu.log_linear},
+DISPATCH = Dispatcher("log_linear",
+                      {"torch": lambda: _TORCH, "cpu": lambda: cpu_path, "triton": lambda: gpu.log_linear},
                       {"cuda": ["triton", "torch"], "cpu": ["cpu", "torch"], "default": ["torch"]}, _smoke,
                       {"triton": gpu.unsupported, "cpu": lambda q, *args: None if q.device.type == "cpu" else
                        "inputs are not on the CPU"})
