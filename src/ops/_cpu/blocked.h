@@ -124,7 +124,7 @@ static void NAME(transpose)(int64_t m, int64_t n, const T *restrict src, int64_t
 /* the rows (m, D) lds apart of each of the n arrays xs brought towards L1: the loops' backwards
    fetch the next chunk's while this one computes (a few percent of ttt_linear's backward; its
    forward, which reads half as many rows, gained nothing) */
-static void NAME(prefetch)(int64_t n, const T *const *xs, int64_t m, int64_t D, int64_t lds) {
+static inline void NAME(prefetch)(int64_t n, const T *const *xs, int64_t m, int64_t D, int64_t lds) {
     for (int64_t i = 0; i < n; i++)
         for (int64_t s = 0; s < m; s++)
             for (int64_t j = 0; j < D; j += 64 / sizeof(T)) __builtin_prefetch(xs[i] + s * lds + j);

@@ -24,12 +24,13 @@ SOURCE = pathlib.Path(__file__).with_name("log_linear.c")
 
 
 def _call(which, shape, tensors):
-    """log_linear_<dtype>_<which>(B, T, H, K, V, C, n_levels, h0, h1, *tensors), heads over threads."""
+    """log_linear_<dtype>_<which>(T, H, K, V, C, n_levels, h0, h1, *tensors), heads [h0, h1) of the B H
+    over threads."""
     fn = getattr(_cpu.library(SOURCE), f"log_linear_{DTYPES[tensors[0].dtype]}_{which}")
     B, T, H, K, V, C, n_levels = shape
 
     def call(i, h0, h1):
-        fn(*_cpu.int64(B, T, H, K, V, C, n_levels, h0, h1), *_cpu.pointers(*tensors))
+        fn(*_cpu.int64(T, H, K, V, C, n_levels, h0, h1), *_cpu.pointers(*tensors))
 
     _cpu.parallel(call, _cpu.ranges(B * H, 1, B * T * H * (K + V) * C))
 

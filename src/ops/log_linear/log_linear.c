@@ -115,7 +115,7 @@ static void NAME(weigh)(int64_t m, int64_t C, const T *b, const T *lam, int64_t 
     }
 }
 
-void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int64_t C, int64_t nl, int64_t h0,
+void NAME(forward)(int64_t TT, int64_t H, int64_t K, int64_t V, int64_t C, int64_t nl, int64_t h0,
                    int64_t h1, const T *q, const T *k, const T *v, const T *b, const T *lam, const T *R,
                    const T *W, T *o, T *P, T *U) {
     const int64_t N = (TT + C - 1) / C, J = NAME(levels)(N), NB = NAME(blocks)(N, J), SK = H * K, SV = H * V;
@@ -185,7 +185,7 @@ static void NAME(weigh_backward)(int64_t m, int64_t C, const T *b, const T *lam,
     }
 }
 
-void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int64_t C, int64_t nl, int64_t h0,
+void NAME(backward)(int64_t TT, int64_t H, int64_t K, int64_t V, int64_t C, int64_t nl, int64_t h0,
                     int64_t h1, const T *q, const T *k, const T *v, const T *b, const T *lam, const T *R,
                     const T *W, const T *P, const T *U, const T *dO, T *dq, T *dk, T *dv, T *db, T *dlam, T *dR,
                     T *dW) {
