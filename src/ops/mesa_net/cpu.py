@@ -23,12 +23,13 @@ CHECKPOINT = 32
 
 
 def _call(which, dtype, shape, steps, tensors):
-    """mesa_net_<dtype>_<which>(B, T, H, K, V, h0, h1, steps, C, *tensors), heads over threads."""
+    """mesa_net_<dtype>_<which>(T, H, K, V, h0, h1, steps, C, *tensors), heads [h0, h1) of the B H over
+    threads."""
     fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("mesa_net.c")), f"mesa_net_{DTYPES[dtype]}_{which}")
     B, T, H, K, V = shape
 
     def call(i, h0, h1):
-        fn(*_cpu.int64(B, T, H, K, V, h0, h1, steps, CHECKPOINT), *_cpu.pointers(*tensors))
+        fn(*_cpu.int64(T, H, K, V, h0, h1, steps, CHECKPOINT), *_cpu.pointers(*tensors))
 
     _cpu.parallel(call, _cpu.ranges(B * H, 1, B * T * H * K * (K + V)))
 

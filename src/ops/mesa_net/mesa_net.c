@@ -234,7 +234,7 @@ static inline void NAME(read)(int64_t K, int64_t V, const T *restrict G, const T
     }
 }
 
-void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1, int64_t steps,
+void NAME(forward)(int64_t TT, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1, int64_t steps,
                    int64_t C, const T *q, const T *k, const T *v, const T *g, const T *beta, const T *lamb,
                    const T *H0, const T *G0, T *o, T *Hf, T *Gf, T *xs, T *ckH, T *ckG) {
     const int64_t N = (TT + C - 1) / C, S = K * K + K * V; /* a state: Ht then G */
@@ -338,7 +338,7 @@ static inline void NAME(token_back)(int64_t K, int64_t V, const T *restrict x, c
     *later = gamma; /* D, E *= gamma_t: in the next (earlier) token's passes */
 }
 
-void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1, int64_t steps,
+void NAME(backward)(int64_t TT, int64_t H, int64_t K, int64_t V, int64_t h0, int64_t h1, int64_t steps,
                     int64_t C, const T *k, const T *v, const T *g, const T *beta, const T *lamb,
                     const T *xs, const T *ckH, const T *ckG, const T *dout, const T *dHf, const T *dGf, T *dq, T *dk,
                     T *dv, T *dg, T *dbeta, T *dlamb, T *dH0, T *dG0) {

@@ -25,12 +25,12 @@ SOURCE = pathlib.Path(__file__).with_name("titans.c")
 
 
 def _call(which, shape, eps, tensors):
-    """titans_<dtype>_<which>(B, T, H, D, K, h0, h1, eps, *tensors), heads over threads."""
+    """titans_<dtype>_<which>(T, H, D, K, h0, h1, eps, *tensors), heads [h0, h1) of the B H over threads."""
     fn = getattr(_cpu.library(SOURCE), f"titans_{DTYPES[tensors[0].dtype]}_{which}")
     B, T, H, D, K = shape
 
     def call(i, h0, h1):
-        fn(*_cpu.int64(B, T, H, D, K, h0, h1), ctypes.c_double(eps), *_cpu.pointers(*tensors))
+        fn(*_cpu.int64(T, H, D, K, h0, h1), ctypes.c_double(eps), *_cpu.pointers(*tensors))
 
     _cpu.parallel(call, _cpu.ranges(B * H, 1, B * T * H * D * D))
 

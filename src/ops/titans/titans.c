@@ -60,7 +60,7 @@ static void NAME(gradients)(int64_t m, int64_t D, int64_t SD, T eps, const T *k,
                            a + s);
 }
 
-void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t K, int64_t h0, int64_t h1, double eps_,
+void NAME(forward)(int64_t TT, int64_t H, int64_t D, int64_t K, int64_t h0, int64_t h1, double eps_,
                    const T *q, const T *k, const T *v, const T *w, const T *b, const T *M0, const T *S0,
                    const T *MZ0, const T *bf, const T *PN, const T *last, const T *mix, T *out, T *Mf, T *Sf,
                    T *M0f, T *MSs, T *Zs, T *Ps) {
@@ -116,7 +116,7 @@ void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t K, int64
     free(buf);
 }
 
-void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t K, int64_t h0, int64_t h1, double eps_,
+void NAME(backward)(int64_t TT, int64_t H, int64_t D, int64_t K, int64_t h0, int64_t h1, double eps_,
                     const T *q, const T *k, const T *v, const T *w, const T *b, const T *MZ0, const T *bf,
                     const T *PN, const T *last, const T *mix, const T *MSs, const T *Zs, const T *Ps,
                     const T *dout, const T *dMf, const T *dSf, const T *dM0f, T *dq, T *dk, T *dv, T *dw, T *db,

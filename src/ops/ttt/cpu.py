@@ -28,14 +28,15 @@ MLP_SOURCE = pathlib.Path(__file__).with_name("ttt_mlp.c")
 
 
 def _call(which, shape, eps, tensors, mlp=False):
-    """ttt_linear_<dtype>_<which>(B, T, H, D, M, h0, h1, eps, *tensors), or ttt_mlp's (B, T, H, D,
-    F, M, ...) with shape (B, T, H, D, F, M); heads over threads."""
+    """ttt_linear_<dtype>_<which>(T, H, D, M, h0, h1, eps, *tensors) with shape (B, T, H, D, M), or
+    ttt_mlp's (T, H, D, F, M, ...) with shape (B, T, H, D, F, M); heads [h0, h1) of the B H over
+    threads."""
     prefix, source = ("ttt_mlp", MLP_SOURCE) if mlp else ("ttt_linear", SOURCE)
     fn = getattr(_cpu.library(source), f"{prefix}_{DTYPES[tensors[0].dtype]}_{which}")
     B, T, H = shape[:3]
 
     def call(i, h0, h1):
-        fn(*_cpu.int64(*shape, h0, h1), ctypes.c_double(eps), *_cpu.pointers(*tensors))
+        fn(*_cpu.int64(*shape[1:], h0, h1), ctypes.c_double(eps), *_cpu.pointers(*tensors))
 
     _cpu.parallel(call, _cpu.ranges(B * H, 1, B * T * H * shape[3] * shape[-2]))
 

@@ -49,7 +49,7 @@ static void NAME(gradients)(int64_t m, int64_t D, int64_t SD, T eps, const T *k,
     }
 }
 
-void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t M, int64_t h0, int64_t h1, double eps_,
+void NAME(forward)(int64_t TT, int64_t H, int64_t D, int64_t M, int64_t h0, int64_t h1, double eps_,
                    const T *q, const T *k, const T *v, const T *eta, const T *lr, const T *w, const T *b,
                    const T *W0, const T *c0, T *out, T *Wf, T *cf, T *GW, T *Gc, T *Zs, T *Ps) {
     const T eps = eps_;
@@ -87,7 +87,7 @@ void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t M, int64
     free(buf);
 }
 
-void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t M, int64_t h0, int64_t h1, double eps_,
+void NAME(backward)(int64_t TT, int64_t H, int64_t D, int64_t M, int64_t h0, int64_t h1, double eps_,
                     const T *q, const T *k, const T *v, const T *eta, const T *lr, const T *w, const T *b,
                     const T *Wf, const T *Zs, const T *Ps, const T *dout, const T *dWf, const T *dcf,
                     const T *dGW, const T *dGc, T *dq, T *dk, T *dv, T *deta, T *dlr, T *dw, T *db, T *dW0,

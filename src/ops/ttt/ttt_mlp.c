@@ -59,7 +59,7 @@ static void NAME(gelu)(int64_t n, const T *restrict x, T *restrict y, T *restric
     }
 }
 
-void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t F, int64_t M, int64_t h0, int64_t h1,
+void NAME(forward)(int64_t TT, int64_t H, int64_t D, int64_t F, int64_t M, int64_t h0, int64_t h1,
                    double eps_, const T *q, const T *k, const T *v, const T *eta, const T *lr, const T *w,
                    const T *b, const T *W10, const T *c10, const T *W20, const T *c20, T *out, T *W1f, T *c1f,
                    T *W2f, T *c2f, T *GW1, T *Gc1, T *GW2, T *Gc2, T *Z1s, T *Z2s, T *Zqs, T *P1s, T *P2s) {
@@ -128,7 +128,7 @@ void NAME(forward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t F, int64
     free(buf);
 }
 
-void NAME(backward)(int64_t B, int64_t TT, int64_t H, int64_t D, int64_t F, int64_t M, int64_t h0, int64_t h1,
+void NAME(backward)(int64_t TT, int64_t H, int64_t D, int64_t F, int64_t M, int64_t h0, int64_t h1,
                     double eps_, const T *q, const T *k, const T *v, const T *eta, const T *lr, const T *w,
                     const T *b, const T *W1f, const T *W2f, const T *Z1s, const T *Z2s, const T *Zqs, const T *P1s,
                     const T *P2s, const T *dout, const T *dW1f, const T *dc1f, const T *dW2f, const T *dc2f,
