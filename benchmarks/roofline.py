@@ -117,22 +117,18 @@ def ttt_loop_flops(T, backward=False, B=ttt.B, H=ttt.H, D=ttt.D, m=ttt.K):
 def log_linear_loop_flops(T, backward=False, B=2, H=2, K=128, V=64, C=64, rows=16):
     """The log_linear C loop's products (log_linear.c), 2 flops a multiply-add: in each chunk of m rows
     Q K^T and A V over the lower triangle by blocks of `rows` (the backward dO V^T, A^T dO, dP K and
-    dP^T Q); at each level above the chunks, each block with readers' U = K_F^T diag(W) V_F over its
-    first half and Q_S U over its second (the backward dO_S U^T, Q_S^T dO_S, V_F dU^T, K_F dU); at
-    mesa_log_linear's inputs."""
+    dP^T Q); each chunk's state K^T diag(w) V but the last's (the backward V dS^T, K dS); at each level
+    above the chunks, each block's second half reading its first half's state, Q_S U (the backward
+    dO_S U^T, Q_S^T dO_S); at mesa_log_linear's inputs."""
     N, total = -(-T // C), 0
     for n in range(N):
         m = min(C, T - n * C)
         lower = sum((min(r + rows, m) - r) * min(r + rows, m) for r in range(0, m, rows))  # rows x columns
         upper = sum((min(r + rows, m) - r) * (m - r) for r in range(0, m, rows))  # of the transposed
         total += lower * (K + V) + backward * (lower + upper) * (K + V)
-    for j in range(1, (N - 1).bit_length() + 1):
-        half = C << (j - 1)
-        for a0 in range(0, T, 2 * half):
-            readers = min(half, T - a0 - half)
-            if readers > 0:
-                total += (1 + 2 * backward) * (half + readers) * K * V
-    return 2 * B * H * total
+    reads = sum(max(0, min(C << (j - 1), T - a0 - (C << (j - 1)))) for j in range(1, (N - 1).bit_length() + 1)
+                for a0 in range(0, T, C << j))
+    return 2 * B * H * (total + (1 + 2 * backward) * ((N - 1) * C + reads) * K * V)
 
 
 def cases():

@@ -38,9 +38,10 @@ def test_cpu_flash_attention_counts_the_pairs_it_computes():
 
 def test_log_linear_loop_count_by_hand():
     """T 40 in chunks of 16 (16, 16, 8 rows), K = V = 1: the triangles by blocks of 16 rows, 256 +
-    256 + 64 multiply-adds each way (and as many transposed); level 1's first block (16 writers, 16
-    readers; its second has none), level 2's (32 writers, 8 readers)."""
-    forward = (256 + 256 + 64) * 2 + (16 + 16) + (32 + 8)
-    backward = (256 + 256 + 64) * 2 * 2 + 2 * ((16 + 16) + (32 + 8))
+    256 + 64 multiply-adds each way (and as many transposed); the states of the first two chunks (16
+    rows each); level 1's first block read by its 16 second-half rows (its second block has none),
+    level 2's by 8."""
+    forward = (256 + 256 + 64) * 2 + (16 + 16) + (16 + 8)
+    backward = (256 + 256 + 64) * 2 * 2 + 2 * ((16 + 16) + (16 + 8))
     count = lambda backward: roofline.log_linear_loop_flops(40, backward, B=1, H=1, K=1, V=1, C=16)  # noqa: E731
     assert (count(False), count(True)) == (2 * forward, 2 * (forward + backward))
