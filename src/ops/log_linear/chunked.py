@@ -122,22 +122,16 @@ def _levels_in_chunk(C, device):
     return torch.tensor([[(a ^ c).bit_length() for c in range(C)] for a in range(C)], device=device)
 
 
-def intra_weights(lc, b):
-    """(B, H, N, C, C): the weight exp(b_i - b_j) lambda_i[l(i, j)] of the pair j <= i of each aligned
-    chunk, zero above the diagonal, from the chunked lambda (B, H, N, C, n_levels) and the log
-    decays from each chunk's start b (B, H, N, C)."""
-    C, n_levels = b.shape[-1], lc.shape[-1]
-    i = torch.arange(C, device=b.device)
-    causal = i[:, None] >= i[None, :]
-    decay = torch.exp((b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf"))).to(lc.dtype)
-    level = _levels_in_chunk(C, b.device).clamp(max=n_levels - 1)
-    return decay * lc.gather(-1, level.expand(*lc.shape[:3], C, C))  # lambda_i[l(i, j)]
-
-
 def _intra(qc, kc, vc, lc, b):
     """The pairs within aligned chunks of C: (B, H, N, C, V), from the chunked q, k, v, lambda
     (B, H, N, C, ...) and the log decays from each chunk's start b (B, H, N, C)."""
-    return ((qc @ kc.transpose(-1, -2)) * intra_weights(lc, b)) @ vc
+    C, n_levels = qc.shape[3], lc.shape[-1]
+    i = torch.arange(C, device=qc.device)
+    causal = i[:, None] >= i[None, :]
+    decay = torch.exp((b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf"))).to(qc.dtype)
+    level = _levels_in_chunk(C, qc.device).clamp(max=n_levels - 1)
+    weight = lc.gather(-1, level.expand(*lc.shape[:3], C, C))  # lambda_i[l(i, j)]
+    return ((qc @ kc.transpose(-1, -2)) * decay * weight) @ vc
 
 
 @functools.lru_cache(maxsize=64)
