@@ -1,9 +1,10 @@
 /* Products and transposes of small matrices in L1 for the C loops, on 64-byte vectors (16 floats,
    8 doubles): gemm, C (M, N) = add C + alpha A B, by 4-row by 4-vector blocks of C held in
    registers through the sum (A's elements broadcast, so a transposed A is only its strides), and
-   transpose, by (LANES_N, LANES_N) tiles in registers; and prefetch. Included once per dtype with T, IT (the
-   integer of T's width), LANES_N (64 / sizeof(T)) and NAME set (so its functions have no include
-   guard; its macros have one). ttt_linear.c and titans.c include it. */
+   transpose, by (LANES_N, LANES_N) tiles in registers; rows scaled; and prefetch. Included once
+   per dtype with T, IT (the integer of T's width), LANES_N (64 / sizeof(T)) and NAME set (so its
+   functions have no include guard; its macros have one). ttt_linear.c, ttt_mlp.c, titans.c and
+   log_linear.c include it. */
 
 #ifndef BLOCKED_H_MACROS
 #define BLOCKED_H_MACROS
@@ -119,6 +120,14 @@ static void NAME(transpose)(int64_t m, int64_t n, const T *restrict src, int64_t
         for (int64_t j = 0; j < nt; j += LANES_N) NAME(tile)(src + i * lds + j, lds, dst + j * m + i, m);
     for (int64_t i = 0; i < m; i++)
         for (int64_t j = i < mt ? nt : 0; j < n; j++) dst[j * m + i] = src[i * lds + j];
+}
+
+/* dst (m, D) = the rows x_s (lds apart) scaled by c[s stride] */
+static inline void NAME(scaled)(int64_t m, int64_t D, const T *x, int64_t lds, const T *c, int64_t stride,
+                                T *dst) {
+    for (int64_t s = 0; s < m; s++)
+#pragma omp simd
+        for (int64_t j = 0; j < D; j++) dst[s * D + j] = c[s * stride] * x[s * lds + j];
 }
 
 /* the rows (m, D) lds apart of each of the n arrays xs brought towards L1: the loops' backwards

@@ -46,15 +46,8 @@
 
 #define ROWS 16 /* the triangular products' row blocks */
 
-/* dst (m, D) = the rows x_s (lds apart) scaled by c[s] */
-static void NAME(scale_rows)(int64_t m, int64_t D, const T *x, int64_t lds, const T *c, T *dst) {
-    for (int64_t s = 0; s < m; s++)
-#pragma omp simd
-        for (int64_t j = 0; j < D; j++) dst[s * D + j] = c[s] * x[s * lds + j];
-}
-
-/* the rows y_s (ldy apart) += c[s] x_s (m, D), x rows D apart */
-static void NAME(add_rows)(int64_t m, int64_t D, const T *c, const T *x, T *y, int64_t ldy) {
+/* the rows y_s (ldy apart) += c[s] x_s (m, D), x rows D apart (scaled's, added) */
+static void NAME(add_scaled)(int64_t m, int64_t D, const T *c, const T *x, T *y, int64_t ldy) {
     for (int64_t s = 0; s < m; s++)
 #pragma omp simd
         for (int64_t j = 0; j < D; j++) y[s * ldy + j] += c[s] * x[s * D + j];
@@ -157,7 +150,7 @@ void NAME(forward)(int64_t TT, int64_t H, int64_t K, int64_t V, int64_t C, int64
         T *Fh = F + bh * NT * K * V;
         for (int64_t n = 0; n + 1 < N; n++) { /* F_0: each chunk's state at its end (all full chunks) */
             for (int64_t s = 0; s < C; s++) w[s] = EXP(bh_[n * C + C - 1] - bh_[n * C + s]);
-            NAME(scale_rows)(C, V, vh + n * C * SV, SV, w, X);
+            NAME(scaled)(C, V, vh + n * C * SV, SV, w, 1, X);
             NAME(gemm)(K, V, C, 1, kh + n * C * SK, 1, SK, X, V, Fh + n * K * V, V, 0); /* K^T diag(w) V */
         }
         for (int64_t n = 0; n < N; n++) e[n] = bh_[n * C + C - 1];
@@ -179,7 +172,7 @@ void NAME(forward)(int64_t TT, int64_t H, int64_t K, int64_t V, int64_t C, int64
                 const int64_t s1 = a0 + half, mr = TT - s1 < half ? TT - s1 : half;
                 if (mr <= 0) continue;
                 NAME(gemm)(mr, V, K, 1, qh + s1 * SK, SK, 1, Fj + u * K * V, V, Y, V, 0); /* Q_S U */
-                NAME(add_rows)(mr, V, Rj + s1, Y, oh + s1 * SV, SV);
+                NAME(add_scaled)(mr, V, Rj + s1, Y, oh + s1 * SV, SV);
             }
         }
     }
@@ -258,8 +251,8 @@ void NAME(backward)(int64_t TT, int64_t H, int64_t K, int64_t V, int64_t C, int6
                 NAME(transpose)(K, V, Fh + at + u * K * V, V, UT);
                 NAME(gemm)(mr, K, V, 1, dOh + s1 * SV, SV, 1, UT, K, X, K, 0); /* Z = dO_S U^T */
                 NAME(dots)(mr, K, qh + s1 * SK, SK, X, dRj + s1);
-                NAME(add_rows)(mr, K, Rj + s1, X, dqh + s1 * SK, SK);
-                NAME(scale_rows)(mr, V, dOh + s1 * SV, SV, Rj + s1, Y);
+                NAME(add_scaled)(mr, K, Rj + s1, X, dqh + s1 * SK, SK);
+                NAME(scaled)(mr, V, dOh + s1 * SV, SV, Rj + s1, 1, Y);
                 NAME(gemm)(K, V, mr, 1, qh + s1 * SK, 1, SK, Y, V, dF + at + u * K * V, V, 1); /* Q_S^T diag(R) dO_S */
             }
             if (j == J) continue;
@@ -288,9 +281,9 @@ void NAME(backward)(int64_t TT, int64_t H, int64_t K, int64_t V, int64_t C, int6
             NAME(transpose)(K, V, dS, V, UT);
             NAME(gemm)(C, K, V, 1, vh + t0 * SV, SV, 1, UT, K, X, K, 0); /* Z' = V dS^T */
             NAME(dots)(C, K, kh + t0 * SK, SK, X, dw);
-            NAME(add_rows)(C, K, w, X, dkh + t0 * SK, SK);
+            NAME(add_scaled)(C, K, w, X, dkh + t0 * SK, SK);
             NAME(gemm)(C, V, K, 1, kh + t0 * SK, SK, 1, dS, V, Y, V, 0); /* K dS */
-            NAME(add_rows)(C, V, w, Y, dvh + t0 * SV, SV);
+            NAME(add_scaled)(C, V, w, Y, dvh + t0 * SV, SV);
             for (int64_t s = 0; s < C; s++) {
                 dbh[n * C + s] -= dw[s] * w[s];
                 sum += dw[s] * w[s];

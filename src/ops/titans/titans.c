@@ -39,13 +39,6 @@
 #include "../_cpu/blocked.h"
 #include "../_cpu/ln_l2_grad.h"
 
-/* dst (m, D) = the rows x_s (lds apart) scaled by c[s stride] */
-static void NAME(scaled)(int64_t m, int64_t D, const T *x, int64_t lds, const T *c, int64_t stride, T *dst) {
-    for (int64_t s = 0; s < m; s++)
-#pragma omp simd
-        for (int64_t j = 0; j < D; j++) dst[s * D + j] = c[s * stride] * x[s * lds + j];
-}
-
 /* dst (n) = a x + b y */
 static void NAME(mix2)(int64_t n, T a, const T *restrict x, T b, const T *restrict y, T *restrict dst) {
 #pragma omp simd
