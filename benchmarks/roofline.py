@@ -99,11 +99,15 @@ def causal_attention_bound(T, B=fox_path.B, H=fox_path.H, K=fox_path.K):
     return 2 * B * H * T * (T + 1) // 2 * (K + K)
 
 
-def mesa_loop_flops(T, backward=False, B=2, H=2, K=64, V=64, steps=30):
+def mesa_loop_flops(T, backward=False, B=2, H=2, K=64, V=64, steps=30, group=4):
     """The mesa_net C loop's forward (mesa_net.c; it makes no torch products to count), 2 flops a
-    multiply-add: a token's state update (K^2 + K V), 30 CG steps (a K^2 matvec, two dot products
-    and three axpys of K), its output (K V); at mesa_log_linear's inputs."""
-    return 2 * B * H * T * (K * K + K * V + steps * (K * K + 5 * K) + K * V)
+    multiply-add, a token: the state's update (K^2 + K V: a group's rank-`group` update, once a
+    group), 30 CG steps (a K^2 matvec, two dot products and three axpys of K, and the group's
+    rank-one terms, a dot product and an axpy of K each), its output (K V, and the terms, K + V
+    each); token j of a group (from 0) has j + 1 terms, (group + 1) / 2 on average (T a multiple of
+    `group`, as at mesa_log_linear's inputs)."""
+    terms = (group + 1) / 2
+    return round(2 * B * H * T * (K * K + K * V + steps * (K * K + 5 * K + 2 * terms * K) + K * V + terms * (K + V)))
 
 
 def ttt_loop_flops(T, backward=False, B=ttt.B, H=ttt.H, D=ttt.D, m=ttt.K):

@@ -4,8 +4,9 @@ CG solve's implicit gradient against torch.linalg.solve's, and reference.py agai
 naive.py (naive_mesa_net_exact and naive_mesa_net_CG, loaded by path, run in float64).
 
 Tolerances. float64: the same sums reordered (1e-10), also for CG: the chunked path runs the same
-CG steps on the same matrices, applied in another order (the C loop: formed, then applied; its
-exact solve a Cholesky factorisation where reference.py takes torch's LU). float32: 1e-4 for the exact solve
+CG steps on the same matrices, applied in another order (the C loop: a group's systems applied as
+the state before the group plus the group's rank-one terms; its exact solve a Cholesky
+factorisation where reference.py takes torch's LU). float32: 1e-4 for the exact solve
 (condition numbers ~10 at lambda >= 0.25); 1e-3 for CG, whose steps divide by residuals that
 shrink to ~1e-3 (cg.py).
 """
@@ -60,8 +61,10 @@ def test_chunked_matches_the_loop(shape, cg_steps, dtype):
             cg_steps=cg_steps), inputs(*dims, dtype=dtype), tol)
 
 
-# 3 checkpoint segments of the C loop; K 64, its matvec in registers (K a multiple of 4 vectors)
-@pytest.mark.parametrize("shape", SHAPES + [(2, 70, 2, 16, 8, None), (1, 21, 2, 64, 8, None)])
+# 3 checkpoint segments of the C loop; K 64, the state's matvec in registers (K a multiple of 4
+# vectors), and V 64, the read's; groups of 4 tokens with a partial last one (T 21, 23, 11)
+@pytest.mark.parametrize("shape", SHAPES + [(2, 70, 2, 16, 8, None), (1, 21, 2, 64, 8, None),
+                                            (1, 23, 2, 5, 64, None), (1, 11, 1, 64, 64, None)])
 @pytest.mark.parametrize("cg_steps", [None, 0, 3, 30])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_the_c_loop_matches_the_loop(shape, cg_steps, dtype):
@@ -70,9 +73,9 @@ def test_the_c_loop_matches_the_loop(shape, cg_steps, dtype):
             inputs(*shape[:5], dtype=dtype), tol)
 
 
-@pytest.mark.parametrize("interval", [1, 5])
+@pytest.mark.parametrize("interval", [1, 5, 6])
 def test_the_c_loop_at_any_checkpoint_interval(monkeypatch, interval):
-    """Odd intervals put checkpoints inside the forward's pairs of tokens (solved together)."""
+    """Intervals that are not multiples of 4 cut the forward's groups of 4 tokens (solved together)."""
     monkeypatch.setattr(cpu, "CHECKPOINT", interval)
     for steps in (None, 3):
         compare(with_state(cpu.mesa_net, cg_steps=steps), with_state(reference.mesa_net, cg_steps=steps),

@@ -45,3 +45,12 @@ def test_log_linear_loop_count_by_hand():
     backward = (256 + 256 + 64) * 2 * 2 + 2 * ((16 + 16) + (16 + 8))
     count = lambda backward: roofline.log_linear_loop_flops(40, backward, B=1, H=1, K=1, V=1, C=16)  # noqa: E731
     assert (count(False), count(True)) == (2 * forward, 2 * (forward + backward))
+
+
+def test_mesa_loop_count_by_hand():
+    """T 8 (two groups of 4 tokens), K = V = 2, one CG step: a token's update (4 + 4), matvec (4),
+    dots and axpys (5 x 2) and read (4); token j of its group has j + 1 rank-one terms (1 + 2 + 3 + 4
+    = 10 a group), each a dot and an axpy of K a step and a dot of K and an axpy of V in the read."""
+    per_token = (4 + 4) + (4 + 5 * 2) + 4
+    terms = 2 * 10
+    assert roofline.mesa_loop_flops(8, B=1, H=1, K=2, V=2, steps=1) == 2 * (8 * per_token + terms * (2 * 2 + 2 + 2))

@@ -2,7 +2,7 @@
    SOURCE and PREFIX and includes this file where T is not yet defined; this includes the source
    back with T, IT (the integer of T's width), LANES_N (T's in 64 bytes), SQRT, EXP (float32:
    exp_float.h's, which vectorises) and NAME(x) = <PREFIX>_<dtype>_x set, for float32 and float64.
-   ttt_linear.c, ttt_mlp.c and titans.c use it. */
+   ttt_linear.c, ttt_mlp.c, titans.c, log_linear.c and mesa_net.c use it. */
 
 #include <math.h>
 #include <stdint.h>

@@ -2,10 +2,11 @@
 
 The chunked path applies each token's (K, K) state without forming it, so each of fla's 30 CG steps
 is three products over a chunk plus a dozen elementwise passes over all chunks' rows at once
-(2.1 GFLOP of products at T 1024, B 2, H 2, K 64). The C loop forms the state at every token
-instead (an update of K^2 + K V multiply-adds) and runs the solve on it in L1: a CG step is one
-pass over the 16 KB state (K^2 multiply-adds, half the chunked form's) and a few over K floats. The
-backward recomputes each segment of CHECKPOINT tokens from the states saved at its start and walks
+(2.1 GFLOP of products at T 1024, B 2, H 2, K 64). The C loop forms the state once every 4 tokens
+instead (a rank-4 update, K^2 + K V multiply-adds a token) and solves those 4 tokens' systems on
+it in lockstep, in L1: a CG step is one pass over the 16 KB state for all four (K^2 multiply-adds
+a system, half the chunked form's, each row loaded once for the four), each system's rank-one
+terms for the group's tokens up to its own, and a few passes over K floats. The backward recomputes each segment of CHECKPOINT tokens from the states saved at its start and walks
 it back, one more solve a token (fla's implicit gradient; the exact solve's gradient alike).
 float32 or float64, heads split over torch's threads. Compiled on first use by src/ops/_cpu.
 """

@@ -1,27 +1,32 @@
-/* MesaNet on the CPU, one token at a time, forward and backward, compiled by cpu.py (src/ops/_cpu's
-   `library`).
+/* MesaNet on the CPU, one group of tokens at a time, forward and backward, compiled by cpu.py
+   (src/ops/_cpu's `library`).
 
    Per head, gamma_t = exp(g_t), the states and the solve of reference.py:
        H_t = gamma_t H_{t-1} + beta_t k_t k_t^T,   G_t = gamma_t G_{t-1} + beta_t k_t v_t^T,
        x_t = (H_t + diag(lambda))^-1 q_t,          o_t = G_t^T x_t
-   with the (K, K) state formed at every token and the solve on it: `steps` >= 0, fla's conjugate
-   gradient from 0 (cg.py's iteration, its eps 1e-5 in both denominators); steps < 0, exact, by a
-   Cholesky factorisation of the upper triangle (the states are symmetric: a non-symmetric initial
-   state is refused in cpu.py). The loop keeps H transposed (Ht = H^T, row i the column i of H), so
-   that A p = H p + lambda * p is a sum of Ht's rows scaled by p (one vectorised pass over the 16 KB
-   state, in L1 at K 64), as reference.py's A @ p; and the symmetric update of Ht is H's.
+   `steps` >= 0: fla's conjugate gradient from 0 (cg.py's iteration, its eps 1e-5 in both
+   denominators), on a group of n <= GROUP tokens in lockstep whose systems share the state S
+   before the group: the state after its token j (j = 0 .. n - 1) is
+       H_j = c_j S + sum_{i <= j} w_ji k_i k_i^T,   c_j = prod_{l <= j} gamma_l,
+       w_ji = beta_i prod_{i < l <= j} gamma_l   (G_j alike with k_i v_i^T)
+   so a CG step's products A_j p_j = c_j S p_j + sum_i w_ji (k_i . p_j) k_i + lambda * p_j read S's
+   rows once for all n systems (a row load feeds n multiply-adds instead of one: the matvec was
+   bound by its loads), o_j = c_j S_G^T x_j + sum_i w_ji (k_i . x_j) v_i, and the state moves on
+   once a group, a rank-n update in one pass. steps < 0: exact, by a Cholesky factorisation of
+   the upper triangle of the state formed at every token (the states are symmetric: a
+   non-symmetric initial state is refused in cpu.py). The loop keeps H transposed (Ht = H^T, row i
+   the column i of H), so that H p is a sum of Ht's rows scaled by p (one vectorised pass over the
+   16 KB state, in L1 at K 64), as reference.py's A @ p; and the symmetric update of Ht is H's.
    Layouts as the op's: q, k (B, T, H, K), v, o (B, T, H, V), g, beta (B, T, H), lamb (H, K), states
    H (B, H, K, K), G (B, H, K, V); a call does heads [h0, h1) of the B H heads (threads take disjoint
-   ranges). With CG, tokens are solved in pairs (t, t + 1; both states formed first), the two
-   systems' steps in lockstep: a step of one is a chain of dependent reductions and divisions,
-   whose waits the other's fill. Where K is a multiple of 4 vectors (64 floats, 32 doubles) a
-   matvec keeps 4 vectors of each result in registers through all rows of the state. The forward
-   saves x_t (B, T, H, K) and the states before tokens 0, C, 2C, ... (ckH (B, H, ceil(T / C), K, K)
-   as Ht, ckG alike) when the backward will need them.
+   ranges). Where K is a multiple of 4 vectors (64 floats, 32 doubles) the matvec keeps 4 vectors of
+   each system's result in registers through all rows of the state. The forward saves x_t (B, T,
+   H, K) and the states before tokens 0, C, 2C, ... (ckH (B, H, ceil(T / C), K, K) as Ht, ckG
+   alike; no group crosses one of them) when the backward will need them.
 
    The backward walks the segments of C tokens from the last: it recomputes the segment's states
-   from its checkpoint into a scratch of C + 1 states and then, against time (two tokens' solves at
-   a time, as the forward's), with D and E the gradients of Ht_t and G_t (from the final states'
+   from its checkpoint into a scratch of C + 1 states and then, against time (groups of tokens
+   solved as the forward's), with D and E the gradients of Ht_t and G_t (from the final states'
    gradients, transposed for Ht):
        E += x_t do_t^T;   w = A_t^-1 (G_t do_t)  (the same solve: fla's implicit gradient for CG);
        dq_t = w;   dlambda -= w * x_t;   D -= x_t w^T   (dL/dA_t = -w x_t^T, transposed);
@@ -29,208 +34,241 @@
        dv_t = beta_t E^T k_t,   dg_t = gamma_t (<D, Ht_{t-1}> + <E, G_{t-1}>);   D, E *= gamma_t
    and the initial states' gradients are D^T and E at the start. The decay by gamma_t is applied in
    the passes of token t - 1, which read and write D and E anyway (one pass over each a token).
-   dlamb (B, H, K) per batch row (summed over B in cpu.py). The file includes itself once per dtype
-   (T, EXP, SQRT, NAME set before each pass). */
+   dlamb (B, H, K) per batch row (summed over B in cpu.py). ../_cpu/dtypes.h compiles it once per
+   dtype. */
 
 #ifndef T
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "../_cpu/exp_float.h"
-
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-
-#define T float
-#define EXP exp_float
-#define SQRT sqrtf
-#define NAME(x) CAT(mesa_net_float32_, x)
-#include "mesa_net.c"
-#undef T
-#undef EXP
-#undef SQRT
-#undef NAME
-#undef LANES
-
-#define T double
-#define EXP exp
-#define SQRT sqrt
-#define NAME(x) CAT(mesa_net_float64_, x)
-#include "mesa_net.c"
+#define SOURCE "../mesa_net/mesa_net.c"
+#define PREFIX mesa_net
+#include "../_cpu/dtypes.h"
 
 #else
 
 #include "../_cpu/vec.h"
-#define LANES ((int64_t)(64 / sizeof(T)))
 
-/* the matvec of two systems where K is a multiple of 4 vectors: 4 vectors of each result held in
-   registers while every row of Ht adds into them (no loads and stores of the result between rows,
-   the loop's cost in the row-pass form below) */
-static inline void NAME(matvec_blocks)(int64_t K, const T *const Hs[2], const T *restrict lam, const T *const ps[2],
-                                       T *const Aps[2]) {
-    for (int64_t i0 = 0; i0 < K; i0 += 4 * LANES) {
-        NAME(vec) acc[2][4];
-        for (int64_t s = 0; s < 2; s++)
-            for (int64_t u = 0; u < 4; u++)
-                acc[s][u] = NAME(load)(lam + i0 + u * LANES) * NAME(load)(ps[s] + i0 + u * LANES);
-        for (int64_t j = 0; j < K; j++)
-            for (int64_t s = 0; s < 2; s++) {
-                const T *row = Hs[s] + j * K + i0;
-                const T pj = ps[s][j];
-                for (int64_t u = 0; u < 4; u++) acc[s][u] += pj * NAME(load)(row + u * LANES);
+#define GROUP 4 /* tokens solved in lockstep on one state (at most 4: matvec's cases) */
+
+/* y (n) = a x + sum_{i < m} f_i z_i (x may be y): a vector of y at a time, summed in a register;
+   returns y . d, or 0 where d is NULL */
+static inline T NAME(combine)(int64_t n, T a, const T *x, int64_t m, const T *f, const T *const *z, T *y,
+                              const T *d) {
+    NAME(vec) yd = {0};
+    int64_t e = 0;
+    for (; e + LANES_N <= n; e += LANES_N) {
+        NAME(vec) acc = a * NAME(load)(x + e);
+        for (int64_t i = 0; i < m; i++) acc += f[i] * NAME(load)(z[i] + e);
+        memcpy(y + e, &acc, sizeof acc);
+        if (d) yd += acc * NAME(load)(d + e);
+    }
+    T dot = d ? NAME(hsum)(yd) : 0;
+    for (; e < n; e++) {
+        T acc = a * x[e];
+        for (int64_t i = 0; i < m; i++) acc += f[i] * z[i][e];
+        y[e] = acc;
+        if (d) dot += acc * d[e];
+    }
+    return dot;
+}
+
+/* x += alpha p, r -= alpha Ap (n); returns r . r */
+static inline T NAME(step)(int64_t n, T alpha, const T *restrict p, const T *restrict Ap, T *restrict x,
+                           T *restrict r) {
+    NAME(vec) rr = {0};
+    int64_t e = 0;
+    for (; e + LANES_N <= n; e += LANES_N) {
+        const NAME(vec) xe = NAME(load)(x + e) + alpha * NAME(load)(p + e);
+        const NAME(vec) re = NAME(load)(r + e) - alpha * NAME(load)(Ap + e);
+        memcpy(x + e, &xe, sizeof xe);
+        memcpy(r + e, &re, sizeof re);
+        rr += re * re;
+    }
+    T dot = NAME(hsum)(rr);
+    for (; e < n; e++) {
+        x[e] += alpha * p[e];
+        r[e] -= alpha * Ap[e];
+        dot += r[e] * r[e];
+    }
+    return dot;
+}
+
+/* the coefficients of the states after each of a group's n tokens on the state before it (the top):
+   g, beta the group's first rows (its tokens `stride` apart) */
+static void NAME(coefficients)(int64_t n, const T *g, const T *beta, int64_t stride, T c[GROUP],
+                               T w[GROUP][GROUP]) {
+    for (int64_t j = 0; j < n; j++) {
+        const T gamma = EXP(g[j * stride]);
+        c[j] = j ? gamma * c[j - 1] : gamma;
+        for (int64_t i = 0; i < j; i++) w[j][i] = gamma * w[j - 1][i];
+        w[j][j] = beta[j * stride];
+    }
+}
+
+/* the states after a group's token j (coefficients c = c_j, w = w_j) from the ones before it, Hp
+   and Gp (in place where the same): Ht = c Ht' + sum_i w_i k_i k_i^T, G = c G' + sum_i (w_i k_i) v_i^T;
+   kw: (GROUP, K) scratch */
+static inline void NAME(advance)(int64_t K, int64_t V, int64_t n, T c, const T *w, const T *const *ks,
+                                 const T *const *vs, const T *Hp, const T *Gp, T *Ht, T *G, T *restrict kw) {
+    const T *kws[GROUP];
+    for (int64_t i = 0; i < n; i++) {
+        kws[i] = kw + i * K;
+        for (int64_t r = 0; r < K; r++) kw[i * K + r] = w[i] * ks[i][r];
+    }
+    for (int64_t r = 0; r < K; r++) {
+        T kr[GROUP], kwr[GROUP];
+        for (int64_t i = 0; i < n; i++) kr[i] = ks[i][r], kwr[i] = kw[i * K + r];
+        NAME(combine)(K, c, Hp + r * K, n, kr, kws, Ht + r * K, NULL);
+        NAME(combine)(V, c, Gp + r * V, n, kwr, vs, G + r * V, NULL);
+    }
+}
+
+/* y_s = c_s M^T p_s (+ lam * p_s where lam is not NULL) for NS systems (a constant where inlined),
+   M (R, N) rows N apart, N a multiple of 4 vectors: 4 vectors of each result in registers while
+   every row of M adds into them, each row's vectors loaded once for all NS systems */
+static inline __attribute__((always_inline)) void NAME(matvec_blocks)(int64_t NS, int64_t R, int64_t N, const T *M,
+                                                                      const T *c, const T *lam,
+                                                                      const T *const *p, T *const *y) {
+    for (int64_t i0 = 0; i0 < N; i0 += 4 * LANES_N) {
+        const NAME(vec) zero = {0};
+        NAME(vec) acc[GROUP][4];
+        for (int64_t s = 0; s < NS; s++)
+            for (int64_t u = 0; u < 4; u++) acc[s][u] = zero;
+        for (int64_t j = 0; j < R; j++) {
+            NAME(vec) row[4];
+            for (int64_t u = 0; u < 4; u++) {
+                row[u] = NAME(load)(M + j * N + i0 + u * LANES_N);
+                PIN(row[u]);
             }
-        for (int64_t s = 0; s < 2; s++)
-            for (int64_t u = 0; u < 4; u++) memcpy(Aps[s] + i0 + u * LANES, &acc[s][u], sizeof acc[s][u]);
+            for (int64_t s = 0; s < NS; s++) {
+                const T pj = p[s][j];
+                for (int64_t u = 0; u < 4; u++) acc[s][u] += pj * row[u];
+            }
+        }
+        for (int64_t s = 0; s < NS; s++)
+            for (int64_t u = 0; u < 4; u++) {
+                const int64_t at = i0 + u * LANES_N;
+                NAME(vec) ys = c[s] * acc[s][u];
+                if (lam) ys += NAME(load)(lam + at) * NAME(load)(p[s] + at);
+                memcpy(y[s] + at, &ys, sizeof ys);
+            }
     }
 }
 
-/* Ap = H p + lambda * p for two systems at once, with the transposed states Ht (K, K): the rows of
-   Ht scaled by p, four rows a pass (Ap is loaded and stored once per four rows), A's rows and B's in
-   one loop (two independent chains of loads and stores, where one system's wait on each other) */
-static inline void NAME(matvec2)(int64_t K, const T *restrict Ha, const T *restrict Hb, const T *restrict lam,
-                                 const T *restrict pa, const T *restrict pb, T *restrict Aa, T *restrict Ab) {
-    if (K % (4 * LANES) == 0) {
-        NAME(matvec_blocks)(K, (const T *[]){Ha, Hb}, lam, (const T *[]){pa, pb}, (T *[]){Aa, Ab});
-        return;
-    }
-#pragma omp simd
-    for (int64_t i = 0; i < K; i++) {
-        Aa[i] = lam[i] * pa[i];
-        Ab[i] = lam[i] * pb[i];
-    }
-    int64_t j = 0;
-    for (; j + 4 <= K; j += 4) {
-        const T *restrict a = Ha + j * K, *restrict b = Hb + j * K, *qa = pa + j, *qb = pb + j;
-#pragma omp simd
-        for (int64_t i = 0; i < K; i++) {
-            Aa[i] += (qa[0] * a[i] + qa[1] * a[K + i]) + (qa[2] * a[2 * K + i] + qa[3] * a[3 * K + i]);
-            Ab[i] += (qb[0] * b[i] + qb[1] * b[K + i]) + (qb[2] * b[2 * K + i] + qb[3] * b[3 * K + i]);
+/* y_s = c_s M^T p_s (+ lam * p_s where lam is not NULL) for the n systems, M (R, N): for a state
+   Ht (K, K), c_s S p_s + lam * p_s; for G (K, V), c_s G^T x_s */
+static void NAME(matvec)(int64_t R, int64_t N, int64_t n, const T *M, const T *c, const T *lam, const T *const *p,
+                         T *const *y) {
+    if (N % (4 * LANES_N) == 0) {
+        switch (n) {
+        case 1: NAME(matvec_blocks)(1, R, N, M, c, lam, p, y); return;
+        case 2: NAME(matvec_blocks)(2, R, N, M, c, lam, p, y); return;
+        case 3: NAME(matvec_blocks)(3, R, N, M, c, lam, p, y); return;
+        default: NAME(matvec_blocks)(4, R, N, M, c, lam, p, y); return;
         }
     }
-    for (; j < K; j++) {
-        const T qa = pa[j], qb = pb[j];
+    for (int64_t s = 0; s < n; s++) {
+        T *restrict ys = y[s];
+        const T *restrict ps = p[s];
+        for (int64_t i = 0; i < N; i++) ys[i] = 0;
+        for (int64_t j = 0; j < R; j++) {
+            const T pj = ps[j];
+            const T *restrict row = M + j * N;
 #pragma omp simd
-        for (int64_t i = 0; i < K; i++) {
-            Aa[i] += qa * Ha[j * K + i];
-            Ab[i] += qb * Hb[j * K + i];
+            for (int64_t i = 0; i < N; i++) ys[i] += pj * row[i];
         }
+#pragma omp simd
+        for (int64_t i = 0; i < N; i++) ys[i] = c[s] * ys[i] + (lam ? lam[i] * ps[i] : 0);
     }
 }
 
-/* `steps` CG steps on two systems in lockstep, each as solve's (the same operations in the same
-   order): one system's step is a chain of dependent reductions and divisions that leaves the core
-   idle, which the other's fills; work: 6 K */
-static void NAME(cg2)(int64_t K, int64_t steps, const T *restrict Ha, const T *restrict Hb, const T *restrict lam,
-                      const T *restrict ba, const T *restrict bb, T *restrict xa, T *restrict xb, T *restrict work) {
+/* `steps` CG steps from 0 on a group's n systems A_j = c_j S + sum_{i <= j} w_ji k_i k_i^T +
+   diag(lam), right-hand sides b_j, into x_j (cg.py's iteration). A step's vector work is phases
+   (the dots k_i . p_j; A p_j and p_j . A p_j; x_j, r_j and r_j . r_j; p_j), each over all systems
+   before the next: a system's step is a chain of dependent reductions and divisions, and the
+   other systems' links fill its waits (system after system, the forward took 1.10x as long at T 1024);
+   work: 3 GROUP K */
+static void NAME(cg_group)(int64_t K, int64_t steps, int64_t n, const T *restrict Ht, const T *restrict lam,
+                           const T *const *ks, const T c[GROUP], const T w[GROUP][GROUP], const T *const *b,
+                           T *const *x, T *restrict work) {
     const T eps = (T)1e-5;
-    T *restrict ra = work, *restrict pa = ra + K, *restrict Aa = pa + K, *restrict rb = Aa + K, *restrict pb = rb + K,
-      *restrict Ab = pb + K;
-    for (int64_t i = 0; i < K; i++) {
-        xa[i] = xb[i] = 0;
-        ra[i] = pa[i] = ba[i];
-        rb[i] = pb[i] = bb[i];
+    T *r[GROUP], *p[GROUP], *Ap[GROUP], d[GROUP];
+    for (int64_t s = 0; s < n; s++) {
+        r[s] = work + 3 * s * K, p[s] = r[s] + K, Ap[s] = p[s] + K;
+        for (int64_t i = 0; i < K; i++) {
+            x[s][i] = 0;
+            r[s][i] = p[s][i] = b[s][i];
+        }
+        d[s] = NAME(dot)(K, r[s], r[s]);
     }
-    T da = NAME(dot)(K, ra, ra), db = NAME(dot)(K, rb, rb);
-    for (int64_t s = 0; s < steps; s++) {
-        NAME(matvec2)(K, Ha, Hb, lam, pa, pb, Aa, Ab);
-        const T alpha_a = da / (NAME(dot)(K, pa, Aa) + eps), alpha_b = db / (NAME(dot)(K, pb, Ab) + eps);
-        T na = 0, nb = 0; /* r . r, in the pass that updates r */
-#pragma omp simd reduction(+ : na, nb)
-        for (int64_t i = 0; i < K; i++) {
-            xa[i] += alpha_a * pa[i];
-            ra[i] -= alpha_a * Aa[i];
-            xb[i] += alpha_b * pb[i];
-            rb[i] -= alpha_b * Ab[i];
-            na += ra[i] * ra[i];
-            nb += rb[i] * rb[i];
-        }
-        const T ratio_a = na / (da + eps), ratio_b = nb / (db + eps);
+    for (int64_t step = 0; step < steps; step++) {
+        NAME(matvec)(K, K, n, Ht, c, lam, (const T *const *)p, Ap);
+        T kp[GROUP][GROUP], alpha[GROUP], nr[GROUP];
+        for (int64_t s = 0; s < n; s++)
+            for (int64_t i = 0; i <= s; i++) kp[s][i] = w[s][i] * NAME(dot)(K, ks[i], p[s]);
+        for (int64_t s = 0; s < n; s++)
+            alpha[s] = d[s] / (NAME(combine)(K, 1, Ap[s], s + 1, kp[s], ks, Ap[s], p[s]) + eps);
+        for (int64_t s = 0; s < n; s++) nr[s] = NAME(step)(K, alpha[s], p[s], Ap[s], x[s], r[s]);
+        for (int64_t s = 0; s < n; s++) {
+            T *restrict rs = r[s], *restrict ps = p[s];
+            const T ratio = nr[s] / (d[s] + eps);
 #pragma omp simd
-        for (int64_t i = 0; i < K; i++) {
-            pa[i] = ra[i] + ratio_a * pa[i];
-            pb[i] = rb[i] + ratio_b * pb[i];
+            for (int64_t e = 0; e < K; e++) ps[e] = rs[e] + ratio * ps[e];
+            d[s] = nr[s];
         }
-        da = na;
-        db = nb;
     }
 }
 
-/* x = (H + diag(lam))^-1 b: `steps` CG steps from 0 (cg.py), or exact (steps < 0) by Cholesky into
-   L (K, K); work: 7 K scratch */
-static void NAME(solve)(int64_t K, int64_t steps, const T *restrict Ht, const T *restrict lam, const T *restrict b,
-                        T *restrict x, T *restrict L, T *restrict work) {
-    if (steps < 0) { /* A = U^T U, U upper (K, K) in L: row j of U is column j of the factor, formed
-                        by axpys over the trailing rows (no reductions); A's upper triangle is Ht's.
-                        The axpys start at the vector boundary at or below column j + 1, not at the
-                        diagonal: whole vectors, no remainders; what they write left of a row's
-                        diagonal (Ht's lower triangle, copied) is never read as U */
-        memcpy(L, Ht, sizeof(T) * K * K);
-        for (int64_t i = 0; i < K; i++) L[i * K + i] += lam[i];
-        for (int64_t j = 0; j < K; j++) {
-            T *restrict Uj = L + j * K;
-            Uj[j] = SQRT(Uj[j]);
-            const T inv = 1 / Uj[j];
+/* x = (Ht + diag(lam))^-1 b exactly, Ht a formed state: A = U^T U, U upper (K, K) in L: row j of U
+   is column j of the factor, formed by axpys over the trailing rows (no reductions); A's upper
+   triangle is Ht's. The axpys start at the vector boundary at or below column j + 1, not at the
+   diagonal: whole vectors, no remainders; what they write left of a row's diagonal (Ht's lower
+   triangle, copied) is never read as U */
+static void NAME(cholesky)(int64_t K, const T *restrict Ht, const T *restrict lam, const T *restrict b,
+                           T *restrict x, T *restrict L) {
+    memcpy(L, Ht, sizeof(T) * K * K);
+    for (int64_t i = 0; i < K; i++) L[i * K + i] += lam[i];
+    for (int64_t j = 0; j < K; j++) {
+        T *restrict Uj = L + j * K;
+        Uj[j] = SQRT(Uj[j]);
+        const T inv = 1 / Uj[j];
 #pragma omp simd
-            for (int64_t m = j + 1; m < K; m++) Uj[m] *= inv;
-            const int64_t m0 = (j + 1) / LANES * LANES;
-            if (K % LANES == 0) /* a vector of row j at a time, down the trailing rows */
-                for (int64_t m = m0; m < K; m += LANES) {
-                    const NAME(vec) uj = NAME(load)(Uj + m);
-                    for (int64_t i = j + 1; i < K; i++) {
-                        const NAME(vec) ui = NAME(load)(L + i * K + m) - Uj[i] * uj;
-                        memcpy(L + i * K + m, &ui, sizeof ui);
-                    }
-                }
-            else
+        for (int64_t m = j + 1; m < K; m++) Uj[m] *= inv;
+        const int64_t m0 = (j + 1) / LANES_N * LANES_N;
+        if (K % LANES_N == 0) /* a vector of row j at a time, down the trailing rows */
+            for (int64_t m = m0; m < K; m += LANES_N) {
+                const NAME(vec) uj = NAME(load)(Uj + m);
                 for (int64_t i = j + 1; i < K; i++) {
-                    T *restrict Ui = L + i * K;
-                    const T u = Uj[i];
-#pragma omp simd
-                    for (int64_t m = m0; m < K; m++) Ui[m] -= u * Uj[m];
+                    const NAME(vec) ui = NAME(load)(L + i * K + m) - Uj[i] * uj;
+                    memcpy(L + i * K + m, &ui, sizeof ui);
                 }
-        }
-        memcpy(x, b, sizeof(T) * K);
-        for (int64_t i = 0; i < K; i++) { /* U^T y = b: y_i final, then taken out of the rows below */
-            x[i] /= L[i * K + i];
-            const T yi = x[i];
-            const T *restrict Ui = L + i * K;
+            }
+        else
+            for (int64_t i = j + 1; i < K; i++) {
+                T *restrict Ui = L + i * K;
+                const T u = Uj[i];
 #pragma omp simd
-            for (int64_t m = i + 1; m < K; m++) x[m] -= yi * Ui[m];
-        }
-        for (int64_t i = K - 1; i >= 0; i--) /* U x = y */
-            x[i] = (x[i] - NAME(dot)(K - i - 1, L + i * K + i + 1, x + i + 1)) / L[i * K + i];
-        return;
+                for (int64_t m = m0; m < K; m++) Ui[m] -= u * Uj[m];
+            }
     }
-    NAME(cg2)(K, steps, Ht, Ht, lam, b, b, x, work + 6 * K, work); /* one system: cg2's first of two */
+    memcpy(x, b, sizeof(T) * K);
+    for (int64_t i = 0; i < K; i++) { /* U^T y = b: y_i final, then taken out of the rows below */
+        x[i] /= L[i * K + i];
+        const T yi = x[i];
+        const T *restrict Ui = L + i * K;
+#pragma omp simd
+        for (int64_t m = i + 1; m < K; m++) x[m] -= yi * Ui[m];
+    }
+    for (int64_t i = K - 1; i >= 0; i--) /* U x = y */
+        x[i] = (x[i] - NAME(dot)(K - i - 1, L + i * K + i + 1, x + i + 1)) / L[i * K + i];
 }
 
-/* one token's states from the previous ones (in place where they are the same): Ht = gamma Ht' +
-   beta k k^T (as H's: (beta k_j) k_i at Ht_ij = H_ji), G = gamma G' + beta k v^T */
-static inline void NAME(update)(int64_t K, int64_t V, T gamma, T beta, const T *restrict kt, const T *restrict vt,
-                                const T *Hp, const T *Gp, T *Ht, T *G, T *restrict kb) {
-    for (int64_t i = 0; i < K; i++) kb[i] = beta * kt[i];
-    for (int64_t i = 0; i < K; i++) {
-        const T ki = kt[i];
-#pragma omp simd
-        for (int64_t j = 0; j < K; j++) Ht[i * K + j] = gamma * Hp[i * K + j] + kb[j] * ki;
-    }
-    for (int64_t i = 0; i < K; i++) {
-        const T ki = kb[i];
-#pragma omp simd
-        for (int64_t j = 0; j < V; j++) G[i * V + j] = gamma * Gp[i * V + j] + ki * vt[j];
-    }
-}
-
-/* o_t = G^T x (V) */
-static inline void NAME(read)(int64_t K, int64_t V, const T *restrict G, const T *restrict x, T *restrict ot) {
-    for (int64_t j = 0; j < V; j++) ot[j] = 0;
-    for (int64_t i = 0; i < K; i++) {
-        const T xi = x[i];
-        const T *restrict row = G + i * V;
-#pragma omp simd
-        for (int64_t j = 0; j < V; j++) ot[j] += xi * row[j];
+/* o_j = G_j^T x_j for a group's n tokens (the top) from the state S_G (K, V) before it */
+static void NAME(read)(int64_t K, int64_t V, int64_t n, const T *G, const T *const *ks, const T *const *vs,
+                       const T c[GROUP], const T w[GROUP][GROUP], const T *const *x, T *const *o) {
+    NAME(matvec)(K, V, n, G, c, NULL, x, o);
+    for (int64_t s = 0; s < n; s++) {
+        T kx[GROUP];
+        for (int64_t i = 0; i <= s; i++) kx[i] = w[s][i] * NAME(dot)(K, ks[i], x[s]);
+        NAME(combine)(V, 1, o[s], s + 1, kx, vs, o[s], NULL);
     }
 }
 
@@ -238,54 +276,50 @@ void NAME(forward)(int64_t TT, int64_t H, int64_t K, int64_t V, int64_t h0, int6
                    int64_t C, const T *q, const T *k, const T *v, const T *g, const T *beta, const T *lamb,
                    const T *H0, const T *G0, T *o, T *Hf, T *Gf, T *xs, T *ckH, T *ckG) {
     const int64_t N = (TT + C - 1) / C, S = K * K + K * V; /* a state: Ht then G */
-    T *buf = malloc(sizeof(T) * (2 * S + K * K + 10 * K));
-    T *L = buf + 2 * S, *x = L + K * K, *x1 = x + K, *kb = x1 + K, *work = kb + K;
+    T *buf = malloc(sizeof(T) * (S + K * K + 5 * GROUP * K));
+    T *L = buf + S, *xb = L + K * K, *kw = xb + GROUP * K, *work = kw + GROUP * K;
     for (int64_t bh = h0; bh < h1; bh++) {
         const int64_t b = bh / H, h = bh % H;
         const T *lam = lamb + h * K;
-        T *cur = buf, *next = buf + S; /* the states after the last token done, and a scratch */
+        T *Ht = buf, *G = buf + K * K; /* the states before the next token */
         for (int64_t i = 0; i < K; i++)
-            for (int64_t j = 0; j < K; j++) cur[i * K + j] = H0 ? H0[bh * K * K + j * K + i] : 0;
-        for (int64_t i = 0; i < K * V; i++) cur[K * K + i] = G0 ? G0[bh * K * V + i] : 0;
+            for (int64_t j = 0; j < K; j++) Ht[i * K + j] = H0 ? H0[bh * K * K + j * K + i] : 0;
+        for (int64_t i = 0; i < K * V; i++) G[i] = G0 ? G0[bh * K * V + i] : 0;
         for (int64_t t = 0; t < TT;) {
-            const int64_t at = (b * TT + t) * H + h, at1 = at + H; /* tokens t and t + 1 */
-            if (ckH && t % C == 0) { /* the state before t */
-                memcpy(ckH + (bh * N + t / C) * K * K, cur, sizeof(T) * K * K);
-                memcpy(ckG + (bh * N + t / C) * K * V, cur + K * K, sizeof(T) * K * V);
+            const int64_t at = (b * TT + t) * H + h; /* the group's first token */
+            if (ckH && t % C == 0) { /* the states before t */
+                memcpy(ckH + (bh * N + t / C) * K * K, Ht, sizeof(T) * K * K);
+                memcpy(ckG + (bh * N + t / C) * K * V, G, sizeof(T) * K * V);
             }
-            NAME(update)(K, V, EXP(g[at]), beta[at], k + at * K, v + at * V, cur, cur + K * K, cur, cur + K * K, kb);
-            if (t + 1 < TT && steps >= 0) { /* two tokens' solves in lockstep: H_t in cur, H_{t+1} in next */
-                if (ckH && (t + 1) % C == 0) {
-                    memcpy(ckH + (bh * N + (t + 1) / C) * K * K, cur, sizeof(T) * K * K);
-                    memcpy(ckG + (bh * N + (t + 1) / C) * K * V, cur + K * K, sizeof(T) * K * V);
-                }
-                NAME(update)(K, V, EXP(g[at1]), beta[at1], k + at1 * K, v + at1 * V, cur, cur + K * K, next,
-                             next + K * K, kb);
-                NAME(cg2)(K, steps, cur, next, lam, q + at * K, q + at1 * K, x, x1, work);
-                NAME(read)(K, V, cur + K * K, x, o + at * V);
-                NAME(read)(K, V, next + K * K, x1, o + at1 * V);
-                if (xs) {
-                    memcpy(xs + at * K, x, sizeof(T) * K);
-                    memcpy(xs + at1 * K, x1, sizeof(T) * K);
-                }
-                T *done = next;
-                next = cur;
-                cur = done;
-                t += 2;
-            } else {
-                NAME(solve)(K, steps, cur, lam, q + at * K, x, L, work);
-                NAME(read)(K, V, cur + K * K, x, o + at * V);
-                if (xs) memcpy(xs + at * K, x, sizeof(T) * K);
-                t += 1;
+            const int64_t n = steps < 0 ? 1 : GROUP < TT - t && GROUP < C - t % C ? GROUP
+                              : TT - t < C - t % C                               ? TT - t
+                                                                                 : C - t % C;
+            T c[GROUP], w[GROUP][GROUP];
+            const T *ks[GROUP], *vs[GROUP], *qs[GROUP];
+            T *x[GROUP], *os[GROUP];
+            NAME(coefficients)(n, g + at, beta + at, H, c, w);
+            for (int64_t i = 0; i < n; i++) {
+                ks[i] = k + (at + i * H) * K, vs[i] = v + (at + i * H) * V, qs[i] = q + (at + i * H) * K;
+                x[i] = xs ? xs + (at + i * H) * K : xb + i * K, os[i] = o + (at + i * H) * V;
             }
+            if (steps >= 0) {
+                NAME(cg_group)(K, steps, n, Ht, lam, ks, c, w, qs, x, work);
+                NAME(read)(K, V, n, G, ks, vs, c, w, (const T *const *)x, os);
+                NAME(advance)(K, V, n, c[n - 1], w[n - 1], ks, vs, Ht, G, Ht, G, kw);
+            } else { /* the token's states formed, then solved */
+                NAME(advance)(K, V, 1, c[0], w[0], ks, vs, Ht, G, Ht, G, kw);
+                NAME(cholesky)(K, Ht, lam, qs[0], x[0], L);
+                const T one[GROUP] = {1}, none[GROUP][GROUP] = {{0}};
+                NAME(read)(K, V, 1, G, ks, vs, one, none, (const T *const *)x, os);
+            }
+            t += n;
         }
         for (int64_t i = 0; i < K; i++)
-            for (int64_t j = 0; j < K; j++) Hf[bh * K * K + j * K + i] = cur[i * K + j];
-        memcpy(Gf + bh * K * V, cur + K * K, sizeof(T) * K * V);
+            for (int64_t j = 0; j < K; j++) Hf[bh * K * K + j * K + i] = Ht[i * K + j];
+        memcpy(Gf + bh * K * V, G, sizeof(T) * K * V);
     }
     free(buf);
 }
-
 /* one token's gradients, with w = A_t^-1 (G_t do_t) solved (see the top): E = later E + x do^T, then
    e = E v, E^T k, <E, G_{t-1}>; D = later D - x w^T, then u = D k + D^T k, <D, Ht_{t-1}>; `later`
    becomes gamma_t; u, e: K scratch each */
@@ -343,9 +377,9 @@ void NAME(backward)(int64_t TT, int64_t H, int64_t K, int64_t V, int64_t h0, int
                     const T *xs, const T *ckH, const T *ckG, const T *dout, const T *dHf, const T *dGf, T *dq, T *dk,
                     T *dv, T *dg, T *dbeta, T *dlamb, T *dH0, T *dG0) {
     const int64_t N = (TT + C - 1) / C, S = K * K + K * V; /* a scratch state: Ht then G */
-    T *states = malloc(sizeof(T) * ((C + 1) * S + K * K + K * K + K * V + 11 * K));
-    T *L = states + (C + 1) * S, *D = L + K * K, *E = D + K * K, *dx = E + K * V, *dx1 = dx + K, *u = dx1 + K,
-      *e = u + K, *work = e + K;
+    T *states = malloc(sizeof(T) * ((C + 1) * S + 2 * K * K + K * V + (4 * GROUP + 2) * K));
+    T *L = states + (C + 1) * S, *D = L + K * K, *E = D + K * K, *dx = E + K * V, *u = dx + GROUP * K, *e = u + K,
+      *work = e + K;
     for (int64_t bh = h0; bh < h1; bh++) {
         const int64_t b = bh / H, h = bh % H;
         const T *lam = lamb + h * K;
@@ -361,30 +395,36 @@ void NAME(backward)(int64_t TT, int64_t H, int64_t K, int64_t V, int64_t h0, int
             memcpy(states + K * K, ckG + (bh * N + c) * K * V, sizeof(T) * K * V);
             for (int64_t m = 0; m < n; m++) { /* states[m + 1]: after token t0 + m */
                 const int64_t at = (b * TT + t0 + m) * H + h;
-                T *prev = states + m * S, *next = prev + S;
-                NAME(update)(K, V, EXP(g[at]), beta[at], k + at * K, v + at * V, prev, prev + K * K, next,
-                             next + K * K, u);
+                const T *km = k + at * K, *vm = v + at * V;
+                T *prev = states + m * S;
+                const T gamma = EXP(g[at]), bt = beta[at];
+                NAME(advance)(K, V, 1, gamma, &bt, &km, &vm, prev, prev + K * K, prev + S, prev + S + K * K, u);
             }
-            for (int64_t m = n - 1; m >= 0;) { /* tokens m and m - 1 solved together where CG */
-                const int64_t pair = (m >= 1 && steps >= 0) ? 2 : 1;
-                for (int64_t p = 0; p < pair; p++) { /* dx = G_t do_t */
-                    const T *G = states + (m - p + 1) * S + K * K, *dy = dout + ((b * TT + t0 + m - p) * H + h) * V;
-                    for (int64_t i = 0; i < K; i++) (p ? dx1 : dx)[i] = NAME(dot)(V, G + i * V, dy);
+            for (int64_t m = n - 1; m >= 0;) { /* the group of tokens m - size + 1 .. m */
+                const int64_t size = steps < 0 ? 1 : m + 1 < GROUP ? m + 1 : GROUP, m0 = m - size + 1;
+                const int64_t a0 = (b * TT + t0 + m0) * H + h;
+                const T *ks[GROUP], *bs[GROUP];
+                T *x[GROUP];
+                for (int64_t j = 0; j < size; j++) { /* dx = G_t do_t */
+                    const int64_t a = a0 + j * H;
+                    const T *G = states + (m0 + j + 1) * S + K * K, *dy = dout + a * V;
+                    for (int64_t i = 0; i < K; i++) dx[j * K + i] = NAME(dot)(V, G + i * V, dy);
+                    ks[j] = k + a * K, bs[j] = dx + j * K, x[j] = dq + a * K;
                 }
-                const int64_t at = (b * TT + t0 + m) * H + h, at1 = at - H;
-                if (pair == 2)
-                    NAME(cg2)(K, steps, states + (m + 1) * S, states + m * S, lam, dx, dx1, dq + at * K, dq + at1 * K,
-                              work);
-                else
-                    NAME(solve)(K, steps, states + (m + 1) * S, lam, dx, dq + at * K, L, work);
-                for (int64_t p = 0; p < pair; p++) {
-                    const int64_t a = at - p * H;
-                    const T *Hp = states + (m - p) * S;
+                if (steps >= 0) {
+                    T cs[GROUP], w[GROUP][GROUP];
+                    NAME(coefficients)(size, g + a0, beta + a0, H, cs, w);
+                    NAME(cg_group)(K, steps, size, states + m0 * S, lam, ks, cs, w, bs, x, work);
+                } else
+                    NAME(cholesky)(K, states + (m + 1) * S, lam, dx, dq + a0 * K, L);
+                for (int64_t j = size - 1; j >= 0; j--) {
+                    const int64_t a = a0 + j * H;
+                    const T *Hp = states + (m0 + j) * S;
                     NAME(token_back)(K, V, xs + a * K, dq + a * K, dout + a * V, k + a * K, v + a * V, EXP(g[a]),
                                      beta[a], Hp, Hp + K * K, D, E, &later, dl, dk + a * K, dv + a * V, dbeta + a,
                                      dg + a, u, e);
                 }
-                m -= pair;
+                m -= size;
             }
         }
 #pragma omp simd
