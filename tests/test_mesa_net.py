@@ -61,10 +61,12 @@ def test_chunked_matches_the_loop(shape, cg_steps, dtype):
             cg_steps=cg_steps), inputs(*dims, dtype=dtype), tol)
 
 
-# 3 checkpoint segments of the C loop; K 64, the state's matvec in registers (K a multiple of 4
-# vectors), and V 64, the read's; groups of 4 tokens with a partial last one (T 21, 23, 11)
+# 3 checkpoint segments of the C loop; its products by blocks of 4 vectors of columns (K or V 64),
+# of 1 (16, and 20 and 24 with the columns left over: 20 floats, 4 doubles past the blocks) and by
+# rows (K, V < 8); groups of 4 tokens with a partial last one (T 21, 23, 11, 10)
 @pytest.mark.parametrize("shape", SHAPES + [(2, 70, 2, 16, 8, None), (1, 21, 2, 64, 8, None),
-                                            (1, 23, 2, 5, 64, None), (1, 11, 1, 64, 64, None)])
+                                            (1, 23, 2, 5, 64, None), (1, 11, 1, 64, 64, None),
+                                            (1, 10, 1, 20, 24, None)])
 @pytest.mark.parametrize("cg_steps", [None, 0, 3, 30])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_the_c_loop_matches_the_loop(shape, cg_steps, dtype):

@@ -1,5 +1,5 @@
 /* The C loops' 64-byte vector (16 floats or 8 doubles, GCC's vector extension: one AVX-512
-   register, two AVX2 or four NEON ones), its unaligned load, the sum of its lanes, a dot product,
+   register, two AVX2 or four NEON ones), its unaligned load, the sum of its lanes, a dot product
    and PIN. Included once per dtype with T, IT, LANES_N and NAME set (no include guard, but for its
    macros'); blocked.h and mesa_net.c include it. */
 
@@ -48,18 +48,23 @@ static inline T NAME(hsum)(NAME(vec) x) {
     return x[0];
 }
 
-/* a . b (n): by vectors, two accumulators, where n is a multiple of two vectors */
+/* a . b (n): the whole vectors into two accumulators, their lanes summed once, the rest by four
+   scalar chains (an `omp simd` reduction sums its lanes one at a time, in order, after the loop:
+   a chain of 16 adds, which mesa_net's dots of 8 floats spent most of their time in) */
 static inline T NAME(dot)(int64_t n, const T *restrict a, const T *restrict b) {
-    if (n % (2 * LANES_N) == 0) {
-        NAME(vec) s0 = {0}, s1 = {0};
-        for (int64_t i = 0; i < n; i += 2 * LANES_N) {
-            s0 += NAME(load)(a + i) * NAME(load)(b + i);
-            s1 += NAME(load)(a + i + LANES_N) * NAME(load)(b + i + LANES_N);
-        }
-        return NAME(hsum)(s0 + s1);
+    NAME(vec) v0 = {0}, v1 = {0};
+    int64_t i = 0;
+    for (; i + 2 * LANES_N <= n; i += 2 * LANES_N) {
+        v0 += NAME(load)(a + i) * NAME(load)(b + i);
+        v1 += NAME(load)(a + i + LANES_N) * NAME(load)(b + i + LANES_N);
     }
-    T s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
+    if (i + LANES_N <= n) {
+        v0 += NAME(load)(a + i) * NAME(load)(b + i);
+        i += LANES_N;
+    }
+    T s[4] = {i ? NAME(hsum)(v0 + v1) : 0, 0, 0, 0};
+    for (; i + 4 <= n; i += 4)
+        for (int64_t l = 0; l < 4; l++) s[l] += a[i + l] * b[i + l];
+    for (; i < n; i++) s[0] += a[i] * b[i];
+    return (s[0] + s[1]) + (s[2] + s[3]);
 }

@@ -121,62 +121,69 @@ static inline void NAME(advance)(int64_t K, int64_t V, int64_t n, T c, const T *
     }
 }
 
-/* y_s = c_s M^T p_s (+ lam * p_s where lam is not NULL) for NS systems (a constant where inlined),
-   M (R, N) rows N apart, N a multiple of 4 vectors: 4 vectors of each result in registers while
-   every row of M adds into them, each row's vectors loaded once for all NS systems */
-static inline __attribute__((always_inline)) void NAME(matvec_blocks)(int64_t NS, int64_t R, int64_t N, const T *M,
-                                                                      const T *c, const T *lam,
-                                                                      const T *const *p, T *const *y) {
-    for (int64_t i0 = 0; i0 < N; i0 += 4 * LANES_N) {
-        const NAME(vec) zero = {0};
-        NAME(vec) acc[GROUP][4];
-        for (int64_t s = 0; s < NS; s++)
-            for (int64_t u = 0; u < 4; u++) acc[s][u] = zero;
-        for (int64_t j = 0; j < R; j++) {
-            NAME(vec) row[4];
-            for (int64_t u = 0; u < 4; u++) {
-                row[u] = NAME(load)(M + j * N + i0 + u * LANES_N);
-                PIN(row[u]);
-            }
-            for (int64_t s = 0; s < NS; s++) {
-                const T pj = p[s][j];
-                for (int64_t u = 0; u < 4; u++) acc[s][u] += pj * row[u];
-            }
+/* columns [i0, i0 + U vectors) of y_s = c_s M^T p_s (+ lam * p_s where lam is not NULL) for NS
+   systems (NS, U constants where inlined), M (R, N) rows N apart: the U vectors of each result in
+   registers while every row of M adds into them, each row's vectors loaded once for all NS systems */
+static inline __attribute__((always_inline)) void NAME(matvec_block)(int64_t NS, int64_t U, int64_t i0, int64_t R,
+                                                                     int64_t N, const T *M, const T *c, const T *lam,
+                                                                     const T *const *p, T *const *y) {
+    const NAME(vec) zero = {0};
+    NAME(vec) acc[GROUP][4];
+    for (int64_t s = 0; s < NS; s++)
+        for (int64_t u = 0; u < U; u++) acc[s][u] = zero;
+    for (int64_t j = 0; j < R; j++) {
+        NAME(vec) row[4];
+        for (int64_t u = 0; u < U; u++) {
+            row[u] = NAME(load)(M + j * N + i0 + u * LANES_N);
+            PIN(row[u]);
         }
-        for (int64_t s = 0; s < NS; s++)
-            for (int64_t u = 0; u < 4; u++) {
-                const int64_t at = i0 + u * LANES_N;
-                NAME(vec) ys = c[s] * acc[s][u];
-                if (lam) ys += NAME(load)(lam + at) * NAME(load)(p[s] + at);
-                memcpy(y[s] + at, &ys, sizeof ys);
-            }
+        for (int64_t s = 0; s < NS; s++) {
+            const T pj = p[s][j];
+            for (int64_t u = 0; u < U; u++) acc[s][u] += pj * row[u];
+        }
     }
+    for (int64_t s = 0; s < NS; s++)
+        for (int64_t u = 0; u < U; u++) {
+            const int64_t at = i0 + u * LANES_N;
+            NAME(vec) ys = c[s] * acc[s][u];
+            if (lam) ys += NAME(load)(lam + at) * NAME(load)(p[s] + at);
+            memcpy(y[s] + at, &ys, sizeof ys);
+        }
 }
 
 /* y_s = c_s M^T p_s (+ lam * p_s where lam is not NULL) for the n systems, M (R, N): for a state
-   Ht (K, K), c_s S p_s + lam * p_s; for G (K, V), c_s G^T x_s */
+   Ht (K, K), c_s S p_s + lam * p_s; for G (K, V), c_s G^T x_s. By blocks of 4 vectors of
+   columns, then of 1; the last N mod LANES_N columns by passes over 4 rows of M at a time */
 static void NAME(matvec)(int64_t R, int64_t N, int64_t n, const T *M, const T *c, const T *lam, const T *const *p,
                          T *const *y) {
-    if (N % (4 * LANES_N) == 0) {
-        switch (n) {
-        case 1: NAME(matvec_blocks)(1, R, N, M, c, lam, p, y); return;
-        case 2: NAME(matvec_blocks)(2, R, N, M, c, lam, p, y); return;
-        case 3: NAME(matvec_blocks)(3, R, N, M, c, lam, p, y); return;
-        default: NAME(matvec_blocks)(4, R, N, M, c, lam, p, y); return;
-        }
+#define BLOCK(U)                                                                              \
+    switch (n) {                                                                              \
+    case 1: NAME(matvec_block)(1, U, i0, R, N, M, c, lam, p, y); break;                       \
+    case 2: NAME(matvec_block)(2, U, i0, R, N, M, c, lam, p, y); break;                       \
+    case 3: NAME(matvec_block)(3, U, i0, R, N, M, c, lam, p, y); break;                       \
+    default: NAME(matvec_block)(4, U, i0, R, N, M, c, lam, p, y); break;                      \
     }
-    for (int64_t s = 0; s < n; s++) {
-        T *restrict ys = y[s];
+    int64_t i0 = 0;
+    for (; i0 + 4 * LANES_N <= N; i0 += 4 * LANES_N) BLOCK(4)
+    for (; i0 + LANES_N <= N; i0 += LANES_N) BLOCK(1)
+#undef BLOCK
+    const int64_t w = N - i0;
+    for (int64_t s = 0; s < n && w; s++) {
+        T *restrict ys = y[s] + i0;
         const T *restrict ps = p[s];
-        for (int64_t i = 0; i < N; i++) ys[i] = 0;
-        for (int64_t j = 0; j < R; j++) {
-            const T pj = ps[j];
-            const T *restrict row = M + j * N;
+        for (int64_t e = 0; e < w; e++) ys[e] = 0;
+        int64_t j = 0;
+        for (; j + 4 <= R; j += 4) {
+            const T *restrict a = M + j * N + i0;
 #pragma omp simd
-            for (int64_t i = 0; i < N; i++) ys[i] += pj * row[i];
+            for (int64_t e = 0; e < w; e++)
+                ys[e] += (ps[j] * a[e] + ps[j + 1] * a[N + e]) + (ps[j + 2] * a[2 * N + e] + ps[j + 3] * a[3 * N + e]);
         }
+        for (; j < R; j++)
 #pragma omp simd
-        for (int64_t i = 0; i < N; i++) ys[i] = c[s] * ys[i] + (lam ? lam[i] * ps[i] : 0);
+            for (int64_t e = 0; e < w; e++) ys[e] += ps[j] * M[j * N + i0 + e];
+#pragma omp simd
+        for (int64_t e = 0; e < w; e++) ys[e] = c[s] * ys[e] + (lam ? lam[i0 + e] * ps[i0 + e] : 0);
     }
 }
 
@@ -306,11 +313,11 @@ void NAME(forward)(int64_t TT, int64_t H, int64_t K, int64_t V, int64_t h0, int6
                 NAME(cg_group)(K, steps, n, Ht, lam, ks, c, w, qs, x, work);
                 NAME(read)(K, V, n, G, ks, vs, c, w, (const T *const *)x, os);
                 NAME(advance)(K, V, n, c[n - 1], w[n - 1], ks, vs, Ht, G, Ht, G, kw);
-            } else { /* the token's states formed, then solved */
+            } else { /* the token's states formed, then solved and read (no terms on them) */
                 NAME(advance)(K, V, 1, c[0], w[0], ks, vs, Ht, G, Ht, G, kw);
                 NAME(cholesky)(K, Ht, lam, qs[0], x[0], L);
-                const T one[GROUP] = {1}, none[GROUP][GROUP] = {{0}};
-                NAME(read)(K, V, 1, G, ks, vs, one, none, (const T *const *)x, os);
+                const T formed[GROUP] = {1}, none[GROUP][GROUP] = {{0}};
+                NAME(read)(K, V, 1, G, ks, vs, formed, none, (const T *const *)x, os);
             }
             t += n;
         }
