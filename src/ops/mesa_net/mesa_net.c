@@ -19,10 +19,11 @@
    16 KB state, in L1 at K 64), as reference.py's A @ p; and the symmetric update of Ht is H's.
    Layouts as the op's: q, k (B, T, H, K), v, o (B, T, H, V), g, beta (B, T, H), lamb (H, K), states
    H (B, H, K, K), G (B, H, K, V); a call does heads [h0, h1) of the B H heads (threads take disjoint
-   ranges). Where K is a multiple of 4 vectors (64 floats, 32 doubles) the matvec keeps 4 vectors of
-   each system's result in registers through all rows of the state. The forward saves x_t (B, T,
-   H, K) and the states before tokens 0, C, 2C, ... (ckH (B, H, ceil(T / C), K, K) as Ht, ckG
-   alike; no group crosses one of them) when the backward will need them.
+   ranges). The products keep 4 vectors (then 1) of columns of each system's result in registers
+   through all rows of the state; the columns past the whole vectors go by passes over rows. The
+   forward saves x_t (B, T, H, K) and the states before tokens 0, C, 2C, ... (ckH (B, H,
+   ceil(T / C), K, K) as Ht, ckG alike; no group crosses one of them) when the backward will need
+   them.
 
    The backward walks the segments of C tokens from the last: it recomputes the segment's states
    from its checkpoint into a scratch of C + 1 states and then, against time (groups of tokens
