@@ -71,12 +71,16 @@ static void NAME(gemm)(int64_t M, int64_t N, int64_t Kd, T alpha, const T *A, in
         for (; i < M; i++) BLOCK(1, 1);
     }
 #undef BLOCK
-    for (; j < N; j++)
-        for (i = 0; i < M; i++) {
-            T s = 0;
-            for (int64_t x = 0; x < Kd; x++) s += A[i * ar + x * ac] * Bm[x * ldb + j];
-            C[i * ldc + j] = (add ? C[i * ldc + j] : 0) + alpha * s;
+    const int64_t w = N - j; /* the last N mod LANES_N columns: rows of B scaled into a row of sums */
+    for (i = 0; i < M && w; i++) {
+        T acc[LANES_N] = {0}, *restrict c = C + i * ldc + j;
+        for (int64_t x = 0; x < Kd; x++) {
+            const T a = A[i * ar + x * ac], *restrict b = Bm + x * ldb + j;
+#pragma omp simd
+            for (int64_t e = 0; e < w; e++) acc[e] += a * b[e];
         }
+        for (int64_t e = 0; e < w; e++) c[e] = (add ? c[e] : 0) + alpha * acc[e];
+    }
 }
 
 typedef IT NAME(ivec) __attribute__((vector_size(64)));
@@ -105,7 +109,7 @@ static inline void NAME(tile)(const T *restrict src, int64_t lds, T *restrict ds
 }
 
 /* dst (n, m) = src^T, src (m, n) rows lds apart: by (LANES_N, LANES_N) tiles, the edges element-wise */
-static void NAME(transpose)(int64_t m, int64_t n, const T *restrict src, int64_t lds, T *restrict dst) {
+static inline void NAME(transpose)(int64_t m, int64_t n, const T *restrict src, int64_t lds, T *restrict dst) {
     const int64_t mt = m - m % LANES_N, nt = n - n % LANES_N;
     for (int64_t i = 0; i < mt; i += LANES_N)
         for (int64_t j = 0; j < nt; j += LANES_N) NAME(tile)(src + i * lds + j, lds, dst + j * m + i, m);

@@ -10,8 +10,8 @@
        H_j = c_j S + sum_{i <= j} w_ji k_i k_i^T,   c_j = prod_{l <= j} gamma_l,
        w_ji = beta_i prod_{i < l <= j} gamma_l   (G_j alike with k_i v_i^T)
    so a CG step's products A_j p_j = c_j S p_j + sum_i w_ji (k_i . p_j) k_i + lambda * p_j read S's
-   rows once for all n systems (a row load feeds n multiply-adds instead of one: the matvec was
-   bound by its loads), o_j = c_j S_G^T x_j + sum_i w_ji (k_i . x_j) v_i, and the state moves on
+   rows once for all n systems (a row load feeds n multiply-adds; a loop that formed every
+   token's state, one before this, was bound by its products' loads), o_j = c_j S_G^T x_j + sum_i w_ji (k_i . x_j) v_i, and the state moves on
    once a group, a rank-n update in one pass. steps < 0: exact, by a Cholesky factorisation of
    the upper triangle of the state formed at every token (the states are symmetric: a
    non-symmetric initial state is refused in cpu.py). The loop keeps H transposed (Ht = H^T, row i
@@ -19,11 +19,10 @@
    16 KB state, in L1 at K 64), as reference.py's A @ p; and the symmetric update of Ht is H's.
    Layouts as the op's: q, k (B, T, H, K), v, o (B, T, H, V), g, beta (B, T, H), lamb (H, K), states
    H (B, H, K, K), G (B, H, K, V); a call does heads [h0, h1) of the B H heads (threads take disjoint
-   ranges). The products keep 4 vectors (then 1) of columns of each system's result in registers
-   through all rows of the state; the columns past the whole vectors go by passes over rows. The
-   forward saves x_t (B, T, H, K) and the states before tokens 0, C, 2C, ... (ckH (B, H,
-   ceil(T / C), K, K) as Ht, ckG alike; no group crosses one of them) when the backward will need
-   them.
+   ranges). The products are ../_cpu/blocked.h's gemm: the n systems' p_j are the rows of its A,
+   so each row of the state it loads feeds all n of them. The forward saves x_t (B, T, H, K) and
+   the states before tokens 0, C, 2C, ... (ckH (B, H, ceil(T / C), K, K) as Ht, ckG alike; no
+   group crosses one of them) when the backward will need them.
 
    The backward walks the segments of C tokens from the last: it recomputes the segment's states
    from its checkpoint into a scratch of C + 1 states and then, against time (groups of tokens
@@ -45,19 +44,20 @@
 
 #else
 
-#include "../_cpu/vec.h"
+#include "../_cpu/blocked.h"
 
-#define GROUP 4 /* tokens solved in lockstep on one state (at most 4: matvec's cases) */
+#define GROUP 4 /* tokens solved in lockstep on one state: gemm's block of 4 rows */
 
-/* y (n) = a x + sum_{i < m} f_i z_i (x may be y): a vector of y at a time, summed in a register;
-   returns y . d, or 0 where d is NULL */
-static inline T NAME(combine)(int64_t n, T a, const T *x, int64_t m, const T *f, const T *const *z, T *y,
-                              const T *d) {
+/* y (n) = a x + sum_{i < m} f_i z_i (+ lam * d where lam is not NULL; x may be y): a vector of y at
+   a time, summed in a register; returns y . d, or 0 where d is NULL */
+static inline T NAME(combine)(int64_t n, T a, const T *x, int64_t m, const T *f, const T *const *z, const T *lam,
+                              const T *d, T *y) {
     NAME(vec) yd = {0};
     int64_t e = 0;
     for (; e + LANES_N <= n; e += LANES_N) {
         NAME(vec) acc = a * NAME(load)(x + e);
         for (int64_t i = 0; i < m; i++) acc += f[i] * NAME(load)(z[i] + e);
+        if (lam) acc += NAME(load)(lam + e) * NAME(load)(d + e);
         memcpy(y + e, &acc, sizeof acc);
         if (d) yd += acc * NAME(load)(d + e);
     }
@@ -65,6 +65,7 @@ static inline T NAME(combine)(int64_t n, T a, const T *x, int64_t m, const T *f,
     for (; e < n; e++) {
         T acc = a * x[e];
         for (int64_t i = 0; i < m; i++) acc += f[i] * z[i][e];
+        if (lam) acc += lam[e] * d[e];
         y[e] = acc;
         if (d) dot += acc * d[e];
     }
@@ -117,74 +118,8 @@ static inline void NAME(advance)(int64_t K, int64_t V, int64_t n, T c, const T *
     for (int64_t r = 0; r < K; r++) {
         T kr[GROUP], kwr[GROUP];
         for (int64_t i = 0; i < n; i++) kr[i] = ks[i][r], kwr[i] = kw[i * K + r];
-        NAME(combine)(K, c, Hp + r * K, n, kr, kws, Ht + r * K, NULL);
-        NAME(combine)(V, c, Gp + r * V, n, kwr, vs, G + r * V, NULL);
-    }
-}
-
-/* columns [i0, i0 + U vectors) of y_s = c_s M^T p_s (+ lam * p_s where lam is not NULL) for NS
-   systems (NS, U constants where inlined), M (R, N) rows N apart: the U vectors of each result in
-   registers while every row of M adds into them, each row's vectors loaded once for all NS systems */
-static inline __attribute__((always_inline)) void NAME(matvec_block)(int64_t NS, int64_t U, int64_t i0, int64_t R,
-                                                                     int64_t N, const T *M, const T *c, const T *lam,
-                                                                     const T *const *p, T *const *y) {
-    const NAME(vec) zero = {0};
-    NAME(vec) acc[GROUP][4];
-    for (int64_t s = 0; s < NS; s++)
-        for (int64_t u = 0; u < U; u++) acc[s][u] = zero;
-    for (int64_t j = 0; j < R; j++) {
-        NAME(vec) row[4];
-        for (int64_t u = 0; u < U; u++) {
-            row[u] = NAME(load)(M + j * N + i0 + u * LANES_N);
-            PIN(row[u]);
-        }
-        for (int64_t s = 0; s < NS; s++) {
-            const T pj = p[s][j];
-            for (int64_t u = 0; u < U; u++) acc[s][u] += pj * row[u];
-        }
-    }
-    for (int64_t s = 0; s < NS; s++)
-        for (int64_t u = 0; u < U; u++) {
-            const int64_t at = i0 + u * LANES_N;
-            NAME(vec) ys = c[s] * acc[s][u];
-            if (lam) ys += NAME(load)(lam + at) * NAME(load)(p[s] + at);
-            memcpy(y[s] + at, &ys, sizeof ys);
-        }
-}
-
-/* y_s = c_s M^T p_s (+ lam * p_s where lam is not NULL) for the n systems, M (R, N): for a state
-   Ht (K, K), c_s S p_s + lam * p_s; for G (K, V), c_s G^T x_s. By blocks of 4 vectors of
-   columns, then of 1; the last N mod LANES_N columns by passes over 4 rows of M at a time */
-static void NAME(matvec)(int64_t R, int64_t N, int64_t n, const T *M, const T *c, const T *lam, const T *const *p,
-                         T *const *y) {
-#define BLOCK(U)                                                                              \
-    switch (n) {                                                                              \
-    case 1: NAME(matvec_block)(1, U, i0, R, N, M, c, lam, p, y); break;                       \
-    case 2: NAME(matvec_block)(2, U, i0, R, N, M, c, lam, p, y); break;                       \
-    case 3: NAME(matvec_block)(3, U, i0, R, N, M, c, lam, p, y); break;                       \
-    default: NAME(matvec_block)(4, U, i0, R, N, M, c, lam, p, y); break;                      \
-    }
-    int64_t i0 = 0;
-    for (; i0 + 4 * LANES_N <= N; i0 += 4 * LANES_N) BLOCK(4)
-    for (; i0 + LANES_N <= N; i0 += LANES_N) BLOCK(1)
-#undef BLOCK
-    const int64_t w = N - i0;
-    for (int64_t s = 0; s < n && w; s++) {
-        T *restrict ys = y[s] + i0;
-        const T *restrict ps = p[s];
-        for (int64_t e = 0; e < w; e++) ys[e] = 0;
-        int64_t j = 0;
-        for (; j + 4 <= R; j += 4) {
-            const T *restrict a = M + j * N + i0;
-#pragma omp simd
-            for (int64_t e = 0; e < w; e++)
-                ys[e] += (ps[j] * a[e] + ps[j + 1] * a[N + e]) + (ps[j + 2] * a[2 * N + e] + ps[j + 3] * a[3 * N + e]);
-        }
-        for (; j < R; j++)
-#pragma omp simd
-            for (int64_t e = 0; e < w; e++) ys[e] += ps[j] * M[j * N + i0 + e];
-#pragma omp simd
-        for (int64_t e = 0; e < w; e++) ys[e] = c[s] * ys[e] + (lam ? lam[i0 + e] * ps[i0 + e] : 0);
+        NAME(combine)(K, c, Hp + r * K, n, kr, kws, NULL, NULL, Ht + r * K);
+        NAME(combine)(V, c, Gp + r * V, n, kwr, vs, NULL, NULL, G + r * V);
     }
 }
 
@@ -208,12 +143,12 @@ static void NAME(cg_group)(int64_t K, int64_t steps, int64_t n, const T *restric
         d[s] = NAME(dot)(K, r[s], r[s]);
     }
     for (int64_t step = 0; step < steps; step++) {
-        NAME(matvec)(K, K, n, Ht, c, lam, (const T *const *)p, Ap);
+        NAME(gemm)(n, K, K, 1, p[0], 3 * K, 1, Ht, K, Ap[0], 3 * K, 0); /* Ap_s = S p_s (S^T = Ht) */
         T kp[GROUP][GROUP], alpha[GROUP], nr[GROUP];
         for (int64_t s = 0; s < n; s++)
             for (int64_t i = 0; i <= s; i++) kp[s][i] = w[s][i] * NAME(dot)(K, ks[i], p[s]);
         for (int64_t s = 0; s < n; s++)
-            alpha[s] = d[s] / (NAME(combine)(K, 1, Ap[s], s + 1, kp[s], ks, Ap[s], p[s]) + eps);
+            alpha[s] = d[s] / (NAME(combine)(K, c[s], Ap[s], s + 1, kp[s], ks, lam, p[s], Ap[s]) + eps);
         for (int64_t s = 0; s < n; s++) nr[s] = NAME(step)(K, alpha[s], p[s], Ap[s], x[s], r[s]);
         for (int64_t s = 0; s < n; s++) {
             T *restrict rs = r[s], *restrict ps = p[s];
@@ -269,14 +204,15 @@ static void NAME(cholesky)(int64_t K, const T *restrict Ht, const T *restrict la
         x[i] = (x[i] - NAME(dot)(K - i - 1, L + i * K + i + 1, x + i + 1)) / L[i * K + i];
 }
 
-/* o_j = G_j^T x_j for a group's n tokens (the top) from the state S_G (K, V) before it */
+/* o_j = G_j^T x_j for a group's n tokens (the top) from the state S_G (K, V) before it; x_j, o_j
+   rows ldx, ldo apart */
 static void NAME(read)(int64_t K, int64_t V, int64_t n, const T *G, const T *const *ks, const T *const *vs,
-                       const T c[GROUP], const T w[GROUP][GROUP], const T *const *x, T *const *o) {
-    NAME(matvec)(K, V, n, G, c, NULL, x, o);
+                       const T c[GROUP], const T w[GROUP][GROUP], const T *x, int64_t ldx, T *o, int64_t ldo) {
+    NAME(gemm)(n, V, K, 1, x, ldx, 1, G, V, o, ldo, 0);
     for (int64_t s = 0; s < n; s++) {
         T kx[GROUP];
-        for (int64_t i = 0; i <= s; i++) kx[i] = w[s][i] * NAME(dot)(K, ks[i], x[s]);
-        NAME(combine)(V, 1, o[s], s + 1, kx, vs, o[s], NULL);
+        for (int64_t i = 0; i <= s; i++) kx[i] = w[s][i] * NAME(dot)(K, ks[i], x + s * ldx);
+        NAME(combine)(V, c[s], o + s * ldo, s + 1, kx, vs, NULL, NULL, o + s * ldo);
     }
 }
 
@@ -304,21 +240,22 @@ void NAME(forward)(int64_t TT, int64_t H, int64_t K, int64_t V, int64_t h0, int6
                                                                                  : C - t % C;
             T c[GROUP], w[GROUP][GROUP];
             const T *ks[GROUP], *vs[GROUP], *qs[GROUP];
-            T *x[GROUP], *os[GROUP];
+            T *x[GROUP];
+            const int64_t ldx = xs ? H * K : K; /* the solutions' rows: xs's, or the scratch's */
             NAME(coefficients)(n, g + at, beta + at, H, c, w);
             for (int64_t i = 0; i < n; i++) {
                 ks[i] = k + (at + i * H) * K, vs[i] = v + (at + i * H) * V, qs[i] = q + (at + i * H) * K;
-                x[i] = xs ? xs + (at + i * H) * K : xb + i * K, os[i] = o + (at + i * H) * V;
+                x[i] = (xs ? xs + at * K : xb) + i * ldx;
             }
             if (steps >= 0) {
                 NAME(cg_group)(K, steps, n, Ht, lam, ks, c, w, qs, x, work);
-                NAME(read)(K, V, n, G, ks, vs, c, w, (const T *const *)x, os);
+                NAME(read)(K, V, n, G, ks, vs, c, w, x[0], ldx, o + at * V, H * V);
                 NAME(advance)(K, V, n, c[n - 1], w[n - 1], ks, vs, Ht, G, Ht, G, kw);
             } else { /* the token's states formed, then solved and read (no terms on them) */
                 NAME(advance)(K, V, 1, c[0], w[0], ks, vs, Ht, G, Ht, G, kw);
                 NAME(cholesky)(K, Ht, lam, qs[0], x[0], L);
                 const T formed[GROUP] = {1}, none[GROUP][GROUP] = {{0}};
-                NAME(read)(K, V, 1, G, ks, vs, formed, none, (const T *const *)x, os);
+                NAME(read)(K, V, 1, G, ks, vs, formed, none, x[0], ldx, o + at * V, H * V);
             }
             t += n;
         }
@@ -328,6 +265,7 @@ void NAME(forward)(int64_t TT, int64_t H, int64_t K, int64_t V, int64_t h0, int6
     }
     free(buf);
 }
+
 /* one token's gradients, with w = A_t^-1 (G_t do_t) solved (see the top): E = later E + x do^T, then
    e = E v, E^T k, <E, G_{t-1}>; D = later D - x w^T, then u = D k + D^T k, <D, Ht_{t-1}>; `later`
    becomes gamma_t; u, e: K scratch each */
