@@ -127,8 +127,8 @@ static inline void NAME(advance)(int64_t K, int64_t V, int64_t n, T c, const T *
    diag(lam), right-hand sides b_j, into x_j (cg.py's iteration). A step's vector work is phases
    (the dots k_i . p_j; A p_j and p_j . A p_j; x_j, r_j and r_j . r_j; p_j), each over all systems
    before the next: a system's step is a chain of dependent reductions and divisions, and the
-   other systems' links fill its waits (system after system, the forward took 1.10x as long at T 1024);
-   work: 3 GROUP K */
+   other systems' links fill its waits (system after system, the forward took 1.10x as long at
+   T 1024); work: 3 GROUP K, the rows of p_j (and of A p_j) 3 K apart, as gemm's A (and C) */
 static void NAME(cg_group)(int64_t K, int64_t steps, int64_t n, const T *restrict Ht, const T *restrict lam,
                            const T *const *ks, const T c[GROUP], const T w[GROUP][GROUP], const T *const *b,
                            T *const *x, T *restrict work) {
