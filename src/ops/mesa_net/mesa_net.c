@@ -11,12 +11,13 @@
        w_ji = beta_i prod_{i < l <= j} gamma_l   (G_j alike with k_i v_i^T)
    so a CG step's products A_j p_j = c_j S p_j + sum_i w_ji (k_i . p_j) k_i + lambda * p_j read S's
    rows once for all n systems (a row load feeds n multiply-adds; a loop that formed every
-   token's state, one before this, was bound by its products' loads), o_j = c_j S_G^T x_j + sum_i w_ji (k_i . x_j) v_i, and the state moves on
-   once a group, a rank-n update in one pass. steps < 0: exact, by a Cholesky factorisation of
-   the upper triangle of the state formed at every token (the states are symmetric: a
-   non-symmetric initial state is refused in cpu.py). The loop keeps H transposed (Ht = H^T, row i
-   the column i of H), so that H p is a sum of Ht's rows scaled by p (one vectorised pass over the
-   16 KB state, in L1 at K 64), as reference.py's A @ p; and the symmetric update of Ht is H's.
+   token's state, one before this, was bound by its products' loads), the read is
+   o_j = c_j S_G^T x_j + sum_i w_ji (k_i . x_j) v_i, and the state moves on once a group, a rank-n
+   update in one pass. steps < 0: exact, by a Cholesky factorisation of the upper triangle of the
+   state formed at every token (the states are symmetric: a non-symmetric initial state is refused
+   in cpu.py). The loop keeps H transposed (Ht = H^T, row i the column i of H), so that H p is a
+   sum of Ht's rows scaled by p (one vectorised pass over the 16 KB state, in L1 at K 64), as
+   reference.py's A @ p; and the symmetric update of Ht is H's.
    Layouts as the op's: q, k (B, T, H, K), v, o (B, T, H, V), g, beta (B, T, H), lamb (H, K), states
    H (B, H, K, K), G (B, H, K, V); a call does heads [h0, h1) of the B H heads (threads take disjoint
    ranges). The products are ../_cpu/blocked.h's gemm: the n systems' p_j are the rows of its A,
