@@ -3,11 +3,20 @@
    registers through the sum (A's elements broadcast, so a transposed A is only its strides), and
    transpose, by (LANES_N, LANES_N) tiles in registers; rows scaled; and prefetch. Included once
    per dtype with T, IT (the integer of T's width), LANES_N (64 / sizeof(T)) and NAME set (so its
-   functions have no include guard; its macros have one). ttt_linear.c, ttt_mlp.c, titans.c and
-   log_linear.c include it. */
+   functions have no include guard; its macros have one). ttt_linear.c, ttt_mlp.c, titans.c,
+   log_linear.c and mesa_net.c include it. */
 
 #ifndef BLOCKED_H_MACROS
 #define BLOCKED_H_MACROS
+/* keeps a loaded vector in a register: gcc otherwise folds the load into each multiply-add that
+   reads it (4 loads of each row of B a step of the 4-by-4 block instead of 1, which kept the
+   block well short of the FMA peak that it reaches pinned, on a (16, 64) x (64, 64) product in L1) */
+#if defined(__x86_64__) || defined(__i386__)
+#define PIN(x) __asm__("" : "+v"(x))
+#else
+#define PIN(x) (void)0
+#endif
+
 #define LO(e, w) ((e) & (w) ? LANES_N + (e) - (w) : (e)) /* the shuffles' masks of tile() */
 #define HI(e, w) ((e) & (w) ? LANES_N + (e) : (e) + (w))
 #define MASK8(F, w, o) \

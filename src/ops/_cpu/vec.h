@@ -1,18 +1,7 @@
 /* The C loops' 64-byte vector (16 floats or 8 doubles, GCC's vector extension: one AVX-512
-   register, two AVX2 or four NEON ones), its unaligned load, the sum of its lanes, a dot product
-   and PIN. Included once per dtype with T, IT, LANES_N and NAME set (no include guard, but for its
-   macros'); blocked.h and mesa_net.c include it. */
-
-#ifndef PIN
-/* keeps a loaded vector in a register: gcc otherwise folds the load into each multiply-add that
-   reads it (blocked.h's 4-by-4 block loaded each row of B 4 times a step instead of once, which
-   kept it well short of the FMA peak that it reaches pinned, on a (16, 64) x (64, 64) product in L1) */
-#if defined(__x86_64__) || defined(__i386__)
-#define PIN(x) __asm__("" : "+v"(x))
-#else
-#define PIN(x) (void)0
-#endif
-#endif
+   register, two AVX2 or four NEON ones), its unaligned load, the sum of its lanes and a dot
+   product. Included once per dtype with T, IT, LANES_N and NAME set (no include guard, but for its
+   macros'); blocked.h includes it. */
 
 typedef T NAME(vec) __attribute__((vector_size(64)));
 

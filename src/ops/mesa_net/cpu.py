@@ -6,8 +6,9 @@ is three products over a chunk plus a dozen elementwise passes over all chunks' 
 instead (a rank-4 update, K^2 + K V multiply-adds a token) and solves those 4 tokens' systems on
 it in lockstep, in L1: a CG step is one pass over the 16 KB state for all four (K^2 multiply-adds
 a system, half the chunked form's, each row loaded once for the four), each system's rank-one
-terms for the group's tokens up to its own, and a few passes over K floats. The backward recomputes each segment of CHECKPOINT tokens from the states saved at its start and walks
-it back, one more solve a token (fla's implicit gradient; the exact solve's gradient alike).
+terms for the group's tokens up to its own, and a few passes over K floats. The backward
+recomputes each segment of CHECKPOINT tokens from the states saved at its start and walks it back,
+one more solve a token (fla's implicit gradient; the exact solve's gradient alike).
 float32 or float64, heads split over torch's threads. Compiled on first use by src/ops/_cpu.
 """
 
