@@ -27,6 +27,7 @@ import logging
 
 import torch
 
+from src.ops.precision import no_autocast
 from src.utils.errors import ConfigError, check_choice
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,10 @@ class Dispatcher:
                 # The smoke call runs the backward too, also from a caller under no_grad or under
                 # inference_mode (Lightning's validate and test: the first call of an op in an
                 # eval-only process). enable_grad alone does not lift inference_mode; its inputs,
-                # made inside, are then ordinary tensors that can require grad.
-                with torch.inference_mode(False), torch.enable_grad():
+                # made inside, are then ordinary tensors that can require grad. It runs outside
+                # the caller's autocast (bf16-mixed), whose casts would mix the dtypes of its
+                # float32 inputs: the verdict is cached for every later call.
+                with torch.inference_mode(False), torch.enable_grad(), no_autocast(device):
                     self.smoke(self._functions[name], device)
                 self._verdicts[key] = None
             except Exception as e:  # any failure to import or to run makes the backend unusable here

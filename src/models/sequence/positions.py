@@ -41,11 +41,14 @@ def sinusoids(positions, d):  # positions: (..., L) -> (..., L, d), d even
     return torch.stack((angle.sin(), angle.cos()), dim=-1).flatten(-2)
 
 
-def rotary(x, positions):  # x: (B, nh, L, d), positions: (B, L) or (L,) -> x rotated, d even
-    angle = positions[..., None].to(x.dtype) * frequencies(x.shape[-1], x.device, x.dtype)  # (B, L, d/2)
+def rotary(x, positions, theta=10000.0):  # x: (B, nh, L, d), positions: (B, L) or (L,) -> x rotated, d even
+    # the angles in float32 or wider: bfloat16 holds integers exactly only up to 256, and an angle
+    # p w_m only to p 2^-8 radians (2 at p 1000)
+    wide = torch.promote_types(x.dtype, torch.float32)
+    angle = positions[..., None].to(wide) * frequencies(x.shape[-1], x.device, wide, theta)  # (B, L, d/2)
     if angle.ndim == 3:
         angle = angle[:, None]  # over heads
-    cos, sin = angle.cos(), angle.sin()
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 

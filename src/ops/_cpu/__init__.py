@@ -94,7 +94,12 @@ def parallel(call, parts):
 
 def pointers(*tensors):
     """Raw data pointers for the C loops (None: NULL). The caller must hold every tensor until
-    the call ends (a temporary, e.g. `x.contiguous()` of a view, would be freed under the loop)."""
+    the call ends (a temporary, e.g. `x.contiguous()` of a view, would be freed under the loop).
+    The floating tensors of one call share a dtype, the loop's: a bfloat16 tensor from autocast
+    among float32 ones would have the loop read and write past its buffer, so it raises instead."""
+    dtypes = {x.dtype for x in tensors if x is not None and x.is_floating_point()}
+    if len(dtypes) > 1:
+        raise TypeError(f"a C loop's tensors have dtypes {sorted(map(str, dtypes))}: they must share one")
     return [None if x is None else ctypes.c_void_p(x.data_ptr()) for x in tensors]
 
 

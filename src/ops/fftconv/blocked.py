@@ -14,6 +14,8 @@ the complex spectra exist for one block at a time; only u and kk are saved for t
 import torch
 import torch.nn.functional as F
 
+from src.ops.precision import float32_inside
+
 
 def fast_length(m):
     """The smallest 2^a 3^b 5^c >= m (sizes pocketfft and cuFFT handle fastest)."""
@@ -68,6 +70,7 @@ class CircularFFTConv(torch.autograd.Function):
         return grad_u, grad_kk, None
 
 
+@float32_inside  # torch.fft has no bfloat16, and float16 only at powers of two on CUDA
 def fftconv(u, k, bidirectional=False, budget=1 << 23):
     """y (B, C, H, L) from u (B, H, L) and k (C, H, Lk), or (2C, H, Lk) = (causal, anticausal)
     when bidirectional (see reference.py); `budget`: complex numbers per block of features."""

@@ -15,7 +15,10 @@ takes the same float32 prefix sums.
 import torch
 import torch.nn.functional as F
 
+from src.ops.precision import float32_inside
 
+
+@float32_inside  # G_i - G_j in bfloat16: off by up to 2^-8 |G|, |G| ~ T |g|
 def forgetting_attn(q, k, v, g, scale=None):
     """q, k (B, T, H, K); v (B, T, H, V); g (B, T, H). -> o (B, T, H, V)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale

@@ -77,7 +77,7 @@ def via_scan(scan_fn, q, k, v, adt, dt, trap, q_bias, k_bias, angles, D=None, z=
         phi0, h0, k0, v0 = initial_state
     phi = phi0[:, None].double() + torch.cumsum((torch.tanh(angles) * math.pi * dt[..., None]).double(), dim=1)
     phi = (phi - 2 * math.pi * torch.floor(phi / (2 * math.pi))).to(torch.promote_types(v.dtype, torch.float32))
-    cos, sin = torch.cos(phi).to(v.dtype), torch.sin(phi).to(v.dtype)  # (B, T, H, S), of angles mod 2 pi
+    cos, sin = torch.cos(phi).to(q.dtype), torch.sin(phi).to(q.dtype)  # (B, T, H, S), of angles mod 2 pi
     qr, kr = rotate(q, cos, sin), rotate(k, cos, sin)  # (B, T, H, N)
     lam = torch.sigmoid(trap)
     c = (1 - lam) * dt  # (B, T, H)

@@ -29,12 +29,15 @@ as long at T 1024), and a write through a view copies the whole base each time.
 import torch
 import torch.nn.functional as F
 
+from src.ops.precision import float32_inside
+
 
 def _chunks(x, T_pad, C):  # (B, T, H, ...) -> (B, H, N, C, ...), zero-padded to T_pad positions
     x = F.pad(x, (0, 0) * (x.dim() - 3) + (0, 0, 0, T_pad - x.shape[1]))
     return x.transpose(1, 2).unflatten(2, (T_pad // C, C))
 
 
+@float32_inside  # the triangular solves have no half-precision kernels, and would lose the products
 def path_attn(q, k, v, w, beta, g=None, scale=None, chunk=64):
     """As reference.path_attn; `chunk` positions per chunk."""
     B, T, H, K = q.shape

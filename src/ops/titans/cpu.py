@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from src.ops import _cpu
+from src.ops.precision import no_autocast
 from src.ops.titans.chunked import gate_coefficients
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
@@ -83,7 +84,8 @@ def titans(q, k, v, theta, log_decay, log_momentum, w, b, state, offset=0, chunk
     """Same arguments and result as reference.titans, from a chunk's start (offset 0)."""
     T = q.shape[1]
     gates = [x.to(q.dtype).transpose(1, 2) for x in (theta, log_decay, log_momentum)]  # (B, H, T)
-    coefficients = _chunk_coefficients(gates, chunk_size)
+    with no_autocast(q.device):  # in the loop's dtype: autocast would make the products bfloat16
+        coefficients = _chunk_coefficients(gates, chunk_size)
     args = [x.to(q.dtype).contiguous() for x in (q, k, v, w, b, *state)]
     z, M, S, M0 = _Titans.apply(*args, *coefficients, chunk_size, eps)
     return z, (M, S, M0), T % chunk_size

@@ -22,6 +22,8 @@ import math
 
 import torch
 
+from src.ops.precision import float32_inside
+
 
 def _affine(x, layer):
     """x W + c: x (BH, m, n), layer (W (BH, n, n'), c (BH, 1, n'))."""
@@ -160,11 +162,13 @@ def _ttt(inner, q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps):
     return torch.cat(out, dim=1).view(B, H, T, D).transpose(1, 2), (flat(layers), G), offset
 
 
+@float32_inside  # the inner layer norm and gradient steps (in bfloat16, TTT-MLP's output: 5x its inputs' rounding)
 def ttt_linear(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):
     """See reference.ttt_linear."""
     return _ttt(_linear_grads, q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps)
 
 
+@float32_inside
 def ttt_mlp(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):
     """See reference.ttt_mlp."""
     return _ttt(_mlp_grads, q, k, v, eta, lr, w, b, state, offset, mini_batch_size, eps)

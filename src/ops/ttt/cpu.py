@@ -21,6 +21,7 @@ import pathlib
 import torch
 
 from src.ops import _cpu
+from src.ops.precision import float32_inside
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 SOURCE = pathlib.Path(__file__).with_name("ttt_linear.c")
@@ -98,6 +99,7 @@ class _TTTMLP(torch.autograd.Function):
         return dq, dk, dv, deta, dlr, dw.sum(0), db.sum(0), dW1, dc1, dW2, dc2, None, None
 
 
+@float32_inside  # half-precision calls run the float32 loop
 def ttt_linear(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):
     """Same arguments and result as reference.ttt_linear, from a mini-batch's start (offset 0: the
     state's sums G are zero there and not read)."""
@@ -108,6 +110,7 @@ def ttt_linear(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=
     return out, ((Wf, cf), (GW, Gc)), T % mini_batch_size
 
 
+@float32_inside
 def ttt_mlp(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):
     """Same arguments and result as reference.ttt_mlp, from a mini-batch's start (offset 0)."""
     T = q.shape[1]
@@ -118,8 +121,8 @@ def ttt_mlp(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-
 
 def unsupported(q, k, v, eta, lr, w, b, state, offset=0, mini_batch_size=16, eps=1e-6):
     """Why the C loop cannot take this call (None if it can)."""
-    if q.dtype not in DTYPES:
-        return f"dtype {q.dtype} (the C loop takes float32, float64)"
+    if torch.promote_types(q.dtype, torch.float32) not in DTYPES:
+        return f"dtype {q.dtype} (the C loop takes float32, float64, and half precisions widened to float32)"
     if offset:
         return f"offset {offset}: the C loop starts at a mini-batch's start (offset 0)"
     return _cpu.on_cpu(q, k, v, eta, lr, w, b, *state[0])

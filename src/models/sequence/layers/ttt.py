@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.models.sequence.layers.matrix_memory import Convs, OneTokenStep, heads, split
-from src.models.sequence.positions import frequencies
+from src.models.sequence.positions import rotary
 from src.ops.titans import DISPATCH as TITANS, titans
 from src.ops.ttt import DISPATCH as TTT, MLP_DISPATCH as TTT_MLP, ttt_linear, ttt_mlp
 from src.ops.ttt.reference import layer_norm
@@ -120,10 +120,7 @@ class TTTLinear(_TestTimeMemory):
             functools.partial(ttt_mlp, backend=TTT_MLP.check(backend))
 
     def _rope(self, x, place):  # x (B, L, H, d), place (L,)
-        angle = place[:, None].to(x.dtype) * frequencies(self.d, x.device, x.dtype, self.rope_theta)  # (L, d/2)
-        cos, sin = angle.cos()[:, None], angle.sin()[:, None]  # (L, 1, d/2)
-        x1, x2 = x[..., 0::2], x[..., 1::2]
-        return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+        return rotary(x.transpose(1, 2), place, self.rope_theta).transpose(1, 2)
 
     def forward(self, x, state=None, positions=None):  # x (B, L, d_model)
         B, L, _ = x.shape

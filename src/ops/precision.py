@@ -1,0 +1,44 @@
+"""Half-precision calls to the ops: autocast's mixed dtypes and a half-precision model's tensors.
+
+Under autocast (`trainer.precision=bf16-mixed` or `16-mixed`) a layer hands its op bfloat16 or
+float16 projections beside float32 gates; a half-precision model (`bf16-true`) hands it half
+tensors only. fla's kernels take both and keep their states and prefix sums in float32. The ops
+whose torch paths or C loops would lose more than the inputs' own rounding in half precision
+(a forget gate's prefix sums, an inner model's layer norm and gradient steps, the triangular
+solves of a UT form, an FFT) compute the same way through `float32_inside`: in float32 or wider,
+outside autocast, and return tensors of the arguments' promoted dtype, so that a bfloat16 model
+gets bfloat16 back and an autocast one float32 (the promotion of bfloat16 and float32).
+"""
+
+import contextlib
+import functools
+
+import torch
+from torch.utils import _pytree
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+def no_autocast(device):
+    """A context that turns the caller's autocast off on `device`, for a computation that chooses
+    its own dtypes."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def float32_inside(fn):
+    """fn(*args, **kwargs) run outside autocast, its half-precision tensor arguments widened to
+    float32; where there were any, the floating tensors of its result in the arguments' promoted
+    dtype. A call without half-precision tensors runs as it is."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        floats = [x for x in _pytree.tree_leaves((args, kwargs)) if torch.is_tensor(x) and x.is_floating_point()]
+        with no_autocast(floats[0].device):
+            if not any(x.dtype in HALF for x in floats):
+                return fn(*args, **kwargs)
+            widen = lambda x: x.float() if torch.is_tensor(x) and x.dtype in HALF else x  # noqa: E731
+            result = fn(*_pytree.tree_map(widen, args), **_pytree.tree_map(widen, kwargs))
+        dtype = functools.reduce(torch.promote_types, [x.dtype for x in floats])
+        return _pytree.tree_map(lambda x: x.to(dtype) if torch.is_tensor(x) and x.is_floating_point() else x, result)
+    return wrapped
