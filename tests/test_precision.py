@@ -77,6 +77,26 @@ def test_ttt_takes_bfloat16_calls_in_its_c_loop_in_float32(op):
     torch.testing.assert_close(W1, W2, rtol=0, atol=0)
 
 
+def test_titans_takes_bfloat16_calls_in_its_c_loop_in_float32():
+    """As TTT's; its gates' chunk coefficients are computed outside autocast (they were bfloat16
+    products there, and the loop read them as float32: the heap was corrupted)."""
+    from src.ops import titans
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 21, 2, 8, generator=g).bfloat16() for _ in range(3))
+    theta, alpha, eta = (0.5 * torch.rand(1, 21, 2, generator=g) for _ in range(3))
+    w, b = (torch.randn(2, 8, generator=g) for _ in range(2))
+    state = tuple(0.3 * torch.randn(1, 2, 8, 8, generator=g) for _ in range(3))
+    gates = (theta, torch.log1p(-alpha), torch.log(0.5 + eta))
+    assert titans.cpu.unsupported(q, k, v, *gates, w, b, state) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z, M, _ = titans.titans(q, k, v, *gates, w, b, state, 0, 4, backend="cpu")
+    want, M2, _ = titans.titans(q.float(), k.float(), v.float(), *gates, w, b, state, 0, 4, backend="cpu")
+    assert z.dtype == torch.float32
+    torch.testing.assert_close(z, want, rtol=0, atol=0)
+    torch.testing.assert_close(M, M2, rtol=0, atol=0)
+
+
 def test_c_loop_pointers_refuse_mixed_float_dtypes():
     """A bfloat16 tensor among float32 ones would have a loop read and write past its buffer (Titans'
     gate coefficients under autocast corrupted the heap)."""

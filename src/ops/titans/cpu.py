@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from src.ops import _cpu
-from src.ops.precision import no_autocast
+from src.ops.precision import float32_inside
 from src.ops.titans.chunked import gate_coefficients
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
@@ -80,12 +80,12 @@ def _chunk_coefficients(gates, K):
     return bf[..., 0].contiguous(), PN.contiguous(), last[..., 0].contiguous(), mix.contiguous()
 
 
+@float32_inside  # half-precision calls run the float32 loop
 def titans(q, k, v, theta, log_decay, log_momentum, w, b, state, offset=0, chunk_size=16, eps=1e-6):
     """Same arguments and result as reference.titans, from a chunk's start (offset 0)."""
     T = q.shape[1]
     gates = [x.to(q.dtype).transpose(1, 2) for x in (theta, log_decay, log_momentum)]  # (B, H, T)
-    with no_autocast(q.device):  # in the loop's dtype: autocast would make the products bfloat16
-        coefficients = _chunk_coefficients(gates, chunk_size)
+    coefficients = _chunk_coefficients(gates, chunk_size)
     args = [x.to(q.dtype).contiguous() for x in (q, k, v, w, b, *state)]
     z, M, S, M0 = _Titans.apply(*args, *coefficients, chunk_size, eps)
     return z, (M, S, M0), T % chunk_size
@@ -93,8 +93,8 @@ def titans(q, k, v, theta, log_decay, log_momentum, w, b, state, offset=0, chunk
 
 def unsupported(q, k, v, theta, log_decay, log_momentum, w, b, state, offset=0, chunk_size=16, eps=1e-6):
     """Why the C loop cannot take this call (None if it can)."""
-    if q.dtype not in DTYPES:
-        return f"dtype {q.dtype} (the C loop takes float32, float64)"
+    if torch.promote_types(q.dtype, torch.float32) not in DTYPES:
+        return f"dtype {q.dtype} (the C loop takes float32, float64, and half precisions widened to float32)"
     if offset:
         return f"offset {offset}: the C loop starts at a chunk's start (offset 0)"
     return _cpu.on_cpu(q, k, v, theta, log_decay, log_momentum, w, b, *state)
