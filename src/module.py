@@ -98,6 +98,9 @@ def compression(compress, data, dataset_config):
     return bool(compress)
 
 
+HALF_WEIGHTS = ("bf16-true", "16-true")  # trainer.precision values that cast the weights (autocast: the -mixed ones)
+
+
 def longest_input(datasets):
     """The longest input over `datasets` (None when one does not know its length)."""
     lengths = [getattr(d, "L_input", None) for d in datasets]
@@ -124,6 +127,13 @@ class SequenceLightningModule(L.LightningModule):
             raise ConfigError(f"dataset {config.dataset._name_} labels position t from x_<=t: a non-causal layer "
                               f"({', '.join(reading)}) would read the answer; use a causal one "
                               "(model.bidirectional=false, model.layer.causal=true)")
+        precision = str(config.get("trainer", {}).get("precision"))
+        if precision in HALF_WEIGHTS:
+            cannot = sorted({f"{type(b.layer).__name__} ({b.layer.why_no_half_weights()})" for b in self.model.blocks
+                             if b.layer.why_no_half_weights()})
+            if cannot:
+                raise ConfigError(f"trainer.precision={precision} holds the weights in half precision, which "
+                                  f"{', '.join(cannot)} cannot run with; use trainer.precision=bf16-mixed")
         # Logged with every validation, so that results tables and recall-against-state figures
         # (zoology, DSF) read them as metrics: parameters, and the floats of state the model keeps per
         # sequence at the longest evaluation length (SequenceModel.state_size).

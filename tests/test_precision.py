@@ -103,3 +103,28 @@ def test_c_loop_pointers_refuse_mixed_float_dtypes():
     with pytest.raises(TypeError, match=r"dtypes \['torch.bfloat16', 'torch.float32'\]: they must share one"):
         _cpu.pointers(torch.ones(2), None, torch.ones(2, dtype=torch.bfloat16))
     assert len(_cpu.pointers(torch.ones(2), torch.zeros(2, dtype=torch.long), None)) == 3
+
+
+@pytest.mark.parametrize("model, precision", [("dlr", "bf16-true"), ("s4", "16-true"), ("lru", "bf16-true")])
+def test_half_precision_weights_are_refused_at_start_where_a_layer_cannot_hold_them(model, precision, tmp_path):
+    """One line naming the layers and why (why_no_half_weights), before anything is written."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose_config
+    from src.module import SequenceLightningModule
+    from src.utils.errors import ConfigError
+
+    config = compose_config(["wandb=null", f"model={model}", "model.d_model=16", f"trainer.precision={precision}"])
+    with pytest.raises(ConfigError, match=rf"trainer.precision={precision} holds the weights in half precision, "
+                                          r"which .*\(its .* complex.*\) cannot run with; use trainer.precision=bf16-mixed"):
+        SequenceLightningModule(OmegaConf.to_container(config, resolve=True))
+
+
+@pytest.mark.parametrize("overrides", [["model=h3", "trainer.precision=bf16-mixed"],
+                                       ["model=mamba", "trainer.precision=bf16-true"]])
+def test_two_steps_in_half_precision(overrides, tmp_path):
+    """A whole run: H3's FFT convolutions under autocast (they failed), Mamba with bfloat16 weights."""
+    from conftest import TWO_STEPS, train_in_process
+
+    metrics = train_in_process([*TWO_STEPS, *overrides], tmp_path / "run")
+    assert metrics and all(v == v for v in metrics.values())

@@ -129,6 +129,11 @@ class SequenceLayer(nn.Module):
             return "a non-causal layer reads the future"
         return None
 
+    def why_no_half_weights(self):
+        """None when the layer runs with bfloat16 or float16 weights (trainer.precision=bf16-true,
+        16-true); else why not. Autocast (bf16-mixed) keeps the weights in float32: every layer runs there."""
+        return None
+
     def check_step(self):
         why = self.why_no_step()
         if why:

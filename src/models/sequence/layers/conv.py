@@ -54,6 +54,9 @@ class LongConv(SequenceLayer):
         self.output_linear = OutputLinear(channels * d_model, d_model, postact)
         self.recurrent = self.Kernel.recurrent  # the kernel has default_state and step
 
+    def why_no_half_weights(self):
+        return getattr(self.kernel, "no_half_weights", None)
+
     def forward(self, x, state=None, positions=None):  # x: (B, L, H)
         self.refuse_state(state)
         u = x.transpose(1, 2)  # (B, H, L)

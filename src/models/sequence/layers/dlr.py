@@ -70,6 +70,7 @@ class VandermondeKernel(nn.Module):
     """
 
     recurrent = True
+    no_half_weights = "its kernel is computed in complex numbers, which have no half-precision form in torch"  # LongConv.why_no_half_weights
 
     def vandermonde_params(self, L=None):
         raise NotImplementedError

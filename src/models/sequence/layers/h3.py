@@ -70,6 +70,9 @@ class H3(SequenceLayer):
         self.D = nn.Parameter(torch.randn(self.H))
         self.output_linear = nn.Linear(d_model, d_model)
 
+    def why_no_half_weights(self):
+        return self.ssm.no_half_weights
+
     def _kv(self, k, v):  # k, v (B, D, ...) -> kv (B, hd, hd, H, ...)
         d = self.head_dim
         return rearrange(k, "b (h i) ... -> b i 1 h ...", i=d) * rearrange(v, "b (h j) ... -> b 1 j h ...", j=d)

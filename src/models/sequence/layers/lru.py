@@ -25,6 +25,9 @@ from src.utils.errors import ConfigError
 class LRU(SequenceLayer):
     recurrent = True
 
+    def why_no_half_weights(self):
+        return "its recurrence is complex, and complex numbers have no half-precision form in torch"
+
     def __init__(self, d_model, d_state=64, r_min=0.0, r_max=1.0, max_phase=2 * math.pi, lr: float | None = None,
                  activation="gelu", postact="glu", dropout=0.0, backend="auto"):
         super().__init__()
