@@ -116,7 +116,8 @@ def test_half_precision_weights_are_refused_at_start_where_a_layer_cannot_hold_t
 
     config = compose_config(["wandb=null", f"model={model}", "model.d_model=16", f"trainer.precision={precision}"])
     with pytest.raises(ConfigError, match=rf"trainer.precision={precision} holds the weights in half precision, "
-                                          r"which .*\(its .* complex.*\) cannot run with; use trainer.precision=bf16-mixed"):
+                                          r"which .*\(its .* complex.*\) cannot run with; "
+                                          r"use trainer.precision=bf16-mixed"):
         SequenceLightningModule(OmegaConf.to_container(config, resolve=True))
 
 

@@ -61,6 +61,9 @@ def log_uniform(n, low, high):
     return torch.exp(math.log(low) + torch.rand(n) * (math.log(high) - math.log(low)))
 
 
+COMPLEX_KERNEL = "its kernel is computed in complex numbers, which have no half-precision form in torch"
+
+
 class VandermondeKernel(nn.Module):
     """A kernel given by `vandermonde_params(L) -> (W, x)`: to_real(sum_n W exp(l x)).
     Subclasses set `backend` and `kernel_to_real`.
@@ -70,7 +73,7 @@ class VandermondeKernel(nn.Module):
     """
 
     recurrent = True
-    no_half_weights = "its kernel is computed in complex numbers, which have no half-precision form in torch"  # LongConv.why_no_half_weights
+    no_half_weights = COMPLEX_KERNEL  # LongConv.why_no_half_weights
 
     def vandermonde_params(self, L=None):
         raise NotImplementedError

@@ -52,7 +52,7 @@ from torch import nn
 
 from src.models.sequence.layers.base import group
 from src.models.sequence.layers.conv import LongConv
-from src.models.sequence.layers.dlr import VandermondeKernel, log_uniform, reciprocal
+from src.models.sequence.layers.dlr import COMPLEX_KERNEL, VandermondeKernel, log_uniform, reciprocal
 from src.models.sequence.layers.optim import register
 from src.ops import cauchy as cauchy_op
 from src.ops import vandermonde as vandermonde_op
@@ -209,7 +209,7 @@ def conj_full(v):
 class S4Kernel(nn.Module):
     MEASURES = list(MEASURE_RANK)
     recurrent = True
-    no_half_weights = "its kernel is computed in complex numbers, which have no half-precision form in torch"  # LongConv.why_no_half_weights
+    no_half_weights = COMPLEX_KERNEL  # LongConv.why_no_half_weights
 
     def __init__(self, H, d_state=64, channels=1, measure="legs", rank=1, dt_min=1e-3, dt_max=1e-1,
                  b_clip: float | None = 2.0, trainable: S4Trainable | None = None, lr: S4Lr | None = None,
