@@ -19,6 +19,11 @@ from torch.utils import _pytree
 HALF = (torch.float16, torch.bfloat16)
 
 
+def promoted_dtype(*tensors):
+    """The promoted dtype of the tensors given (None skipped)."""
+    return functools.reduce(torch.promote_types, [x.dtype for x in tensors if x is not None])
+
+
 def no_autocast(device):
     """A context that turns the caller's autocast off on `device`, for a computation that chooses
     its own dtypes."""
@@ -55,6 +60,6 @@ def float32_inside(fn):
                 return fn(*args, **kwargs)
             widen = lambda x: x.float() if torch.is_tensor(x) and x.dtype in HALF else x  # noqa: E731
             result = fn(*_pytree.tree_map(widen, args), **_pytree.tree_map(widen, kwargs))
-        dtype = functools.reduce(torch.promote_types, [x.dtype for x in floats])
+        dtype = promoted_dtype(*floats)
         return _pytree.tree_map(lambda x: x.to(dtype) if torch.is_tensor(x) and x.is_floating_point() else x, result)
     return wrapped

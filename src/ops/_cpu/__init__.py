@@ -70,11 +70,6 @@ def _pool(threads):
     return concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="cpu-op")
 
 
-def promoted_dtype(*tensors):
-    """The promoted dtype of the tensors given (None skipped)."""
-    return functools.reduce(torch.promote_types, [x.dtype for x in tensors if x is not None])
-
-
 def ranges(total, multiple, work):
     """[0, total) split into one (start, stop) per torch thread, cut at multiples of `multiple`;
     a single range below PARALLEL_FROM elements of `work`."""

@@ -15,6 +15,7 @@ import pathlib
 import torch
 
 from src.ops import _cpu
+from src.ops.precision import promoted_dtype
 
 SOURCE = pathlib.Path(__file__).with_name("linear_scan.c")
 DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.complex64: "complex64",
@@ -67,7 +68,7 @@ def linear_scan(a, b, h0=None, reverse=False):
     reverse: h_t = a_t * h_{t+1} + b_t from the end, h0 the state after the end.
     Works in b's layout where b is a (..., R, L) view of a time-major (..., L, R) tensor, as
     layers' (B, L, D) activations are once transposed; h comes back in that layout too."""
-    dtype = _cpu.promoted_dtype(a, b, h0)
+    dtype = promoted_dtype(a, b, h0)
     a, b = torch.broadcast_tensors(a.to(dtype), b.to(dtype))
     shape = b.shape
     if b.numel() == 0:
@@ -84,7 +85,7 @@ def linear_scan(a, b, h0=None, reverse=False):
 
 def unsupported(a, b, h0=None, reverse=False):
     """Why the C loop cannot take this call (None if it can)."""
-    dtype = _cpu.promoted_dtype(a, b, h0)
+    dtype = promoted_dtype(a, b, h0)
     if dtype not in DTYPES:
         return _cpu.on_cpu(a, b, h0) or f"dtype {dtype} (the C loop takes {', '.join(str(d) for d in DTYPES)})"
     return _cpu.on_cpu(a, b, h0)

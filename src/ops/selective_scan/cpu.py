@@ -13,6 +13,7 @@ import pathlib
 import torch
 
 from src.ops import _cpu
+from src.ops.precision import promoted_dtype
 
 SOURCE = pathlib.Path(__file__).with_name("selective_scan.c")
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
@@ -92,7 +93,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         delta = delta + delta_bias[:, None]
     if delta_softplus:
         delta = torch.nn.functional.softplus(delta)
-    dtype = _cpu.promoted_dtype(u, delta, A, B, C, D, z, initial_state)
+    dtype = promoted_dtype(u, delta, A, B, C, D, z, initial_state)
     batch, dim, L = u.shape
     N = A.shape[1]
     u, delta, A = (x.to(dtype).contiguous() for x in (u, delta, A))
@@ -112,7 +113,7 @@ def unsupported(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softpl
                 initial_state=None, neg_eigval=False):
     """Why the C loop cannot take this call (None if it can)."""
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
-    dtype = _cpu.promoted_dtype(*tensors)
+    dtype = promoted_dtype(*tensors)
     if dtype not in DTYPES:
         return _cpu.on_cpu(*tensors) or f"dtype {dtype} (the C loop takes torch.float32, torch.float64)"
     return _cpu.on_cpu(*tensors)
