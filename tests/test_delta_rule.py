@@ -89,7 +89,7 @@ def test_delta_rule_cpu_loop_splits_heads_over_threads_within_a_batch_row(gated,
 def test_auto_takes_the_c_loop_on_cpu():
     x = inputs(2, 9, 2, 4, 4, True)
     assert DISPATCH.resolve("auto", torch.device("cpu"), x[:5]) == "cpu"
-    assert DISPATCH.resolve("auto", torch.device("cpu"), [t.half() for t in x[:5]]) == "torch"  # float16
+    assert DISPATCH.resolve("auto", torch.device("cpu"), [t.half() for t in x[:5]]) == "cpu"  # float16, widened
     torch.testing.assert_close(delta_rule(*x[:5]), reference.delta_rule(*x[:5]), **F64)
 
 

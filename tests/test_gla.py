@@ -100,7 +100,7 @@ def test_the_public_function_runs_the_c_loop_on_cpu():
     torch.testing.assert_close(gla(*x[:5], initial_state=x[5], output_final_state=True),
                                reference.gla(*x[:5], initial_state=x[5], output_final_state=True), **F64)
     assert DISPATCH.resolve("auto", torch.device("cpu"), x) == "cpu"
-    assert DISPATCH.resolve("auto", torch.device("cpu"), [t.half() for t in x[:3]]) == "torch"  # float16: no C loop
+    assert DISPATCH.resolve("auto", torch.device("cpu"), [t.half() for t in x[:3]]) == "cpu"  # float16, widened
     with pytest.raises(ConfigError, match="does not run on cpu"):
         gla(*x[:3], backend="triton")
     with pytest.raises(ConfigError, match="backend='keops' is not valid; choose one of: 'auto', 'torch', 'cpu', 'triton'"):

@@ -129,8 +129,9 @@ def test_c_loop_matches_the_fenwick_loop(shape, dtype):
 
 
 def test_cpu_backend_runs_the_c_loop_where_it_can(monkeypatch):
-    """Mamba-2 inside from position 0 in float32 or float64: the C loop; from a state, Gated DeltaNet
-    inside or another dtype: chunked.py's forms (with gla's and delta_rule's loops per level)."""
+    """Mamba-2 inside from position 0 in float32 or float64 (or a half precision, widened): the C loop;
+    from a state, Gated DeltaNet inside or another dtype: chunked.py's forms (with gla's and
+    delta_rule's loops per level)."""
     need_c_loop("log_linear")
     q, k, v, beta, g, lam, buckets = inputs(1, 9, 1, 2, 4, 3, 5)
     state = (levels(buckets, 5), 5)
@@ -138,14 +139,15 @@ def test_cpu_backend_runs_the_c_loop_where_it_can(monkeypatch):
     spy = lambda q, k, v, g, lam, final: calls.append(q) or torch_path(q, k, v, None, g, lam, None, final)  # noqa: E731
     monkeypatch.setattr(cpu, "log_linear_attn", spy)
     log_linear_attn(q, k, v, g, lam, backend="cpu")
-    assert len(calls) == 1
-    for args in ((q, k, v, g, lam, state), (q.half(), k.half(), v.half(), g.half(), lam.half())):
-        log_linear_attn(*args, backend="cpu")
+    log_linear_attn(q.half(), k.half(), v.half(), g.half(), lam.half(), backend="cpu")  # the loop, widened
+    assert len(calls) == 2
+    log_linear_attn(q, k, v, g, lam, state, backend="cpu")
     log_linear_delta_rule(q, k, v, beta, g, lam, backend="cpu")
-    assert len(calls) == 1
+    assert len(calls) == 2
     assert cpu.unsupported(q, k, v, None, g, lam, state) == "an initial state (the C loop starts at position 0)"
     assert cpu.unsupported(q, k, v, beta, g, lam) == "Gated DeltaNet inside (the C loop runs Mamba-2's)"
-    assert cpu.unsupported(q.half(), k, v, None, g, lam) == "dtype torch.float16 (the C loop takes float32, float64)"
+    assert cpu.unsupported(q.to(torch.complex64), k, v, None, g, lam) == \
+        "dtype torch.complex64 (the C loop takes float32, float64, and half precisions widened to float32)"
 
 
 @pytest.mark.parametrize("delta", [False, True], ids=["mamba2", "gated_deltanet"])

@@ -2,10 +2,11 @@
 
 Under autocast (`trainer.precision=bf16-mixed` or `16-mixed`) a layer hands its op bfloat16 or
 float16 projections beside float32 gates; a half-precision model (`bf16-true`) hands it half
-tensors only. fla's kernels take both and keep their states and prefix sums in float32. The ops
-whose torch paths or C loops would lose more than the inputs' own rounding in half precision
-(a forget gate's prefix sums, an inner model's layer norm and gradient steps, the triangular
-solves of a UT form, an FFT) compute the same way through `float32_inside`: in float32 or wider,
+tensors only. fla's kernels take both and keep their states and prefix sums in float32. Two kinds
+of backend compute the same way through `float32_inside`: the torch paths that would lose more
+than the inputs' own rounding in half precision, or have no half kernels (a forget gate's prefix
+sums, an inner model's layer norm and gradient steps, the triangular solves of a UT form, an
+FFT), and the C loops, compiled for float32 and float64 only. They run in float32 or wider,
 outside autocast, and return tensors of the arguments' promoted dtype, so that a bfloat16 model
 gets bfloat16 back and an autocast one float32 (the promotion of bfloat16 and float32).
 """

@@ -117,6 +117,15 @@ def arguments(*values):
     return [one(v) for v in values]
 
 
+def refuses_dtype(dtype):
+    """Why a C loop cannot take tensors of `dtype` (None if it can): the loops are float32 and
+    float64, and take half precisions widened to float32 (src/ops/precision.py's float32_inside
+    on their functions)."""
+    if torch.promote_types(dtype, torch.float32) in (torch.float32, torch.float64):
+        return None
+    return f"dtype {dtype} (the C loop takes float32, float64, and half precisions widened to float32)"
+
+
 def on_cpu(*tensors):
     """None if every tensor given (None skipped) is on the CPU, else why not."""
     return None if all(x is None or x.device.type == "cpu" for x in tensors) else "inputs are not on the CPU"

@@ -17,6 +17,7 @@ import pathlib
 import torch
 
 from src.ops import _cpu
+from src.ops.precision import float32_inside
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 CHECKPOINT = 32  # steps between saved states: C + 2 states of a head (~0.5 MB at K = V = 64) stay in L2
@@ -61,6 +62,7 @@ class _DeltaRule(torch.autograd.Function):
         return dq, dk, dv, dbeta, dg, dS0, None, None
 
 
+@float32_inside  # half-precision calls run the float32 loop
 def delta_product(q, k, v, beta, g=None, scale=None, initial_state=None, output_final_state=False,
                   num_householder=2):
     """Same arguments and result as reference.delta_product."""
@@ -70,6 +72,7 @@ def delta_product(q, k, v, beta, g=None, scale=None, initial_state=None, output_
     return o, (S if output_final_state else None)
 
 
+@float32_inside  # half-precision calls run the float32 loop
 def delta_rule(q, k, v, beta, g=None, scale=None, initial_state=None, output_final_state=False):
     """Same arguments and result as reference.delta_rule."""
     return delta_product(q, k, v, beta, g, scale, initial_state, output_final_state, num_householder=1)
@@ -77,5 +80,5 @@ def delta_rule(q, k, v, beta, g=None, scale=None, initial_state=None, output_fin
 
 def unsupported(q, k, v, beta, g=None, scale=None, initial_state=None, output_final_state=False):
     """Why the C loop cannot take this call (None if it can)."""
-    dtype = None if q.dtype in DTYPES else f"dtype {q.dtype} (the C loop takes float32, float64)"
+    dtype = _cpu.refuses_dtype(q.dtype)
     return _cpu.on_cpu(q, k, v, beta, g, initial_state) or dtype

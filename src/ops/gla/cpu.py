@@ -17,6 +17,7 @@ import pathlib
 import torch
 
 from src.ops import _cpu
+from src.ops.precision import float32_inside
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 CHECKPOINT = 32  # steps between saved states: C + 1 states of a head (~0.5 MB at K = V = 64) stay in L2
@@ -64,6 +65,7 @@ class _GLA(torch.autograd.Function):
         return dq, dk, dv, dg, None if du is None else du.sum(0), dS0, None, None
 
 
+@float32_inside  # half-precision calls run the float32 loop
 def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False, negative=None):
     """Same arguments and result as reference.gla."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
@@ -75,5 +77,5 @@ def gla(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_st
 
 def unsupported(q, k, v, g=None, u=None, scale=None, initial_state=None, output_final_state=False, negative=None):
     """Why the C loop cannot take this call (None if it can)."""
-    dtype = None if q.dtype in DTYPES else f"dtype {q.dtype} (the C loop takes float32, float64)"
+    dtype = _cpu.refuses_dtype(q.dtype)
     return _cpu.on_cpu(q, k, v, g, u, initial_state, negative) or dtype

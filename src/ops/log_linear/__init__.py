@@ -69,8 +69,8 @@ def torch_path(q, k, v, beta, g, level_scales, initial_state=None, output_final_
 
 def cpu_path(q, k, v, beta, g, level_scales, initial_state=None, output_final_state=False):
     """Backend `cpu`: log_linear.c for the calls it takes (Mamba-2 inside from position 0, float32 or
-    float64), else torch_path with gla's and delta_rule's `auto` per level: their C loops where those
-    take the call (a bfloat16 one from autocast goes to their torch paths)."""
+    float64, half precisions widened), else torch_path with gla's and delta_rule's `auto` per level:
+    their C loops where those take the call."""
     if cpu.unsupported(q, k, v, beta, g, level_scales, initial_state, output_final_state):
         return torch_path(q, k, v, beta, g, level_scales, initial_state, output_final_state, inner="auto")
     return cpu.log_linear_attn(q, k, v, g, level_scales, output_final_state)

@@ -16,6 +16,7 @@ import pathlib
 import torch
 
 from src.ops import _cpu
+from src.ops.precision import float32_inside
 from src.ops.gla.chunked import decay_dtype
 from src.ops.log_linear import chunked
 
@@ -80,6 +81,7 @@ def _read_factors(g, lam, C):
     return (R * lam[..., L0 + 1: L0 + 1 + J].permute(0, 2, 3, 1)).contiguous()
 
 
+@float32_inside  # half-precision calls run the float32 loop
 def log_linear_attn(q, k, v, g, level_scales, output_final_state=False, chunk=64):
     """reference.log_linear_attn from position 0 (no initial state), float32 or float64."""
     q, k = chunked._heads(q, k, v)
@@ -99,6 +101,4 @@ def unsupported(q, k, v, beta, g, level_scales, initial_state=None, output_final
         return "Gated DeltaNet inside (the C loop runs Mamba-2's)"
     if initial_state is not None:
         return "an initial state (the C loop starts at position 0)"
-    if q.dtype not in DTYPES:
-        return f"dtype {q.dtype} (the C loop takes float32, float64)"
-    return _cpu.on_cpu(q, k, v, g, level_scales)
+    return _cpu.refuses_dtype(q.dtype) or _cpu.on_cpu(q, k, v, g, level_scales)

@@ -17,6 +17,7 @@ import pathlib
 import torch
 
 from src.ops import _cpu
+from src.ops.precision import float32_inside
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 KIND = {"stack": 0, "tape": 1}
@@ -90,6 +91,7 @@ class _MemoryRNN(torch.autograd.Function):
         return None, du, dW_h, dW_r, dW_a, db_a, *d0, dwW, flat(gz).sum(0)
 
 
+@float32_inside  # half-precision calls run the float32 loop
 def memory_rnn(u, W_h, W_r, write, W_a, b_a, kind, size, shifts=(), initial_state=None, output_final_state=False):
     """Same arguments and result as reference.memory_rnn."""
     dtype = u.dtype
@@ -107,5 +109,5 @@ def memory_rnn(u, W_h, W_r, write, W_a, b_a, kind, size, shifts=(), initial_stat
 
 def unsupported(u, W_h, W_r, write, W_a, b_a, kind, size, shifts=(), initial_state=None, output_final_state=False):
     """Why the C loop cannot take this call (None if it can)."""
-    dtype = None if u.dtype in DTYPES else f"dtype {u.dtype} (the C loop takes float32, float64)"
+    dtype = _cpu.refuses_dtype(u.dtype)
     return _cpu.on_cpu(u, W_h, W_r, W_a, b_a, *(t for layer in write for t in layer), *(initial_state or ())) or dtype

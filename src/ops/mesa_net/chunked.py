@@ -19,6 +19,7 @@ import torch
 
 from src.ops.gla.chunked import chunk_size, chunks, log_decay, pass_states, unchunk
 from src.ops.mesa_net.cg import solve
+from src.ops.precision import float32_inside
 
 
 def _matvec(x, H0, k, M, eb, ridge):
@@ -31,6 +32,7 @@ def _matvec(x, H0, k, M, eb, ridge):
     return Ax.addcmul_(ridge, x).addcmul_(eb, x @ H0.transpose(-1, -2))
 
 
+@float32_inside  # the solves: torch has no half-precision LU, and CG in bfloat16 would stop far from the solution
 def mesa_net(q, k, v, g, beta, lamb, initial_state=None, output_final_state=False, cg_steps=None, chunk=32):
     """Same arguments and result as reference.mesa_net. Chunks of 32: on CPU 1.1-1.2x faster than 64
     forward and forward + backward at T 256 and 1024 (the C x C products shrink; B 2, 4 heads of 64)."""

@@ -17,6 +17,7 @@ import pathlib
 import torch
 
 from src.ops import _cpu
+from src.ops.precision import float32_inside
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 # tokens between saved states (the backward's scratch of C + 1 states of (K, K + V): 1 MB at K = V = 64);
@@ -66,6 +67,7 @@ class _Mesa(torch.autograd.Function):
                 dG0 if ctx.initial[1] else None, None)
 
 
+@float32_inside  # half-precision calls run the float32 loop
 def mesa_net(q, k, v, g, beta, lamb, initial_state=None, output_final_state=False, cg_steps=30):
     """Same arguments and result as reference.mesa_net (cg_steps=None: the exact solve)."""
     dtype = q.dtype
@@ -77,11 +79,9 @@ def mesa_net(q, k, v, g, beta, lamb, initial_state=None, output_final_state=Fals
 
 def unsupported(q, k, v, g, beta, lamb, initial_state=None, output_final_state=False, cg_steps=30):
     """Why the C loop cannot take this call (None if it can)."""
-    if q.dtype not in DTYPES:
-        return f"dtype {q.dtype} (the C loop takes float32, float64)"
-    on_cpu = _cpu.on_cpu(q, k, v, g, beta, lamb, *(initial_state or ()))
-    if on_cpu or cg_steps is not None or initial_state is None:
-        return on_cpu
+    why = _cpu.refuses_dtype(q.dtype) or _cpu.on_cpu(q, k, v, g, beta, lamb, *(initial_state or ()))
+    if why or cg_steps is not None or initial_state is None:
+        return why
     H0 = initial_state[0]  # the recurrence's states are symmetric to rounding: tolerances of float32 rounding
     if not torch.allclose(H0, H0.transpose(-1, -2), rtol=1e-5, atol=1e-6 * H0.abs().max().item()):
         return "the exact solve factors a symmetric H_kk, and the initial state's is not symmetric"

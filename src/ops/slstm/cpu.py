@@ -16,6 +16,7 @@ import pathlib
 import torch
 
 from src.ops import _cpu
+from src.ops.precision import float32_inside
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
@@ -55,6 +56,7 @@ class _SLSTM(torch.autograd.Function):
         return dx, dx.sum((0, 1)), dR, *d0
 
 
+@float32_inside  # half-precision calls run the float32 loop
 def slstm(x, R, b, initial_state=None, output_final_state=False):
     """Same arguments and result as reference.slstm."""
     dtype = x.dtype
@@ -65,5 +67,5 @@ def slstm(x, R, b, initial_state=None, output_final_state=False):
 
 def unsupported(x, R, b, initial_state=None, output_final_state=False):
     """Why the C loop cannot take this call (None if it can)."""
-    dtype = None if x.dtype in DTYPES else f"dtype {x.dtype} (the C loop takes float32, float64)"
+    dtype = _cpu.refuses_dtype(x.dtype)
     return _cpu.on_cpu(x, R, b, *(initial_state or ())) or dtype

@@ -93,8 +93,6 @@ def titans(q, k, v, theta, log_decay, log_momentum, w, b, state, offset=0, chunk
 
 def unsupported(q, k, v, theta, log_decay, log_momentum, w, b, state, offset=0, chunk_size=16, eps=1e-6):
     """Why the C loop cannot take this call (None if it can)."""
-    if torch.promote_types(q.dtype, torch.float32) not in DTYPES:
-        return f"dtype {q.dtype} (the C loop takes float32, float64, and half precisions widened to float32)"
     if offset:
         return f"offset {offset}: the C loop starts at a chunk's start (offset 0)"
-    return _cpu.on_cpu(q, k, v, theta, log_decay, log_momentum, w, b, *state)
+    return _cpu.refuses_dtype(q.dtype) or _cpu.on_cpu(q, k, v, theta, log_decay, log_momentum, w, b, *state)

@@ -63,11 +63,6 @@ class MesaNet(OneTokenStep):
         self.o_norm = GatedRMSNorm(self.d_k, norm_eps, activation="swish")
         self.o_proj = nn.Linear(width, d_model, bias=False)
 
-    def why_no_half_weights(self):
-        if self.cg_steps is None:
-            return "its exact solve (cg_steps=null) has no half-precision kernel in torch; cg_steps runs"
-        return None
-
     def forward(self, x, state=None, positions=None):  # x (B, L, d_model)
         conv_state, S = (None, None) if state is None else state
         (q, k), conv_state = self.convs([self.q_proj(x), self.k_proj(x)], conv_state)
