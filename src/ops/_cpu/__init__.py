@@ -28,6 +28,7 @@ import torch
 # `omp simd` loops (no OpenMP runtime); -fno-trapping-math: lets the branch-free exp vectorise
 FLAGS = ["-O3", "-march=native", "-fcx-limited-range", "-fopenmp-simd", "-fno-trapping-math", "-std=gnu11",
          "-shared", "-fPIC"]
+DTYPES = {torch.float32: "float32", torch.float64: "float64"}  # the loops' dtypes, as their symbols name them
 PARALLEL_FROM = 1 << 16  # elements; below this one thread does the whole loop
 
 
@@ -121,7 +122,7 @@ def refuses_dtype(dtype):
     """Why a C loop cannot take tensors of `dtype` (None if it can): the loops are float32 and
     float64, and take half precisions widened to float32 (src/ops/precision.py's float32_inside
     on their functions)."""
-    if torch.promote_types(dtype, torch.float32) in (torch.float32, torch.float64):
+    if torch.promote_types(dtype, torch.float32) in DTYPES:
         return None
     return f"dtype {dtype} (the C loop takes float32, float64, and half precisions widened to float32)"
 

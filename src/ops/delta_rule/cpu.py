@@ -19,14 +19,14 @@ import torch
 from src.ops import _cpu
 from src.ops.precision import float32_inside
 
-DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 CHECKPOINT = 32  # steps between saved states: C + 2 states of a head (~0.5 MB at K = V = 64) stay in L2
 
 
 def _call(which, dtype, shape, n, per_key, scale, tensors):
     """delta_rule_<dtype>_<which>(B, T, H, K, V, h0, h1, C, N, GK, scale, *pointers), heads over
     threads, C the tokens between checkpoints."""
-    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("delta_rule.c")), f"delta_rule_{DTYPES[dtype]}_{which}")
+    library = _cpu.library(pathlib.Path(__file__).with_name("delta_rule.c"))
+    fn = getattr(library, f"delta_rule_{_cpu.DTYPES[dtype]}_{which}")
     B, T, H, K, V = shape
     c_scale = (ctypes.c_float if dtype == torch.float32 else ctypes.c_double)(scale)
     pointers = _cpu.pointers(*tensors)

@@ -19,13 +19,12 @@ import torch
 from src.ops import _cpu
 from src.ops.precision import float32_inside
 
-DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 CHECKPOINT = 32  # steps between saved states: C + 1 states of a head (~0.5 MB at K = V = 64) stay in L2
 
 
 def _call(which, dtype, shape, options, tensors):
     """gla_<dtype>_<which>(B, T, H, K, V, h0, h1, gmode, C, scale, *pointers), heads over threads."""
-    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("gla.c")), f"gla_{DTYPES[dtype]}_{which}")
+    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("gla.c")), f"gla_{_cpu.DTYPES[dtype]}_{which}")
     B, T, H, K, V = shape
     gmode, scale = options
     scalar = (ctypes.c_float if dtype == torch.float32 else ctypes.c_double)(scale)

@@ -20,14 +20,13 @@ from src.ops.precision import float32_inside
 from src.ops.gla.chunked import decay_dtype
 from src.ops.log_linear import chunked
 
-DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 SOURCE = pathlib.Path(__file__).with_name("log_linear.c")
 
 
 def _call(which, shape, tensors):
     """log_linear_<dtype>_<which>(T, H, K, V, C, n_levels, h0, h1, *tensors), heads [h0, h1) of the B H
     over threads."""
-    fn = getattr(_cpu.library(SOURCE), f"log_linear_{DTYPES[tensors[0].dtype]}_{which}")
+    fn = getattr(_cpu.library(SOURCE), f"log_linear_{_cpu.DTYPES[tensors[0].dtype]}_{which}")
     B, T, H, K, V, C, n_levels = shape
 
     def call(i, h0, h1):

@@ -19,13 +19,13 @@ import torch
 from src.ops import _cpu
 from src.ops.precision import float32_inside
 
-DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 KIND = {"stack": 0, "tape": 1}
 
 
 def _call(which, dtype, meta, B, tensors):
     """memory_rnn_<dtype>_<which>(B, T, H, C, K, A, nl, dims, kind, shifts, b0, b1, *pointers), rows over threads."""
-    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("memory_rnn.c")), f"memory_rnn_{DTYPES[dtype]}_{which}")
+    library = _cpu.library(pathlib.Path(__file__).with_name("memory_rnn.c"))
+    fn = getattr(library, f"memory_rnn_{_cpu.DTYPES[dtype]}_{which}")
     T, H, C, K, A, dims, kind, shifts = meta
     head = [*_cpu.int64(B, T, H, C, K, A, len(dims) - 1), *_cpu.pointers(dims), _cpu.int64(kind)[0],
             *_cpu.pointers(shifts)]

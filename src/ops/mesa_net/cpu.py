@@ -19,7 +19,6 @@ import torch
 from src.ops import _cpu
 from src.ops.precision import float32_inside
 
-DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 # tokens between saved states (the backward's scratch of C + 1 states of (K, K + V): 1 MB at K = V = 64);
 # as fast as 16 (1.02-1.04x, interleaved at T 1024) with half the checkpoints' memory
 CHECKPOINT = 32
@@ -28,7 +27,7 @@ CHECKPOINT = 32
 def _call(which, dtype, shape, steps, tensors):
     """mesa_net_<dtype>_<which>(T, H, K, V, h0, h1, steps, C, *tensors), heads [h0, h1) of the B H over
     threads."""
-    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("mesa_net.c")), f"mesa_net_{DTYPES[dtype]}_{which}")
+    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("mesa_net.c")), f"mesa_net_{_cpu.DTYPES[dtype]}_{which}")
     B, T, H, K, V = shape
 
     def call(i, h0, h1):

@@ -16,7 +16,6 @@ from src.ops import _cpu
 from src.ops.precision import promoted_dtype
 
 SOURCE = pathlib.Path(__file__).with_name("selective_scan.c")
-DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
 
 def _selective_inputs(u, delta, A, B, C, B_layout, C_layout):
@@ -49,7 +48,7 @@ class _SelectiveScan(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, h0, B_layout, C_layout, neg):
         (batch, dim, L), N = u.shape, A.shape[1]
         y, last = u.new_empty(batch, dim, L), u.new_empty(batch, dim, N)
-        fn = getattr(_cpu.library(SOURCE), f"selective_scan_{DTYPES[u.dtype]}_forward")
+        fn = getattr(_cpu.library(SOURCE), f"selective_scan_{_cpu.DTYPES[u.dtype]}_forward")
         args = _selective_inputs(u, delta, A, B, C, B_layout, C_layout) + _cpu.pointers(h0, y, last)
 
         def call(i, d0, d1):
@@ -72,7 +71,7 @@ class _SelectiveScan(torch.autograd.Function):
         grad_C = C.new_zeros(len(parts), *C.shape)
         grad_h0 = torch.empty_like(h0) if h0 is not None and ctx.needs_input_grad[5] else None
         scratch = u.new_empty(len(parts), L, N)  # each thread's recomputed states of one channel
-        fn = getattr(_cpu.library(SOURCE), f"selective_scan_{DTYPES[u.dtype]}_backward")
+        fn = getattr(_cpu.library(SOURCE), f"selective_scan_{_cpu.DTYPES[u.dtype]}_backward")
         grad_y, grad_last = grad_y.contiguous(), grad_last.contiguous()  # held here: the C loop reads them
         args = (_selective_inputs(u, delta, A, B, C, B_layout, C_layout)
                 + _cpu.pointers(h0, grad_y, grad_last, grad_u, grad_delta, grad_A))
@@ -114,6 +113,6 @@ def unsupported(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softpl
     """Why the C loop cannot take this call (None if it can)."""
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     dtype = promoted_dtype(*tensors)
-    if dtype not in DTYPES:
+    if dtype not in _cpu.DTYPES:
         return _cpu.on_cpu(*tensors) or f"dtype {dtype} (the C loop takes torch.float32, torch.float64)"
     return _cpu.on_cpu(*tensors)

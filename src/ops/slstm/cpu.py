@@ -18,12 +18,11 @@ import torch
 from src.ops import _cpu
 from src.ops.precision import float32_inside
 
-DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
 
 def _call(which, dtype, shape, tensors):
     """slstm_<dtype>_<which>(B, T, H, d, h0, h1, *pointers), heads over threads."""
-    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("slstm.c")), f"slstm_{DTYPES[dtype]}_{which}")
+    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("slstm.c")), f"slstm_{_cpu.DTYPES[dtype]}_{which}")
     B, T, H, d = shape
     pointers = _cpu.pointers(*tensors)
 

@@ -21,13 +21,12 @@ from src.ops import _cpu
 from src.ops.precision import float32_inside
 from src.ops.titans.chunked import gate_coefficients
 
-DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 SOURCE = pathlib.Path(__file__).with_name("titans.c")
 
 
 def _call(which, shape, eps, tensors):
     """titans_<dtype>_<which>(T, H, D, K, h0, h1, eps, *tensors), heads [h0, h1) of the B H over threads."""
-    fn = getattr(_cpu.library(SOURCE), f"titans_{DTYPES[tensors[0].dtype]}_{which}")
+    fn = getattr(_cpu.library(SOURCE), f"titans_{_cpu.DTYPES[tensors[0].dtype]}_{which}")
     B, T, H, D, K = shape
 
     def call(i, h0, h1):

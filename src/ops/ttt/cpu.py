@@ -23,7 +23,6 @@ import torch
 from src.ops import _cpu
 from src.ops.precision import float32_inside
 
-DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 SOURCE = pathlib.Path(__file__).with_name("ttt_linear.c")
 MLP_SOURCE = pathlib.Path(__file__).with_name("ttt_mlp.c")
 
@@ -33,7 +32,7 @@ def _call(which, shape, eps, tensors, mlp=False):
     ttt_mlp's (T, H, D, F, M, ...) with shape (B, T, H, D, F, M); heads [h0, h1) of the B H over
     threads."""
     prefix, source = ("ttt_mlp", MLP_SOURCE) if mlp else ("ttt_linear", SOURCE)
-    fn = getattr(_cpu.library(source), f"{prefix}_{DTYPES[tensors[0].dtype]}_{which}")
+    fn = getattr(_cpu.library(source), f"{prefix}_{_cpu.DTYPES[tensors[0].dtype]}_{which}")
     B, T, H = shape[:3]
 
     def call(i, h0, h1):

@@ -12,11 +12,10 @@ import torch
 
 from src.ops import _cpu
 
-DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
 
 def _call(which, dtype, batch, L, D, tensors):
-    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("wkv.c")), f"wkv_{DTYPES[dtype]}_{which}")
+    fn = getattr(_cpu.library(pathlib.Path(__file__).with_name("wkv.c")), f"wkv_{_cpu.DTYPES[dtype]}_{which}")
     pointers = _cpu.pointers(*tensors)
 
     def call(i, d0, d1):
@@ -52,7 +51,7 @@ def wkv(w, u, k, v):
 
 def unsupported(w, u, k, v):
     """Why the C loop cannot take this call (None if it can)."""
-    one_dtype = k.dtype in DTYPES and all(x.dtype == k.dtype for x in (w, u, v))
+    one_dtype = k.dtype in _cpu.DTYPES and all(x.dtype == k.dtype for x in (w, u, v))
     dtypes = None if one_dtype else (f"dtypes {w.dtype}, {u.dtype}, {k.dtype}, {v.dtype} "
                                      "(the C loop takes one of float32, float64)")
     return _cpu.on_cpu(w, u, k, v) or dtypes
